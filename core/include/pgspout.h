@@ -1,0 +1,399 @@
+/*
+ * pgspout.h - stream PostgreSQL query results without holding the whole result.
+ *
+ * This header is the whole public API and its documentation; anything not
+ * declared here is internal. Conventions that hold for every function:
+ *
+ *  - Functions that can fail return an int: PGSPOUT_OK (0) or a positive
+ *    outcome code on success, a negative PGSPOUT_E* code on failure.
+ *    pgspout_strerror() gives static text for any code; the detailed message
+ *    lives on the object that failed (pgspout_conn_error, pgspout_stream_error,
+ *    pgspout_options_error).
+ *  - Constructors write the new handle through their last (`out`) argument.
+ *    Like sqlite3_open, pgspout_connect and pgspout_stream_open return a
+ *    handle even on most failures so that its error can be read; the caller
+ *    closes it either way. `*out` is NULL only for PGSPOUT_EINVAL/ENOMEM.
+ *  - _free/_close functions accept NULL.
+ *  - Borrowed pointers say how long they live. Strings are NUL-terminated
+ *    UTF-8 unless a length is returned alongside.
+ *  - Threads: a connection and its streams are used by one thread at a time
+ *    (the "owner"). The exceptions, callable from any thread at any time while
+ *    the handle is open, are marked "any thread": pgspout_conn_cancel,
+ *    pgspout_stream_pause, _resume, _cancel, _state and _stats. Metrics and the
+ *    registry functions are thread-safe.
+ *  - The library never prints, aborts or exits. Diagnostics go to the log
+ *    hook set with pgspout_set_log_hook().
+ */
+#ifndef PGSPOUT_H
+#define PGSPOUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(PGSPOUT_BUILDING) && defined(__GNUC__)
+#define PGSPOUT_EXTERN __attribute__((visibility("default")))
+#else
+#define PGSPOUT_EXTERN
+#endif
+
+/* ---------------------------------------------------------------- version */
+
+#define PGSPOUT_VERSION_MAJOR 0
+#define PGSPOUT_VERSION_MINOR 1
+#define PGSPOUT_VERSION_PATCH 0
+#define PGSPOUT_VERSION_STRING "0.1.0"
+/* major * 10000 + minor * 100 + patch: compare with pgspout_version_number() */
+#define PGSPOUT_VERSION_NUMBER 100
+
+/* Run-time version string ("0.1.0"); static storage. Any thread. */
+PGSPOUT_EXTERN const char *pgspout_version(void);
+/* Run-time PGSPOUT_VERSION_NUMBER. Any thread. */
+PGSPOUT_EXTERN int pgspout_version_number(void);
+/* Name of the row transport compiled in: "chunked" (libpq >= 17
+ * PQsetChunkedRowsMode) or "single-row" (PQsetSingleRowMode). Any thread. */
+PGSPOUT_EXTERN const char *pgspout_transport(void);
+
+/* ---------------------------------------------------------- return codes */
+/* Stable values: never renumbered; retired codes stay reserved. */
+enum {
+    PGSPOUT_OK = 0,     /* success; from next: a row/chunk is available */
+    PGSPOUT_DONE = 1,   /* the stream ended normally (or at max_rows: see state) */
+    PGSPOUT_AGAIN = 2,  /* PGSPOUT_NONBLOCK: no row yet, poll the socket */
+    PGSPOUT_PAUSED = 3, /* PGSPOUT_NONBLOCK: paused and the buffer is empty */
+
+    PGSPOUT_EINVAL = -1,         /* NULL or out-of-range argument */
+    PGSPOUT_EOPTION = -2,        /* unknown option key */
+    PGSPOUT_EVALUE = -3,         /* malformed or out-of-range option value */
+    PGSPOUT_ENOMEM = -4,         /* allocation failed */
+    PGSPOUT_ECONNECT = -5,       /* could not connect or authenticate */
+    PGSPOUT_ECONN = -6,          /* connection lost or unusable */
+    PGSPOUT_ESQL = -7,           /* the server reported an error (SQLSTATE) */
+    PGSPOUT_EBUSY = -8,          /* connection/stream in use by another call */
+    PGSPOUT_ESTATE = -9,         /* call not valid in this state (closed...) */
+    PGSPOUT_ECANCELLED = -10,    /* the stream was cancelled */
+    PGSPOUT_ETIMEOUT = -11,      /* the stream deadline ("timeout") passed */
+    PGSPOUT_EPAUSE_TIMEOUT = -12, /* paused past pause_timeout, then cancelled */
+    PGSPOUT_EMEMORY = -13,       /* max_memory / memory_fail exceeded */
+    PGSPOUT_ENOTFOUND = -14,     /* registry: no stream with that id */
+    PGSPOUT_EINTERNAL = -15      /* a bug or an unexpected libpq answer */
+};
+
+/* Static, never-NULL text for any code (unknown codes included). Any thread. */
+PGSPOUT_EXTERN const char *pgspout_strerror(int code);
+/* Stable lower-case name of a code ("ok", "done", "einval"...). Any thread. */
+PGSPOUT_EXTERN const char *pgspout_code_name(int code);
+
+/* ---------------------------------------------------------------- handles */
+typedef struct pgspout_conn pgspout_conn;
+typedef struct pgspout_stream pgspout_stream;
+typedef struct pgspout_options pgspout_options;
+typedef struct pgspout_row pgspout_row;
+typedef struct pgspout_chunk pgspout_chunk;
+
+/* Release memory the library handed over (metrics text, registry output). */
+PGSPOUT_EXTERN void pgspout_free(void *p);
+
+/* Process-wide log hook for warnings (e.g. memory_warn crossed). level is 1
+ * (info), 2 (warning) or 3 (error). May be called from any thread that drives
+ * a stream; must not call back into pgspout. NULL removes it. Set it before
+ * starting streams; not synchronised with running streams. */
+typedef void (*pgspout_log_fn)(int level, const char *message, void *userdata);
+PGSPOUT_EXTERN void pgspout_set_log_hook(pgspout_log_fn fn, void *userdata);
+
+/* ---------------------------------------------------------------- options */
+/*
+ * String key/value options; values accept units where they make sense.
+ * Sizes: "65536", "64kB", "64MB", "1GB" (1024-based, B/kB/KB/MB/GB/TB).
+ * Durations: "250ms", "30s", "5min", "1h", "2d", bare numbers are seconds;
+ * "0" disables a limit. Booleans: on/off, true/false, yes/no, 1/0.
+ *
+ * Stream keys (default):
+ *   chunk_rows (1000)        rows per chunk, 1..10000000
+ *   chunk_bytes (1MB)        a chunk also closes at this many bytes
+ *   adaptive_chunking (off)  grow/shrink chunk_rows between
+ *   chunk_rows_min (100), chunk_rows_max (100000)
+ *   max_memory (64MB)        hard bound on bytes a stream buffers
+ *   memory_warn (0.8)        fraction of max_memory: log + metric once
+ *   memory_fail (1.0)        fraction of max_memory: fail with EMEMORY
+ *   max_rows (0 = none)      deliver at most N rows, then state LIMITED
+ *   timeout (0 = none)       whole-stream deadline -> ETIMEOUT
+ *   statement_timeout (0)    sent to the server (SET statement_timeout)
+ *   pause_timeout (0 = none) how long a pause may last
+ *   on_pause_timeout (resume) resume | cancel (-> EPAUSE_TIMEOUT)
+ *   max_rate (0 = none)      rows per second delivered, at most
+ *   label ("default")        metrics label, [A-Za-z0-9_.:-]{1,64}
+ *   expected_rows (0)        enables progress and ETA in stats
+ *   rows (tuple)             tuple | dict | json: how bindings shape rows
+ *   metrics (on)             off = this stream records no metrics
+ *   progress_rows (0), progress_interval (0): when the progress hook fires
+ *   idle_timeout (60s)       registry streams idle longer are reaped
+ * Connection keys (pgspout_connect_opts): connect_timeout, keepalives_idle,
+ *   keepalives_interval, keepalives_count, tcp_user_timeout, application_name.
+ */
+
+/* New option set with every key at its default; NULL on ENOMEM. Owner thread. */
+PGSPOUT_EXTERN pgspout_options *pgspout_options_new(void);
+/* Set key to value. Returns PGSPOUT_OK, EINVAL (NULL), EOPTION (unknown key)
+ * or EVALUE (bad value); on error the set is unchanged and
+ * pgspout_options_error() names the key and the value. */
+PGSPOUT_EXTERN int pgspout_options_set(pgspout_options *o, const char *key,
+                                       const char *value);
+/* Current value of key rendered as text into a thread-local buffer valid
+ * until the next call from the same thread; NULL for unknown keys. */
+PGSPOUT_EXTERN const char *pgspout_options_get(const pgspout_options *o,
+                                               const char *key);
+/* Message of the last failed pgspout_options_set ("" if none). Owned by o. */
+PGSPOUT_EXTERN const char *pgspout_options_error(const pgspout_options *o);
+PGSPOUT_EXTERN void pgspout_options_free(pgspout_options *o);
+
+/* Row filter: return non-zero to keep the row, 0 to skip it (counted as
+ * filtered). Runs on the thread that drives the stream. */
+typedef int (*pgspout_filter_fn)(const pgspout_row *row, void *userdata);
+PGSPOUT_EXTERN int pgspout_options_set_filter(pgspout_options *o,
+                                              pgspout_filter_fn fn,
+                                              void *userdata);
+
+/* ------------------------------------------------------------ connections */
+
+/* Connect with a libpq conninfo string or URI ("" uses PG* environment
+ * variables). Sets client_encoding to UTF8. Blocks. On PGSPOUT_ECONNECT *out
+ * is a failed handle whose pgspout_conn_error() says why (passwords are
+ * never included); close it. Returns OK, EINVAL, ENOMEM, ECONNECT. */
+PGSPOUT_EXTERN int pgspout_connect(const char *conninfo, pgspout_conn **out);
+/* As pgspout_connect with connection keys from opts (NULL = none); opts
+ * stream keys are ignored. Returns also EVALUE for a bad conninfo. */
+PGSPOUT_EXTERN int pgspout_connect_opts(const char *conninfo,
+                                        const pgspout_options *opts,
+                                        pgspout_conn **out);
+/* Close the connection. An open stream on it is closed first (its server
+ * query cancelled). NULL is a no-op. Owner thread. */
+PGSPOUT_EXTERN void pgspout_conn_close(pgspout_conn *conn);
+/* Last error on the connection ("" if none); valid until the next call on
+ * conn. Owner thread. */
+PGSPOUT_EXTERN const char *pgspout_conn_error(const pgspout_conn *conn);
+/* 1 if the connection can run a stream now, 0 if broken/closed. */
+PGSPOUT_EXTERN int pgspout_conn_ok(const pgspout_conn *conn);
+/* Ask the server to cancel whatever runs on conn (also a pgspout_stream_open
+ * still waiting for its first result). Any thread. Returns OK, EINVAL, ECONN. */
+PGSPOUT_EXTERN int pgspout_conn_cancel(pgspout_conn *conn);
+/* Server version (e.g. 150018) or 0. Owner thread. */
+PGSPOUT_EXTERN int pgspout_conn_server_version(const pgspout_conn *conn);
+
+/* ---------------------------------------------------------------- streams */
+
+/* Stream states (pgspout_stream_state) */
+enum {
+    PGSPOUT_STATE_RUNNING = 0,
+    PGSPOUT_STATE_PAUSED = 1,
+    PGSPOUT_STATE_DONE = 2,      /* every row delivered */
+    PGSPOUT_STATE_LIMITED = 3,   /* ended at max_rows; the rest was cancelled */
+    PGSPOUT_STATE_FAILED = 4,
+    PGSPOUT_STATE_CANCELLED = 5,
+    PGSPOUT_STATE_CLOSED = 6
+};
+/* "running", "paused", "done", "limited", "failed", "cancelled", "closed". */
+PGSPOUT_EXTERN const char *pgspout_state_name(int state);
+
+/* Run sql with nparams text parameters ($1..$n, sent separately from the SQL;
+ * params[i] NULL is SQL NULL) and wait until the server answers with the first
+ * rows, the column description or an error. opts may be NULL (defaults); it
+ * is copied, so it may be freed after the call. One stream at a time per
+ * connection: a second open while one is active gives EBUSY.
+ * Returns OK, EINVAL, ENOMEM, EBUSY, ECONN, ESQL, ETIMEOUT, ECANCELLED; on
+ * ESQL/ECONN/ETIMEOUT/ECANCELLED *out is a failed stream (read its error,
+ * then close it). Owner thread; blocks. */
+PGSPOUT_EXTERN int pgspout_stream_open(pgspout_conn *conn, const char *sql,
+                                       int nparams, const char *const *params,
+                                       const pgspout_options *opts,
+                                       pgspout_stream **out);
+
+/* Next row. PGSPOUT_OK with *row valid until the next next/next_chunk/close on
+ * s; PGSPOUT_DONE at the end (state DONE or LIMITED); a negative code when the
+ * stream failed, was cancelled or timed out (state FAILED/CANCELLED). Blocks
+ * while the buffer is empty: on the network, or while paused until resume,
+ * cancel, pause_timeout or timeout. After DONE or an error, further calls
+ * return the same code. Owner thread. */
+PGSPOUT_EXTERN int pgspout_stream_next(pgspout_stream *s,
+                                       const pgspout_row **row);
+
+/* flags for pgspout_stream_next_chunk */
+#define PGSPOUT_NONBLOCK 1
+
+/* Every buffered row not yet delivered, as one chunk of at least one row
+ * (reading more from the server first when the buffer is empty). The chunk
+ * and its rows are valid until the next next/next_chunk/close on s. With
+ * PGSPOUT_NONBLOCK it never waits: PGSPOUT_AGAIN when no row is ready yet
+ * (poll pgspout_stream_socket for reading, or wait for the timeout
+ * pgspout_stream_wait_ms gives), PGSPOUT_PAUSED when paused and empty.
+ * Returns as pgspout_stream_next otherwise. Owner thread. */
+PGSPOUT_EXTERN int pgspout_stream_next_chunk(pgspout_stream *s, int flags,
+                                             const pgspout_chunk **chunk);
+PGSPOUT_EXTERN int pgspout_chunk_nrows(const pgspout_chunk *c);
+/* Row i (0-based) of c, NULL if out of range; lives as long as c. */
+PGSPOUT_EXTERN const pgspout_row *pgspout_chunk_row(const pgspout_chunk *c,
+                                                    int i);
+
+/* Descriptor for an event loop: readable when the server sent data, or when
+ * pause/resume/cancel was called from another thread. -1 if none. */
+PGSPOUT_EXTERN int pgspout_stream_socket(const pgspout_stream *s);
+/* After PGSPOUT_AGAIN: milliseconds until a deadline or throttle needs the
+ * stream to be called again even without I/O; -1 = no such deadline. */
+PGSPOUT_EXTERN int pgspout_stream_wait_ms(const pgspout_stream *s);
+
+/* Columns: valid from a successful open until close. */
+PGSPOUT_EXTERN int pgspout_stream_ncols(const pgspout_stream *s);
+/* Column name (owned by s) or NULL if col is out of range. */
+PGSPOUT_EXTERN const char *pgspout_stream_colname(const pgspout_stream *s,
+                                                  int col);
+/* Column type OID (e.g. 23 int4, 25 text, 3802 jsonb) or 0 if out of range. */
+PGSPOUT_EXTERN unsigned int pgspout_stream_coltype(const pgspout_stream *s,
+                                                   int col);
+
+/* Row accessors; a row lives as said where it was returned. */
+PGSPOUT_EXTERN int pgspout_row_ncols(const pgspout_row *row);
+/* Text value of col (NUL-terminated, "" for NULL), its length in *len when
+ * len is not NULL; NULL if col is out of range. */
+PGSPOUT_EXTERN const char *pgspout_row_value(const pgspout_row *row, int col,
+                                             size_t *len);
+/* 1 if SQL NULL, 0 if not, -1 if col is out of range. */
+PGSPOUT_EXTERN int pgspout_row_isnull(const pgspout_row *row, int col);
+
+/* Row as JSON text: a single json/jsonb column is handed over untouched
+ * (NULL becomes null); otherwise an object keyed by column name with numbers,
+ * booleans, null, json/jsonb nested as-is and other values as escaped strings
+ * (non-finite numbers as strings, as PostgreSQL's to_json does). *json is
+ * owned by s and valid until the next call on s. Returns OK, EINVAL, ENOMEM.*/
+PGSPOUT_EXTERN int pgspout_row_json(pgspout_stream *s, const pgspout_row *row,
+                                    const char **json, size_t *len);
+/* Every row of c as JSON, one per line, each ending in '\n'. Lifetime and
+ * returns as pgspout_row_json. */
+PGSPOUT_EXTERN int pgspout_chunk_ndjson(pgspout_stream *s,
+                                        const pgspout_chunk *c,
+                                        const char **out, size_t *len);
+
+/* Stop reading from the server (it blocks on its socket; the connection stays
+ * alive). Buffered rows stay consumable. Idempotent. Any thread.
+ * Returns OK, EINVAL, ESTATE (stream ended). */
+PGSPOUT_EXTERN int pgspout_stream_pause(pgspout_stream *s);
+/* Undo pause. Idempotent. Any thread. Returns OK, EINVAL, ESTATE. */
+PGSPOUT_EXTERN int pgspout_stream_resume(pgspout_stream *s);
+/* Cancel the server query; the stream ends in state CANCELLED (next returns
+ * ECANCELLED) and the connection is usable afterwards. Any thread; returns
+ * once the cancel request was sent. Returns OK, EINVAL, ESTATE (ended). */
+PGSPOUT_EXTERN int pgspout_stream_cancel(pgspout_stream *s);
+/* PGSPOUT_STATE_*. Any thread. */
+PGSPOUT_EXTERN int pgspout_stream_state(const pgspout_stream *s);
+
+/* Close: a running stream is cancelled and the connection drained so it can
+ * run the next stream (or marked broken if that fails; see pgspout_conn_ok).
+ * NULL is a no-op. Owner thread. */
+PGSPOUT_EXTERN void pgspout_stream_close(pgspout_stream *s);
+
+/* Error text of a failed stream ("" if none), with the limit and observed
+ * value for limit errors; owned by s, valid until close. */
+PGSPOUT_EXTERN const char *pgspout_stream_error(const pgspout_stream *s);
+/* Five-character SQLSTATE of the server error ("" if none). */
+PGSPOUT_EXTERN const char *pgspout_stream_sqlstate(const pgspout_stream *s);
+/* The negative code the stream failed with, or PGSPOUT_OK. */
+PGSPOUT_EXTERN int pgspout_stream_errcode(const pgspout_stream *s);
+
+/* ------------------------------------------------------------------ stats */
+
+/* A snapshot of one stream. Grows at the end only: callers set .size to
+ * sizeof(pgspout_stats) (PGSPOUT_STATS_INIT) and the library fills that much.
+ * Times are in seconds; -1 means unknown. */
+typedef struct pgspout_stats {
+    size_t size;
+    int state;
+    int chunk_rows;               /* current chunk size (adaptive) */
+    uint64_t rows_delivered;      /* handed to the caller */
+    uint64_t rows_received;       /* read from the server */
+    uint64_t rows_filtered;       /* rejected by the filter */
+    uint64_t bytes_received;      /* value bytes read from the server */
+    uint64_t chunks;
+    uint64_t buffered_rows;
+    uint64_t buffered_bytes;      /* allocation bytes held now */
+    uint64_t peak_buffered_bytes;
+    uint64_t pauses;
+    double time_to_first_row;     /* from open to the first row, -1 if none */
+    double elapsed;               /* since open (frozen when the stream ends) */
+    double paused_time;           /* total time spent paused */
+    double rows_per_sec;          /* over the last second or so */
+    double bytes_per_sec;
+    int64_t expected_rows;        /* from the option, 0 if not given */
+    double progress;              /* 0..1 with expected_rows, else -1 */
+    double eta;                   /* seconds left with expected_rows, else -1 */
+} pgspout_stats;
+#define PGSPOUT_STATS_INIT {sizeof(pgspout_stats)}
+
+/* Fill *st (st->size bytes of it). Any thread. Returns OK or EINVAL. */
+PGSPOUT_EXTERN int pgspout_stream_stats(const pgspout_stream *s,
+                                        pgspout_stats *st);
+/* The same snapshot as a JSON object; caller frees with pgspout_free. */
+PGSPOUT_EXTERN char *pgspout_stream_stats_json(const pgspout_stream *s);
+
+/* Progress hook: called on the driving thread every progress_rows rows and/or
+ * progress_interval, and once at the end, with a snapshot. */
+typedef void (*pgspout_progress_fn)(const pgspout_stats *st, void *userdata);
+PGSPOUT_EXTERN int pgspout_options_set_progress(pgspout_options *o,
+                                                pgspout_progress_fn fn,
+                                                void *userdata);
+
+/* ---------------------------------------------------------------- metrics */
+
+/* Prometheus text exposition (format 0.0.4) of process-wide metrics; caller
+ * frees with pgspout_free. NULL on ENOMEM. Any thread. */
+PGSPOUT_EXTERN char *pgspout_metrics_prometheus(void);
+/* The same as one JSON object; caller frees with pgspout_free. Any thread. */
+PGSPOUT_EXTERN char *pgspout_metrics_json(void);
+/* Zero every counter and histogram (gauges of live streams stay). For tests.*/
+PGSPOUT_EXTERN void pgspout_metrics_reset(void);
+
+/* --------------------------------------------------------------- registry */
+/*
+ * A process-wide table of streams addressed by id, for hosts where one stream
+ * is driven from different threads or interpreters over time (OpenResty's
+ * ngx.run_worker_thread). Each registry stream owns its own connection. All
+ * functions are thread-safe; calls on one id are serialised (a second
+ * concurrent fetch waits). Streams idle longer than idle_timeout are reaped:
+ * the query is cancelled, the connection closed, the id forgotten.
+ */
+
+/* Connect, open the stream and register it. On success *id > 0. On failure
+ * returns the code and, when errmsg is not NULL, a message in *errmsg
+ * (caller frees with pgspout_free). */
+PGSPOUT_EXTERN int pgspout_registry_open(const char *conninfo, const char *sql,
+                                         int nparams,
+                                         const char *const *params,
+                                         const pgspout_options *opts,
+                                         uint64_t *id, char **errmsg);
+/* Next chunk of at most max_rows rows (0 = the stream's chunk) as NDJSON
+ * (pgspout_row_json per row) in *out (caller frees with pgspout_free), row
+ * count in *nrows. Blocks like pgspout_stream_next_chunk. Returns OK, DONE
+ * (*out NULL), ENOTFOUND, or the stream's error code with the message in
+ * *errmsg when errmsg is not NULL. */
+PGSPOUT_EXTERN int pgspout_registry_fetch(uint64_t id, int max_rows,
+                                          char **out, size_t *len, int *nrows,
+                                          char **errmsg);
+PGSPOUT_EXTERN int pgspout_registry_pause(uint64_t id);
+PGSPOUT_EXTERN int pgspout_registry_resume(uint64_t id);
+PGSPOUT_EXTERN int pgspout_registry_cancel(uint64_t id);
+/* Stats of one stream as JSON (caller frees); NULL if not found. */
+PGSPOUT_EXTERN char *pgspout_registry_stats_json(uint64_t id);
+/* JSON array of {"id":..., "sql":..., "stats":{...}} for every registered
+ * stream; caller frees with pgspout_free. */
+PGSPOUT_EXTERN char *pgspout_registry_list_json(void);
+/* Close and forget the stream (cancelling a running query). OK or ENOTFOUND.*/
+PGSPOUT_EXTERN int pgspout_registry_close(uint64_t id);
+/* Reap streams idle past their idle_timeout now; returns how many. (The
+ * registry also reaps from a background thread once a second.) */
+PGSPOUT_EXTERN int pgspout_registry_reap(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PGSPOUT_H */
