@@ -1,0 +1,23 @@
+/* json.h - JSON rendering of rows (RFC 8259 output). */
+#ifndef PGSPOUT_JSON_H
+#define PGSPOUT_JSON_H
+
+#include "buf.h"
+#include <stddef.h>
+
+/* How a column's text value becomes JSON, by type OID. */
+enum {
+    PGS_JSON_STRING = 0, /* escaped string */
+    PGS_JSON_NUMBER,     /* int2/4/8, oid, numeric, float4/8: bare number */
+    PGS_JSON_BOOL,       /* 't'/'f' -> true/false */
+    PGS_JSON_RAW         /* json/jsonb: inserted as-is */
+};
+
+int pgs_json_kind(unsigned int type_oid);
+/* Append s[0..n) as a quoted JSON string; invalid UTF-8 bytes become U+FFFD. */
+int pgs_json_string(pgs_buf *b, const char *s, size_t n);
+/* Append one value of the given kind; isnull gives null. Numbers that are not
+ * finite ("NaN", "Infinity", "-Infinity") are rendered as strings. */
+int pgs_json_value(pgs_buf *b, int kind, const char *v, size_t n, int isnull);
+
+#endif

@@ -1,0 +1,58 @@
+/* options.h - the parsed form of pgspout_options. */
+#ifndef PGSPOUT_OPTIONS_H
+#define PGSPOUT_OPTIONS_H
+
+#include "pgspout.h"
+#include <stdint.h>
+
+enum { PGS_ROWS_TUPLE = 0, PGS_ROWS_DICT = 1, PGS_ROWS_JSON = 2 };
+
+#define PGS_LABEL_MAX 64
+
+struct pgspout_options {
+    /* stream */
+    int64_t chunk_rows;
+    int64_t chunk_bytes;
+    int adaptive_chunking;
+    int64_t chunk_rows_min;
+    int64_t chunk_rows_max;
+    int64_t max_memory;
+    double memory_warn;
+    double memory_fail;
+    int64_t max_rows;           /* 0 = none */
+    int64_t timeout_ms;         /* 0 = none */
+    int64_t statement_timeout_ms;
+    int64_t pause_timeout_ms;   /* 0 = none */
+    int on_pause_timeout_cancel;
+    double max_rate;            /* rows/s, 0 = none */
+    char label[PGS_LABEL_MAX + 1];
+    int64_t expected_rows;
+    int rows_mode;              /* PGS_ROWS_* */
+    int metrics;
+    int64_t progress_rows;
+    int64_t progress_interval_ms;
+    int64_t idle_timeout_ms;
+    /* connection (-1 = not set) */
+    int64_t connect_timeout_ms;
+    int64_t keepalives_idle_ms;
+    int64_t keepalives_interval_ms;
+    int64_t keepalives_count;
+    int64_t tcp_user_timeout_ms;
+    char application_name[PGS_LABEL_MAX + 1];
+    /* hooks */
+    pgspout_filter_fn filter;
+    void *filter_ud;
+    pgspout_progress_fn progress;
+    void *progress_ud;
+    char err[256];
+};
+
+/* The defaults, as pgspout_options_new gives them. */
+void pgs_options_defaults(pgspout_options *o);
+
+/* Unit parsers, exposed for the unit tests. Return 0 or -1. */
+int pgs_parse_size(const char *s, int64_t *out);
+int pgs_parse_duration_ms(const char *s, int64_t *out);
+int pgs_parse_bool(const char *s, int *out);
+
+#endif
