@@ -169,8 +169,10 @@ PGSPOUT_EXTERN int pgspout_connect(const char *conninfo, pgspout_conn **out);
 PGSPOUT_EXTERN int pgspout_connect_opts(const char *conninfo,
                                         const pgspout_options *opts,
                                         pgspout_conn **out);
-/* Close the connection. An open stream on it is closed first (its server
- * query cancelled). NULL is a no-op. Owner thread. */
+/* Close the connection. A stream still open on it is ended first (its server
+ * query cancelled; it reports PGSPOUT_ESTATE, state CLOSED) but not freed:
+ * pgspout_stream_close it as usual, before or after this call. NULL is a
+ * no-op. Owner thread. */
 PGSPOUT_EXTERN void pgspout_conn_close(pgspout_conn *conn);
 /* Last error on the connection ("" if none); valid until the next call on
  * conn. Owner thread. */
@@ -328,7 +330,11 @@ typedef struct pgspout_stats {
     double progress;              /* 0..1 with expected_rows, else -1 */
     double eta;                   /* seconds left with expected_rows, else -1 */
 } pgspout_stats;
+#ifdef __cplusplus
 #define PGSPOUT_STATS_INIT {sizeof(pgspout_stats)}
+#else
+#define PGSPOUT_STATS_INIT {.size = sizeof(pgspout_stats)}
+#endif
 
 /* Fill *st (st->size bytes of it). Any thread. Returns OK or EINVAL. */
 PGSPOUT_EXTERN int pgspout_stream_stats(const pgspout_stream *s,

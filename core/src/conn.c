@@ -1,0 +1,160 @@
+/* conn.c - connections: connect, close, errors, cancel. */
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void pgs_conn_set_error(pgspout_conn *c, const char *fmt, ...)
+{
+    va_list ap;
+    char msg[1024];
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    /* libpq messages end in a newline; callers get one line of text */
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
+    free(c->err);
+    c->err = strdup(msg);
+}
+
+/* Milliseconds as the whole seconds libpq wants (rounded up, at least 1). */
+static void put_seconds(char *dst, size_t n, int64_t ms)
+{
+    int64_t s = (ms + 999) / 1000;
+    snprintf(dst, n, "%lld", (long long)(s < 1 ? 1 : s));
+}
+
+int pgspout_connect(const char *conninfo, pgspout_conn **out)
+{
+    return pgspout_connect_opts(conninfo, NULL, out);
+}
+
+int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts, pgspout_conn **out)
+{
+    if (out == NULL)
+        return PGSPOUT_EINVAL;
+    *out = NULL;
+    if (conninfo == NULL)
+        return PGSPOUT_EINVAL;
+    pgspout_conn *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return PGSPOUT_ENOMEM;
+    pthread_mutex_init(&c->lock, NULL);
+    c->statement_timeout_ms = -1;
+    *out = c;
+
+    /* conninfo first (expand_dbname), then our keys override it */
+    const char *keys[10], *vals[10];
+    char connect_timeout[24], ka_idle[24], ka_int[24], ka_cnt[24], tcp_ut[24];
+    int n = 0;
+    keys[n] = "dbname", vals[n++] = conninfo;
+    keys[n] = "client_encoding", vals[n++] = "UTF8";
+    if (opts && opts->connect_timeout_ms >= 0) {
+        put_seconds(connect_timeout, sizeof connect_timeout, opts->connect_timeout_ms);
+        keys[n] = "connect_timeout", vals[n++] = connect_timeout;
+    }
+    if (opts && opts->keepalives_idle_ms >= 0) {
+        put_seconds(ka_idle, sizeof ka_idle, opts->keepalives_idle_ms);
+        keys[n] = "keepalives_idle", vals[n++] = ka_idle;
+    }
+    if (opts && opts->keepalives_interval_ms >= 0) {
+        put_seconds(ka_int, sizeof ka_int, opts->keepalives_interval_ms);
+        keys[n] = "keepalives_interval", vals[n++] = ka_int;
+    }
+    if (opts && opts->keepalives_count >= 0) {
+        snprintf(ka_cnt, sizeof ka_cnt, "%lld", (long long)opts->keepalives_count);
+        keys[n] = "keepalives_count", vals[n++] = ka_cnt;
+    }
+    if (opts && opts->tcp_user_timeout_ms >= 0) {
+        snprintf(tcp_ut, sizeof tcp_ut, "%lld", (long long)opts->tcp_user_timeout_ms);
+        keys[n] = "tcp_user_timeout", vals[n++] = tcp_ut;
+    }
+    if (opts && opts->application_name[0])
+        keys[n] = "application_name", vals[n++] = opts->application_name;
+    keys[n] = NULL, vals[n] = NULL;
+
+    /* A conninfo libpq cannot parse is a value error, with libpq's reason
+     * (which quotes no password: it names the bad syntax only). */
+    char *perr = NULL;
+    PQconninfoOption *parsed = PQconninfoParse(conninfo, &perr);
+    if (parsed == NULL) {
+        pgs_conn_set_error(c, "invalid connection string: %s", perr ? perr : "out of memory");
+        PQfreemem(perr);
+        return perr ? PGSPOUT_EVALUE : PGSPOUT_ENOMEM;
+    }
+    PQconninfoFree(parsed);
+
+    int64_t t0 = pgs_now_ns();
+    c->pg = PQconnectdbParams(keys, vals, 1);
+    double secs = (double)(pgs_now_ns() - t0) / 1e9;
+    if (c->pg == NULL) {
+        pgs_metrics_connect(0, secs);
+        pgs_conn_set_error(c, "out of memory");
+        return PGSPOUT_ENOMEM;
+    }
+    if (PQstatus(c->pg) != CONNECTION_OK) {
+        pgs_metrics_connect(0, secs);
+        pgs_conn_set_error(c, "connection failed: %s", PQerrorMessage(c->pg));
+        c->broken = 1;
+        return PGSPOUT_ECONNECT;
+    }
+    c->cancel = PQgetCancel(c->pg);
+    pgs_metrics_connect(1, secs);
+    return PGSPOUT_OK;
+}
+
+void pgspout_conn_close(pgspout_conn *c)
+{
+    if (c == NULL)
+        return;
+    if (c->active)
+        pgs_stream_detach(c->active); /* ends it and unlinks it from c */
+    pthread_mutex_lock(&c->lock);
+    PQfreeCancel(c->cancel);
+    c->cancel = NULL;
+    pthread_mutex_unlock(&c->lock);
+    if (c->pg)
+        PQfinish(c->pg);
+    pthread_mutex_destroy(&c->lock);
+    free(c->err);
+    free(c);
+}
+
+const char *pgspout_conn_error(const pgspout_conn *c)
+{
+    if (c == NULL)
+        return "connection handle is NULL";
+    return c->err ? c->err : "";
+}
+
+int pgspout_conn_ok(const pgspout_conn *c)
+{
+    return c && c->pg && !c->broken && PQstatus(c->pg) == CONNECTION_OK;
+}
+
+int pgspout_conn_server_version(const pgspout_conn *c)
+{
+    return c && c->pg ? PQserverVersion(c->pg) : 0;
+}
+
+int pgs_conn_send_cancel(pgspout_conn *c)
+{
+    char errbuf[256];
+    int ok = 0;
+    pthread_mutex_lock(&c->lock);
+    if (c->cancel)
+        ok = PQcancel(c->cancel, errbuf, sizeof errbuf);
+    pthread_mutex_unlock(&c->lock);
+    return ok ? 0 : -1;
+}
+
+int pgspout_conn_cancel(pgspout_conn *c)
+{
+    if (c == NULL)
+        return PGSPOUT_EINVAL;
+    return pgs_conn_send_cancel(c) == 0 ? PGSPOUT_OK : PGSPOUT_ECONN;
+}

@@ -1,0 +1,127 @@
+/* internal.h - the handles behind the opaque types, shared by the core files. */
+#ifndef PGSPOUT_INTERNAL_H
+#define PGSPOUT_INTERNAL_H
+
+#include "buf.h"
+#include "json.h"
+#include "metrics.h"
+#include "options.h"
+#include "pgspout.h"
+#include "wait.h"
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct pgspout_conn {
+    PGconn *pg;
+    PGcancel *cancel;        /* for pgspout_conn_cancel and stream cancel */
+    pthread_mutex_t lock;    /* guards cancel against close */
+    pgspout_stream *active;  /* the stream running on this connection */
+    int broken;              /* desynchronised or lost: no more streams */
+    int64_t statement_timeout_ms; /* value last SET on the session, -1 unknown */
+    char *err;               /* malloc'd message, NULL = none */
+};
+
+struct pgspout_row {
+    PGresult *res;
+    int idx;
+};
+
+struct pgspout_chunk {
+    const pgspout_row *rows;
+    int n;
+};
+
+struct pgspout_stream {
+    pgspout_conn *conn;
+    pgspout_options opt;
+    pgs_label_metrics *metrics; /* NULL when metrics are off */
+
+    /* columns */
+    PGresult *meta; /* attribute descriptions only (PQcopyResult) */
+    int ncols;
+    int json_single;          /* one json/jsonb column: hand it over as-is */
+    int *json_kind;           /* per column PGS_JSON_* */
+    char **json_key;          /* per column "\"name\":" pre-escaped */
+    size_t *json_key_len;
+
+    /* the buffer: rows of the current chunk, and the results that own them */
+    pgspout_row *rows;
+    int nrows, cap;
+    _Atomic int pos;          /* next row to hand out */
+    PGresult **results;
+    int nresults, rescap;
+    _Atomic uint64_t buffered_bytes;
+    _Atomic uint64_t peak_buffered;
+    pgspout_chunk view;
+    pgs_buf json;
+
+    /* lifecycle */
+    _Atomic int ended;        /* 0 running, else a PGSPOUT_STATE_* end state */
+    _Atomic int pause_req;
+    _Atomic int cancel_req;
+    pthread_mutex_t ctl;      /* orders cancel (any thread) against the end */
+    int server_done;          /* the query is finished on the server side */
+    int pend_state;           /* end found while rows were still buffered */
+    int pend_code;            /* ... and the code next returns for it */
+    int result_code;          /* what next returns after the end */
+    int limit_reason;         /* PGS_LIMIT_* for a limited/limit-failed end */
+    int warned;               /* memory_warn crossed already */
+    int64_t chunk_target;     /* current chunk_rows (adaptive) */
+    pgs_wake wake;
+    char *err;
+    char sqlstate[6];
+
+    /* time (monotonic ns); the atomics are read by stats from any thread */
+    int64_t t_open;
+    _Atomic int64_t t_first_row;
+    _Atomic int64_t t_end;
+    _Atomic int64_t pause_started;
+    _Atomic int64_t paused_ns;
+    _Atomic uint64_t pauses;
+    int64_t deadline;         /* 0 = none */
+    int64_t throttle_until;   /* max_rate: no more rows before this */
+    int64_t wait_until;       /* for pgspout_stream_wait_ms */
+
+    /* counters (owner thread writes, stats reads) */
+    _Atomic uint64_t rows_received;
+    _Atomic uint64_t rows_filtered;
+    _Atomic uint64_t bytes_received;
+    _Atomic uint64_t chunks;
+    uint64_t delivered_base;  /* rows delivered before the current chunk */
+    uint64_t metrics_delivered; /* rows already flushed to the metrics */
+    uint64_t rate_bytes_seen;   /* bytes_received at the last chunk */
+    uint64_t filtered_seen;     /* rows_filtered at the last chunk */
+
+    /* rate window for rows/s and bytes/s */
+    _Atomic int64_t rate_t;
+    _Atomic uint64_t rate_rows, rate_bytes;
+    _Atomic uint64_t rows_per_sec_x1000, bytes_per_sec_x1000;
+
+    /* adaptive chunking */
+    int adapt_votes;
+    int64_t adapt_last;
+    int64_t consumer_since;   /* when the last chunk was handed out */
+
+    /* progress hook */
+    uint64_t progress_next_rows;
+    int64_t progress_next_t;
+};
+
+/* conn.c */
+void pgs_conn_set_error(pgspout_conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Send a cancel request for whatever runs on c; 0 or -1. Any thread. */
+int pgs_conn_send_cancel(pgspout_conn *c);
+
+/* stream.c: end a stream whose connection is closing (it stays allocated) */
+void pgs_stream_detach(pgspout_stream *s);
+
+/* json.c helpers bound to a stream (stream.c) */
+int pgs_stream_render_row(pgspout_stream *s, const pgspout_row *row, pgs_buf *b);
+
+/* log hook (stream.c) */
+void pgs_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,73 @@
+/* metrics_store.h - the storage behind metrics.h, shared with export.c. */
+#ifndef PGSPOUT_METRICS_STORE_H
+#define PGSPOUT_METRICS_STORE_H
+
+#include "metrics.h"
+#include "options.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#define PGS_MAX_LABELS 32 /* the last slot is the shared "other" */
+#define PGS_MAX_SQLSTATE_CLASSES 64
+#define PGS_HIST_MAX_BUCKETS 16
+
+typedef struct pgs_hist_def {
+    const char *name; /* without the pgspout_ prefix */
+    const char *help;
+    int nb;
+    double le[PGS_HIST_MAX_BUCKETS];
+} pgs_hist_def;
+
+typedef struct pgs_hist {
+    _Atomic uint64_t bucket[PGS_HIST_MAX_BUCKETS + 1]; /* not cumulative; +Inf last */
+    _Atomic uint64_t count;
+    _Atomic uint64_t sum_bits; /* a double, updated by compare-and-swap */
+} pgs_hist;
+
+enum { H_TTFR, H_DURATION, H_CHUNK_ROWS, H_PAUSE, H_BUFFER, H_LABEL_N };
+
+/* Per-label counters: the order of pgs_counter_defs. */
+enum {
+    C_STARTED, C_COMPLETED, C_FAILED, C_CANCELLED, C_ROWS, C_BYTES, C_FILTERED, C_CHUNKS,
+    C_PAUSES, C_RESUMES, C_PAUSE_TIMEOUTS, C_MEM_WARNINGS, C_MEM_LIMITS, C_LABEL_N
+};
+enum { G_ACTIVE, G_PAUSED, G_BUFFERED, G_CHUNK_ROWS, G_LABEL_N };
+
+struct pgs_label_metrics {
+    char name[PGS_LABEL_MAX + 1];
+    _Atomic int used;
+    _Atomic uint64_t counter[C_LABEL_N];
+    _Atomic uint64_t limited[PGS_LIMIT_N];
+    _Atomic int64_t gauge[G_LABEL_N];
+    pgs_hist hist[H_LABEL_N];
+};
+
+typedef struct pgs_metric_def {
+    const char *name;
+    const char *help;
+} pgs_metric_def;
+
+extern const pgs_metric_def pgs_counter_defs[C_LABEL_N];
+extern const pgs_metric_def pgs_gauge_defs[G_LABEL_N];
+extern const pgs_hist_def pgs_hist_defs[H_LABEL_N];
+extern const pgs_hist_def pgs_connect_hist_def;
+extern const char *const pgs_limit_names[PGS_LIMIT_N];
+
+typedef struct pgs_metrics_global {
+    _Atomic uint64_t connections_opened;
+    _Atomic uint64_t connections_failed;
+    pgs_hist connect_time;
+    struct pgs_label_metrics labels[PGS_MAX_LABELS];
+    struct {
+        char cls[3];
+        _Atomic uint64_t n;
+    } sqlstate[PGS_MAX_SQLSTATE_CLASSES];
+    _Atomic int nsqlstate;
+} pgs_metrics_global;
+
+extern pgs_metrics_global pgs_metrics;
+
+double pgs_hist_sum(const pgs_hist *h);
+
+#endif

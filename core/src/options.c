@@ -1,0 +1,392 @@
+/* options.c - string key/value options with units (pgspout_options_*). */
+#include "options.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum kind { K_INT, K_SIZE, K_DUR, K_FRAC, K_RATE, K_BOOL, K_ENUM, K_LABEL };
+
+typedef struct opt_def {
+    const char *key;
+    enum kind kind;
+    size_t off;
+    int64_t min, max;    /* K_INT, K_SIZE, K_DUR (ms) */
+    const char *choices; /* K_ENUM: "a|b|c", index stored as int */
+} opt_def;
+
+#define OFF(f) offsetof(pgspout_options, f)
+#define I64MAX INT64_MAX
+static const opt_def defs[] = {
+    {"chunk_rows", K_INT, OFF(chunk_rows), 1, 10000000, NULL},
+    {"chunk_bytes", K_SIZE, OFF(chunk_bytes), 1, I64MAX, NULL},
+    {"adaptive_chunking", K_BOOL, OFF(adaptive_chunking), 0, 0, NULL},
+    {"chunk_rows_min", K_INT, OFF(chunk_rows_min), 1, 10000000, NULL},
+    {"chunk_rows_max", K_INT, OFF(chunk_rows_max), 1, 10000000, NULL},
+    {"max_memory", K_SIZE, OFF(max_memory), 1024, I64MAX, NULL},
+    {"memory_warn", K_FRAC, OFF(memory_warn), 0, 0, NULL},
+    {"memory_fail", K_FRAC, OFF(memory_fail), 0, 0, NULL},
+    {"max_rows", K_INT, OFF(max_rows), 0, I64MAX, NULL},
+    {"timeout", K_DUR, OFF(timeout_ms), 0, I64MAX, NULL},
+    {"statement_timeout", K_DUR, OFF(statement_timeout_ms), 0, INT32_MAX, NULL},
+    {"pause_timeout", K_DUR, OFF(pause_timeout_ms), 0, I64MAX, NULL},
+    {"on_pause_timeout", K_ENUM, OFF(on_pause_timeout_cancel), 0, 0, "resume|cancel"},
+    {"max_rate", K_RATE, OFF(max_rate), 0, 0, NULL},
+    {"label", K_LABEL, OFF(label), 0, 0, NULL},
+    {"expected_rows", K_INT, OFF(expected_rows), 0, I64MAX, NULL},
+    {"rows", K_ENUM, OFF(rows_mode), 0, 0, "tuple|dict|json"},
+    {"metrics", K_BOOL, OFF(metrics), 0, 0, NULL},
+    {"progress_rows", K_INT, OFF(progress_rows), 0, I64MAX, NULL},
+    {"progress_interval", K_DUR, OFF(progress_interval_ms), 0, I64MAX, NULL},
+    {"idle_timeout", K_DUR, OFF(idle_timeout_ms), 0, I64MAX, NULL},
+    {"connect_timeout", K_DUR, OFF(connect_timeout_ms), 0, INT32_MAX, NULL},
+    {"keepalives_idle", K_DUR, OFF(keepalives_idle_ms), 0, INT32_MAX, NULL},
+    {"keepalives_interval", K_DUR, OFF(keepalives_interval_ms), 0, INT32_MAX, NULL},
+    {"keepalives_count", K_INT, OFF(keepalives_count), 0, 1000, NULL},
+    {"tcp_user_timeout", K_DUR, OFF(tcp_user_timeout_ms), 0, INT32_MAX, NULL},
+    {"application_name", K_LABEL, OFF(application_name), 0, 0, NULL},
+};
+#define NDEFS (sizeof defs / sizeof defs[0])
+
+void pgs_options_defaults(pgspout_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->chunk_rows = 1000;
+    o->chunk_bytes = INT64_C(1) << 20;
+    o->chunk_rows_min = 100;
+    o->chunk_rows_max = 100000;
+    o->max_memory = INT64_C(64) << 20;
+    o->memory_warn = 0.8;
+    o->memory_fail = 1.0;
+    o->on_pause_timeout_cancel = 0;
+    strcpy(o->label, "default");
+    o->rows_mode = PGS_ROWS_TUPLE;
+    o->metrics = 1;
+    o->idle_timeout_ms = 60000;
+    o->connect_timeout_ms = -1;
+    o->keepalives_idle_ms = -1;
+    o->keepalives_interval_ms = -1;
+    o->keepalives_count = -1;
+    o->tcp_user_timeout_ms = -1;
+}
+
+pgspout_options *pgspout_options_new(void)
+{
+    pgspout_options *o = malloc(sizeof *o);
+    if (o)
+        pgs_options_defaults(o);
+    return o;
+}
+
+void pgspout_options_free(pgspout_options *o) { free(o); }
+
+const char *pgspout_options_error(const pgspout_options *o) { return o ? o->err : ""; }
+
+/* "12", "1.5": a non-negative decimal; *end is left at the first other char. */
+static int parse_number(const char *s, double *out, const char **end)
+{
+    const char *p = s;
+    double v = 0;
+    int digits = 0;
+    if (*p == '+')
+        p++;
+    while (isdigit((unsigned char)*p)) {
+        v = v * 10 + (*p++ - '0');
+        digits++;
+    }
+    if (*p == '.') {
+        double scale = 0.1;
+        p++;
+        while (isdigit((unsigned char)*p)) {
+            v += (*p++ - '0') * scale;
+            scale /= 10;
+            digits++;
+        }
+    }
+    if (!digits || !isfinite(v))
+        return -1;
+    while (*p == ' ')
+        p++;
+    *out = v;
+    *end = p;
+    return 0;
+}
+
+static int parse_int(const char *s, int64_t *out)
+{
+    const char *p = s;
+    int64_t v = 0;
+    if (*p == '+')
+        p++;
+    if (!isdigit((unsigned char)*p))
+        return -1;
+    while (isdigit((unsigned char)*p)) {
+        int d = *p++ - '0';
+        if (v > (INT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    if (*p)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int scaled(double v, double mult, int64_t *out)
+{
+    double r = v * mult;
+    if (!(r < 9.2e18))
+        return -1;
+    *out = (int64_t)llround(r);
+    return 0;
+}
+
+int pgs_parse_size(const char *s, int64_t *out)
+{
+    static const struct {
+        const char *unit;
+        double mult;
+    } units[] = {{"", 1},           {"B", 1},           {"kB", 1024.0},     {"KB", 1024.0},
+                 {"K", 1024.0},     {"MB", 1048576.0},  {"M", 1048576.0},   {"GB", 1073741824.0},
+                 {"G", 1073741824.0}, {"TB", 1099511627776.0}, {"T", 1099511627776.0}};
+    double v;
+    const char *end;
+    if (s == NULL || parse_number(s, &v, &end) != 0)
+        return -1;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(end, units[i].unit) == 0)
+            return scaled(v, units[i].mult, out);
+    return -1;
+}
+
+int pgs_parse_duration_ms(const char *s, int64_t *out)
+{
+    static const struct {
+        const char *unit;
+        double ms;
+    } units[] = {{"", 1000},        {"us", 0.001},     {"ms", 1},          {"s", 1000},
+                 {"sec", 1000},     {"min", 60000},    {"h", 3600000},     {"d", 86400000}};
+    double v;
+    const char *end;
+    if (s == NULL || parse_number(s, &v, &end) != 0)
+        return -1;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(end, units[i].unit) == 0) {
+            if (scaled(v, units[i].ms, out) != 0)
+                return -1;
+            if (*out == 0 && v > 0) /* "100us" is not "no limit" */
+                *out = 1;
+            return 0;
+        }
+    return -1;
+}
+
+int pgs_parse_bool(const char *s, int *out)
+{
+    static const char *const yes[] = {"on", "true", "yes", "1"};
+    static const char *const no[] = {"off", "false", "no", "0"};
+    if (s == NULL)
+        return -1;
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0)
+            return *out = 1, 0;
+        if (strcasecmp(s, no[i]) == 0)
+            return *out = 0, 0;
+    }
+    return -1;
+}
+
+static int enum_index(const char *choices, const char *s)
+{
+    size_t n = strlen(s);
+    int i = 0;
+    for (const char *c = choices; *c; i++) {
+        const char *bar = strchr(c, '|');
+        size_t len = bar ? (size_t)(bar - c) : strlen(c);
+        if (len == n && strncmp(c, s, n) == 0)
+            return i;
+        c += len + (bar ? 1 : 0);
+    }
+    return -1;
+}
+
+static int valid_label(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > PGS_LABEL_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("_.:-", s[i]))
+            return 0;
+    return 1;
+}
+
+static const opt_def *find_def(const char *key)
+{
+    for (size_t i = 0; i < NDEFS; i++)
+        if (strcmp(defs[i].key, key) == 0)
+            return &defs[i];
+    return NULL;
+}
+
+static int set_error(pgspout_options *o, int code, const char *key, const char *value,
+                     const char *why)
+{
+    snprintf(o->err, sizeof o->err, "option %s: %s%.64s%s%s", key,
+             code == PGSPOUT_EOPTION ? "" : "bad value \"", code == PGSPOUT_EOPTION ? "" : value,
+             code == PGSPOUT_EOPTION ? "" : "\": ", why);
+    return code;
+}
+
+int pgspout_options_set(pgspout_options *o, const char *key, const char *value)
+{
+    if (o == NULL)
+        return PGSPOUT_EINVAL;
+    if (key == NULL || value == NULL) {
+        snprintf(o->err, sizeof o->err, "option key and value must not be NULL");
+        return PGSPOUT_EINVAL;
+    }
+    const opt_def *d = find_def(key);
+    if (d == NULL) {
+        snprintf(o->err, sizeof o->err, "unknown option \"%.64s\"", key);
+        return PGSPOUT_EOPTION;
+    }
+    char *field = (char *)o + d->off;
+    int64_t i64 = 0;
+    double dbl;
+    const char *end;
+    switch (d->kind) {
+    case K_INT:
+        if (parse_int(value, &i64) != 0)
+            return set_error(o, PGSPOUT_EVALUE, key, value, "expected a whole number");
+        break;
+    case K_SIZE:
+        if (pgs_parse_size(value, &i64) != 0)
+            return set_error(o, PGSPOUT_EVALUE, key, value,
+                             "expected a size such as 65536, 64kB, 64MB or 1GB");
+        break;
+    case K_DUR:
+        if (pgs_parse_duration_ms(value, &i64) != 0)
+            return set_error(o, PGSPOUT_EVALUE, key, value,
+                             "expected a duration such as 250ms, 30s, 5min or 1h");
+        break;
+    case K_FRAC:
+        if (parse_number(value, &dbl, &end) != 0 || *end || dbl <= 0 || dbl > 1)
+            return set_error(o, PGSPOUT_EVALUE, key, value, "expected a fraction in (0, 1]");
+        memcpy(field, &dbl, sizeof dbl);
+        o->err[0] = '\0';
+        return PGSPOUT_OK;
+    case K_RATE:
+        if (parse_number(value, &dbl, &end) != 0 || (*end && strcmp(end, "/s") != 0) ||
+            dbl > 1e12)
+            return set_error(o, PGSPOUT_EVALUE, key, value, "expected rows per second, e.g. 5000");
+        memcpy(field, &dbl, sizeof dbl);
+        o->err[0] = '\0';
+        return PGSPOUT_OK;
+    case K_BOOL: {
+        int b;
+        if (pgs_parse_bool(value, &b) != 0)
+            return set_error(o, PGSPOUT_EVALUE, key, value, "expected on/off, true/false or 1/0");
+        *(int *)field = b;
+        o->err[0] = '\0';
+        return PGSPOUT_OK;
+    }
+    case K_ENUM: {
+        int idx = enum_index(d->choices, value);
+        if (idx < 0) {
+            char why[64];
+            snprintf(why, sizeof why, "expected one of %s", d->choices);
+            return set_error(o, PGSPOUT_EVALUE, key, value, why);
+        }
+        *(int *)field = idx;
+        o->err[0] = '\0';
+        return PGSPOUT_OK;
+    }
+    case K_LABEL:
+        if (!valid_label(value))
+            return set_error(o, PGSPOUT_EVALUE, key, value,
+                             "expected 1-64 characters of [A-Za-z0-9_.:-]");
+        strcpy(field, value);
+        o->err[0] = '\0';
+        return PGSPOUT_OK;
+    }
+    if (i64 < d->min || i64 > d->max) {
+        char why[96];
+        snprintf(why, sizeof why, "out of range [%lld, %lld]", (long long)d->min,
+                 (long long)d->max);
+        return set_error(o, PGSPOUT_EVALUE, key, value, why);
+    }
+    *(int64_t *)field = i64;
+    o->err[0] = '\0';
+    return PGSPOUT_OK;
+}
+
+const char *pgspout_options_get(const pgspout_options *o, const char *key)
+{
+    static _Thread_local char out[PGS_LABEL_MAX + 32];
+    if (o == NULL || key == NULL)
+        return NULL;
+    const opt_def *d = find_def(key);
+    if (d == NULL)
+        return NULL;
+    const char *field = (const char *)o + d->off;
+    switch (d->kind) {
+    case K_INT:
+    case K_SIZE:
+        snprintf(out, sizeof out, "%lld", (long long)*(const int64_t *)field);
+        break;
+    case K_DUR: {
+        int64_t ms = *(const int64_t *)field;
+        if (ms < 0)
+            snprintf(out, sizeof out, "unset");
+        else
+            snprintf(out, sizeof out, "%lldms", (long long)ms);
+        break;
+    }
+    case K_FRAC:
+    case K_RATE:
+        snprintf(out, sizeof out, "%g", *(const double *)field);
+        break;
+    case K_BOOL:
+        snprintf(out, sizeof out, "%s", *(const int *)field ? "on" : "off");
+        break;
+    case K_ENUM: {
+        int idx = *(const int *)field;
+        const char *c = d->choices;
+        for (int i = 0; i < idx && c; i++) {
+            c = strchr(c, '|');
+            if (c)
+                c++;
+        }
+        const char *bar = c ? strchr(c, '|') : NULL;
+        snprintf(out, sizeof out, "%.*s", c ? (int)(bar ? bar - c : (long)strlen(c)) : 0,
+                 c ? c : "");
+        break;
+    }
+    case K_LABEL:
+        snprintf(out, sizeof out, "%s", field);
+        break;
+    }
+    return out;
+}
+
+int pgspout_options_set_filter(pgspout_options *o, pgspout_filter_fn fn, void *userdata)
+{
+    if (o == NULL)
+        return PGSPOUT_EINVAL;
+    o->filter = fn;
+    o->filter_ud = userdata;
+    return PGSPOUT_OK;
+}
+
+int pgspout_options_set_progress(pgspout_options *o, pgspout_progress_fn fn, void *userdata)
+{
+    if (o == NULL)
+        return PGSPOUT_EINVAL;
+    o->progress = fn;
+    o->progress_ud = userdata;
+    return PGSPOUT_OK;
+}

@@ -1,0 +1,89 @@
+/* stats.c - per-stream snapshots (pgspout_stream_stats, _stats_json). */
+#include "internal.h"
+
+#include <string.h>
+
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+int pgspout_stream_stats(const pgspout_stream *s, pgspout_stats *out)
+{
+    if (s == NULL || out == NULL || out->size < sizeof(size_t) + sizeof(int))
+        return PGSPOUT_EINVAL;
+    pgspout_stats st;
+    memset(&st, 0, sizeof st);
+    st.size = out->size < sizeof st ? out->size : sizeof st;
+    st.state = pgspout_stream_state(s);
+    int64_t end = LOAD(s->t_end);
+    int64_t now = end ? end : pgs_now_ns();
+    int ended = LOAD(s->ended) != 0;
+    int pos = LOAD(s->pos);
+    st.chunk_rows = (int)s->chunk_target;
+    st.rows_delivered = s->delivered_base + (uint64_t)pos;
+    st.rows_received = LOAD(s->rows_received);
+    st.rows_filtered = LOAD(s->rows_filtered);
+    st.bytes_received = LOAD(s->bytes_received);
+    st.chunks = LOAD(s->chunks);
+    st.buffered_rows = ended || s->nrows < pos ? 0 : (uint64_t)(s->nrows - pos);
+    st.buffered_bytes = LOAD(s->buffered_bytes);
+    st.peak_buffered_bytes = LOAD(s->peak_buffered);
+    st.pauses = LOAD(s->pauses);
+    int64_t first = LOAD(s->t_first_row);
+    st.time_to_first_row = first ? (double)(first - s->t_open) / 1e9 : -1;
+    st.elapsed = (double)(now - s->t_open) / 1e9;
+    int64_t paused = LOAD(s->paused_ns);
+    int64_t since = LOAD(s->pause_started);
+    if (!ended && LOAD(s->pause_req) && since)
+        paused += now - since;
+    st.paused_time = (double)paused / 1e9;
+    if (ended || LOAD(s->rate_t) == 0 || LOAD(s->rows_per_sec_x1000) == 0) {
+        /* over the whole stream when no window has closed yet, or at the end */
+        st.rows_per_sec = st.elapsed > 0 ? (double)st.rows_delivered / st.elapsed : 0;
+        st.bytes_per_sec = st.elapsed > 0 ? (double)st.bytes_received / st.elapsed : 0;
+    } else {
+        st.rows_per_sec = (double)LOAD(s->rows_per_sec_x1000) / 1000;
+        st.bytes_per_sec = (double)LOAD(s->bytes_per_sec_x1000) / 1000;
+    }
+    st.expected_rows = s->opt.expected_rows;
+    st.progress = -1;
+    st.eta = -1;
+    if (s->opt.expected_rows > 0) {
+        double p = (double)st.rows_delivered / (double)s->opt.expected_rows;
+        st.progress = p > 1 ? 1 : p;
+        if (ended)
+            st.eta = 0;
+        else if (st.rows_delivered > 0) {
+            double active = st.elapsed - st.paused_time;
+            double rate = active > 0 ? (double)st.rows_delivered / active : 0;
+            double left = (double)s->opt.expected_rows - (double)st.rows_delivered;
+            st.eta = rate > 0 ? (left > 0 ? left / rate : 0) : -1;
+        }
+    }
+    memcpy(out, &st, st.size);
+    return PGSPOUT_OK;
+}
+
+char *pgspout_stream_stats_json(const pgspout_stream *s)
+{
+    pgspout_stats st = PGSPOUT_STATS_INIT;
+    if (pgspout_stream_stats(s, &st) != PGSPOUT_OK)
+        return NULL;
+    pgs_buf b = PGS_BUF_INIT;
+    pgs_buf_printf(&b,
+                   "{\"state\":\"%s\",\"chunk_rows\":%d,\"rows_delivered\":%llu,"
+                   "\"rows_received\":%llu,\"rows_filtered\":%llu,\"bytes_received\":%llu,"
+                   "\"chunks\":%llu,\"buffered_rows\":%llu,\"buffered_bytes\":%llu,"
+                   "\"peak_buffered_bytes\":%llu,\"pauses\":%llu,",
+                   pgspout_state_name(st.state), st.chunk_rows,
+                   (unsigned long long)st.rows_delivered, (unsigned long long)st.rows_received,
+                   (unsigned long long)st.rows_filtered, (unsigned long long)st.bytes_received,
+                   (unsigned long long)st.chunks, (unsigned long long)st.buffered_rows,
+                   (unsigned long long)st.buffered_bytes,
+                   (unsigned long long)st.peak_buffered_bytes, (unsigned long long)st.pauses);
+    pgs_buf_printf(&b,
+                   "\"time_to_first_row\":%.6f,\"elapsed\":%.6f,\"paused_time\":%.6f,"
+                   "\"rows_per_sec\":%.3f,\"bytes_per_sec\":%.3f,\"expected_rows\":%lld,"
+                   "\"progress\":%.6f,\"eta\":%.3f}",
+                   st.time_to_first_row, st.elapsed, st.paused_time, st.rows_per_sec,
+                   st.bytes_per_sec, (long long)st.expected_rows, st.progress, st.eta);
+    return pgs_buf_steal(&b);
+}

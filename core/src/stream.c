@@ -1,0 +1,1001 @@
+/* stream.c - the stream engine.
+ *
+ * One pump (fill) moves rows from the libpq socket into a bounded buffer, the
+ * current chunk; consumers take rows from it (next, next_chunk). Blocking,
+ * non-blocking and paused consumption are ways to drive the same pump. Limits
+ * are checked in the pump once per chunk or per wait, never per row, and
+ * counters are published per chunk. A wait polls the libpq socket and the
+ * stream's wake-up descriptor, so pause/resume/cancel from other threads take
+ * effect at once.
+ */
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+#define STORE(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
+#define ADD(x, v) STORE(x, LOAD(x) + (v)) /* single writer: no lock prefix */
+
+/* How long a drain after a cancel may take before the connection is given up. */
+#define DRAIN_NS (10 * PGS_NS_PER_S)
+/* Adaptive chunking: votes needed and minimum time between two changes. */
+#define ADAPT_VOTES 3
+#define ADAPT_INTERVAL_NS (250 * PGS_NS_PER_MS)
+
+enum { RETRY = 100 }; /* internal: re-run the control checks */
+
+/* ------------------------------------------------------------- log hook */
+
+static pgspout_log_fn log_fn;
+static void *log_ud;
+
+void pgspout_set_log_hook(pgspout_log_fn fn, void *userdata)
+{
+    log_fn = fn;
+    log_ud = userdata;
+}
+
+void pgs_log(int level, const char *fmt, ...)
+{
+    if (log_fn == NULL)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    log_fn(level, msg, log_ud);
+}
+
+/* --------------------------------------------------------------- errors */
+
+static void set_error(pgspout_stream *s, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_error(pgspout_stream *s, const char *sqlstate, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
+    free(s->err);
+    s->err = strdup(msg);
+    snprintf(s->sqlstate, sizeof s->sqlstate, "%s", sqlstate ? sqlstate : "");
+}
+
+/* "primary message (SQLSTATE 22012)", plus detail, hint and position. */
+static void set_sql_error(pgspout_stream *s, const PGresult *res)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+    const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+    const char *pos = PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION);
+    if (primary == NULL) {
+        primary = PQresultErrorMessage(res);
+        if (primary == NULL || !*primary)
+            primary = s->conn ? PQerrorMessage(s->conn->pg) : "server error";
+    }
+    set_error(s, state, "%s (SQLSTATE %s)%s%s%s%s%s%s", primary, state ? state : "none",
+              pos ? " at character " : "", pos ? pos : "", detail ? "; detail: " : "",
+              detail ? detail : "", hint ? "; hint: " : "", hint ? hint : "");
+    pgs_metrics_sqlstate(state);
+}
+
+/* ------------------------------------------------------------ the buffer */
+
+static void release_chunk(pgspout_stream *s)
+{
+    int pos = LOAD(s->pos);
+    s->delivered_base += (uint64_t)pos;
+    for (int i = 0; i < s->nresults; i++)
+        PQclear(s->results[i]);
+    uint64_t held = LOAD(s->buffered_bytes);
+    if (held && s->metrics)
+        pgs_metrics_buffered_delta(s->metrics, -(int64_t)held);
+    STORE(s->buffered_bytes, 0);
+    s->nresults = 0;
+    s->nrows = 0;
+    STORE(s->pos, 0);
+}
+
+/* Rows delivered so far, flushed to the process-wide counter. */
+static void flush_delivered(pgspout_stream *s)
+{
+    uint64_t total = s->delivered_base + (uint64_t)LOAD(s->pos);
+    if (s->metrics && total > s->metrics_delivered)
+        pgs_metrics_delivered(s->metrics, total - s->metrics_delivered);
+    s->metrics_delivered = total;
+}
+
+/* p grown to hold need elements (doubling); NULL if realloc failed. */
+static void *grow(void *p, int *cap, int need, size_t elem)
+{
+    if (need <= *cap)
+        return p;
+    int n = *cap ? *cap : 64;
+    while (n < need)
+        n *= 2;
+    void *q = realloc(p, (size_t)n * elem);
+    if (q != NULL)
+        *cap = n;
+    return q;
+}
+
+static int set_meta(pgspout_stream *s, const PGresult *res)
+{
+    s->meta = PQcopyResult(res, PG_COPYRES_ATTRS);
+    if (s->meta == NULL)
+        return -1;
+    int n = s->ncols = PQnfields(s->meta);
+    if (n == 0)
+        return 0;
+    s->json_kind = calloc((size_t)n, sizeof *s->json_kind);
+    s->json_key = calloc((size_t)n, sizeof *s->json_key);
+    s->json_key_len = calloc((size_t)n, sizeof *s->json_key_len);
+    if (!s->json_kind || !s->json_key || !s->json_key_len)
+        return -1;
+    for (int c = 0; c < n; c++) {
+        s->json_kind[c] = pgs_json_kind(PQftype(s->meta, c));
+        pgs_buf key = PGS_BUF_INIT;
+        const char *name = PQfname(s->meta, c);
+        if (c > 0)
+            pgs_buf_putc(&key, ',');
+        pgs_json_string(&key, name, strlen(name));
+        pgs_buf_putc(&key, ':');
+        s->json_key_len[c] = key.len;
+        s->json_key[c] = pgs_buf_steal(&key);
+        if (s->json_key[c] == NULL)
+            return -1;
+    }
+    s->json_single = n == 1 && s->json_kind[0] == PGS_JSON_RAW;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- ending */
+
+/* End the stream: publish the end state once, close the books, and let go of
+ * the connection when the server side is finished (or broken). */
+static void stream_end(pgspout_stream *s, int state, int code)
+{
+    if (LOAD(s->ended))
+        return;
+    int64_t now = pgs_now_ns();
+    pthread_mutex_lock(&s->ctl);
+    if (atomic_exchange(&s->pause_req, 0)) {
+        int64_t since = LOAD(s->pause_started);
+        ADD(s->paused_ns, now - (since ? since : now));
+        if (s->metrics)
+            pgs_metrics_resume(s->metrics, (double)(now - (since ? since : now)) / 1e9);
+    }
+    STORE(s->t_end, now);
+    s->result_code = code;
+    atomic_store(&s->ended, state);
+    if (s->conn) {
+        if (s->conn->active == s)
+            s->conn->active = NULL;
+        s->conn = NULL;
+    }
+    pthread_mutex_unlock(&s->ctl);
+
+    flush_delivered(s);
+    if (s->metrics) {
+        /* every started stream ends in exactly one of these */
+        int end = PGS_END_FAILED;
+        if (state == PGSPOUT_STATE_DONE)
+            end = PGS_END_COMPLETED;
+        else if (state == PGSPOUT_STATE_CANCELLED || state == PGSPOUT_STATE_CLOSED)
+            end = PGS_END_CANCELLED;
+        else if (s->limit_reason >= 0)
+            end = PGS_END_LIMITED;
+        pgs_metrics_stream_ended(s->metrics, end, s->limit_reason, (double)(now - s->t_open) / 1e9);
+    }
+    if (s->opt.progress) {
+        pgspout_stats st = PGSPOUT_STATS_INIT;
+        pgspout_stream_stats(s, &st);
+        s->opt.progress(&st, s->opt.progress_ud);
+    }
+}
+
+/* Read and discard what is left of the current query. 0, or -1 if the
+ * connection could not be brought back to idle before the deadline. */
+static int drain(PGconn *pg, int64_t deadline)
+{
+    for (;;) {
+        while (!PQisBusy(pg)) {
+            PGresult *r = PQgetResult(pg);
+            if (r == NULL)
+                return 0;
+            ExecStatusType st = PQresultStatus(r);
+            PQclear(r);
+            if (st == PGRES_COPY_IN || st == PGRES_COPY_BOTH)
+                return -1;
+            if (st == PGRES_COPY_OUT) {
+                char *buf;
+                int n;
+                while ((n = PQgetCopyData(pg, &buf, 0)) > 0)
+                    PQfreemem(buf);
+                if (n == -2)
+                    return -1;
+            }
+        }
+        if (!PQconsumeInput(pg))
+            return -1;
+        if (!PQisBusy(pg))
+            continue;
+        if (pgs_wait(PQsocket(pg), -1, deadline) <= 0)
+            return -1;
+    }
+}
+
+/* Stop the server side now: send a cancel unless the server is finished,
+ * then drain. Marks the connection broken when that fails. */
+static void stop_server(pgspout_stream *s)
+{
+    if (s->conn == NULL || s->server_done)
+        return;
+    pgspout_conn *c = s->conn;
+    pgs_conn_send_cancel(c);
+    if (drain(c->pg, pgs_now_ns() + DRAIN_NS) != 0) {
+        c->broken = 1;
+        pgs_conn_set_error(c, "connection lost while stopping a stream: %s", PQerrorMessage(c->pg));
+    }
+    s->server_done = 1;
+}
+
+/* Fail the stream with code: stop the server, end, return code. */
+static int fail(pgspout_stream *s, int code, int state, int limit_reason)
+{
+    if (s->metrics && code == PGSPOUT_EMEMORY)
+        pgs_metrics_memory_limit(s->metrics);
+    s->limit_reason = limit_reason;
+    stop_server(s);
+    release_chunk(s);
+    stream_end(s, state, code);
+    return code;
+}
+
+static int fail_conn(pgspout_stream *s)
+{
+    pgspout_conn *c = s->conn;
+    set_error(s, "08006", "connection lost: %s", c ? PQerrorMessage(c->pg) : "closed");
+    if (c)
+        c->broken = 1;
+    s->server_done = 1;
+    release_chunk(s);
+    stream_end(s, PGSPOUT_STATE_FAILED, PGSPOUT_ECONN);
+    return PGSPOUT_ECONN;
+}
+
+/* ------------------------------------------------------------- the pump */
+
+static int64_t min_deadline(int64_t a, int64_t b)
+{
+    if (a == 0)
+        return b;
+    if (b == 0)
+        return a;
+    return a < b ? a : b;
+}
+
+static void do_resume(pgspout_stream *s, int64_t now)
+{
+    if (atomic_exchange(&s->pause_req, 0)) {
+        int64_t since = LOAD(s->pause_started);
+        int64_t d = now - (since ? since : now);
+        ADD(s->paused_ns, d);
+        if (s->metrics)
+            pgs_metrics_resume(s->metrics, (double)d / 1e9);
+    }
+}
+
+/* Cancel, deadline, pause and throttle, checked whenever the pump is about to
+ * read or wait. 0 = go on reading; RETRY = re-check; else a code to return. */
+static int control(pgspout_stream *s, int nonblock)
+{
+    if (LOAD(s->cancel_req)) {
+        set_error(s, "57014", "stream cancelled by the caller after %llu rows",
+                  (unsigned long long)(s->delivered_base + (uint64_t)LOAD(s->pos)));
+        return fail(s, PGSPOUT_ECANCELLED, PGSPOUT_STATE_CANCELLED, -1);
+    }
+    int64_t now = pgs_now_ns();
+    if (s->deadline && now >= s->deadline) {
+        set_error(s, "", "timeout of %lld ms exceeded after %.3f s and %llu rows",
+                  (long long)s->opt.timeout_ms, (double)(now - s->t_open) / 1e9,
+                  (unsigned long long)(s->delivered_base + (uint64_t)LOAD(s->pos)));
+        return fail(s, PGSPOUT_ETIMEOUT, PGSPOUT_STATE_FAILED, PGS_LIMIT_TIMEOUT);
+    }
+    if (LOAD(s->pause_req)) {
+        int64_t since = LOAD(s->pause_started);
+        int64_t pdl = s->opt.pause_timeout_ms ? (since ? since : now) +
+                                                    s->opt.pause_timeout_ms * PGS_NS_PER_MS
+                                              : 0;
+        if (pdl && now >= pdl) {
+            if (s->metrics)
+                pgs_metrics_pause_timeout(s->metrics);
+            if (s->opt.on_pause_timeout_cancel) {
+                set_error(s, "", "paused for %.3f s, longer than pause_timeout of %lld ms",
+                          (double)(now - since) / 1e9, (long long)s->opt.pause_timeout_ms);
+                return fail(s, PGSPOUT_EPAUSE_TIMEOUT, PGSPOUT_STATE_FAILED,
+                            PGS_LIMIT_PAUSE_TIMEOUT);
+            }
+            pgs_log(1, "stream %s: pause_timeout of %lld ms reached, resuming", s->opt.label,
+                    (long long)s->opt.pause_timeout_ms);
+            do_resume(s, now);
+            return RETRY;
+        }
+        s->wait_until = min_deadline(pdl, s->deadline);
+        if (nonblock)
+            return PGSPOUT_PAUSED;
+        pgs_wait(-1, s->wake.fd, s->wait_until);
+        pgs_wake_drain(&s->wake);
+        return RETRY;
+    }
+    if (s->throttle_until > now) {
+        s->wait_until = min_deadline(s->throttle_until, s->deadline);
+        if (nonblock)
+            return PGSPOUT_AGAIN;
+        pgs_wait(-1, s->wake.fd, s->wait_until);
+        pgs_wake_drain(&s->wake);
+        return RETRY;
+    }
+    s->wait_until = s->deadline;
+    return 0;
+}
+
+/* Append the rows of one result to the buffer (filter, max_rows). Takes
+ * ownership of res. Returns 0, or PGSPOUT_ENOMEM. */
+static int add_result(pgspout_stream *s, PGresult *res, uint64_t *kept_total)
+{
+    int n = PQntuples(res);
+    pgspout_row *rows = grow(s->rows, &s->cap, s->nrows + n, sizeof *rows);
+    if (rows)
+        s->rows = rows;
+    PGresult **results = grow(s->results, &s->rescap, s->nresults + 1, sizeof *results);
+    if (results)
+        s->results = results;
+    if (rows == NULL || results == NULL) {
+        PQclear(res);
+        return PGSPOUT_ENOMEM;
+    }
+    uint64_t bytes = 0;
+    int kept = 0, ncols = s->ncols;
+    for (int i = 0; i < n; i++) {
+        for (int c = 0; c < ncols; c++)
+            bytes += (uint64_t)PQgetlength(res, i, c);
+        pgspout_row *r = &s->rows[s->nrows];
+        r->res = res;
+        r->idx = i;
+        if (s->opt.filter && !s->opt.filter(r, s->opt.filter_ud)) {
+            ADD(s->rows_filtered, 1);
+            continue;
+        }
+        s->nrows++;
+        kept++;
+        if (s->opt.max_rows && *kept_total + (uint64_t)kept >= (uint64_t)s->opt.max_rows)
+            break;
+    }
+    ADD(s->rows_received, (uint64_t)n);
+    ADD(s->bytes_received, bytes);
+    *kept_total += (uint64_t)kept;
+    if (kept == 0) {
+        PQclear(res);
+        return 0;
+    }
+    s->results[s->nresults++] = res;
+    uint64_t held = LOAD(s->buffered_bytes) + PQresultMemorySize(res);
+    STORE(s->buffered_bytes, held);
+    if (held > LOAD(s->peak_buffered))
+        STORE(s->peak_buffered, held);
+    return 0;
+}
+
+/* The chunk was read: counters, metrics, throttle, adaptive size, progress. */
+static void chunk_done(pgspout_stream *s, int64_t fill_start, int waited)
+{
+    int64_t now = pgs_now_ns();
+    uint64_t rows = (uint64_t)s->nrows;
+    ADD(s->chunks, 1);
+    if (LOAD(s->t_first_row) == 0) {
+        STORE(s->t_first_row, now);
+        if (s->metrics)
+            pgs_metrics_first_row(s->metrics, (double)(now - s->t_open) / 1e9);
+    }
+    if (s->metrics) {
+        pgs_metrics_buffered_delta(s->metrics, (int64_t)LOAD(s->buffered_bytes));
+        pgs_metrics_chunk(s->metrics, rows, LOAD(s->bytes_received) - s->rate_bytes_seen,
+                          LOAD(s->rows_filtered) - s->filtered_seen, LOAD(s->buffered_bytes));
+    }
+    s->rate_bytes_seen = LOAD(s->bytes_received);
+    s->filtered_seen = LOAD(s->rows_filtered);
+    if (s->opt.max_rate > 0) {
+        int64_t from = s->throttle_until > fill_start ? s->throttle_until : fill_start;
+        s->throttle_until = from + (int64_t)((double)rows * 1e9 / s->opt.max_rate);
+    }
+    /* rows/s and bytes/s over windows of about a second */
+    int64_t rt = LOAD(s->rate_t);
+    if (rt == 0) {
+        STORE(s->rate_t, s->t_open);
+        rt = s->t_open;
+    }
+    if (now - rt >= PGS_NS_PER_S / 2) {
+        double dt = (double)(now - rt) / 1e9;
+        uint64_t r = LOAD(s->rows_received), b = LOAD(s->bytes_received);
+        STORE(s->rows_per_sec_x1000, (uint64_t)((double)(r - LOAD(s->rate_rows)) * 1000 / dt));
+        STORE(s->bytes_per_sec_x1000, (uint64_t)((double)(b - LOAD(s->rate_bytes)) * 1000 / dt));
+        STORE(s->rate_rows, r);
+        STORE(s->rate_bytes, b);
+        STORE(s->rate_t, now);
+    }
+    /* Adaptive chunking: the consumer keeps up when it came back for more
+     * faster than the server filled the chunk (we waited on the socket):
+     * grow; it lags when a full chunk was waiting for it: shrink. */
+    if (s->opt.adaptive_chunking) {
+        int vote = waited ? 1 : (rows >= (uint64_t)s->chunk_target ? -1 : 0);
+        if (vote == 0 || (vote > 0) != (s->adapt_votes > 0))
+            s->adapt_votes = vote;
+        else
+            s->adapt_votes += vote;
+        if ((s->adapt_votes >= ADAPT_VOTES || s->adapt_votes <= -ADAPT_VOTES) &&
+            now - s->adapt_last >= ADAPT_INTERVAL_NS) {
+            int64_t t = s->adapt_votes > 0 ? s->chunk_target * 2 : s->chunk_target / 2;
+            if (t < s->opt.chunk_rows_min)
+                t = s->opt.chunk_rows_min;
+            if (t > s->opt.chunk_rows_max)
+                t = s->opt.chunk_rows_max;
+            s->chunk_target = t;
+            s->adapt_votes = 0;
+            s->adapt_last = now;
+            if (s->metrics)
+                pgs_metrics_chunk_rows_gauge(s->metrics, t);
+        }
+    }
+    if (s->opt.progress) {
+        uint64_t total = s->delivered_base + rows;
+        int due = (s->opt.progress_rows && total >= s->progress_next_rows) ||
+                  (s->opt.progress_interval_ms && now >= s->progress_next_t);
+        if (due) {
+            pgspout_stats st = PGSPOUT_STATS_INIT;
+            pgspout_stream_stats(s, &st);
+            s->opt.progress(&st, s->opt.progress_ud);
+            s->progress_next_rows = total + (uint64_t)s->opt.progress_rows;
+            s->progress_next_t = now + s->opt.progress_interval_ms * PGS_NS_PER_MS;
+        }
+    }
+}
+
+/* Apply an end found while rows were still buffered, now that they are out. */
+static int finish_pending(pgspout_stream *s)
+{
+    int state = s->pend_state, code = s->pend_code;
+    s->pend_state = 0;
+    stream_end(s, state, code);
+    return code;
+}
+
+/* Read one chunk. Returns PGSPOUT_OK with rows in the buffer, DONE, AGAIN,
+ * PAUSED or a negative code (the stream has then ended). */
+static int fill(pgspout_stream *s, int nonblock)
+{
+    if (LOAD(s->ended))
+        return s->result_code;
+    release_chunk(s);
+    if (s->pend_state) {
+        if (LOAD(s->cancel_req))
+            return control(s, nonblock);
+        return finish_pending(s);
+    }
+    PGconn *pg = s->conn->pg;
+    int64_t fill_start = pgs_now_ns();
+    int waited = 0;
+    uint64_t kept_total = s->delivered_base;
+    int64_t target = s->chunk_target;
+    if (s->opt.max_rate > 0) { /* small chunks keep a throttled stream smooth */
+        int64_t r = (int64_t)(s->opt.max_rate / 10);
+        if (r < target)
+            target = r < 1 ? 1 : r;
+    }
+    uint64_t warn_bytes = (uint64_t)((double)s->opt.max_memory * s->opt.memory_warn);
+    uint64_t fail_bytes = (uint64_t)((double)s->opt.max_memory * s->opt.memory_fail);
+    uint64_t target_bytes = (uint64_t)s->opt.chunk_bytes < warn_bytes
+                                ? (uint64_t)s->opt.chunk_bytes
+                                : warn_bytes;
+
+    for (;;) {
+        int rc = control(s, nonblock);
+        if (rc == RETRY)
+            continue;
+        if (rc != 0)
+            return rc;
+        while (s->nrows < target && LOAD(s->buffered_bytes) < target_bytes) {
+            if (PQisBusy(pg)) {
+                /* read what the socket has (never blocks); hand over a
+                 * partial chunk only when it has nothing more */
+                if (LOAD(s->pause_req) || LOAD(s->cancel_req))
+                    break;
+                if (!PQconsumeInput(pg))
+                    return fail_conn(s);
+                if (!PQisBusy(pg))
+                    continue;
+                if (s->nrows > 0)
+                    break;
+                if (nonblock)
+                    return PGSPOUT_AGAIN;
+                int w = pgs_wait(PQsocket(pg), s->wake.fd, s->deadline);
+                if (w < 0)
+                    return fail_conn(s);
+                if (w & PGS_WAIT_WAKE)
+                    pgs_wake_drain(&s->wake);
+                waited = 1;
+                break; /* back to the control checks */
+            }
+            PGresult *res = PQgetResult(pg);
+            if (res == NULL) {
+                s->server_done = 1;
+                break;
+            }
+            switch (PQresultStatus(res)) {
+            case PGRES_SINGLE_TUPLE:
+#ifdef PGSPOUT_HAVE_CHUNKED_ROWS
+            case PGRES_TUPLES_CHUNK:
+#endif
+                if (s->meta == NULL && set_meta(s, res) != 0) {
+                    PQclear(res);
+                    set_error(s, "", "out of memory");
+                    return fail(s, PGSPOUT_ENOMEM, PGSPOUT_STATE_FAILED, -1);
+                }
+                if (add_result(s, res, &kept_total) != 0) {
+                    set_error(s, "", "out of memory");
+                    return fail(s, PGSPOUT_ENOMEM, PGSPOUT_STATE_FAILED, -1);
+                }
+                break;
+            case PGRES_TUPLES_OK:
+            case PGRES_COMMAND_OK:
+            case PGRES_EMPTY_QUERY:
+                if (s->meta == NULL && set_meta(s, res) != 0) {
+                    PQclear(res);
+                    set_error(s, "", "out of memory");
+                    return fail(s, PGSPOUT_ENOMEM, PGSPOUT_STATE_FAILED, -1);
+                }
+                PQclear(res);
+                break;
+            case PGRES_COPY_OUT:
+            case PGRES_COPY_IN:
+            case PGRES_COPY_BOTH:
+                if (PQresultStatus(res) == PGRES_COPY_IN)
+                    PQputCopyEnd(pg, "COPY FROM STDIN is not supported by pgspout");
+                PQclear(res);
+                set_error(s, "0A000", "COPY is not supported in a stream; use SELECT");
+                s->pend_state = PGSPOUT_STATE_FAILED;
+                s->pend_code = PGSPOUT_ESQL;
+                if (drain(pg, pgs_now_ns() + DRAIN_NS) != 0)
+                    s->conn->broken = 1;
+                s->server_done = 1;
+                break;
+            default: /* PGRES_FATAL_ERROR, PGRES_BAD_RESPONSE, ... */
+                set_sql_error(s, res);
+                PQclear(res);
+                s->pend_state = PGSPOUT_STATE_FAILED;
+                s->pend_code = PGSPOUT_ESQL;
+                if (drain(pg, pgs_now_ns() + DRAIN_NS) != 0)
+                    s->conn->broken = 1;
+                s->server_done = 1;
+                break;
+            }
+            if (s->server_done)
+                break;
+            uint64_t held = LOAD(s->buffered_bytes);
+            if (held > warn_bytes && !s->warned) {
+                s->warned = 1;
+                if (s->metrics)
+                    pgs_metrics_memory_warning(s->metrics);
+                pgs_log(2, "stream %s: buffered %llu bytes, over memory_warn (%.2f of max_memory %lld)",
+                        s->opt.label, (unsigned long long)held, s->opt.memory_warn,
+                        (long long)s->opt.max_memory);
+            }
+            if (held > fail_bytes) {
+                PGresult *last = s->results[s->nresults - 1];
+                set_error(s, "53200",
+                          "max_memory of %lld bytes exceeded: a row needs %zu bytes "
+                          "(%llu bytes buffered; memory_fail %.2f)",
+                          (long long)s->opt.max_memory, PQresultMemorySize(last),
+                          (unsigned long long)held, s->opt.memory_fail);
+                return fail(s, PGSPOUT_EMEMORY, PGSPOUT_STATE_FAILED, PGS_LIMIT_MEMORY);
+            }
+            if (s->opt.max_rows && kept_total >= (uint64_t)s->opt.max_rows) {
+                stop_server(s);
+                s->limit_reason = PGS_LIMIT_ROWS;
+                s->pend_state = PGSPOUT_STATE_LIMITED;
+                s->pend_code = PGSPOUT_DONE;
+                break;
+            }
+        }
+        if (s->nrows > 0) {
+            chunk_done(s, fill_start, waited);
+            s->consumer_since = pgs_now_ns();
+            return PGSPOUT_OK;
+        }
+        if (s->pend_state)
+            return finish_pending(s);
+        if (s->server_done) {
+            stream_end(s, PGSPOUT_STATE_DONE, PGSPOUT_DONE);
+            return PGSPOUT_DONE;
+        }
+    }
+}
+
+/* ------------------------------------------------------------ public API */
+
+static int open_fail(pgspout_stream *s, int code)
+{
+    s->server_done = 1;
+    stream_end(s, PGSPOUT_STATE_FAILED, code);
+    return code;
+}
+
+/* Bring the session's statement_timeout to what this stream asks for. */
+static int apply_statement_timeout(pgspout_stream *s)
+{
+    pgspout_conn *c = s->conn;
+    int64_t want = s->opt.statement_timeout_ms;
+    if (want == c->statement_timeout_ms || (want == 0 && c->statement_timeout_ms < 0))
+        return 0;
+    char sql[64];
+    snprintf(sql, sizeof sql, "SET statement_timeout = %lld", (long long)want);
+    PGresult *r = PQexec(c->pg, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        set_sql_error(s, r);
+    PQclear(r);
+    if (!ok)
+        return -1;
+    c->statement_timeout_ms = want;
+    return 0;
+}
+
+int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams,
+                        const char *const *params, const pgspout_options *opts,
+                        pgspout_stream **out)
+{
+    if (out == NULL)
+        return PGSPOUT_EINVAL;
+    *out = NULL;
+    if (conn == NULL)
+        return PGSPOUT_EINVAL;
+    if (sql == NULL || nparams < 0 || nparams > 65535 || (nparams > 0 && params == NULL)) {
+        pgs_conn_set_error(conn, "stream_open: %s",
+                           sql == NULL ? "sql is NULL"
+                           : nparams < 0 || nparams > 65535 ? "nparams out of range [0, 65535]"
+                                                            : "params is NULL");
+        return PGSPOUT_EINVAL;
+    }
+    if (conn->active) {
+        pgs_conn_set_error(conn, "another stream is active on this connection; close it first");
+        return PGSPOUT_EBUSY;
+    }
+    if (!pgspout_conn_ok(conn)) {
+        pgs_conn_set_error(conn, "connection is not usable (%s); reconnect",
+                           conn->err ? conn->err : "broken");
+        return PGSPOUT_ECONN;
+    }
+    if (opts && opts->chunk_rows_min > opts->chunk_rows_max) {
+        pgs_conn_set_error(conn, "chunk_rows_min (%lld) is larger than chunk_rows_max (%lld)",
+                           (long long)opts->chunk_rows_min, (long long)opts->chunk_rows_max);
+        return PGSPOUT_EVALUE;
+    }
+    pgspout_stream *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return PGSPOUT_ENOMEM;
+    if (opts)
+        s->opt = *opts;
+    else
+        pgs_options_defaults(&s->opt);
+    s->limit_reason = -1;
+    s->wake.fd = -1;
+    if (pgs_wake_open(&s->wake) != 0) {
+        free(s);
+        return PGSPOUT_ENOMEM;
+    }
+    pthread_mutex_init(&s->ctl, NULL);
+    s->chunk_target = s->opt.chunk_rows;
+    if (s->opt.adaptive_chunking) {
+        if (s->chunk_target < s->opt.chunk_rows_min)
+            s->chunk_target = s->opt.chunk_rows_min;
+        if (s->chunk_target > s->opt.chunk_rows_max)
+            s->chunk_target = s->opt.chunk_rows_max;
+    }
+    s->t_open = pgs_now_ns();
+    s->deadline = s->opt.timeout_ms ? s->t_open + s->opt.timeout_ms * PGS_NS_PER_MS : 0;
+    s->progress_next_rows = (uint64_t)s->opt.progress_rows;
+    s->progress_next_t = s->t_open + s->opt.progress_interval_ms * PGS_NS_PER_MS;
+    s->metrics = s->opt.metrics ? pgs_metrics_label(s->opt.label) : NULL;
+    s->conn = conn;
+    conn->active = s;
+    *out = s;
+    if (s->metrics) {
+        pgs_metrics_stream_started(s->metrics);
+        pgs_metrics_chunk_rows_gauge(s->metrics, s->chunk_target);
+    }
+
+    if (apply_statement_timeout(s) != 0)
+        return open_fail(s, PQstatus(conn->pg) == CONNECTION_OK ? PGSPOUT_ESQL : PGSPOUT_ECONN);
+    if (!PQsendQueryParams(conn->pg, sql, nparams, NULL, params, NULL, NULL, 0)) {
+        set_error(s, "", "could not send the query: %s", PQerrorMessage(conn->pg));
+        if (PQstatus(conn->pg) != CONNECTION_OK)
+            conn->broken = 1;
+        return open_fail(s, conn->broken ? PGSPOUT_ECONN : PGSPOUT_EINTERNAL);
+    }
+#ifdef PGSPOUT_HAVE_CHUNKED_ROWS
+    int moded = PQsetChunkedRowsMode(conn->pg, (int)s->chunk_target);
+#else
+    int moded = PQsetSingleRowMode(conn->pg);
+#endif
+    if (!moded) {
+        set_error(s, "", "could not switch libpq to %s mode", pgspout_transport());
+        stop_server(s);
+        return open_fail(s, PGSPOUT_EINTERNAL);
+    }
+    int rc = fill(s, 0);
+    if (rc == PGSPOUT_OK || rc == PGSPOUT_DONE)
+        return PGSPOUT_OK;
+    return rc;
+}
+
+const char *pgspout_transport(void)
+{
+#ifdef PGSPOUT_HAVE_CHUNKED_ROWS
+    return "chunked";
+#else
+    return "single-row";
+#endif
+}
+
+int pgspout_stream_next(pgspout_stream *s, const pgspout_row **row)
+{
+    if (s == NULL || row == NULL)
+        return PGSPOUT_EINVAL;
+    int p = LOAD(s->pos);
+    if (p >= s->nrows || LOAD(s->cancel_req)) {
+        int rc = fill(s, 0);
+        if (rc != PGSPOUT_OK)
+            return rc;
+        p = 0;
+    }
+    *row = &s->rows[p];
+    STORE(s->pos, p + 1);
+    return PGSPOUT_OK;
+}
+
+int pgspout_stream_next_chunk(pgspout_stream *s, int flags, const pgspout_chunk **chunk)
+{
+    if (s == NULL || chunk == NULL || (flags & ~PGSPOUT_NONBLOCK))
+        return PGSPOUT_EINVAL;
+    int p = LOAD(s->pos);
+    if (p >= s->nrows || LOAD(s->cancel_req)) {
+        int rc = fill(s, flags & PGSPOUT_NONBLOCK);
+        if (rc != PGSPOUT_OK)
+            return rc;
+        p = 0;
+    }
+    s->view.rows = s->rows + p;
+    s->view.n = s->nrows - p;
+    STORE(s->pos, s->nrows);
+    *chunk = &s->view;
+    return PGSPOUT_OK;
+}
+
+int pgspout_chunk_nrows(const pgspout_chunk *c) { return c ? c->n : 0; }
+
+const pgspout_row *pgspout_chunk_row(const pgspout_chunk *c, int i)
+{
+    return c && i >= 0 && i < c->n ? &c->rows[i] : NULL;
+}
+
+int pgspout_stream_socket(const pgspout_stream *s)
+{
+    if (s == NULL)
+        return -1;
+    /* the wake fd when paused or throttled; the server socket otherwise */
+    if (LOAD(s->ended))
+        return s->wake.fd;
+    if (LOAD(s->pause_req) || s->throttle_until > pgs_now_ns())
+        return s->wake.fd;
+    return s->conn ? PQsocket(s->conn->pg) : s->wake.fd;
+}
+
+int pgspout_stream_wait_ms(const pgspout_stream *s)
+{
+    if (s == NULL || s->wait_until == 0)
+        return -1;
+    int64_t left = s->wait_until - pgs_now_ns();
+    if (left <= 0)
+        return 0;
+    int64_t ms = (left + PGS_NS_PER_MS - 1) / PGS_NS_PER_MS;
+    return ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+int pgspout_stream_ncols(const pgspout_stream *s) { return s ? s->ncols : 0; }
+
+const char *pgspout_stream_colname(const pgspout_stream *s, int col)
+{
+    return s && s->meta && col >= 0 && col < s->ncols ? PQfname(s->meta, col) : NULL;
+}
+
+unsigned int pgspout_stream_coltype(const pgspout_stream *s, int col)
+{
+    return s && s->meta && col >= 0 && col < s->ncols ? PQftype(s->meta, col) : 0;
+}
+
+int pgspout_row_ncols(const pgspout_row *row) { return row ? PQnfields(row->res) : 0; }
+
+const char *pgspout_row_value(const pgspout_row *row, int col, size_t *len)
+{
+    if (row == NULL || col < 0 || col >= PQnfields(row->res))
+        return NULL;
+    if (len)
+        *len = (size_t)PQgetlength(row->res, row->idx, col);
+    return PQgetvalue(row->res, row->idx, col);
+}
+
+int pgspout_row_isnull(const pgspout_row *row, int col)
+{
+    if (row == NULL || col < 0 || col >= PQnfields(row->res))
+        return -1;
+    return PQgetisnull(row->res, row->idx, col);
+}
+
+int pgs_stream_render_row(pgspout_stream *s, const pgspout_row *row, pgs_buf *b)
+{
+    PGresult *res = row->res;
+    int i = row->idx;
+    if (s->json_single)
+        return pgs_json_value(b, PGS_JSON_RAW, PQgetvalue(res, i, 0),
+                              (size_t)PQgetlength(res, i, 0), PQgetisnull(res, i, 0));
+    if (pgs_buf_putc(b, '{') != 0)
+        return -1;
+    for (int c = 0; c < s->ncols; c++) {
+        pgs_buf_append(b, s->json_key[c], s->json_key_len[c]);
+        pgs_json_value(b, s->json_kind[c], PQgetvalue(res, i, c), (size_t)PQgetlength(res, i, c),
+                       PQgetisnull(res, i, c));
+    }
+    return pgs_buf_putc(b, '}');
+}
+
+int pgspout_row_json(pgspout_stream *s, const pgspout_row *row, const char **json, size_t *len)
+{
+    if (s == NULL || row == NULL || json == NULL)
+        return PGSPOUT_EINVAL;
+    pgs_buf_clear(&s->json);
+    if (pgs_stream_render_row(s, row, &s->json) != 0 || s->json.oom)
+        return PGSPOUT_ENOMEM;
+    *json = s->json.data;
+    if (len)
+        *len = s->json.len;
+    return PGSPOUT_OK;
+}
+
+int pgspout_chunk_ndjson(pgspout_stream *s, const pgspout_chunk *c, const char **out, size_t *len)
+{
+    if (s == NULL || c == NULL || out == NULL)
+        return PGSPOUT_EINVAL;
+    pgs_buf_clear(&s->json);
+    for (int i = 0; i < c->n; i++) {
+        pgs_stream_render_row(s, &c->rows[i], &s->json);
+        pgs_buf_putc(&s->json, '\n');
+    }
+    if (pgs_buf_reserve(&s->json, 0) != 0)
+        return PGSPOUT_ENOMEM;
+    *out = s->json.data;
+    if (len)
+        *len = s->json.len;
+    return PGSPOUT_OK;
+}
+
+int pgspout_stream_pause(pgspout_stream *s)
+{
+    if (s == NULL)
+        return PGSPOUT_EINVAL;
+    if (LOAD(s->ended))
+        return PGSPOUT_ESTATE;
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&s->pause_req, &expected, 1)) {
+        STORE(s->pause_started, pgs_now_ns());
+        atomic_fetch_add(&s->pauses, 1);
+        if (s->metrics)
+            pgs_metrics_pause(s->metrics);
+    }
+    pgs_wake_signal(&s->wake);
+    return PGSPOUT_OK;
+}
+
+int pgspout_stream_resume(pgspout_stream *s)
+{
+    if (s == NULL)
+        return PGSPOUT_EINVAL;
+    if (LOAD(s->ended))
+        return PGSPOUT_ESTATE;
+    do_resume(s, pgs_now_ns());
+    pgs_wake_signal(&s->wake);
+    return PGSPOUT_OK;
+}
+
+int pgspout_stream_cancel(pgspout_stream *s)
+{
+    if (s == NULL)
+        return PGSPOUT_EINVAL;
+    pthread_mutex_lock(&s->ctl);
+    int rc = PGSPOUT_OK;
+    if (LOAD(s->ended))
+        rc = PGSPOUT_ESTATE;
+    else if (!atomic_exchange(&s->cancel_req, 1) && s->conn && !s->server_done)
+        pgs_conn_send_cancel(s->conn);
+    pthread_mutex_unlock(&s->ctl);
+    pgs_wake_signal(&s->wake);
+    return rc;
+}
+
+int pgspout_stream_state(const pgspout_stream *s)
+{
+    if (s == NULL)
+        return PGSPOUT_STATE_CLOSED;
+    int e = atomic_load(&s->ended);
+    if (e)
+        return e;
+    return LOAD(s->pause_req) ? PGSPOUT_STATE_PAUSED : PGSPOUT_STATE_RUNNING;
+}
+
+const char *pgspout_stream_error(const pgspout_stream *s)
+{
+    if (s == NULL)
+        return "stream handle is NULL";
+    return s->err ? s->err : "";
+}
+
+const char *pgspout_stream_sqlstate(const pgspout_stream *s) { return s ? s->sqlstate : ""; }
+
+int pgspout_stream_errcode(const pgspout_stream *s)
+{
+    return s && LOAD(s->ended) && s->result_code < 0 ? s->result_code : PGSPOUT_OK;
+}
+
+/* End a stream whose connection is closing; the caller still closes it. */
+void pgs_stream_detach(pgspout_stream *s)
+{
+    if (LOAD(s->ended))
+        return;
+    stop_server(s);
+    release_chunk(s);
+    set_error(s, "", "the stream's connection was closed");
+    stream_end(s, PGSPOUT_STATE_CLOSED, PGSPOUT_ESTATE);
+}
+
+void pgspout_stream_close(pgspout_stream *s)
+{
+    if (s == NULL)
+        return;
+    if (!LOAD(s->ended)) {
+        stop_server(s);
+        stream_end(s, PGSPOUT_STATE_CANCELLED, PGSPOUT_ECANCELLED);
+    }
+    release_chunk(s);
+    PQclear(s->meta);
+    for (int c = 0; s->json_key && c < s->ncols; c++)
+        free(s->json_key[c]);
+    free(s->json_key);
+    free(s->json_key_len);
+    free(s->json_kind);
+    free(s->rows);
+    free(s->results);
+    pgs_buf_free(&s->json);
+    pgs_wake_close(&s->wake);
+    pthread_mutex_destroy(&s->ctl);
+    free(s->err);
+    free(s);
+}
