@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 void pgs_conn_set_error(pgspout_conn *c, const char *fmt, ...)
 {
@@ -45,6 +47,7 @@ int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts, pgsp
         return PGSPOUT_ENOMEM;
     pthread_mutex_init(&c->lock, NULL);
     c->statement_timeout_ms = -1;
+    c->pid = getpid();
     *out = c;
 
     /* conninfo first (expand_dbname), then our keys override it */
@@ -117,6 +120,15 @@ void pgspout_conn_close(pgspout_conn *c)
     PQfreeCancel(c->cancel);
     c->cancel = NULL;
     pthread_mutex_unlock(&c->lock);
+    if (c->pg && !pgs_conn_owned(c)) {
+        /* A fork child shares the parent's socket: point the descriptor at
+         * /dev/null so PQfinish's goodbye cannot reach the parent's server. */
+        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (devnull >= 0 && PQsocket(c->pg) >= 0) {
+            dup2(devnull, PQsocket(c->pg));
+            close(devnull);
+        }
+    }
     if (c->pg)
         PQfinish(c->pg);
     pthread_mutex_destroy(&c->lock);
@@ -133,7 +145,7 @@ const char *pgspout_conn_error(const pgspout_conn *c)
 
 int pgspout_conn_ok(const pgspout_conn *c)
 {
-    return c && c->pg && !c->broken && PQstatus(c->pg) == CONNECTION_OK;
+    return c && c->pg && !c->broken && pgs_conn_owned(c) && PQstatus(c->pg) == CONNECTION_OK;
 }
 
 int pgspout_conn_server_version(const pgspout_conn *c)
@@ -141,10 +153,14 @@ int pgspout_conn_server_version(const pgspout_conn *c)
     return c && c->pg ? PQserverVersion(c->pg) : 0;
 }
 
+int pgs_conn_owned(const pgspout_conn *c) { return c->pid == getpid(); }
+
 int pgs_conn_send_cancel(pgspout_conn *c)
 {
     char errbuf[256];
     int ok = 0;
+    if (!pgs_conn_owned(c))
+        return -1; /* it would cancel the parent's query */
     pthread_mutex_lock(&c->lock);
     if (c->cancel)
         ok = PQcancel(c->cancel, errbuf, sizeof errbuf);

@@ -12,6 +12,7 @@
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/types.h>
 
 struct pgspout_conn {
     PGconn *pg;
@@ -20,6 +21,8 @@ struct pgspout_conn {
     pgspout_stream *active;  /* the stream running on this connection */
     int broken;              /* desynchronised or lost: no more streams */
     int64_t statement_timeout_ms; /* value last SET on the session, -1 unknown */
+    pid_t pid;               /* the process that connected: a forked child
+                                must not read, write or cancel on its behalf */
     char *err;               /* malloc'd message, NULL = none */
 };
 
@@ -110,6 +113,8 @@ struct pgspout_stream {
 };
 
 /* conn.c */
+/* 1 if this process is the one that opened c (not a fork child). */
+int pgs_conn_owned(const pgspout_conn *c);
 void pgs_conn_set_error(pgspout_conn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Send a cancel request for whatever runs on c; 0 or -1. Any thread. */

@@ -242,6 +242,10 @@ static void stop_server(pgspout_stream *s)
     if (s->conn == NULL || s->server_done)
         return;
     pgspout_conn *c = s->conn;
+    if (!pgs_conn_owned(c)) { /* a fork child: the query is the parent's */
+        s->server_done = 1;
+        return;
+    }
     pgs_conn_send_cancel(c);
     if (drain(c->pg, pgs_now_ns() + DRAIN_NS) != 0) {
         c->broken = 1;
@@ -491,6 +495,14 @@ static int fill(pgspout_stream *s, int nonblock)
         if (LOAD(s->cancel_req))
             return control(s, nonblock);
         return finish_pending(s);
+    }
+    if (!pgs_conn_owned(s->conn)) {
+        set_error(s, "", "the connection belongs to the process that opened it (this is a fork "
+                         "child); open a new connection here");
+        s->server_done = 1;
+        release_chunk(s);
+        stream_end(s, PGSPOUT_STATE_FAILED, PGSPOUT_ECONN);
+        return PGSPOUT_ECONN;
     }
     PGconn *pg = s->conn->pg;
     int64_t fill_start = pgs_now_ns();
