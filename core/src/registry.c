@@ -1,0 +1,677 @@
+/*
+ * registry.c - a process-wide table of streams addressed by id.
+ *
+ * Hosts such as OpenResty drive one stream from different threads and Lua
+ * VMs over time (every ngx.run_worker_thread call may land on another pool
+ * thread, in another VM), so a stream cannot live inside one VM. The
+ * registry owns the connection and the stream and hands out a number.
+ *
+ * It is built on the public API only (pgspout_connect_opts,
+ * pgspout_stream_open, pgspout_stream_next_chunk, pgspout_chunk_ndjson,
+ * pgspout_row_json, pause/resume/cancel, pgspout_stream_stats_json, close);
+ * the one internal detail it reads is idle_timeout_ms of the parsed options.
+ *
+ * Entries
+ * -------
+ * Every entry has an id (monotonic, never reused, starts at 1), its own
+ * connection and stream, a copy of the SQL, the idle timeout, the time it
+ * was last used, and a partly consumed chunk (fetch may hand out fewer rows
+ * than the core buffered; the rest is served by the next fetch, from the
+ * same chunk, which stays valid until the next next_chunk/close on the
+ * stream - exactly the core's lifetime rule).
+ *
+ * Locks
+ * -----
+ *  - reg.mu (one, process-wide) protects the hash table, every entry's
+ *    `next`, `refs`, `fetchers`, `linked` and `last_used_ms`, the id
+ *    counter and the reaper flag. It is held only for short, non-blocking
+ *    work: no libpq or core call is ever made under it.
+ *  - e->mu (one per entry) serialises the "owner" calls on the stream:
+ *    pgspout_stream_next_chunk, pgspout_chunk_ndjson, pgspout_row_json and
+ *    the chunk cursor. A second concurrent fetch on the same id waits on it.
+ *    pause/resume/cancel/stats do NOT take it: the core makes those callable
+ *    from any thread, so they can wake or stop a fetch that is blocked
+ *    holding e->mu.
+ *  - Order: e->mu may be held while taking reg.mu, never the reverse, so
+ *    there is no lock cycle.
+ *
+ * Lifetime
+ * --------
+ * Entries are reference counted (under reg.mu). The table holds one
+ * reference while the entry is linked; every call that found the entry by
+ * id holds one until it returns. Closing or reaping unlinks the entry (so
+ * no new caller can find it), cancels the stream (which wakes a fetch
+ * blocked on another thread) and drops the table's reference. Whoever drops
+ * the last reference tears the entry down - pgspout_stream_close,
+ * pgspout_conn_close, free - outside every lock. So the stream is never
+ * closed while another thread is inside pause/resume/cancel/stats/fetch on
+ * it, and pgspout_registry_close returns without waiting for a fetch that
+ * is still unwinding on another thread (that fetch finishes the teardown).
+ *
+ * Idle reaping
+ * ------------
+ * last_used_ms is set at open and by every fetch (at its start and at its
+ * end), pause, resume and cancel; stats and list do not count as use, so a
+ * monitoring page cannot keep an abandoned stream alive. An entry is idle
+ * when no fetch is running or waiting on it (fetchers == 0) and
+ * now - last_used_ms >= idle_timeout_ms (the stream's idle_timeout option,
+ * 60s by default; 0 disables reaping for that stream). A fetch blocked for
+ * a long time (paused stream, slow query) is therefore never reaped from
+ * under itself. A background thread, started by the first successful
+ * pgspout_registry_open, reaps once a second; pgspout_registry_reap() does
+ * the same synchronously. The thread runs for the life of the process
+ * (hosts that dlclose a module containing pgspout must load it with
+ * RTLD_NODELETE / link it with -z nodelete; the Lua module does).
+ *
+ * Fork: a child process must not close connections it shares with its
+ * parent, so after fork() the child's registry starts empty (the parent's
+ * entries are forgotten in the child, not closed) and the reaper thread,
+ * which does not survive fork, is started again on demand.
+ */
+#include "pgspout.h"
+
+#include "buf.h"
+#include "json.h"
+#include "options.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define REG_BUCKETS 256u
+#define REG_DEFAULT_IDLE_MS 60000
+
+typedef struct reg_entry {
+    uint64_t id;
+
+    /* --- reg.mu --- */
+    struct reg_entry *next; /* hash chain while linked; reap list after */
+    unsigned refs;          /* table's (while linked) + one per caller */
+    unsigned fetchers;      /* fetch calls inside or waiting on e->mu */
+    int linked;             /* reachable by id */
+    int64_t last_used_ms;
+
+    /* --- immutable after registration --- */
+    int64_t idle_timeout_ms; /* 0 = never reaped */
+    char *sql;
+    pgspout_conn *conn;
+    pgspout_stream *stream;
+
+    /* --- e->mu --- */
+    pthread_mutex_t mu;
+    const pgspout_chunk *chunk; /* last chunk from the core, maybe partly served */
+    int chunk_pos;              /* rows of chunk already handed out */
+} reg_entry;
+
+static struct {
+    pthread_mutex_t mu;
+    reg_entry *buckets[REG_BUCKETS];
+    uint64_t next_id;
+    size_t count;
+    int reaper_started;
+} reg = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0, 0, 0};
+
+static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
+
+/* ---------------------------------------------------------------- helpers */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static size_t bucket_of(uint64_t id)
+{
+    return (size_t)(id % REG_BUCKETS);
+}
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = malloc(n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
+/* Set *errmsg (when wanted) to a malloc'd copy of the formatted message. */
+static void set_errmsg(char **errmsg, const char *prefix, const char *msg,
+                       const char *sqlstate, int code)
+{
+    pgs_buf b = PGS_BUF_INIT;
+    if (!errmsg)
+        return;
+    if (!msg || !*msg)
+        msg = pgspout_strerror(code);
+    if (prefix)
+        pgs_buf_puts(&b, prefix);
+    pgs_buf_puts(&b, msg);
+    /* trim the trailing newline libpq leaves on its messages */
+    while (b.len > 0 && !b.oom && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == ' '))
+        b.data[--b.len] = '\0';
+    if (sqlstate && *sqlstate && !strstr(msg, sqlstate))
+        pgs_buf_printf(&b, " (SQLSTATE %s)", sqlstate);
+    *errmsg = pgs_buf_steal(&b); /* NULL on ENOMEM: acceptable */
+}
+
+/* Runs in the child after fork(): forget (do not close) the parent's
+ * entries; the reaper thread did not survive. */
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&reg.mu);
+}
+
+static void atfork_parent(void)
+{
+    pthread_mutex_unlock(&reg.mu);
+}
+
+static void atfork_child(void)
+{
+    memset(reg.buckets, 0, sizeof reg.buckets);
+    reg.count = 0;
+    reg.reaper_started = 0;
+    pthread_mutex_unlock(&reg.mu);
+}
+
+static void reg_init_once(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+/* ---------------------------------------------------------- entry lifetime */
+
+/* Tear an entry down. Only called by whoever dropped the last reference:
+ * nobody else can reach it, so no lock is needed. May block (closing a
+ * running stream cancels the query and drains the connection). */
+static void entry_destroy(reg_entry *e)
+{
+    pgspout_stream_close(e->stream);
+    pgspout_conn_close(e->conn);
+    pthread_mutex_destroy(&e->mu);
+    free(e->sql);
+    free(e);
+}
+
+/* Find a linked entry and take a reference. fetch != 0 also counts the
+ * caller as a fetcher (which keeps the reaper away); touch != 0 marks the
+ * entry as used now. NULL if there is no such id. */
+static reg_entry *entry_get(uint64_t id, int fetch, int touch)
+{
+    reg_entry *e;
+    pthread_mutex_lock(&reg.mu);
+    for (e = reg.buckets[bucket_of(id)]; e; e = e->next)
+        if (e->id == id)
+            break;
+    if (e) {
+        e->refs++;
+        if (fetch)
+            e->fetchers++;
+        if (touch)
+            e->last_used_ms = now_ms();
+    }
+    pthread_mutex_unlock(&reg.mu);
+    return e;
+}
+
+/* Drop a reference taken by entry_get (same fetch/touch as there), and the
+ * table's own reference too when unlinking did not already drop it
+ * (extra != 0). Tears the entry down if that was the last one. */
+static void entry_put(reg_entry *e, int fetch, int touch, unsigned extra)
+{
+    unsigned left;
+    pthread_mutex_lock(&reg.mu);
+    if (fetch)
+        e->fetchers--;
+    if (touch && e->linked)
+        e->last_used_ms = now_ms();
+    e->refs -= 1 + extra;
+    left = e->refs;
+    pthread_mutex_unlock(&reg.mu);
+    if (left == 0)
+        entry_destroy(e);
+}
+
+/* Remove e from the table (caller holds reg.mu). The table's reference is
+ * not dropped here: the caller passes it on to entry_put(..., extra=1) or
+ * drops it as the reaper does. Returns 0 if it was already unlinked. */
+static int entry_unlink_locked(reg_entry *e)
+{
+    reg_entry **pp;
+    if (!e->linked)
+        return 0;
+    for (pp = &reg.buckets[bucket_of(e->id)]; *pp; pp = &(*pp)->next) {
+        if (*pp == e) {
+            *pp = e->next;
+            break;
+        }
+    }
+    e->next = NULL;
+    e->linked = 0;
+    reg.count--;
+    return 1;
+}
+
+static int entry_linked(reg_entry *e)
+{
+    int linked;
+    pthread_mutex_lock(&reg.mu);
+    linked = e->linked;
+    pthread_mutex_unlock(&reg.mu);
+    return linked;
+}
+
+/* ------------------------------------------------------------------ reaper */
+
+static void *reaper_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        struct timespec ts = {1, 0};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+        pgspout_registry_reap();
+    }
+    return NULL;
+}
+
+/* Start the background reaper once (caller holds reg.mu). The thread blocks
+ * every signal so it never takes one meant for the host. If it cannot be
+ * created, the next open tries again; pgspout_registry_reap still works. */
+static void reaper_start_locked(void)
+{
+    pthread_t t;
+    pthread_attr_t attr;
+    sigset_t all, old;
+    if (reg.reaper_started)
+        return;
+    if (pthread_attr_init(&attr) != 0)
+        return;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    if (pthread_create(&t, &attr, reaper_main, NULL) == 0)
+        reg.reaper_started = 1;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+}
+
+/* ------------------------------------------------------------- public API */
+
+int pgspout_registry_open(const char *conninfo, const char *sql, int nparams,
+                          const char *const *params,
+                          const pgspout_options *opts, uint64_t *id,
+                          char **errmsg)
+{
+    pgspout_conn *conn = NULL;
+    pgspout_stream *stream = NULL;
+    reg_entry *e;
+    int64_t idle_ms = REG_DEFAULT_IDLE_MS;
+    size_t b;
+    int rc;
+
+    if (errmsg)
+        *errmsg = NULL;
+    if (id)
+        *id = 0;
+    if (!conninfo || !sql || !id || nparams < 0 || (nparams > 0 && !params)) {
+        set_errmsg(errmsg, "pgspout_registry_open: ",
+                   "NULL or out-of-range argument", NULL, PGSPOUT_EINVAL);
+        return PGSPOUT_EINVAL;
+    }
+    pthread_once(&reg_once, reg_init_once);
+
+    if (opts) {
+        idle_ms = opts->idle_timeout_ms;
+    } else {
+        pgspout_options *d = pgspout_options_new();
+        if (d) {
+            idle_ms = d->idle_timeout_ms;
+            pgspout_options_free(d);
+        }
+    }
+    if (idle_ms < 0)
+        idle_ms = 0;
+
+    rc = pgspout_connect_opts(conninfo, opts, &conn);
+    if (rc < 0) {
+        set_errmsg(errmsg, "connect: ", conn ? pgspout_conn_error(conn) : NULL,
+                   NULL, rc);
+        pgspout_conn_close(conn);
+        return rc;
+    }
+    rc = pgspout_stream_open(conn, sql, nparams, params, opts, &stream);
+    if (rc < 0) {
+        if (stream)
+            set_errmsg(errmsg, NULL, pgspout_stream_error(stream),
+                       pgspout_stream_sqlstate(stream), rc);
+        else
+            set_errmsg(errmsg, NULL, pgspout_conn_error(conn), NULL, rc);
+        pgspout_stream_close(stream);
+        pgspout_conn_close(conn);
+        return rc;
+    }
+
+    e = calloc(1, sizeof *e);
+    if (e)
+        e->sql = dup_str(sql);
+    if (!e || !e->sql || pthread_mutex_init(&e->mu, NULL) != 0) {
+        if (e)
+            free(e->sql);
+        free(e);
+        pgspout_stream_close(stream);
+        pgspout_conn_close(conn);
+        set_errmsg(errmsg, NULL, NULL, NULL, PGSPOUT_ENOMEM);
+        return PGSPOUT_ENOMEM;
+    }
+    e->conn = conn;
+    e->stream = stream;
+    e->idle_timeout_ms = idle_ms;
+    e->refs = 1; /* the table's */
+    e->linked = 1;
+
+    pthread_mutex_lock(&reg.mu);
+    e->id = ++reg.next_id;
+    e->last_used_ms = now_ms();
+    b = bucket_of(e->id);
+    e->next = reg.buckets[b];
+    reg.buckets[b] = e;
+    reg.count++;
+    reaper_start_locked();
+    *id = e->id;
+    pthread_mutex_unlock(&reg.mu);
+    return PGSPOUT_OK;
+}
+
+/* Hand out up to max_rows rows of e's current chunk as NDJSON (e->mu held). */
+static int fetch_locked(reg_entry *e, int max_rows, char **out, size_t *len,
+                        int *nrows, char **errmsg)
+{
+    int avail, n, rc, i;
+    const char *js;
+    size_t jlen;
+
+    if (!e->chunk || e->chunk_pos >= pgspout_chunk_nrows(e->chunk)) {
+        const pgspout_chunk *c = NULL;
+        e->chunk = NULL;
+        e->chunk_pos = 0;
+        rc = pgspout_stream_next_chunk(e->stream, 0, &c);
+        if (rc == PGSPOUT_DONE)
+            return PGSPOUT_DONE;
+        if (rc < 0) {
+            set_errmsg(errmsg, NULL, pgspout_stream_error(e->stream),
+                       pgspout_stream_sqlstate(e->stream), rc);
+            return rc;
+        }
+        if (rc != PGSPOUT_OK || !c) {
+            set_errmsg(errmsg, NULL, "unexpected answer from next_chunk", NULL,
+                       PGSPOUT_EINTERNAL);
+            return PGSPOUT_EINTERNAL;
+        }
+        e->chunk = c;
+    }
+
+    avail = pgspout_chunk_nrows(e->chunk) - e->chunk_pos;
+    n = (max_rows > 0 && max_rows < avail) ? max_rows : avail;
+
+    if (e->chunk_pos == 0 && n == avail) {
+        /* the whole chunk: one call into the core */
+        rc = pgspout_chunk_ndjson(e->stream, e->chunk, &js, &jlen);
+        if (rc < 0) {
+            set_errmsg(errmsg, NULL, NULL, NULL, rc);
+            return rc;
+        }
+        *out = malloc(jlen + 1);
+        if (!*out)
+            goto oom;
+        memcpy(*out, js, jlen);
+        (*out)[jlen] = '\0';
+        *len = jlen;
+    } else {
+        pgs_buf b = PGS_BUF_INIT;
+        for (i = 0; i < n; i++) {
+            const pgspout_row *row = pgspout_chunk_row(e->chunk, e->chunk_pos + i);
+            rc = pgspout_row_json(e->stream, row, &js, &jlen);
+            if (rc < 0) {
+                pgs_buf_free(&b);
+                set_errmsg(errmsg, NULL, NULL, NULL, rc);
+                return rc;
+            }
+            pgs_buf_append(&b, js, jlen);
+            pgs_buf_putc(&b, '\n');
+        }
+        *len = b.len;
+        *out = pgs_buf_steal(&b);
+        if (!*out)
+            goto oom;
+    }
+    e->chunk_pos += n;
+    *nrows = n;
+    return PGSPOUT_OK;
+
+oom:
+    *len = 0;
+    set_errmsg(errmsg, NULL, NULL, NULL, PGSPOUT_ENOMEM);
+    return PGSPOUT_ENOMEM;
+}
+
+int pgspout_registry_fetch(uint64_t id, int max_rows, char **out, size_t *len,
+                           int *nrows, char **errmsg)
+{
+    reg_entry *e;
+    size_t dummy_len;
+    int dummy_rows, rc;
+
+    if (errmsg)
+        *errmsg = NULL;
+    if (!len)
+        len = &dummy_len;
+    if (!nrows)
+        nrows = &dummy_rows;
+    *len = 0;
+    *nrows = 0;
+    if (!out || max_rows < 0) {
+        if (out)
+            *out = NULL;
+        set_errmsg(errmsg, "pgspout_registry_fetch: ",
+                   "NULL or out-of-range argument", NULL, PGSPOUT_EINVAL);
+        return PGSPOUT_EINVAL;
+    }
+    *out = NULL;
+
+    e = entry_get(id, 1, 1);
+    if (!e) {
+        set_errmsg(errmsg, NULL, "no registry stream with that id", NULL,
+                   PGSPOUT_ENOTFOUND);
+        return PGSPOUT_ENOTFOUND;
+    }
+    pthread_mutex_lock(&e->mu);
+    if (!entry_linked(e)) {
+        /* closed or reaped while we waited for the previous fetch */
+        rc = PGSPOUT_ENOTFOUND;
+        set_errmsg(errmsg, NULL, "no registry stream with that id", NULL, rc);
+    } else {
+        rc = fetch_locked(e, max_rows, out, len, nrows, errmsg);
+    }
+    pthread_mutex_unlock(&e->mu);
+    entry_put(e, 1, 1, 0);
+    return rc;
+}
+
+/* pause/resume/cancel: any-thread calls into the core, made without e->mu so
+ * they reach a fetch blocked on another thread; the reference keeps the
+ * stream alive meanwhile. */
+static int control(uint64_t id, int (*fn)(pgspout_stream *))
+{
+    reg_entry *e = entry_get(id, 0, 1);
+    int rc;
+    if (!e)
+        return PGSPOUT_ENOTFOUND;
+    rc = fn(e->stream);
+    entry_put(e, 0, 1, 0);
+    return rc;
+}
+
+int pgspout_registry_pause(uint64_t id)
+{
+    return control(id, pgspout_stream_pause);
+}
+
+int pgspout_registry_resume(uint64_t id)
+{
+    return control(id, pgspout_stream_resume);
+}
+
+int pgspout_registry_cancel(uint64_t id)
+{
+    return control(id, pgspout_stream_cancel);
+}
+
+char *pgspout_registry_stats_json(uint64_t id)
+{
+    reg_entry *e = entry_get(id, 0, 0);
+    char *js;
+    if (!e)
+        return NULL;
+    js = pgspout_stream_stats_json(e->stream);
+    entry_put(e, 0, 0, 0);
+    return js;
+}
+
+char *pgspout_registry_list_json(void)
+{
+    reg_entry **v = NULL;
+    int64_t *idle = NULL;
+    size_t n = 0, i, k;
+    int64_t now;
+    pgs_buf b = PGS_BUF_INIT;
+    char *st;
+
+    /* snapshot the table with a reference on each entry, then render
+     * outside the lock (stats are any-thread calls into the core) */
+    pthread_mutex_lock(&reg.mu);
+    if (reg.count > 0) {
+        v = malloc(reg.count * sizeof *v);
+        idle = malloc(reg.count * sizeof *idle);
+        if (!v || !idle) {
+            pthread_mutex_unlock(&reg.mu);
+            free(v);
+            free(idle);
+            return NULL;
+        }
+        now = now_ms();
+        for (k = 0; k < REG_BUCKETS; k++) {
+            reg_entry *e;
+            for (e = reg.buckets[k]; e; e = e->next) {
+                e->refs++;
+                idle[n] = e->fetchers ? 0 : now - e->last_used_ms;
+                v[n++] = e;
+            }
+        }
+    }
+    pthread_mutex_unlock(&reg.mu);
+
+    /* ids ascending: a stable order for readers */
+    for (i = 1; i < n; i++) {
+        reg_entry *e = v[i];
+        int64_t d = idle[i];
+        for (k = i; k > 0 && v[k - 1]->id > e->id; k--) {
+            v[k] = v[k - 1];
+            idle[k] = idle[k - 1];
+        }
+        v[k] = e;
+        idle[k] = d;
+    }
+
+    pgs_buf_putc(&b, '[');
+    for (i = 0; i < n; i++) {
+        if (i)
+            pgs_buf_putc(&b, ',');
+        pgs_buf_printf(&b, "{\"id\":%" PRIu64 ",\"sql\":", v[i]->id);
+        pgs_json_string(&b, v[i]->sql, strlen(v[i]->sql));
+        pgs_buf_printf(&b, ",\"idle_ms\":%" PRId64 ",\"idle_timeout_ms\":%" PRId64
+                           ",\"stats\":",
+                       idle[i], v[i]->idle_timeout_ms);
+        st = pgspout_stream_stats_json(v[i]->stream);
+        pgs_buf_puts(&b, st ? st : "null");
+        pgspout_free(st);
+        pgs_buf_putc(&b, '}');
+    }
+    pgs_buf_putc(&b, ']');
+
+    for (i = 0; i < n; i++)
+        entry_put(v[i], 0, 0, 0);
+    free(v);
+    free(idle);
+    return pgs_buf_steal(&b);
+}
+
+int pgspout_registry_close(uint64_t id)
+{
+    reg_entry *e;
+    int unlinked;
+
+    e = entry_get(id, 0, 0);
+    if (!e)
+        return PGSPOUT_ENOTFOUND;
+    pthread_mutex_lock(&reg.mu);
+    unlinked = entry_unlink_locked(e);
+    pthread_mutex_unlock(&reg.mu);
+    if (!unlinked) {
+        /* a concurrent close or the reaper got there first */
+        entry_put(e, 0, 0, 0);
+        return PGSPOUT_ENOTFOUND;
+    }
+    /* wake a fetch blocked on another thread; it returns ECANCELLED and,
+     * holding the last reference, finishes the teardown. Errors (stream
+     * already ended) do not matter here. */
+    pgspout_stream_cancel(e->stream);
+    entry_put(e, 0, 0, 1);
+    return PGSPOUT_OK;
+}
+
+int pgspout_registry_reap(void)
+{
+    reg_entry *list = NULL, *e, *nx;
+    int64_t now;
+    size_t k;
+    int count = 0;
+
+    pthread_mutex_lock(&reg.mu);
+    now = now_ms();
+    for (k = 0; k < REG_BUCKETS; k++) {
+        for (e = reg.buckets[k]; e; e = nx) {
+            nx = e->next;
+            /* skip busy entries: a fetch is running or waiting on them */
+            if (e->fetchers > 0 || e->idle_timeout_ms <= 0 ||
+                now - e->last_used_ms < e->idle_timeout_ms)
+                continue;
+            entry_unlink_locked(e);
+            /* the table's reference now belongs to the reap list */
+            e->next = list;
+            list = e;
+            count++;
+        }
+    }
+    pthread_mutex_unlock(&reg.mu);
+
+    for (e = list; e; e = nx) {
+        unsigned left;
+        nx = e->next;
+        pgspout_stream_cancel(e->stream);
+        pthread_mutex_lock(&reg.mu);
+        left = --e->refs;
+        pthread_mutex_unlock(&reg.mu);
+        if (left == 0)
+            entry_destroy(e);
+    }
+    return count;
+}
