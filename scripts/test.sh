@@ -1,0 +1,309 @@
+#!/usr/bin/env bash
+# test.sh - build pgspout and run every test suite against a throwaway PostgreSQL.
+#
+#   bash scripts/test.sh            # everything (what CI runs through .ci/run)
+#   bash scripts/test.sh --quick    # skip the sanitizer and valgrind stages
+#
+# Stages, each reported on its own and all run even when one fails:
+#   c          ctest in build/ (cmocka unit + integration tests)
+#   python     tests/python/run.sh (makes its own venv, installs the package)
+#   lua        tests/lua/run.sh (busted under LuaJIT, nginx integration)
+#   install    cmake --install, then examples/ built via find_package and via
+#              pkg-config and run against the server; exported-symbol check
+#   bench-cc   bench/*.c still compile (the benchmark itself is bench/run.sh)
+#   asan       build-asan/ with -DPGSPOUT_SANITIZE=address,undefined, ctest
+#   valgrind   C unit tests under valgrind memcheck
+# The last line is "suites: N passed, M failed"; the exit code is non-zero if
+# any stage failed.
+#
+# Environment given to every suite:
+#   PGSPOUT_TEST_DSN, PGHOST, PGPORT, PGUSER, PGDATABASE  the throwaway server
+#   PGSPOUT_BUILD_DIR     absolute path of the build tree the suite should use
+#   PGSPOUT_PG_THROWAWAY  path of scripts/pg-throwaway.sh (for suites that
+#                         need a server of their own, e.g. TLS or restarts)
+# Test labels honoured: "nosan" tests are skipped under sanitizers,
+# "novalgrind" under valgrind; when some tests carry the label "unit", only
+# those run under valgrind.
+# Knobs: PGSPOUT_JOBS (build parallelism, default nproc).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+quick=0
+usage() { sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "test.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+jobs=${PGSPOUT_JOBS:-$(nproc 2>/dev/null || echo 2)}
+started=$(date +%s)
+
+banner() { printf '\n=== %s ===\n' "$*"; }
+note() { echo "test.sh: $*" >&2; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/pgspout-test.XXXXXX")
+pgdir=""
+cleanup() {
+  if [ -n "$pgdir" ]; then bash "$root/scripts/pg-throwaway.sh" stop "$pgdir" || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+names=()
+statuses=()
+times=()
+record() { # name status seconds
+  names+=("$1"); statuses+=("$2"); times+=("$3")
+}
+
+# run_stage NAME FUNCTION [ARGS...]: runs FUNCTION in a subshell with errexit
+# on (so a failing command inside fails the stage), records the outcome.
+run_stage() {
+  local name=$1 t0 rc
+  shift
+  banner "$name"
+  t0=$(date +%s)
+  set +e
+  ( set -euo pipefail; "$@" )
+  rc=$?
+  set -e
+  if [ "$rc" = 0 ]; then
+    record "$name" passed $(($(date +%s) - t0))
+    echo "--- $name: PASSED"
+  else
+    record "$name" "FAILED (exit $rc)" $(($(date +%s) - t0))
+    echo "--- $name: FAILED (exit $rc)"
+  fi
+}
+
+skip_stage() { # name reason: counted as failed, never silently skipped
+  banner "$1"
+  echo "--- $1: FAILED ($2)"
+  record "$1" "FAILED ($2)" 0
+}
+
+summary() {
+  local i n_pass=0 n_fail=0
+  banner "summary ($(($(date +%s) - started))s)"
+  for i in "${!names[@]}"; do
+    printf '  %-10s %-40s %5ss\n' "${names[$i]}" "${statuses[$i]}" "${times[$i]}"
+    if [ "${statuses[$i]}" = passed ]; then n_pass=$((n_pass + 1)); else n_fail=$((n_fail + 1)); fi
+  done
+  echo "suites: $n_pass passed, $n_fail failed"
+  [ "$n_fail" = 0 ]
+}
+
+configure_build() { # dir [cmake args...]
+  local dir=$1 gen=()
+  shift
+  if [ ! -f "$dir/CMakeCache.txt" ] && command -v ninja >/dev/null 2>&1; then gen=(-G Ninja); fi
+  cmake -S . -B "$dir" "${gen[@]}" "$@"
+  cmake --build "$dir" -j "$jobs"
+}
+
+# ------------------------------------------------------------- the server
+start_pg() {
+  pgdir=$(mktemp -d "${TMPDIR:-/tmp}/pgspout-pg.XXXXXX")
+  local exports
+  exports=$(bash scripts/pg-throwaway.sh start "$pgdir")
+  eval "$exports"
+  export PGHOST PGPORT PGUSER PGDATABASE PGSPOUT_TEST_DSN
+  note "PostgreSQL on port $PGPORT (dir $pgdir)"
+}
+pg_alive() {
+  psql -X -q -h 127.0.0.1 -p "$PGPORT" -U pgspout -d pgspout -tAc 'SELECT 1' >/dev/null 2>&1
+}
+# A suite may stop or break the shared server (fault tests); the next suite
+# gets a fresh one rather than a cascade of connection errors.
+ensure_pg() {
+  if ! pg_alive; then
+    note "the test server is gone (left so by the previous stage); starting a fresh one"
+    bash scripts/pg-throwaway.sh stop "$pgdir" || true
+    start_pg
+  fi
+}
+
+# ------------------------------------------------------------------ stages
+stage_c() {
+  local n
+  n=$(ctest --test-dir build -N | sed -n 's/^Total Tests: //p')
+  if [ "${n:-0}" = 0 ]; then
+    echo "no C tests registered in build/ (tests/CMakeLists.txt missing or empty)" >&2
+    return 1
+  fi
+  ctest --test-dir build --output-on-failure --timeout 1200
+}
+
+stage_script() { # path
+  if [ ! -f "$1" ]; then
+    echo "$1 does not exist: this suite has not been written yet" >&2
+    return 1
+  fi
+  bash "$1"
+}
+
+check_exports() { # libpgspout.so
+  local bad
+  # Version-node names (type A, e.g. PGSPOUT_0) are not symbols of the API.
+  bad=$(nm -D --defined-only "$1" | awk '!($2 == "A" && $3 ~ /^PGSPOUT_/) && $3 !~ /^pgspout_/ { print $3 }')
+  if [ -n "$bad" ]; then
+    echo "$1 exports symbols outside pgspout_*:" >&2
+    echo "$bad" | head -20 >&2
+    return 1
+  fi
+  echo "exports: $(nm -D --defined-only "$1" | grep -c ' pgspout_') pgspout_* symbols, nothing else"
+}
+
+check_example() { # binary label
+  local out="$work/example.out" err="$work/example.err" want got n
+  # 2500 rows with a parameter; output compared with the server's own md5.
+  "$1" "$PGSPOUT_TEST_DSN" "SELECT g, 'row ' || g, NULLIF(g % 7, 0) FROM generate_series(1, \$1::int) g" 2500 \
+    >"$out" 2>"$err" || { cat "$err" >&2; echo "$2: example failed" >&2; return 1; }
+  n=$(wc -l <"$out")
+  want=$(psql -X -tAc "SELECT md5(string_agg(g || E'\t' || 'row ' || g || E'\t' || coalesce((NULLIF(g % 7, 0))::text, '\N'), E'\n' ORDER BY g) || E'\n') FROM generate_series(1, 2500) g")
+  got=$(md5sum <"$out" | cut -d' ' -f1)
+  if [ "$n" != 2500 ] || [ "$want" != "$got" ]; then
+    echo "$2: got $n rows (md5 $got), want 2500 (md5 $want)" >&2
+    return 1
+  fi
+  # An SQL error mid-stream: non-zero exit and the SQLSTATE on stderr.
+  if "$1" "$PGSPOUT_TEST_DSN" "SELECT 1 / (g - 1500) FROM generate_series(1, 3000) g" >/dev/null 2>"$err"; then
+    echo "$2: division by zero did not fail" >&2
+    return 1
+  fi
+  grep -q 22012 "$err" || { cat "$err" >&2; echo "$2: SQLSTATE 22012 not reported" >&2; return 1; }
+  echo "$2: 2500 rows, md5 matches the server; division by zero reported with 22012"
+}
+
+stage_install() {
+  local prefix="$work/prefix" lib pc
+  rm -rf "$prefix"
+  cmake --install build --prefix "$prefix"
+  lib=$(find "$prefix" -name libpgspout.so -print -quit)
+  pc=$(find "$prefix" -name pgspout.pc -print -quit)
+  [ -n "$lib" ] || { echo "libpgspout.so was not installed" >&2; return 1; }
+  [ -n "$pc" ] || { echo "pgspout.pc was not installed" >&2; return 1; }
+  [ -f "$prefix/include/pgspout.h" ] || { echo "pgspout.h was not installed" >&2; return 1; }
+  find "$prefix" -type f -o -type l | sed "s|^$prefix/|  installed: |" | sort
+
+  check_exports "$lib"
+
+  # The installed header compiles alone, strictly, as C and as C++.
+  echo '#include <pgspout.h>' >"$work/hdr.c"
+  cc -std=c99 -pedantic -Wall -Wextra -Werror -I"$prefix/include" -fsyntax-only "$work/hdr.c"
+  if command -v c++ >/dev/null 2>&1; then
+    c++ -x c++ -pedantic -Wall -Wextra -Werror -I"$prefix/include" -fsyntax-only "$work/hdr.c"
+  fi
+
+  # examples/ through the CMake package
+  rm -rf "$work/ex-cmake"
+  cmake -S examples -B "$work/ex-cmake" -DCMAKE_PREFIX_PATH="$prefix" \
+    -DCMAKE_C_FLAGS="-Wall -Wextra -Werror" >/dev/null
+  cmake --build "$work/ex-cmake"
+  check_example "$work/ex-cmake/stream_rows" "find_package build"
+
+  # examples/ through pkg-config, as examples/README.md shows
+  # shellcheck disable=SC2046
+  cc -std=c11 -Wall -Wextra -Werror -o "$work/stream_rows_pc" examples/stream_rows.c \
+    $(PKG_CONFIG_PATH="$(dirname "$pc")" pkg-config --cflags --libs pgspout) \
+    -Wl,-rpath,"$(dirname "$lib")"
+  check_example "$work/stream_rows_pc" "pkg-config build"
+
+  # the installed CLI finds its library through its rpath
+  if [ -x "$prefix/bin/pgspout" ]; then
+    local got
+    got=$(env -u LD_LIBRARY_PATH "$prefix/bin/pgspout" --dsn "$PGSPOUT_TEST_DSN" --format csv \
+      "SELECT g FROM generate_series(1, 10) g" | wc -l)
+    [ "$got" -ge 10 ] || { echo "installed CLI printed $got lines for 10 rows" >&2; return 1; }
+    echo "installed CLI: ok"
+  fi
+}
+
+stage_bench_cc() {
+  local out="$work/bench-cc" f
+  mkdir -p "$out"
+  local cflags=(-std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE)
+  # shellcheck disable=SC2046
+  for f in bench/raw_libpq.c bench/transport.c; do
+    cc "${cflags[@]}" -o "$out/$(basename "$f" .c)" "$f" $(pkg-config --cflags --libs libpq)
+    echo "compiled $f"
+  done
+  # shellcheck disable=SC2046
+  cc "${cflags[@]}" -Icore/include -o "$out/pgspout_c" bench/pgspout_c.c \
+    -Lbuild/core -lpgspout -Wl,-rpath,"$root/build/core" $(pkg-config --cflags --libs libpq)
+  echo "compiled bench/pgspout_c.c"
+}
+
+stage_asan() {
+  configure_build build-asan -DPGSPOUT_WERROR=ON -DPGSPOUT_BUILD_TESTS=ON \
+    -DPGSPOUT_SANITIZE=address,undefined
+  ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    PGSPOUT_BUILD_DIR="$root/build-asan" \
+    ctest --test-dir build-asan --output-on-failure --timeout 1800 -LE nosan
+}
+
+stage_valgrind() {
+  local select=(-LE 'novalgrind|nosan') n
+  n=$(ctest --test-dir build -N -L unit | sed -n 's/^Total Tests: //p')
+  if [ "${n:-0}" != 0 ]; then select=(-L unit -LE novalgrind); fi
+  rm -f build/Testing/Temporary/MemoryChecker.*.log
+  if ! ctest --test-dir build -T memcheck --timeout 1800 "${select[@]}" \
+    --overwrite MemoryCheckCommand=/usr/bin/valgrind \
+    --overwrite "MemoryCheckCommandOptions=--error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite --num-callers=30 --trace-children=no"; then
+    local log
+    for log in build/Testing/Temporary/MemoryChecker.*.log; do
+      [ -s "$log" ] || continue
+      echo "----- $log" >&2
+      tail -60 "$log" >&2
+    done
+    return 1
+  fi
+}
+
+# ------------------------------------------------------------------- main
+banner "dependencies"
+bash scripts/deps.sh
+
+export PGSPOUT_BUILD_DIR="$root/build"
+export PGSPOUT_PG_THROWAWAY="$root/scripts/pg-throwaway.sh"
+
+run_stage build configure_build build -DPGSPOUT_WERROR=ON -DPGSPOUT_BUILD_LUA=ON -DPGSPOUT_BUILD_TESTS=ON
+build_ok=0
+[ "${statuses[0]}" = passed ] && build_ok=1
+
+start_pg
+
+if [ "$build_ok" = 1 ]; then
+  ensure_pg; run_stage c stage_c
+else
+  skip_stage c "not run: the build failed"
+fi
+ensure_pg; run_stage python stage_script tests/python/run.sh
+ensure_pg; run_stage lua stage_script tests/lua/run.sh
+if [ "$build_ok" = 1 ]; then
+  ensure_pg; run_stage install stage_install
+  run_stage bench-cc stage_bench_cc
+else
+  skip_stage install "not run: the build failed"
+  skip_stage bench-cc "not run: the build failed"
+fi
+if [ "$quick" = 0 ]; then
+  ensure_pg; run_stage asan stage_asan
+  if [ "$build_ok" = 1 ]; then
+    ensure_pg; run_stage valgrind stage_valgrind
+  else
+    skip_stage valgrind "not run: the build failed"
+  fi
+else
+  note "--quick: sanitizer and valgrind stages not run"
+fi
+
+summary
