@@ -88,10 +88,10 @@ int main(int argc, char **argv)
     pgspout_options_free(opts);
     if (rc != PGSPOUT_OK) {
         /* ESQL, ECONN, ETIMEOUT... come with a failed stream to read. */
-        fprintf(stderr, "stream_rows: %s: %s%s%s\n", pgspout_strerror(rc),
-                s ? pgspout_stream_error(s) : pgspout_conn_error(conn),
-                s && *pgspout_stream_sqlstate(s) ? " SQLSTATE " : "",
-                s ? pgspout_stream_sqlstate(s) : "");
+        fprintf(stderr, "stream_rows: %s: %s\n", pgspout_strerror(rc),
+                s ? pgspout_stream_error(s) : pgspout_conn_error(conn));
+        if (s && *pgspout_stream_sqlstate(s))
+            fprintf(stderr, "stream_rows: sqlstate=%s\n", pgspout_stream_sqlstate(s));
         pgspout_stream_close(s);
         pgspout_conn_close(conn);
         return 1;
@@ -123,11 +123,15 @@ int main(int argc, char **argv)
     }
     int failed = rc != PGSPOUT_DONE;
     if (failed) {
-        /* An error mid-stream is never a normal end: report it. */
+        /* An error mid-stream is never a normal end: report it. The code
+         * says what kind of failure (PGSPOUT_ESQL, ECONN, ETIMEOUT...), the
+         * SQLSTATE which server error, for programs that branch on it. */
         const char *sqlstate = pgspout_stream_sqlstate(s);
-        fprintf(stderr, "stream_rows: stream failed: %s: %s%s%s\n",
-                pgspout_strerror(rc), pgspout_stream_error(s),
-                *sqlstate ? " SQLSTATE " : "", sqlstate);
+        fprintf(stderr, "stream_rows: stream failed (%s): %s\n",
+                pgspout_code_name(rc), pgspout_stream_error(s));
+        if (*sqlstate)
+            fprintf(stderr, "stream_rows: sqlstate=%s%s\n", sqlstate,
+                    strncmp(sqlstate, "08", 2) == 0 ? " (connection problem)" : "");
     }
 
     /* Stats: set .size so that older and newer libraries agree on layout. */
