@@ -26,9 +26,17 @@ struct pgspout_conn {
     char *err;               /* malloc'd message, NULL = none */
 };
 
+/* A field of a buffered row: value at data + off, len -1 for SQL NULL. */
+typedef struct pgs_field {
+    uint32_t off;
+    int32_t len;
+} pgs_field;
+
+/* A row copied into the stream's arena (values NUL-terminated). */
 struct pgspout_row {
-    PGresult *res;
-    int idx;
+    const char *data;
+    const pgs_field *f;
+    int ncols;
 };
 
 struct pgspout_chunk {
@@ -49,12 +57,19 @@ struct pgspout_stream {
     char **json_key;          /* per column "\"name\":" pre-escaped */
     size_t *json_key_len;
 
-    /* the buffer: rows of the current chunk, and the results that own them */
+    /* the buffer: rows of the current chunk, their values in one arena that
+     * never moves while it holds rows (it grows only when empty) */
     pgspout_row *rows;
     int nrows, cap;
     _Atomic int pos;          /* next row to hand out */
-    PGresult **results;
-    int nresults, rescap;
+    char *arena;
+    size_t arena_cap, arena_used;
+    PGresult *carry;          /* a result whose rows did not fit the chunk */
+    int carry_idx;            /* its next row */
+    int *lens;                /* per column scratch for copying a row */
+    int grow_arena;           /* the last chunk found the arena too small */
+    size_t target_bytes;      /* a chunk closes at this many arena bytes */
+    size_t warn_bytes, fail_bytes; /* memory_warn/_fail times max_memory */
     _Atomic uint64_t buffered_bytes;
     _Atomic uint64_t peak_buffered;
     pgspout_chunk view;

@@ -91,19 +91,24 @@ static void set_sql_error(pgspout_stream *s, const PGresult *res)
 
 /* ------------------------------------------------------------ the buffer */
 
+/* Forget the rows of the current chunk (the arena is reused). */
 static void release_chunk(pgspout_stream *s)
 {
     int pos = LOAD(s->pos);
     s->delivered_base += (uint64_t)pos;
-    for (int i = 0; i < s->nresults; i++)
-        PQclear(s->results[i]);
     uint64_t held = LOAD(s->buffered_bytes);
     if (held && s->metrics)
         pgs_metrics_buffered_delta(s->metrics, -(int64_t)held);
     STORE(s->buffered_bytes, 0);
-    s->nresults = 0;
+    s->arena_used = 0;
     s->nrows = 0;
     STORE(s->pos, 0);
+}
+
+static void drop_carry(pgspout_stream *s)
+{
+    PQclear(s->carry);
+    s->carry = NULL;
 }
 
 /* Rows delivered so far, flushed to the process-wide counter. */
@@ -137,6 +142,9 @@ static int set_meta(pgspout_stream *s, const PGresult *res)
     int n = s->ncols = PQnfields(s->meta);
     if (n == 0)
         return 0;
+    s->lens = calloc((size_t)n, sizeof *s->lens);
+    if (s->lens == NULL)
+        return -1;
     s->json_kind = calloc((size_t)n, sizeof *s->json_kind);
     s->json_key = calloc((size_t)n, sizeof *s->json_key);
     s->json_key_len = calloc((size_t)n, sizeof *s->json_key_len);
@@ -262,6 +270,7 @@ static int fail(pgspout_stream *s, int code, int state, int limit_reason)
     s->limit_reason = limit_reason;
     stop_server(s);
     release_chunk(s);
+    drop_carry(s);
     stream_end(s, state, code);
     return code;
 }
@@ -354,51 +363,107 @@ static int control(pgspout_stream *s, int nonblock)
     return 0;
 }
 
-/* Append the rows of one result to the buffer (filter, max_rows). Takes
- * ownership of res. Returns 0, or PGSPOUT_ENOMEM. */
+#define ALIGN8(n) (((n) + 7) & ~(size_t)7)
+enum { ADD_FULL = 1 }; /* add_result: the chunk is full, res kept as carry */
+
+/* Copy the rows of res (from the carry position) into the arena, applying the
+ * filter and max_rows. Returns 0 when every row was taken (res is cleared),
+ * ADD_FULL when the arena filled first (res becomes the carry), or
+ * PGSPOUT_ENOMEM / PGSPOUT_EMEMORY (res is cleared, the error set). */
 static int add_result(pgspout_stream *s, PGresult *res, uint64_t *kept_total)
 {
-    int n = PQntuples(res);
-    pgspout_row *rows = grow(s->rows, &s->cap, s->nrows + n, sizeof *rows);
-    if (rows)
-        s->rows = rows;
-    PGresult **results = grow(s->results, &s->rescap, s->nresults + 1, sizeof *results);
-    if (results)
-        s->results = results;
-    if (rows == NULL || results == NULL) {
+    int n = PQntuples(res), ncols = s->ncols, rc = 0;
+    int i = res == s->carry ? s->carry_idx : 0;
+    s->carry = NULL;
+    pgspout_row *rows = grow(s->rows, &s->cap, s->nrows + (n - i), sizeof *rows);
+    if (rows == NULL) {
         PQclear(res);
+        set_error(s, "", "out of memory");
         return PGSPOUT_ENOMEM;
     }
-    uint64_t bytes = 0;
-    int kept = 0, ncols = s->ncols;
-    for (int i = 0; i < n; i++) {
-        for (int c = 0; c < ncols; c++)
-            bytes += (uint64_t)PQgetlength(res, i, c);
+    s->rows = rows;
+    const size_t head = ALIGN8((size_t)ncols * sizeof(pgs_field));
+    uint64_t bytes = 0, received = 0, filtered = 0;
+    for (; i < n; i++) {
+        size_t need = head;
+        for (int c = 0; c < ncols; c++) {
+            int l = PQgetlength(res, i, c);
+            s->lens[c] = l;
+            need += (size_t)l + 1;
+        }
+        need = ALIGN8(need);
+        if (s->arena_used + need > s->arena_cap) {
+            if (s->nrows > 0) { /* chunk full: the rest waits for the next one */
+                s->carry = res;
+                s->carry_idx = i;
+                if (s->arena_cap < s->target_bytes)
+                    s->grow_arena = 1;
+                rc = ADD_FULL;
+                goto out;
+            }
+            if (need > s->fail_bytes) {
+                set_error(s, "53200",
+                          "max_memory of %lld bytes exceeded: a row needs %zu bytes "
+                          "(memory_fail %.2f)",
+                          (long long)s->opt.max_memory, need, s->opt.memory_fail);
+                PQclear(res);
+                rc = PGSPOUT_EMEMORY;
+                goto out;
+            }
+            char *a = realloc(s->arena, need); /* empty arena: nothing points into it */
+            if (a == NULL) {
+                set_error(s, "", "out of memory");
+                PQclear(res);
+                rc = PGSPOUT_ENOMEM;
+                goto out;
+            }
+            s->arena = a;
+            s->arena_cap = need;
+            if (need > s->warn_bytes && !s->warned) {
+                s->warned = 1;
+                if (s->metrics)
+                    pgs_metrics_memory_warning(s->metrics);
+                pgs_log(2, "stream %s: a row of %zu bytes is over memory_warn (%.2f of max_memory %lld)",
+                        s->opt.label, need, s->opt.memory_warn, (long long)s->opt.max_memory);
+            }
+        }
+        char *base = s->arena + s->arena_used;
+        pgs_field *f = (pgs_field *)(void *)base;
+        uint32_t off = (uint32_t)head;
+        for (int c = 0; c < ncols; c++) {
+            int l = s->lens[c];
+            f[c].off = off;
+            f[c].len = l == 0 && PQgetisnull(res, i, c) ? -1 : l;
+            memcpy(base + off, PQgetvalue(res, i, c), (size_t)l);
+            base[off + (uint32_t)l] = '\0';
+            off += (uint32_t)l + 1;
+            bytes += (uint64_t)l;
+        }
+        received++;
         pgspout_row *r = &s->rows[s->nrows];
-        r->res = res;
-        r->idx = i;
+        r->data = base;
+        r->f = f;
+        r->ncols = ncols;
         if (s->opt.filter && !s->opt.filter(r, s->opt.filter_ud)) {
-            ADD(s->rows_filtered, 1);
+            filtered++; /* its arena space is reused by the next row */
             continue;
         }
+        s->arena_used += need;
         s->nrows++;
-        kept++;
-        if (s->opt.max_rows && *kept_total + (uint64_t)kept >= (uint64_t)s->opt.max_rows)
+        if (s->opt.max_rows && ++*kept_total >= (uint64_t)s->opt.max_rows) {
+            i = n;
             break;
+        }
     }
-    ADD(s->rows_received, (uint64_t)n);
+    PQclear(res);
+out:
+    ADD(s->rows_received, received);
+    ADD(s->rows_filtered, filtered);
     ADD(s->bytes_received, bytes);
-    *kept_total += (uint64_t)kept;
-    if (kept == 0) {
-        PQclear(res);
-        return 0;
-    }
-    s->results[s->nresults++] = res;
-    uint64_t held = LOAD(s->buffered_bytes) + PQresultMemorySize(res);
-    STORE(s->buffered_bytes, held);
-    if (held > LOAD(s->peak_buffered))
-        STORE(s->peak_buffered, held);
-    return 0;
+    STORE(s->buffered_bytes, s->arena_used);
+    if (s->arena_used > LOAD(s->peak_buffered))
+        STORE(s->peak_buffered, s->arena_used);
+    return rc;
 }
 
 /* The chunk was read: counters, metrics, throttle, adaptive size, progress. */
@@ -514,11 +579,21 @@ static int fill(pgspout_stream *s, int nonblock)
         if (r < target)
             target = r < 1 ? 1 : r;
     }
-    uint64_t warn_bytes = (uint64_t)((double)s->opt.max_memory * s->opt.memory_warn);
-    uint64_t fail_bytes = (uint64_t)((double)s->opt.max_memory * s->opt.memory_fail);
-    uint64_t target_bytes = (uint64_t)s->opt.chunk_bytes < warn_bytes
-                                ? (uint64_t)s->opt.chunk_bytes
-                                : warn_bytes;
+    if (s->arena_cap == 0 || s->grow_arena) { /* the arena is empty here */
+        size_t cap = s->arena_cap ? s->arena_cap * 2 : 65536;
+        if (cap > s->target_bytes)
+            cap = s->target_bytes;
+        if (cap > s->arena_cap) {
+            char *a = realloc(s->arena, cap);
+            if (a == NULL) {
+                set_error(s, "", "out of memory");
+                return fail(s, PGSPOUT_ENOMEM, PGSPOUT_STATE_FAILED, -1);
+            }
+            s->arena = a;
+            s->arena_cap = cap;
+        }
+        s->grow_arena = 0;
+    }
 
     for (;;) {
         int rc = control(s, nonblock);
@@ -526,7 +601,16 @@ static int fill(pgspout_stream *s, int nonblock)
             continue;
         if (rc != 0)
             return rc;
-        while (s->nrows < target && LOAD(s->buffered_bytes) < target_bytes) {
+        while (s->nrows < target && s->arena_used < s->target_bytes) {
+            if (s->carry) {
+                int ar = add_result(s, s->carry, &kept_total);
+                if (ar == ADD_FULL)
+                    break;
+                if (ar < 0)
+                    return fail(s, ar, PGSPOUT_STATE_FAILED,
+                                ar == PGSPOUT_EMEMORY ? PGS_LIMIT_MEMORY : -1);
+                continue;
+            }
             if (PQisBusy(pg)) {
                 /* read what the socket has (never blocks); hand over a
                  * partial chunk only when it has nothing more */
@@ -563,10 +647,10 @@ static int fill(pgspout_stream *s, int nonblock)
                     set_error(s, "", "out of memory");
                     return fail(s, PGSPOUT_ENOMEM, PGSPOUT_STATE_FAILED, -1);
                 }
-                if (add_result(s, res, &kept_total) != 0) {
-                    set_error(s, "", "out of memory");
-                    return fail(s, PGSPOUT_ENOMEM, PGSPOUT_STATE_FAILED, -1);
-                }
+                int ar = add_result(s, res, &kept_total);
+                if (ar < 0)
+                    return fail(s, ar, PGSPOUT_STATE_FAILED,
+                                ar == PGSPOUT_EMEMORY ? PGS_LIMIT_MEMORY : -1);
                 break;
             case PGRES_TUPLES_OK:
             case PGRES_COMMAND_OK:
@@ -601,26 +685,8 @@ static int fill(pgspout_stream *s, int nonblock)
                 s->server_done = 1;
                 break;
             }
-            if (s->server_done)
+            if (s->server_done || s->carry)
                 break;
-            uint64_t held = LOAD(s->buffered_bytes);
-            if (held > warn_bytes && !s->warned) {
-                s->warned = 1;
-                if (s->metrics)
-                    pgs_metrics_memory_warning(s->metrics);
-                pgs_log(2, "stream %s: buffered %llu bytes, over memory_warn (%.2f of max_memory %lld)",
-                        s->opt.label, (unsigned long long)held, s->opt.memory_warn,
-                        (long long)s->opt.max_memory);
-            }
-            if (held > fail_bytes) {
-                PGresult *last = s->results[s->nresults - 1];
-                set_error(s, "53200",
-                          "max_memory of %lld bytes exceeded: a row needs %zu bytes "
-                          "(%llu bytes buffered; memory_fail %.2f)",
-                          (long long)s->opt.max_memory, PQresultMemorySize(last),
-                          (unsigned long long)held, s->opt.memory_fail);
-                return fail(s, PGSPOUT_EMEMORY, PGSPOUT_STATE_FAILED, PGS_LIMIT_MEMORY);
-            }
             if (s->opt.max_rows && kept_total >= (uint64_t)s->opt.max_rows) {
                 stop_server(s);
                 s->limit_reason = PGS_LIMIT_ROWS;
@@ -723,6 +789,10 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams,
         if (s->chunk_target > s->opt.chunk_rows_max)
             s->chunk_target = s->opt.chunk_rows_max;
     }
+    s->warn_bytes = (size_t)((double)s->opt.max_memory * s->opt.memory_warn);
+    s->fail_bytes = (size_t)((double)s->opt.max_memory * s->opt.memory_fail);
+    s->target_bytes = (uint64_t)s->opt.chunk_bytes < s->warn_bytes ? (size_t)s->opt.chunk_bytes
+                                                                   : s->warn_bytes;
     s->t_open = pgs_now_ns();
     s->deadline = s->opt.timeout_ms ? s->t_open + s->opt.timeout_ms * PGS_NS_PER_MS : 0;
     s->progress_next_rows = (uint64_t)s->opt.progress_rows;
@@ -845,37 +915,36 @@ unsigned int pgspout_stream_coltype(const pgspout_stream *s, int col)
     return s && s->meta && col >= 0 && col < s->ncols ? PQftype(s->meta, col) : 0;
 }
 
-int pgspout_row_ncols(const pgspout_row *row) { return row ? PQnfields(row->res) : 0; }
+int pgspout_row_ncols(const pgspout_row *row) { return row ? row->ncols : 0; }
 
 const char *pgspout_row_value(const pgspout_row *row, int col, size_t *len)
 {
-    if (row == NULL || col < 0 || col >= PQnfields(row->res))
+    if (row == NULL || col < 0 || col >= row->ncols)
         return NULL;
+    int32_t l = row->f[col].len;
     if (len)
-        *len = (size_t)PQgetlength(row->res, row->idx, col);
-    return PQgetvalue(row->res, row->idx, col);
+        *len = l < 0 ? 0 : (size_t)l;
+    return row->data + row->f[col].off;
 }
 
 int pgspout_row_isnull(const pgspout_row *row, int col)
 {
-    if (row == NULL || col < 0 || col >= PQnfields(row->res))
+    if (row == NULL || col < 0 || col >= row->ncols)
         return -1;
-    return PQgetisnull(row->res, row->idx, col);
+    return row->f[col].len < 0;
 }
 
 int pgs_stream_render_row(pgspout_stream *s, const pgspout_row *row, pgs_buf *b)
 {
-    PGresult *res = row->res;
-    int i = row->idx;
+    const pgs_field *f = row->f;
     if (s->json_single)
-        return pgs_json_value(b, PGS_JSON_RAW, PQgetvalue(res, i, 0),
-                              (size_t)PQgetlength(res, i, 0), PQgetisnull(res, i, 0));
+        return pgs_json_value(b, PGS_JSON_RAW, row->data + f[0].off, (size_t)f[0].len, f[0].len < 0);
     if (pgs_buf_putc(b, '{') != 0)
         return -1;
-    for (int c = 0; c < s->ncols; c++) {
+    for (int c = 0; c < row->ncols; c++) {
         pgs_buf_append(b, s->json_key[c], s->json_key_len[c]);
-        pgs_json_value(b, s->json_kind[c], PQgetvalue(res, i, c), (size_t)PQgetlength(res, i, c),
-                       PQgetisnull(res, i, c));
+        pgs_json_value(b, s->json_kind[c], row->data + f[c].off, f[c].len < 0 ? 0 : (size_t)f[c].len,
+                       f[c].len < 0);
     }
     return pgs_buf_putc(b, '}');
 }
@@ -984,6 +1053,7 @@ void pgs_stream_detach(pgspout_stream *s)
         return;
     stop_server(s);
     release_chunk(s);
+    drop_carry(s);
     set_error(s, "", "the stream's connection was closed");
     stream_end(s, PGSPOUT_STATE_CLOSED, PGSPOUT_ESTATE);
 }
@@ -997,6 +1067,7 @@ void pgspout_stream_close(pgspout_stream *s)
         stream_end(s, PGSPOUT_STATE_CANCELLED, PGSPOUT_ECANCELLED);
     }
     release_chunk(s);
+    drop_carry(s);
     PQclear(s->meta);
     for (int c = 0; s->json_key && c < s->ncols; c++)
         free(s->json_key[c]);
@@ -1004,7 +1075,8 @@ void pgspout_stream_close(pgspout_stream *s)
     free(s->json_key_len);
     free(s->json_kind);
     free(s->rows);
-    free(s->results);
+    free(s->arena);
+    free(s->lens);
     pgs_buf_free(&s->json);
     pgs_wake_close(&s->wake);
     pthread_mutex_destroy(&s->ctl);
