@@ -1,0 +1,472 @@
+#!/usr/bin/python3
+"""bench.py - time every client on the bench datasets; called by bench/run.sh.
+
+Each client is a separate process run under /usr/bin/time -v (wall clock,
+user+sys CPU, peak RSS). Runs are interleaved (run 1 of every client, then
+run 2...) so that drift on the machine hits every client alike; a client's
+figure is its best wall time of N runs, the lowest CPU time of those runs and
+the highest peak RSS. Every client prints "rows=N" and a run whose count is
+not the dataset's row count is a failure, not a number (the CLI writes to
+/dev/null, so its output is counted in one extra untimed run).
+
+Adding a client: append a Client(...) to clients() below; it needs a key, a
+label, an argv builder and an availability check. Clients that are not
+available (module not built yet, package missing) are listed under the table
+with the reason, never dropped silently.
+
+Stdlib only: run it with /usr/bin/python3.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+PEERS = os.path.join(BENCH, "peers")
+
+DATASETS = {
+    "json": "SELECT data FROM bench_json",
+    "typed": "SELECT * FROM bench_typed",
+}
+
+
+class Client:
+    def __init__(self, key, label, group, argv, check, version=None,
+                 env=None, datasets=None, counts=True, note=""):
+        self.key = key
+        self.label = label
+        self.group = group
+        self.argv = argv          # function(sql) -> list
+        self.check = check        # function() -> None if usable, else reason
+        self.version = version    # function() -> str
+        self.env = env or {}
+        self.datasets = datasets or list(DATASETS)
+        self.counts = counts      # prints rows=N (else stdout -> /dev/null)
+        self.note = note
+        self.version_text = ""
+
+
+def run_quiet(argv, env=None, timeout=60):
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return 1, str(e)
+    out = (p.stdout + p.stderr).strip()
+    return p.returncode, out
+
+
+def exists(path, what):
+    return lambda: None if os.path.exists(path) else f"{what} not built ({os.path.relpath(path, ROOT)} missing)"
+
+
+def importable(python, module, env=None):
+    def check():
+        if not os.path.exists(python):
+            return f"bench venv missing ({python})"
+        rc, out = run_quiet([python, "-c", f"import {module}"], env=env)
+        if rc != 0:
+            return f"python module {module} not importable: {out.splitlines()[-1] if out else rc}"
+        return None
+    return check
+
+
+def lua_requires(lua, module, env=None):
+    def check():
+        if shutil.which(lua) is None:
+            return f"{lua} not installed"
+        full = dict(os.environ, **(env or {}))
+        rc, out = run_quiet([lua, "-e", f'require "{module}"'], env=full)
+        if rc != 0:
+            return f"{lua}: require '{module}' failed: {out.splitlines()[0] if out else rc}"
+        return None
+    return check
+
+
+def script_version(argv, env=None):
+    def version():
+        full = dict(os.environ, **(env or {}))
+        rc, out = run_quiet(argv + ["--version"], env=full)
+        return out.splitlines()[-1] if rc == 0 and out else "?"
+    return version
+
+
+def find_lua_module(build):
+    """Directory of the built Lua module (pgspout.so or a core .so) or None."""
+    base = os.path.join(build, "bindings", "lua")
+    for dirpath, _, files in os.walk(base):
+        for f in files:
+            if f.endswith(".so") and "pgspout" in f:
+                return dirpath
+    return None
+
+
+def clients(a):
+    py = os.path.join(a.venv, "bin", "python")
+    raw = os.path.join(a.bin, "raw_libpq")
+    pc = os.path.join(a.bin, "pgspout_c")
+    cli = os.path.join(a.build, "core", "pgspout")
+    libpq = subprocess.run(["pkg-config", "--modversion", "libpq"], capture_output=True,
+                           text=True).stdout.strip()
+    pgspout_version = "pgspout " + read_project_version()
+
+    lua_dir = find_lua_module(a.build)
+    lua_env = {}
+    if lua_dir:
+        lua_env = {
+            "LUA_CPATH": f"{lua_dir}/?.so;;",
+            "LUA_PATH": f"{lua_dir}/?.lua;{ROOT}/bindings/lua/?.lua;;",
+        }
+
+    def peer(script):
+        return lambda sql: [py, os.path.join(PEERS, script), a.dsn, sql]
+
+    def peer_uri(script):
+        return lambda sql: [py, os.path.join(PEERS, script), a.uri, sql]
+
+    out = [
+        Client("raw_libpq", "raw libpq, single-row mode (C)", "C",
+               lambda sql: [raw, a.dsn, sql], exists(raw, "bench/raw_libpq.c"),
+               lambda: f"libpq {libpq}"),
+        Client("pgspout_cli", "pgspout CLI, ndjson to /dev/null", "C",
+               lambda sql: [cli, "--dsn", a.dsn, "--format", "ndjson", sql],
+               exists(cli, "the pgspout CLI"), lambda: pgspout_version, counts=False),
+        Client("pgspout_c", "pgspout C API, stream_next", "C",
+               lambda sql: [pc, a.dsn, sql], exists(pc, "bench/pgspout_c.c"),
+               lambda: pgspout_version),
+        Client("pgspout_c_chunk", "pgspout C API, stream_next_chunk", "C",
+               lambda sql: [pc, "--chunk", a.dsn, sql], exists(pc, "bench/pgspout_c.c"),
+               lambda: pgspout_version),
+        Client("psycopg2_named", "psycopg2 named cursor, itersize 10000", "Python",
+               peer("psycopg2_named.py"), importable(py, "psycopg2"),
+               script_version([py, os.path.join(PEERS, "psycopg2_named.py")])),
+        Client("psycopg3_stream", "psycopg 3 cursor.stream()", "Python",
+               peer("psycopg3_stream.py"), importable(py, "psycopg"),
+               script_version([py, os.path.join(PEERS, "psycopg3_stream.py")])),
+        Client("psycopg3_stream_size", "psycopg 3 cursor.stream(size=10000)", "Python",
+               lambda sql: peer("psycopg3_stream.py")(sql) + ["size=10000"],
+               importable(py, "psycopg"),
+               script_version([py, os.path.join(PEERS, "psycopg3_stream.py")]),
+               note="chunked-rows mode when psycopg's libpq is >= 17"),
+        Client("psycopg3_named", "psycopg 3 named cursor, itersize 10000", "Python",
+               peer("psycopg3_named.py"), importable(py, "psycopg"),
+               script_version([py, os.path.join(PEERS, "psycopg3_named.py")])),
+        Client("asyncpg_cursor", "asyncpg cursor(prefetch=10000)", "Python",
+               peer_uri("asyncpg_cursor.py"), importable(py, "asyncpg"),
+               script_version([py, os.path.join(PEERS, "asyncpg_cursor.py")])),
+        Client("asyncpg_fetch", "asyncpg fetch() (whole result)", "Python",
+               peer_uri("asyncpg_fetch.py"), importable(py, "asyncpg"),
+               script_version([py, os.path.join(PEERS, "asyncpg_fetch.py")])),
+        Client("pgspout_py", "pgspout Python, tuples", "Python",
+               peer("pgspout_py.py"), importable(py, "pgspout"),
+               script_version([py, os.path.join(PEERS, "pgspout_py.py")])),
+        Client("pgspout_py_json", "pgspout Python, rows=\"json\"", "Python",
+               lambda sql: peer("pgspout_py.py")(sql) + ["rows=json"],
+               importable(py, "pgspout"),
+               script_version([py, os.path.join(PEERS, "pgspout_py.py")])),
+    ]
+    for lua in ("lua5.1", "luajit"):
+        out.append(Client(
+            f"luasql_{lua}", f"luasql-postgres ({lua}, whole result)", "Lua",
+            (lambda lua: lambda sql: [lua, os.path.join(PEERS, "luasql.lua"), a.uri, sql])(lua),
+            lua_requires(lua, "luasql.postgres"),
+            script_version([lua, os.path.join(PEERS, "luasql.lua")])))
+    for lua in ("luajit", "lua5.1"):
+        check = lua_requires(lua, "pgspout", lua_env) if lua_dir else (
+            lambda: "Lua module not built (no pgspout*.so under build/bindings/lua)")
+        out.append(Client(
+            f"pgspout_{lua}", f"pgspout Lua ({lua}), s:rows()", "Lua",
+            (lambda lua: lambda sql: [lua, os.path.join(PEERS, "pgspout_lua.lua"), a.dsn, sql])(lua),
+            check, script_version([lua, os.path.join(PEERS, "pgspout_lua.lua")], lua_env),
+            env=lua_env))
+    return out
+
+
+def read_project_version():
+    try:
+        with open(os.path.join(ROOT, "CMakeLists.txt")) as f:
+            m = re.search(r"project\(pgspout VERSION ([0-9.]+)", f.read())
+            return m.group(1) if m else "?"
+    except OSError:
+        return "?"
+
+
+TIME_FIELDS = {
+    "Elapsed (wall clock) time (h:mm:ss or m:ss)": "wall",
+    "User time (seconds)": "user",
+    "System time (seconds)": "sys",
+    "Maximum resident set size (kbytes)": "rss_kb",
+}
+
+
+def parse_time(path):
+    got = {}
+    with open(path) as f:
+        for line in f:
+            key, _, val = line.strip().rpartition(": ")
+            if key in TIME_FIELDS:
+                name = TIME_FIELDS[key]
+                if name == "wall":
+                    secs = 0.0
+                    for part in val.split(":"):
+                        secs = secs * 60 + float(part)
+                    got[name] = secs
+                else:
+                    got[name] = float(val)
+    return got
+
+
+def run_timed(client, sql, expected, timeout):
+    """One timed run: dict(wall, cpu, rss_mb) or raise RuntimeError."""
+    with tempfile.NamedTemporaryFile(prefix="pgspout-bench-time.", delete=False) as t:
+        tpath = t.name
+    try:
+        argv = ["/usr/bin/time", "-v", "-o", tpath] + client.argv(sql)
+        env = dict(os.environ, **client.env)
+        stdout = subprocess.PIPE if client.counts else subprocess.DEVNULL
+        try:
+            p = subprocess.run(argv, stdout=stdout, stderr=subprocess.PIPE, env=env,
+                               timeout=timeout, text=True)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"timed out after {timeout}s")
+        if p.returncode != 0:
+            raise RuntimeError(f"exit {p.returncode}: {p.stderr.strip()[-500:]}")
+        if client.counts:
+            m = re.search(r"rows=(\d+)", p.stdout)
+            if not m or int(m.group(1)) != expected:
+                raise RuntimeError(f"row count {m.group(1) if m else '?'} != {expected}: "
+                                   f"{p.stdout.strip()[-200:]}")
+        t = parse_time(tpath)
+        return {"wall": t["wall"], "cpu": t["user"] + t["sys"], "rss_mb": t["rss_kb"] / 1024}
+    finally:
+        os.unlink(tpath)
+
+
+def count_lines(client, sql, timeout):
+    """Untimed run of a client that writes rows to stdout: count the lines."""
+    p = subprocess.Popen(client.argv(sql), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=dict(os.environ, **client.env))
+    n = 0
+    while True:
+        buf = p.stdout.read(1 << 20)
+        if not buf:
+            break
+        n += buf.count(b"\n")
+    err = p.stderr.read().decode(errors="replace")
+    if p.wait(timeout=timeout) != 0:
+        raise RuntimeError(f"exit {p.returncode}: {err.strip()[-500:]}")
+    return n
+
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        with open("/proc/meminfo") as f:
+            mem = f"{int(f.readline().split()[1]) / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {mem} RAM, {platform.platform()}"
+
+
+def fmt_ratio(x):
+    return f"{x:.2f}x" if x is not None else "-"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dsn", required=True, help="libpq key=value conninfo")
+    ap.add_argument("--uri", required=True, help="the same server as a postgresql:// URI")
+    ap.add_argument("--rows", type=int, required=True, help="rows in each dataset")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--datasets", default="json,typed")
+    ap.add_argument("--only", default="", help="regex on client keys")
+    ap.add_argument("--bin", required=True, help="directory of the compiled bench clients")
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--venv", default=os.path.join(BENCH, ".peers", "venv"))
+    ap.add_argument("--out", default=os.path.join(BENCH, "results", "latest.md"))
+    ap.add_argument("--timeout", type=int, default=900)
+    ap.add_argument("--header", default="", help="extra Markdown put above the table")
+    a = ap.parse_args()
+
+    datasets = [d for d in a.datasets.split(",") if d]
+    for d in datasets:
+        if d not in DATASETS:
+            sys.exit(f"bench.py: unknown dataset {d}")
+    all_clients = [c for c in clients(a) if re.search(a.only, c.key)]
+    usable, missing = [], []
+    for c in all_clients:
+        reason = c.check()
+        if reason:
+            missing.append((c, reason))
+            print(f"bench: not measured: {c.key}: {reason}", file=sys.stderr)
+        else:
+            c.version_text = c.version() if c.version else ""
+            usable.append(c)
+    if not any(c.key == "raw_libpq" for c in usable):
+        sys.exit("bench.py: the raw libpq client is the baseline and is not available")
+
+    failures = {}
+    # Correctness of clients that do not count their own rows, then warm-up.
+    for d in datasets:
+        sql = DATASETS[d]
+        for c in usable:
+            if not c.counts and d in c.datasets:
+                try:
+                    n = count_lines(c, sql, a.timeout)
+                    if n != a.rows:
+                        failures[(c.key, d)] = f"printed {n} lines for {a.rows} rows"
+                except RuntimeError as e:
+                    failures[(c.key, d)] = str(e)
+        raw = next(c for c in usable if c.key == "raw_libpq")
+        run_timed(raw, sql, a.rows, a.timeout)  # warm the server's caches
+
+    runs = {}
+    for r in range(a.runs):
+        for d in datasets:
+            for c in usable:
+                if d not in c.datasets or (c.key, d) in failures:
+                    continue
+                try:
+                    m = run_timed(c, DATASETS[d], a.rows, a.timeout)
+                except RuntimeError as e:
+                    failures[(c.key, d)] = str(e)
+                    print(f"bench: {c.key} {d} run {r + 1}: FAILED {e}", file=sys.stderr)
+                    continue
+                runs.setdefault((c.key, d), []).append(m)
+                print(f"bench: {c.key:18} {d:6} run {r + 1}: {m['wall']:7.2f} s wall "
+                      f"{m['cpu']:7.2f} s cpu {m['rss_mb']:8.1f} MB", file=sys.stderr)
+
+    best = {}
+    for key, ms in runs.items():
+        if key in failures:
+            continue
+        best[key] = {
+            "wall": min(m["wall"] for m in ms),
+            "cpu": min(m["cpu"] for m in ms),
+            "rss_mb": max(m["rss_mb"] for m in ms),
+            "runs": len(ms),
+        }
+
+    lines = []
+    lines.append(f"# pgspout benchmark ({datetime.datetime.now().strftime('%Y-%m-%d %H:%M')})")
+    lines.append("")
+    lines.append(f"- machine: {machine()}")
+    lines.append(f"- datasets: {a.rows} rows each; json = `{DATASETS['json']}` (one jsonb column, "
+                 f"~400 bytes/row), typed = `{DATASETS['typed']}` (int4, int8, float8, numeric, "
+                 "text, bool, timestamptz, uuid, date)")
+    lines.append(f"- each client a separate process under /usr/bin/time -v; best wall of "
+                 f"{a.runs} interleaved runs, lowest CPU (user+sys) of those runs, highest peak RSS")
+    if a.header:
+        lines.append(a.header)
+    lines.append("")
+    lines.append("| client | version | dataset | rows/s | vs raw libpq | CPU s | CPU vs raw | peak RSS MB |")
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|")
+    results = []
+    for d in datasets:
+        base = best.get(("raw_libpq", d))
+        for c in usable:
+            if d not in c.datasets:
+                continue
+            b = best.get((c.key, d))
+            if b is None:
+                lines.append(f"| {c.label} | {c.version_text} | {d} | failed | | | | |")
+                continue
+            rps = a.rows / b["wall"]
+            ratio = rps / (a.rows / base["wall"]) if base else None
+            cpu_ratio = b["cpu"] / base["cpu"] if base and base["cpu"] > 0 else None
+            lines.append(f"| {c.label} | {c.version_text} | {d} | {rps:,.0f} | {fmt_ratio(ratio)} "
+                         f"| {b['cpu']:.2f} | {fmt_ratio(cpu_ratio)} | {b['rss_mb']:.1f} |")
+            results.append({"client": c.key, "label": c.label, "version": c.version_text,
+                            "dataset": d, "rows": a.rows, "rows_per_sec": rps,
+                            "ratio_vs_raw": ratio, "cpu_s": b["cpu"], "cpu_ratio": cpu_ratio,
+                            "peak_rss_mb": b["rss_mb"], "wall_s": b["wall"]})
+    if failures:
+        lines.append("")
+        lines.append("Failed (no figure reported):")
+        for (k, d), why in sorted(failures.items()):
+            lines.append(f"- {k} on {d}: {why}")
+    if missing:
+        lines.append("")
+        lines.append("Not measured in this run:")
+        for c, why in missing:
+            lines.append(f"- {c.label}: {why}")
+    goals = goal_lines(results)
+    if goals:
+        lines.append("")
+        lines.append("Goals from the issues:")
+        lines.extend(goals)
+    text = "\n".join(lines) + "\n"
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, "w") as f:
+        f.write(text)
+    with open(os.path.splitext(a.out)[0] + ".json", "w") as f:
+        json.dump({"rows": a.rows, "runs": a.runs, "results": results,
+                   "failures": {f"{k}/{d}": v for (k, d), v in failures.items()},
+                   "missing": {c.key: why for c, why in missing}}, f, indent=1)
+    print(text)
+    return 1 if failures else 0
+
+
+def goal_lines(results):
+    by = {(r["client"], r["dataset"]): r for r in results}
+    out = []
+
+    def check(desc, ok):
+        out.append(f"- [{'x' if ok else ' '}] {desc}")
+
+    for key in ("pgspout_cli", "pgspout_c"):
+        for d in ("json", "typed"):
+            r = by.get((key, d))
+            if r and r["ratio_vs_raw"] is not None:
+                check(f"{r['label']} on {d}: rows/s {r['ratio_vs_raw']:.2f}x raw (goal >= 0.95x), "
+                      f"CPU {r['cpu_ratio']:.2f}x (goal <= 1.2x), peak RSS {r['peak_rss_mb']:.1f} MB "
+                      "(goal < 16 MB)",
+                      r["ratio_vs_raw"] >= 0.95 and r["cpu_ratio"] <= 1.2 and r["peak_rss_mb"] < 16)
+    streaming_py = ("psycopg2_named", "psycopg3_stream", "psycopg3_stream_size", "psycopg3_named",
+                    "asyncpg_cursor")
+    r = by.get(("pgspout_py", "typed"))
+    peers = [by[(k, "typed")] for k in streaming_py if (k, "typed") in by]
+    if r and peers:
+        top = max(peers, key=lambda p: p["rows_per_sec"])
+        ratio = r["rows_per_sec"] / top["rows_per_sec"]
+        check(f"pgspout Python on typed: {ratio:.2f}x the fastest streaming Python peer "
+              f"({top['label']}) (goal >= 1.25x), peak RSS {r['peak_rss_mb']:.1f} MB vs "
+              f"{top['peak_rss_mb']:.1f} MB", ratio >= 1.25 and r["peak_rss_mb"] <= top["peak_rss_mb"])
+    r = by.get(("pgspout_py_json", "json"))
+    if r and r["ratio_vs_raw"] is not None:
+        check(f"pgspout Python rows=\"json\" on json: {r['ratio_vs_raw']:.2f}x raw libpq (goal >= 0.9x)",
+              r["ratio_vs_raw"] >= 0.9)
+    for d in ("json", "typed"):
+        r = by.get(("pgspout_luajit", d))
+        peers = [by[(k, d)] for k in ("luasql_lua5.1", "luasql_luajit") if (k, d) in by]
+        if r and peers:
+            top = max(peers, key=lambda p: p["rows_per_sec"])
+            ratio = r["rows_per_sec"] / top["rows_per_sec"]
+            desc = (f"pgspout Lua (LuaJIT) on {d}: {ratio:.2f}x the faster luasql "
+                    f"({top['label']}) (goal >= 1.0x)")
+            ok = ratio >= 1.0
+            if d == "json":
+                share = r["peak_rss_mb"] / top["peak_rss_mb"]
+                desc += f", peak RSS {100 * share:.1f}% of luasql's (goal < 5%)"
+                ok = ok and share < 0.05
+            check(desc, ok)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""asyncpg: cursor(prefetch=10000) inside a transaction (streams)."""
+import asyncio
+
+import asyncpg
+
+from _common import args, report
+
+a = args()
+if a is None:
+    print(f"asyncpg {asyncpg.__version__}")
+    raise SystemExit
+dsn, sql, opts = a
+
+
+async def main():
+    conn = await asyncpg.connect(dsn)
+    rows = vals = 0
+    async with conn.transaction():
+        async for row in conn.cursor(sql, prefetch=opts.get("prefetch", 10000)):
+            rows += 1
+            for v in row:
+                if v is not None:
+                    vals += 1
+    await conn.close()
+    report(rows, vals)
+
+
+asyncio.run(main())

@@ -1,0 +1,29 @@
+-- luasql-postgres: con:execute() then cur:fetch() - luasql runs the query
+-- with PQexec, so the whole result is held in memory before the first fetch.
+--   lua5.1|luajit luasql.lua DSN SQL      prints rows=N values=V
+--   lua5.1|luajit luasql.lua --version
+local driver = require "luasql.postgres"
+if arg[1] == "--version" then
+  print((driver._VERSION or "LuaSQL") .. " on " .. (jit and jit.version or _VERSION))
+  return
+end
+local dsn, sql = arg[1], arg[2]
+assert(dsn and sql, "usage: luasql.lua DSN SQL")
+local env = assert(driver.postgres())
+-- a conninfo string or URI in the database argument is passed to libpq as is
+local con = assert(env:connect(dsn))
+local cur = assert(con:execute(sql))
+local ncols = #cur:getcolnames()
+local rows, vals = 0, 0
+local row = cur:fetch({}, "n")
+while row do
+  rows = rows + 1
+  for i = 1, ncols do
+    if row[i] ~= nil then vals = vals + 1 end
+  end
+  row = cur:fetch(row, "n")
+end
+cur:close()
+con:close()
+env:close()
+print(("rows=%d values=%d"):format(rows, vals))

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# bench/run.sh - the pgspout benchmark: its own PostgreSQL, two 1M-row
+# datasets, every client measured in one run. Not a test: see bench/README.md.
+#
+#   bash bench/run.sh                  # everything (about 15 minutes on 2 cores)
+#   bash bench/run.sh --rows 100000 --runs 1 --only 'raw|pgspout_c'   # quick look
+#
+# Options:
+#   --rows N          rows per dataset (default 1000000)
+#   --runs N          timed runs per client, best reported (default 3)
+#   --datasets LIST   json,typed (default both)
+#   --only REGEX      clients whose key matches (see bench/bench.py)
+#   --no-peers        do not create/update the Python peers' venv
+#   --no-transport    skip the transport probe (bench/transport.c)
+#   --transport-only  only the transport probe
+#   --dsn URI         use this server (postgresql://...) instead of a throwaway
+#                     one; the bench_json/bench_typed tables there are replaced
+#
+# Writes bench/results/latest.md (+ latest.json) and bench/results/transport.md.
+# Build dir: $PGSPOUT_BUILD_DIR or build/ (built here when needed). Python
+# peers live in bench/.peers/venv, installed from PyPI at their current
+# releases (plus `pip install .` of pgspout itself once pyproject.toml exists).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+rows=1000000
+runs=3
+datasets=json,typed
+only=""
+peers=1
+transport=1
+clients=1
+dsn=""
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rows) rows=$2; shift ;;
+    --runs) runs=$2; shift ;;
+    --datasets) datasets=$2; shift ;;
+    --only) only=$2; shift ;;
+    --no-peers) peers=0 ;;
+    --no-transport) transport=0 ;;
+    --transport-only) clients=0 ;;
+    --dsn) dsn=$2; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "bench: unknown argument $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+say() { echo "bench: $*" >&2; }
+py=/usr/bin/python3
+build=${PGSPOUT_BUILD_DIR:-$root/build}
+bin=$build/bench
+venv=$root/bench/.peers/venv
+results=$root/bench/results
+mkdir -p "$results" "$bin"
+
+bash scripts/deps.sh
+
+# ---------------------------------------------------------------- build
+jobs=$(nproc 2>/dev/null || echo 2)
+lib_ok=1
+if [ ! -f "$build/CMakeCache.txt" ]; then
+  gen=()
+  command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
+  cmake -S . -B "$build" "${gen[@]}" -DPGSPOUT_BUILD_LUA=ON >&2 || lib_ok=0
+fi
+if [ "$lib_ok" = 1 ]; then
+  cmake --build "$build" -j "$jobs" >&2 || lib_ok=0
+fi
+[ "$lib_ok" = 1 ] || say "WARNING: the pgspout build failed; only clients that do not need it can run"
+
+cflags=(-std=c11 -O2 -Wall -Wextra -D_GNU_SOURCE)
+read -r -a pq_flags <<<"$(pkg-config --cflags --libs libpq)"
+cc "${cflags[@]}" -o "$bin/raw_libpq" bench/raw_libpq.c "${pq_flags[@]}"
+cc "${cflags[@]}" -o "$bin/transport" bench/transport.c "${pq_flags[@]}"
+rm -f "$bin/pgspout_c"
+if [ -e "$build/core/libpgspout.so" ]; then
+  cc "${cflags[@]}" -Icore/include -o "$bin/pgspout_c" bench/pgspout_c.c \
+    -L"$build/core" -lpgspout -Wl,-rpath,"$build/core" "${pq_flags[@]}" \
+    || say "WARNING: bench/pgspout_c.c did not compile"
+fi
+
+# ------------------------------------------------------ Python peers venv
+if [ "$clients" = 1 ] && [ "$peers" = 1 ]; then
+  if [ ! -x "$venv/bin/python" ]; then
+    say "creating $venv"
+    "$py" -m venv "$venv"
+  fi
+  "$venv/bin/python" -m pip install -q --upgrade pip >&2
+  "$venv/bin/python" -m pip install -q --upgrade psycopg2-binary 'psycopg[binary]' asyncpg >&2
+  if [ -f pyproject.toml ]; then
+    say "pip install . (pgspout's Python package) into the bench venv"
+    "$venv/bin/python" -m pip install -q --force-reinstall --no-deps . >&2 \
+      || say "WARNING: pip install . failed; the pgspout Python client will not be measured"
+  fi
+fi
+
+# ---------------------------------------------------------------- server
+pgdir=""
+# shellcheck disable=SC2317  # invoked by the trap
+cleanup() { if [ -n "$pgdir" ]; then bash "$root/scripts/pg-throwaway.sh" stop "$pgdir" || true; fi; }
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+if [ -z "$dsn" ]; then
+  pgdir=$(mktemp -d "${TMPDIR:-/tmp}/pgspout-bench.XXXXXX")
+  # Both datasets fit in shared_buffers; no JIT or parallel plans to vary the
+  # server's side between runs.
+  exports=$(PGSPOUT_PG_CONF=$'shared_buffers = 1GB\njit = off\nmax_parallel_workers_per_gather = 0' \
+    bash scripts/pg-throwaway.sh start "$pgdir")
+  eval "$exports"
+  dsn="postgresql://pgspout@127.0.0.1:$PGPORT/pgspout"
+  say "PostgreSQL on port $PGPORT"
+fi
+kv_dsn=$dsn
+if [ -n "$pgdir" ]; then kv_dsn=$PGSPOUT_TEST_DSN; fi
+
+say "loading $rows rows into bench_json and bench_typed"
+psql -X -q -d "$dsn" -v rows="$rows" -f bench/datasets.sql >&2
+server=$(psql -X -d "$dsn" -tAc 'SHOW server_version')
+libpq=$(pkg-config --modversion libpq)
+rev=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
+
+status=0
+if [ "$transport" = 1 ] && [[ ",$datasets," == *,json,* || ",$datasets," == *,typed,* ]]; then
+  say "transport probe"
+  queries=()
+  [[ ",$datasets," == *,json,* ]] && queries+=("json=SELECT data FROM bench_json")
+  [[ ",$datasets," == *,typed,* ]] && queries+=("typed=SELECT * FROM bench_typed")
+  {
+    echo "# libpq transport probe ($(date '+%Y-%m-%d %H:%M'), commit $rev)"
+    echo
+    echo "PostgreSQL $server, client libpq $libpq, $rows rows per dataset, $(nproc) cores."
+    echo "Client process only (the server's CPU is not counted); see bench/transport.c."
+    echo
+    "$bin/transport" --runs "$runs" "$kv_dsn" "${queries[@]}"
+  } >"$results/transport.md.tmp" || status=1
+  mv "$results/transport.md.tmp" "$results/transport.md"
+  cat "$results/transport.md"
+fi
+
+if [ "$clients" = 1 ]; then
+  say "clients"
+  "$py" bench/bench.py --dsn "$kv_dsn" --uri "$dsn" --rows "$rows" --runs "$runs" \
+    --datasets "$datasets" --only "$only" --bin "$bin" --build "$build" --venv "$venv" \
+    --out "$results/latest.md" \
+    --header "- PostgreSQL $server on the same machine over TCP loopback; client libpq $libpq; commit $rev" \
+    || status=1
+fi
+exit "$status"
