@@ -1,0 +1,545 @@
+"""pgspout: stream PostgreSQL query results without holding the whole result.
+
+    import pgspout
+
+    with pgspout.connect("host=... dbname=...") as conn:
+        with conn.stream("SELECT * FROM big WHERE day = $1", ["2024-01-31"],
+                         chunk_rows=1000, max_memory="64MB") as s:
+            for row in s:          # tuples of Python values
+                ...
+
+Rows are converted in C, a whole chunk per call, by column type:
+
+=====================================  ====================================
+PostgreSQL                             Python
+=====================================  ====================================
+int2, int4, int8, oid                  int
+float4, float8                         float (NaN, inf, -inf, -0.0 kept)
+numeric                                decimal.Decimal (NaN, Infinity kept)
+bool                                   bool
+text, varchar, name, bpchar, char      str
+bytea                                  bytes
+date                                   datetime.date
+timestamp                              datetime.datetime (naive)
+timestamptz                            datetime.datetime with a fixed-offset
+                                       tzinfo: the session TimeZone's offset
+time / timetz                          datetime.time (timetz with tzinfo)
+interval                               datetime.timedelta (a month counts 30
+                                       days, a year 12 months, as PostgreSQL
+                                       compares intervals)
+uuid                                   uuid.UUID
+json, jsonb                            dict / list / str / int / float /
+                                       bool / None (json.loads)
+arrays of the types above              lists (nested for multi-dimensional
+                                       arrays, None for NULL elements)
+NULL                                   None
+anything else                          str (the server's text)
+=====================================  ====================================
+
+Values Python's types cannot hold come back as the server's text (str):
+BC dates, years after 9999, time 24:00:00, and intervals or dates in a
+non-default IntervalStyle/DateStyle. ``infinity`` and ``-infinity`` dates and
+timestamps become ``date.max``/``date.min`` and ``datetime.max``/
+``datetime.min`` (with ``tzinfo=timezone.utc`` for timestamptz).
+
+``rows="dict"`` gives dicts keyed by column name (a later duplicate name
+wins); ``rows="json"`` gives each row as JSON text (pgspout_row_json).
+
+Threads: the GIL is released around every call that can block. ``pause()``,
+``resume()``, ``cancel()``, ``state`` and ``stats`` may be used from any
+thread while another thread iterates; everything else on a connection and its
+stream belongs to one thread at a time (a second thread gets StateError).
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as _dt
+import decimal as _decimal
+import json as _json
+import uuid as _uuid
+from itertools import islice
+from typing import (
+    Any,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    Union,
+)
+
+from . import _pgspout as _c
+
+__all__ = [
+    "connect",
+    "Connection",
+    "Stream",
+    "Column",
+    "Row",
+    "Error",
+    "SQLError",
+    "ConnectionError",
+    "MemoryLimitError",
+    "TimeoutError",
+    "CancelledError",
+    "StateError",
+    "OptionError",
+    "NotFoundError",
+    "metrics",
+    "metrics_text",
+    "metrics_reset",
+    "registry",
+    "version",
+    "version_number",
+    "transport",
+]
+
+#: Run-time version of the C library ("0.1.0").
+version: str = _c.version()
+__version__ = version
+#: major * 10000 + minor * 100 + patch.
+version_number: int = _c.version_number()
+#: Row transport compiled in: "chunked" (libpq >= 17) or "single-row".
+transport: str = _c.transport()
+
+Row = Union[Tuple[Any, ...], Dict[str, Any], str]
+Param = Union[
+    None, str, bool, int, float, _decimal.Decimal, bytes, bytearray, memoryview,
+    _dt.date, _dt.datetime, _dt.time, _dt.timedelta, _uuid.UUID, Dict[str, Any], List[Any],
+]
+OptionValue = Union[str, bool, int, float, _dt.timedelta]
+
+
+# ----------------------------------------------------------------- errors
+
+
+class Error(Exception):
+    """Base class of every pgspout error.
+
+    ``code`` is the negative C code (pgspout.EOPTION ...), ``code_name`` its
+    stable name ("eoption"), ``sqlstate`` the server's SQLSTATE or None.
+    """
+
+    code: int = 0
+    code_name: str = ""
+    sqlstate: Optional[str] = None
+
+    def __init__(self, message: str = "", code: Optional[int] = None,
+                 sqlstate: Optional[str] = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+            self.code_name = _NAMES.get(code, "unknown")
+        self.sqlstate = sqlstate
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SQLError(Error):
+    """The server reported an error; ``sqlstate`` says which (e.g. 57014)."""
+
+
+class ConnectionError(Error):
+    """Could not connect (ECONNECT) or the connection was lost (ECONN)."""
+
+
+class MemoryLimitError(Error):
+    """The stream buffered more than max_memory allows (EMEMORY)."""
+
+
+class TimeoutError(Error, builtins.TimeoutError):
+    """The stream's ``timeout`` passed (ETIMEOUT) or it was paused past
+    ``pause_timeout`` with ``on_pause_timeout="cancel"`` (EPAUSE_TIMEOUT)."""
+
+    def __str__(self) -> str:  # OSError's __str__ would add "[Errno ...]"
+        return self.message
+
+
+class CancelledError(Error):
+    """The stream was cancelled (ECANCELLED)."""
+
+
+class StateError(Error):
+    """The call is not valid now: closed object, ended stream, or a
+    connection/stream busy with another stream or thread (ESTATE, EBUSY)."""
+
+
+class OptionError(Error, ValueError):
+    """Unknown option key (EOPTION) or a bad value (EVALUE)."""
+
+
+class NotFoundError(Error, LookupError):
+    """Registry: no stream with that id (ENOTFOUND)."""
+
+
+_BY_NAME: Dict[str, Type[Error]] = {
+    "esql": SQLError,
+    "econnect": ConnectionError,
+    "econn": ConnectionError,
+    "ememory": MemoryLimitError,
+    "etimeout": TimeoutError,
+    "epause_timeout": TimeoutError,
+    "ecancelled": CancelledError,
+    "estate": StateError,
+    "ebusy": StateError,
+    "eoption": OptionError,
+    "evalue": OptionError,
+    "enotfound": NotFoundError,
+}
+
+# The C error table: code -> name, and a module constant per code
+# (pgspout.ETIMEOUT == -11 ...).
+_NAMES: Dict[int, str] = {}
+_BY_CODE: Dict[int, Type[Error]] = {}
+#: {code: (name, static text)} for every error code of the C library.
+error_codes: Dict[int, Tuple[str, str]] = {}
+for _code, _name, _text in _c.error_table():
+    _NAMES[_code] = _name
+    _BY_CODE[_code] = _BY_NAME.get(_name, Error)
+    error_codes[_code] = (_name, _text)
+    globals()[_name.upper()] = _code
+del _code, _name, _text
+
+
+def _make_error(code: int, message: str, sqlstate: Optional[str]) -> Error:
+    cls = _BY_CODE.get(code, Error)
+    return cls(message, code, sqlstate)
+
+
+_c.set_error_factory(_make_error)
+
+
+# ------------------------------------------------------ values to text
+
+_TRUE, _FALSE = "t", "f"
+
+
+def _param(i: int, v: Any) -> Optional[str]:
+    t = type(v)
+    if v is None:
+        return None
+    if t is str:
+        return v
+    if t is bool:
+        return _TRUE if v else _FALSE
+    if t is int:
+        return int.__repr__(v)
+    if t is float:
+        return float.__repr__(v)
+    if isinstance(v, str):
+        return str.__str__(v)
+    if isinstance(v, bool):
+        return _TRUE if v else _FALSE
+    if isinstance(v, int):
+        return int.__repr__(v)
+    if isinstance(v, float):
+        return float.__repr__(v)
+    if isinstance(v, _decimal.Decimal):
+        return str(v)
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(v).hex()
+    if isinstance(v, (_dt.date, _dt.time)):  # datetime is a date
+        return v.isoformat()
+    if isinstance(v, _dt.timedelta):
+        return "%d days %d seconds %d microseconds" % (v.days, v.seconds, v.microseconds)
+    if isinstance(v, _uuid.UUID):
+        return str(v)
+    if isinstance(v, (dict, list)):
+        return _json.dumps(v)
+    raise TypeError(
+        "parameter $%d: cannot send %s (use str, int, float, bool, None, bytes, "
+        "Decimal, date/time/datetime/timedelta, UUID, dict or list)" % (i + 1, t.__name__))
+
+
+def _params(params: Optional[Sequence[Param]]) -> Optional[List[Optional[str]]]:
+    if params is None:
+        return None
+    if isinstance(params, (str, bytes, bytearray, memoryview)) or not isinstance(
+            params, (list, tuple, Sequence)):
+        raise TypeError("params must be a sequence (list or tuple) of values, not %s"
+                        % type(params).__name__)
+    return [_param(i, v) for i, v in enumerate(params)]
+
+
+def _optval(key: str, v: Any) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, int):
+        return int.__repr__(v)
+    if isinstance(v, float):
+        return float.__repr__(v)
+    if isinstance(v, str):
+        return v
+    if isinstance(v, _dt.timedelta):
+        return "%dms" % round(v.total_seconds() * 1000)
+    raise TypeError("option %s: expected str, int, float, bool or timedelta, not %s"
+                    % (key, type(v).__name__))
+
+
+def _options(options: Mapping[str, Any]) -> List[Tuple[str, str]]:
+    return [(k, _optval(k, v)) for k, v in options.items()]
+
+
+# ------------------------------------------------------------- objects
+
+
+class Column(NamedTuple):
+    """A result column: its name and PostgreSQL type OID."""
+
+    name: str
+    type_oid: int
+
+    @property
+    def type_name(self) -> str:
+        """Name of well-known types ("int4", "text"...), else the OID as text."""
+        return _TYPE_NAMES.get(self.type_oid, str(self.type_oid))
+
+
+_TYPE_NAMES = {
+    16: "bool", 17: "bytea", 18: "char", 19: "name", 20: "int8", 21: "int2", 23: "int4",
+    25: "text", 26: "oid", 114: "json", 700: "float4", 701: "float8", 1042: "bpchar",
+    1043: "varchar", 1082: "date", 1083: "time", 1114: "timestamp", 1184: "timestamptz",
+    1186: "interval", 1266: "timetz", 1700: "numeric", 2950: "uuid", 3802: "jsonb",
+    1000: "bool[]", 1001: "bytea[]", 1005: "int2[]", 1007: "int4[]", 1009: "text[]",
+    1015: "varchar[]", 1016: "int8[]", 1021: "float4[]", 1022: "float8[]", 1182: "date[]",
+    1115: "timestamp[]", 1185: "timestamptz[]", 1187: "interval[]", 1231: "numeric[]",
+    2951: "uuid[]", 199: "json[]", 3807: "jsonb[]",
+}
+
+
+class Stream:
+    """A running query. Iterate it for rows; use it as a context manager.
+
+    Created by :meth:`Connection.stream`. Holds a strong reference to its
+    connection. Dropping it (even half-read) closes it, which cancels the
+    server query. ``pause()``, ``resume()``, ``cancel()``, ``state`` and
+    ``stats`` may be called from any thread.
+    """
+
+    __slots__ = ("_raw", "_conn", "__weakref__")
+
+    def __init__(self, raw: Any, conn: "Connection") -> None:
+        self._raw = raw
+        self._conn = conn
+
+    # iteration: the C object is the iterator (rows converted per chunk in C)
+    def __iter__(self) -> Iterator[Row]:
+        return self._raw  # type: ignore[no-any-return]
+
+    def __next__(self) -> Row:
+        return next(self._raw)  # type: ignore[no-any-return]
+
+    def fetch(self) -> Optional[List[Row]]:
+        """The next rows as a list (the rest of the current chunk, or the
+        next chunk); None at the end."""
+        return self._raw.fetch()  # type: ignore[no-any-return]
+
+    def batches(self, n: int) -> Iterator[List[Row]]:
+        """Lists of n rows (the last may be shorter)."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError("batch size must be a positive int")
+        it = self._raw
+        while True:
+            batch = list(islice(it, n))
+            if not batch:
+                return
+            yield batch
+
+    def pause(self) -> None:
+        """Stop reading from the server; buffered rows stay readable. Any thread."""
+        self._raw.pause()
+
+    def resume(self) -> None:
+        """Undo pause(). Any thread."""
+        self._raw.resume()
+
+    def cancel(self) -> None:
+        """Cancel the server query; iteration then raises CancelledError. Any thread."""
+        self._raw.cancel()
+
+    def close(self) -> None:
+        """Close the stream (cancelling the query if it still runs). Idempotent."""
+        self._raw.close()
+
+    @property
+    def state(self) -> str:
+        """running, paused, done, limited, failed, cancelled or closed."""
+        return self._raw.state()  # type: ignore[no-any-return]
+
+    @property
+    def stats(self) -> Dict[str, Any]:
+        """Snapshot of the stream's counters (pgspout_stream_stats); times in
+        seconds, None when unknown."""
+        return self._raw.stats()  # type: ignore[no-any-return]
+
+    @property
+    def columns(self) -> List[Column]:
+        return [Column(n, t) for n, t in self._raw.columns()]
+
+    @property
+    def rows_mode(self) -> str:
+        """tuple, dict or json."""
+        return self._raw.mode()  # type: ignore[no-any-return]
+
+    @property
+    def connection(self) -> "Connection":
+        return self._conn
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return "<pgspout.Stream %s>" % self.state
+
+
+class Connection:
+    """A connection to PostgreSQL (use :func:`connect`). Context manager;
+    closing it closes its open stream first."""
+
+    __slots__ = ("_raw", "__weakref__")
+
+    def __init__(self, dsn: str = "", **options: OptionValue) -> None:
+        if not isinstance(dsn, str):
+            raise TypeError("dsn must be str, not %s" % type(dsn).__name__)
+        self._raw = _c.Conn(dsn, _options(options))
+
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None,
+               **options: OptionValue) -> Stream:
+        """Run sql ($1..$n bound to params, sent separately) and return its
+        Stream once the server answered. Keyword options go straight to the
+        C library (chunk_rows=1000, max_memory="64MB", timeout="30s",
+        label="users", rows="dict" ...); unknown keys raise OptionError."""
+        if not isinstance(sql, str):
+            raise TypeError("sql must be str, not %s" % type(sql).__name__)
+        raw = self._raw.open(sql, _params(params), _options(options))
+        return Stream(raw, self)
+
+    def close(self) -> None:
+        """Close the connection (and its open stream). Idempotent."""
+        self._raw.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._raw.closed()  # type: ignore[no-any-return]
+
+    @property
+    def ok(self) -> bool:
+        """True if the connection can run a stream now."""
+        return self._raw.ok()  # type: ignore[no-any-return]
+
+    @property
+    def server_version(self) -> int:
+        return self._raw.server_version()  # type: ignore[no-any-return]
+
+    def cancel(self) -> None:
+        """Ask the server to cancel whatever runs on the connection. Any thread."""
+        self._raw.cancel()
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return "<pgspout.Connection %s>" % ("closed" if self.closed else "open")
+
+
+def connect(dsn: str = "", **options: OptionValue) -> Connection:
+    """Connect with a libpq conninfo string or URI ("" uses the PG*
+    environment variables). Connection options: connect_timeout,
+    keepalives_idle, keepalives_interval, keepalives_count, tcp_user_timeout,
+    application_name. Raises ConnectionError."""
+    return Connection(dsn, **options)
+
+
+# ------------------------------------------------------------- metrics
+
+
+def metrics_text() -> str:
+    """Process-wide metrics in the Prometheus text format (0.0.4)."""
+    return _c.metrics_text()  # type: ignore[no-any-return]
+
+
+def metrics() -> Dict[str, Any]:
+    """Process-wide metrics as a dict (pgspout_metrics_json)."""
+    return _json.loads(_c.metrics_json())  # type: ignore[no-any-return]
+
+
+def metrics_reset() -> None:
+    """Zero every counter and histogram (for tests)."""
+    _c.metrics_reset()
+
+
+# ------------------------------------------------------------ registry
+
+
+class Registry:
+    """The process-wide stream registry: streams addressed by an int id, each
+    with its own connection, usable from any thread. Rows come as NDJSON."""
+
+    __slots__ = ()
+
+    def open(self, dsn: str, sql: str, params: Optional[Sequence[Param]] = None,
+             **options: OptionValue) -> int:
+        """Connect, open the stream, register it; returns its id."""
+        if not isinstance(dsn, str) or not isinstance(sql, str):
+            raise TypeError("dsn and sql must be str")
+        return _c.registry_open(dsn, sql, _params(params), _options(options))  # type: ignore
+
+    def fetch(self, id: int, max_rows: int = 0) -> Optional[str]:
+        """The next chunk (at most max_rows rows; 0 = the stream's chunk) as
+        NDJSON text, or None at the end."""
+        if not isinstance(max_rows, int) or max_rows < 0:
+            raise ValueError("max_rows must be an int >= 0")
+        return _c.registry_fetch(id, max_rows)  # type: ignore[no-any-return]
+
+    def rows(self, id: int, max_rows: int = 0) -> Iterator[Any]:
+        """Iterate the rows of a registry stream, each parsed from JSON."""
+        while True:
+            text = self.fetch(id, max_rows)
+            if text is None:
+                return
+            for line in text.split("\n"):
+                if line:
+                    yield _json.loads(line)
+
+    def pause(self, id: int) -> None:
+        _c.registry_pause(id)
+
+    def resume(self, id: int) -> None:
+        _c.registry_resume(id)
+
+    def cancel(self, id: int) -> None:
+        _c.registry_cancel(id)
+
+    def close(self, id: int) -> None:
+        """Close and forget the stream (cancelling a running query)."""
+        _c.registry_close(id)
+
+    def stats(self, id: int) -> Dict[str, Any]:
+        return _json.loads(_c.registry_stats(id))  # type: ignore[no-any-return]
+
+    def list(self) -> List[Dict[str, Any]]:
+        """Every registered stream: [{"id":..., "sql":..., "stats":{...}}]."""
+        return _json.loads(_c.registry_list())  # type: ignore[no-any-return]
+
+    def reap(self) -> int:
+        """Reap streams idle past their idle_timeout now; returns how many."""
+        return _c.registry_reap()  # type: ignore[no-any-return]
+
+
+registry = Registry()
