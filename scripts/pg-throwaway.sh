@@ -26,7 +26,7 @@ free_port() {
 }
 
 cmd=${1:-}; dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+if [ -z "$cmd" ] || [ -z "$dir" ]; then echo "usage: $0 start|stop DIR" >&2; exit 2; fi
 
 case "$cmd" in
 start)
@@ -56,15 +56,31 @@ host  all pgspout 127.0.0.1/32 trust
 local all all scram-sha-256
 host  all all 127.0.0.1/32 scram-sha-256
 HBA
-  as_server "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
-    || { cat "$dir/server.log" >&2; exit 1; }
+  # Another process may take the free port before the server binds it (test
+  # suites start servers in parallel): then pick another port and retry.
+  started=0
+  for _ in 1 2 3 4 5; do
+    if as_server "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null 2>&1; then
+      started=1
+      break
+    fi
+    grep -q 'could not bind\|could not create any TCP/IP sockets' "$dir/server.log" 2>/dev/null || break
+    port=$(free_port)
+    echo "port = $port" >>"$dir/data/postgresql.conf"
+  done
+  [ "$started" = 1 ] || { cat "$dir/server.log" >&2; exit 1; }
   PGHOST=$dir PGPORT=$port "$bindir/psql" -X -q -U pgspout -d postgres -c "CREATE DATABASE pgspout" >/dev/null
   echo "$port" >"$dir/port"
   echo "export PGHOST='$dir' PGPORT=$port PGUSER=pgspout PGDATABASE=pgspout"
   echo "export PGSPOUT_TEST_DSN='host=127.0.0.1 port=$port user=pgspout dbname=pgspout'"
   ;;
 stop)
-  [ -d "$dir/data" ] || exit 0
+  if [ ! -d "$dir/data" ]; then
+    # never started (or initdb failed): remove our leftovers, nothing else
+    rm -f "$dir/initdb.log" "$dir/server.log" "$dir/port"
+    rmdir "$dir" 2>/dev/null || true
+    exit 0
+  fi
   as_server "$bindir/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
   rm -rf "$dir"
   ;;
