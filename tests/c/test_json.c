@@ -1,0 +1,451 @@
+/* test_json.c - JSON rendering helpers and the growable buffer (no server).
+ * Every output is also run through the strict validator in testutil.c. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "json.h"
+#include "pgspout.h"
+#include "testutil.h"
+
+/* Render s[0..n) with pgs_json_string; check validity; return malloc'd. */
+static char *jstr(const char *s, size_t n, size_t *outlen)
+{
+    pgs_buf b = PGS_BUF_INIT;
+    assert_int_equal(pgs_json_string(&b, s, n), 0);
+    assert_int_equal(b.oom, 0);
+    assert_non_null(b.data);
+    assert_int_equal(strlen(b.data), b.len); /* NUL-terminated, no raw NUL */
+    if (!tu_json_valid(b.data, b.len))
+        fail_msg("pgs_json_string output is not valid JSON: %s", b.data);
+    if (outlen)
+        *outlen = b.len;
+    return pgs_buf_steal(&b);
+}
+
+static void expect_str(const char *in, size_t n, const char *want)
+{
+    char *got = jstr(in, n, NULL);
+    if (strcmp(got, want))
+        fail_msg("pgs_json_string(%.*s) = %s, want %s", (int)n, in, got, want);
+    free(got);
+}
+
+/* Decoding the output gives back the input (for valid UTF-8 input). */
+static void expect_round_trip(const char *in, size_t n)
+{
+    char *got = jstr(in, n, NULL);
+    tu_buf canon = {0}, want = {0};
+    assert_int_equal(tu_json_canon(got, strlen(got), &canon), 0);
+    /* canonical form of the input, built by the validator's own escaper */
+    tu_buf lit = {0};
+    tu_buf_addc(&lit, '"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)in[i];
+        char e[8];
+        if (c == '"' || c == '\\') {
+            e[0] = '\\';
+            e[1] = (char)c;
+            tu_buf_add(&lit, e, 2);
+        } else if (c < 0x20) {
+            snprintf(e, sizeof e, "\\u%04x", c);
+            tu_buf_add(&lit, e, 6);
+        } else
+            tu_buf_addc(&lit, (char)c);
+    }
+    tu_buf_addc(&lit, '"');
+    assert_int_equal(tu_json_canon(lit.data, lit.len, &want), 0);
+    if (canon.len != want.len || memcmp(canon.data, want.data, canon.len))
+        fail_msg("round trip of %.*s: got %s", (int)n, in, got);
+    tu_buf_free(&canon);
+    tu_buf_free(&want);
+    tu_buf_free(&lit);
+    free(got);
+}
+
+/* ------------------------------------------------------------- strings */
+
+static void test_string_plain(void **state)
+{
+    (void)state;
+    expect_str("", 0, "\"\"");
+    expect_str("hello", 5, "\"hello\"");
+    expect_str("a b/c", 5, "\"a b/c\"");
+    /* only n bytes are used */
+    expect_str("abcdef", 3, "\"abc\"");
+}
+
+static void test_string_escapes(void **state)
+{
+    (void)state;
+    expect_str("say \"hi\"", 8, "\"say \\\"hi\\\"\"");
+    expect_str("back\\slash", 10, "\"back\\\\slash\"");
+    expect_str("\"", 1, "\"\\\"\"");
+    expect_str("\\", 1, "\"\\\\\"");
+    /* control characters without a short form: \u00XX */
+    expect_str("\x01", 1, "\"\\u0001\"");
+    expect_str("\x1f", 1, "\"\\u001f\"");
+    expect_str("a\x0b" "b", 3, "\"a\\u000bb\"");
+    expect_str("\x1b[0m", 4, "\"\\u001b[0m\"");
+    /* an embedded NUL is data, not the end */
+    expect_str("a\0b", 3, "\"a\\u0000b\"");
+    /* DEL is not a JSON control character: passes through */
+    expect_str("\x7f", 1, "\"\x7f\"");
+    /* every control character decodes back to itself */
+    for (int c = 0; c < 0x20; c++) {
+        char in[3] = {'x', (char)c, 'y'};
+        expect_round_trip(in, 3);
+        char *got = jstr(in, 3, NULL);
+        for (const char *p = got; *p; p++)
+            if ((unsigned char)*p < 0x20)
+                fail_msg("raw control character 0x%02x in output for 0x%02x", *p, c);
+        free(got);
+    }
+    const char mix[] = "tab\there\nnew\rret\bbs\fff \"q\" \\ /";
+    expect_round_trip(mix, sizeof mix - 1);
+}
+
+static void test_string_unicode(void **state)
+{
+    (void)state;
+    /* valid UTF-8 passes through byte for byte */
+    const char *u[] = {
+        "caf\xc3\xa9",                    /* é (2 bytes) */
+        "\xe2\x82\xac",                   /* € (3 bytes) */
+        "\xf0\x9f\x98\x80",               /* 😀 (4 bytes) */
+        "\xe4\xb8\xad\xe6\x96\x87",       /* 中文 */
+        "\xef\xbf\xbf",                   /* U+FFFF */
+        "\xf4\x8f\xbf\xbf",               /* U+10FFFF, the last code point */
+        "\xe2\x80\xa8\xe2\x80\xa9",       /* U+2028/2029: valid JSON */
+        "\xc2\x80",                       /* U+0080, first 2-byte */
+        "\xe0\xa0\x80",                   /* U+0800, first 3-byte */
+        "\xf0\x90\x80\x80",               /* U+10000, first 4-byte */
+    };
+    for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "\"%s\"", u[i]);
+        expect_str(u[i], strlen(u[i]), want);
+    }
+}
+
+/* Count U+FFFD in s. */
+static int count_fffd(const char *s)
+{
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, "\xef\xbf\xbd")) != NULL; p += 3)
+        n++;
+    return n;
+}
+
+static void test_string_invalid_utf8(void **state)
+{
+    (void)state;
+    /* a lone invalid byte: exactly one U+FFFD, neighbours kept */
+    expect_str("a\xff" "b", 3, "\"a\xef\xbf\xbd" "b\"");
+    expect_str("\x80", 1, "\"\xef\xbf\xbd\"");
+    expect_str("\xfe", 1, "\"\xef\xbf\xbd\"");
+    /* malformed sequences: output valid, at least one U+FFFD, no raw bytes
+     * of the bad sequence left, ASCII around them intact */
+    static const struct {
+        const char *in;
+        size_t n;
+    } bad[] = {
+        {"x\xc3y", 3},                    /* truncated 2-byte (next is ASCII) */
+        {"x\xc3", 2},                     /* truncated at the end */
+        {"x\xe2\x82", 3},                 /* truncated 3-byte at the end */
+        {"x\xf0\x9f\x98", 4},             /* truncated 4-byte at the end */
+        {"x\xc0\xafy", 4},                /* overlong '/' */
+        {"x\xc1\xbfy", 4},                /* overlong */
+        {"x\xe0\x80\xafy", 5},            /* overlong 3-byte */
+        {"x\xf0\x80\x80\xafy", 6},        /* overlong 4-byte */
+        {"x\xed\xa0\x80y", 5},            /* UTF-16 surrogate D800 */
+        {"x\xed\xbf\xbfy", 5},            /* surrogate DFFF */
+        {"x\xf4\x90\x80\x80y", 6},        /* > U+10FFFF */
+        {"x\xf5\x80\x80\x80y", 6},        /* invalid lead */
+        {"x\xbf\xbfy", 4},                /* stray continuations */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *got = jstr(bad[i].in, bad[i].n, NULL);
+        if (count_fffd(got) < 1)
+            fail_msg("case %zu: no U+FFFD in %s", i, got);
+        if (got[1] != 'x')
+            fail_msg("case %zu: leading ASCII lost: %s", i, got);
+        if (bad[i].in[bad[i].n - 1] == 'y' && got[strlen(got) - 2] != 'y')
+            fail_msg("case %zu: trailing ASCII lost: %s", i, got);
+        free(got);
+    }
+    /* valid text after invalid bytes is still passed through */
+    char *got = jstr("\xff\xe2\x82\xac", 4, NULL);
+    assert_string_equal(got, "\"\xef\xbf\xbd\xe2\x82\xac\"");
+    free(got);
+}
+
+/* Big input (worst-case expansion) and appending to a non-empty buffer. */
+static void test_string_large_and_append(void **state)
+{
+    (void)state;
+    size_t n = 100000;
+    char *in = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        in[i] = (char)(i % 3 == 0 ? 0x01 : i % 3 == 1 ? '"' : 0xff);
+    size_t len = 0;
+    char *got = jstr(in, n, &len);
+    assert_true(len > n);
+    free(got);
+    free(in);
+
+    pgs_buf b = PGS_BUF_INIT;
+    assert_int_equal(pgs_buf_puts(&b, "["), 0);
+    assert_int_equal(pgs_json_string(&b, "a", 1), 0);
+    assert_int_equal(pgs_buf_putc(&b, ','), 0);
+    assert_int_equal(pgs_json_string(&b, "b\"", 2), 0);
+    assert_int_equal(pgs_buf_putc(&b, ']'), 0);
+    assert_string_equal(b.data, "[\"a\",\"b\\\"\"]");
+    assert_true(tu_json_valid(b.data, b.len));
+    pgs_buf_free(&b);
+}
+
+/* -------------------------------------------------------------- values */
+
+static char *jval(int kind, const char *v, int isnull)
+{
+    pgs_buf b = PGS_BUF_INIT;
+    assert_int_equal(pgs_json_value(&b, kind, v, v ? strlen(v) : 0, isnull), 0);
+    assert_int_equal(b.oom, 0);
+    if (!tu_json_valid(b.data, b.len))
+        fail_msg("pgs_json_value(%d, %s) is not valid JSON: %s", kind, v ? v : "NULL",
+                 b.data ? b.data : "(empty)");
+    return pgs_buf_steal(&b);
+}
+
+static void expect_val(int kind, const char *v, int isnull, const char *want)
+{
+    char *got = jval(kind, v, isnull);
+    if (strcmp(got, want))
+        fail_msg("pgs_json_value(kind %d, \"%s\", null=%d) = %s, want %s", kind,
+                 v ? v : "(NULL)", isnull, got, want);
+    free(got);
+}
+
+static void test_value_numbers(void **state)
+{
+    (void)state;
+    /* PostgreSQL's text forms of int2/4/8, oid, numeric, float4/8 */
+    static const char *const nums[] = {
+        "0",  "1",   "-1",  "32767", "-32768", "2147483647", "-9223372036854775808",
+        "4294967295", "1.5", "-0", "0.1", "1e+100", "1.7976931348623157e+308",
+        "5e-324", "-1.5e-10", "123456789012345678901234567890.123456789012345678901234567890",
+        "0.000000000000000000000000000001", "100.00",
+    };
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
+        expect_val(PGS_JSON_NUMBER, nums[i], 0, nums[i]);
+    /* non-finite: strings, as to_json renders them */
+    expect_val(PGS_JSON_NUMBER, "NaN", 0, "\"NaN\"");
+    expect_val(PGS_JSON_NUMBER, "Infinity", 0, "\"Infinity\"");
+    expect_val(PGS_JSON_NUMBER, "-Infinity", 0, "\"-Infinity\"");
+    expect_val(PGS_JSON_NUMBER, NULL, 1, "null");
+    expect_val(PGS_JSON_NUMBER, "", 1, "null");
+}
+
+static void test_value_bools_null_raw(void **state)
+{
+    (void)state;
+    expect_val(PGS_JSON_BOOL, "t", 0, "true");
+    expect_val(PGS_JSON_BOOL, "f", 0, "false");
+    expect_val(PGS_JSON_BOOL, "", 1, "null");
+    expect_val(PGS_JSON_RAW, "{\"a\": [1, 2, {\"b\": null}]}", 0,
+               "{\"a\": [1, 2, {\"b\": null}]}");
+    expect_val(PGS_JSON_RAW, "[]", 0, "[]");
+    expect_val(PGS_JSON_RAW, "\"str\"", 0, "\"str\"");
+    expect_val(PGS_JSON_RAW, "42", 0, "42");
+    expect_val(PGS_JSON_RAW, "null", 0, "null");
+    expect_val(PGS_JSON_RAW, "{ \"spaced\" :  1 }", 0, "{ \"spaced\" :  1 }");
+    expect_val(PGS_JSON_RAW, NULL, 1, "null");
+    expect_val(PGS_JSON_STRING, "plain", 0, "\"plain\"");
+    expect_val(PGS_JSON_STRING, "", 0, "\"\"");
+    expect_val(PGS_JSON_STRING, "", 1, "null");
+    expect_val(PGS_JSON_STRING, "{1,2,3}", 0, "\"{1,2,3}\"");
+    expect_val(PGS_JSON_STRING, "2024-01-02 03:04:05+00", 0, "\"2024-01-02 03:04:05+00\"");
+    expect_val(PGS_JSON_STRING, "\\x00ff", 0, "\"\\\\x00ff\"");
+}
+
+/* A whole row rendered from kinds, as stream.c does, parses strictly. */
+static void test_value_object(void **state)
+{
+    (void)state;
+    pgs_buf b = PGS_BUF_INIT;
+    static const struct {
+        const char *key;
+        int kind;
+        const char *v;
+        int isnull;
+    } cols[] = {
+        {"id", PGS_JSON_NUMBER, "42", 0},
+        {"f", PGS_JSON_NUMBER, "NaN", 0},
+        {"ok", PGS_JSON_BOOL, "t", 0},
+        {"nil", PGS_JSON_STRING, "", 1},
+        {"doc", PGS_JSON_RAW, "{\"x\": [1, \"y\"]}", 0},
+        {"name \"q\"", PGS_JSON_STRING, "l\xc3\xa9o\n\xf0\x9f\x98\x80", 0},
+    };
+    pgs_buf_putc(&b, '{');
+    for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++) {
+        if (i)
+            pgs_buf_putc(&b, ',');
+        pgs_json_string(&b, cols[i].key, strlen(cols[i].key));
+        pgs_buf_putc(&b, ':');
+        pgs_json_value(&b, cols[i].kind, cols[i].v, strlen(cols[i].v), cols[i].isnull);
+    }
+    pgs_buf_putc(&b, '}');
+    assert_false(b.oom);
+    const char *want = "{\"id\":42,\"f\":\"NaN\",\"ok\":true,\"nil\":null,"
+                       "\"doc\":{\"x\":[1,\"y\"]},\"name \\\"q\\\"\":\"l\xc3\xa9o\\n\xf0\x9f\x98\x80\"}";
+    assert_true(tu_json_same(b.data, b.len, want, strlen(want)));
+    pgs_buf_free(&b);
+}
+
+/* --------------------------------------------------------------- kinds */
+
+static void test_kind_oids(void **state)
+{
+    (void)state;
+    static const struct {
+        unsigned oid;
+        int kind;
+    } k[] = {
+        {21, PGS_JSON_NUMBER},   /* int2 */
+        {23, PGS_JSON_NUMBER},   /* int4 */
+        {20, PGS_JSON_NUMBER},   /* int8 */
+        {26, PGS_JSON_NUMBER},   /* oid */
+        {700, PGS_JSON_NUMBER},  /* float4 */
+        {701, PGS_JSON_NUMBER},  /* float8 */
+        {1700, PGS_JSON_NUMBER}, /* numeric */
+        {16, PGS_JSON_BOOL},     /* bool */
+        {114, PGS_JSON_RAW},     /* json */
+        {3802, PGS_JSON_RAW},    /* jsonb */
+        {25, PGS_JSON_STRING},   /* text */
+        {1043, PGS_JSON_STRING}, /* varchar */
+        {1042, PGS_JSON_STRING}, /* bpchar */
+        {19, PGS_JSON_STRING},   /* name */
+        {17, PGS_JSON_STRING},   /* bytea */
+        {1082, PGS_JSON_STRING}, /* date */
+        {1114, PGS_JSON_STRING}, /* timestamp */
+        {1184, PGS_JSON_STRING}, /* timestamptz */
+        {1186, PGS_JSON_STRING}, /* interval */
+        {2950, PGS_JSON_STRING}, /* uuid */
+        {790, PGS_JSON_STRING},  /* money: "$1.00" is not a number */
+        {1007, PGS_JSON_STRING}, /* int4[] */
+        {3807, PGS_JSON_STRING}, /* jsonb[]: array text, not JSON */
+        {199, PGS_JSON_STRING},  /* json[] */
+        {0, PGS_JSON_STRING},
+        {4294967295u, PGS_JSON_STRING},
+    };
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
+        if (pgs_json_kind(k[i].oid) != k[i].kind)
+            fail_msg("pgs_json_kind(%u) = %d, want %d", k[i].oid, pgs_json_kind(k[i].oid),
+                     k[i].kind);
+}
+
+/* ----------------------------------------------------------------- buf */
+
+static void test_buf(void **state)
+{
+    (void)state;
+    pgs_buf b = PGS_BUF_INIT;
+    char *empty = pgs_buf_steal(&b);
+    assert_non_null(empty);
+    assert_string_equal(empty, "");
+    free(empty);
+
+    assert_int_equal(pgs_buf_append(&b, "abc", 3), 0);
+    assert_int_equal(pgs_buf_putc(&b, 'd'), 0);
+    assert_int_equal(pgs_buf_puts(&b, "ef"), 0);
+    assert_int_equal(pgs_buf_printf(&b, "-%d-%s", 42, "x"), 0);
+    assert_string_equal(b.data, "abcdef-42-x");
+    assert_int_equal(b.len, 11);
+    /* printf longer than any small internal buffer */
+    char big[3000];
+    memset(big, 'z', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    assert_int_equal(pgs_buf_printf(&b, "[%s]", big), 0);
+    assert_int_equal(b.len, 11 + 2 + sizeof big - 1);
+    assert_int_equal(strlen(b.data), b.len);
+    assert_int_equal(b.data[11], '[');
+    assert_int_equal(b.data[b.len - 1], ']');
+    size_t cap = b.cap;
+    pgs_buf_clear(&b);
+    assert_int_equal(b.len, 0);
+    assert_string_equal(b.data, "");
+    assert_int_equal(b.cap, cap);
+    assert_int_equal(pgs_buf_append(&b, "\0x", 2), 0); /* binary safe */
+    assert_int_equal(b.len, 2);
+    assert_int_equal(b.data[1], 'x');
+    char *s = pgs_buf_steal(&b);
+    assert_non_null(s);
+    assert_null(b.data);
+    assert_int_equal(b.len, 0);
+    free(s);
+    /* many small appends */
+    for (int i = 0; i < 100000; i++)
+        assert_int_equal(pgs_buf_putc(&b, (char)('a' + i % 26)), 0);
+    assert_int_equal(b.len, 100000);
+    assert_int_equal(b.data[99999], 'a' + 99999 % 26);
+    assert_int_equal(b.data[100000], 0);
+    pgs_buf_free(&b);
+    pgs_buf_free(&b); /* twice is fine */
+    /* reserve that cannot be met sets the sticky oom flag */
+    assert_int_equal(pgs_buf_reserve(&b, SIZE_MAX - 16), -1);
+    assert_int_equal(b.oom, 1);
+    assert_int_equal(pgs_buf_append(&b, "x", 1), -1);
+    assert_null(pgs_buf_steal(&b));
+    pgs_buf_free(&b);
+}
+
+/* ---------------------------------------------------- the test validator */
+
+/* The validator used across the suites must itself be strict. */
+static void test_validator_self_check(void **state)
+{
+    (void)state;
+    static const char *const good[] = {
+        "0", "-0", "1.5e10", "\"\"", "\"\\u00e9\\ud83d\\ude00\"", "[]", "{}", " [1, {\"a\":null}] ",
+        "true", "false", "null", "\"\xf0\x9f\x98\x80\"",
+    };
+    static const char *const bad[] = {
+        "", "01", "1.", ".5", "+1", "NaN", "Infinity", "[1,]", "{\"a\":1,}", "{a:1}", "'x'",
+        "\"\x01\"", "\"\\x\"", "\"\\ud800\"", "\"\\udc00\"", "\"\xff\"", "\"\xc0\xaf\"",
+        "\"\xed\xa0\x80\"", "[1] [2]", "tru", "nul", "\"abc", "[",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        if (!tu_json_valid(good[i], strlen(good[i])))
+            fail_msg("validator rejects %s", good[i]);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (tu_json_valid(bad[i], strlen(bad[i])))
+            fail_msg("validator accepts %s", bad[i]);
+    const char *x = "{ \"a\" : \"\\u0041\\n\" }", *y = "{\"a\":\"A\\u000a\"}";
+    assert_true(tu_json_same(x, strlen(x), y, strlen(y)));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_validator_self_check),
+        cmocka_unit_test(test_string_plain),
+        cmocka_unit_test(test_string_escapes),
+        cmocka_unit_test(test_string_unicode),
+        cmocka_unit_test(test_string_invalid_utf8),
+        cmocka_unit_test(test_string_large_and_append),
+        cmocka_unit_test(test_value_numbers),
+        cmocka_unit_test(test_value_bools_null_raw),
+        cmocka_unit_test(test_value_object),
+        cmocka_unit_test(test_kind_oids),
+        cmocka_unit_test(test_buf),
+    };
+    return cmocka_run_group_tests_name("json", tests, NULL, NULL);
+}
