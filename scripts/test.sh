@@ -23,9 +23,9 @@
 #   PGSPOUT_PG_THROWAWAY  path of scripts/pg-throwaway.sh (for suites that
 #                         need a server of their own, e.g. TLS or restarts)
 # Test labels honoured: "nosan" tests are skipped under sanitizers,
-# "novalgrind" under valgrind; when some tests carry the label "unit", only
-# those run under valgrind.
-# Knobs: PGSPOUT_JOBS (build parallelism, default nproc).
+# "novalgrind" under valgrind; valgrind runs the tests labelled "unit".
+# Knobs: PGSPOUT_JOBS (build parallelism, default nproc),
+#        PGSPOUT_VALGRIND_LABELS (ctest -L regex for valgrind, default unit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -252,10 +252,15 @@ stage_asan() {
 }
 
 stage_valgrind() {
-  # headertest* run the compiler, not our code: nothing to check there.
-  local select=(-LE 'novalgrind|nosan' -E '^headertest') n
-  n=$(ctest --test-dir build -N -L unit | sed -n 's/^Total Tests: //p')
-  if [ "${n:-0}" != 0 ]; then select=(-L unit -LE novalgrind -E '^headertest'); fi
+  # Unit tests by default; PGSPOUT_VALGRIND_LABELS='unit|integration' adds
+  # the server tests (slower). headertest* run the compiler, not our code.
+  local labels=${PGSPOUT_VALGRIND_LABELS:-unit} n
+  local select=(-L "$labels" -LE novalgrind -E '^headertest')
+  n=$(ctest --test-dir build -N "${select[@]}" | sed -n 's/^Total Tests: //p')
+  if [ "${n:-0}" = 0 ]; then
+    echo "no tests labelled '$labels' to run under valgrind" >&2
+    return 1
+  fi
   rm -f build/Testing/Temporary/MemoryChecker.*.log
   if ! ctest --test-dir build -T memcheck --timeout 1800 "${select[@]}" \
     --overwrite MemoryCheckCommand=/usr/bin/valgrind \
