@@ -857,6 +857,81 @@ static void test_connect_timeout(void **state)
     pgspout_options_free(o);
 }
 
+/* A big row after small ones: the small rows are delivered, then EMEMORY
+ * (as with a server error mid-stream, nothing before the failure is lost). */
+static void test_max_memory_mid_stream(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    pgspout_options *o = tu_opts("max_memory", "1MB", NULL);
+    pgspout_stream *s;
+    uint64_t rows;
+    int rc = run_to_end(c,
+                        "SELECT i, CASE WHEN i = 50 THEN repeat('x', 3000000) ELSE 'small' END "
+                        "FROM generate_series(1, 100) i",
+                        o, &s, &rows);
+    assert_int_equal(rc, PGSPOUT_EMEMORY);
+    if (rows != 49)
+        fail_msg("rows delivered before the 3 MB row: %" PRIu64 ", want 49", rows);
+    pgspout_stats st = {.size = sizeof st};
+    pgspout_stream_stats(s, &st);
+    assert_int_equal(st.rows_delivered, 49);
+    assert_int_equal(pgspout_stream_state(s), PGSPOUT_STATE_FAILED);
+    pgspout_stream_close(s);
+    expect_reusable(c);
+    pgspout_options_free(o);
+    pgspout_conn_close(c);
+}
+
+/* The whole-stream deadline also ends a paused stream. */
+static void test_timeout_while_paused(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    pgspout_options *o = tu_opts("timeout", "700ms", "chunk_rows", "100", NULL);
+    pgspout_stream *s = open_sql(c, ENDLESS_SQL, o);
+    assert_int_equal(pgspout_stream_pause(s), PGSPOUT_OK);
+    const pgspout_row *r;
+    int rc;
+    double t0 = tu_now();
+    while ((rc = pgspout_stream_next(s, &r)) == PGSPOUT_OK)
+        ;
+    double took = tu_now() - t0;
+    assert_int_equal(rc, PGSPOUT_ETIMEOUT);
+    assert_true(took < 3);
+    pgspout_stats st = {.size = sizeof st};
+    pgspout_stream_stats(s, &st);
+    assert_true(st.elapsed >= 0.69 && st.elapsed < 3);
+    pgspout_stream_close(s);
+    expect_reusable(c);
+    pgspout_options_free(o);
+    pgspout_conn_close(c);
+}
+
+/* max_rows counts delivered rows: with a filter, the kept ones. */
+static void test_max_rows_with_filter(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    int seen = 0;
+    pgspout_options *o = tu_opts("chunk_rows", "7", "max_rows", "10", NULL);
+    pgspout_options_set_filter(o, keep_even, &seen);
+    pgspout_stream *s = open_pairs(c, 1000, o);
+    const pgspout_row *r;
+    int rc, n = 0;
+    while ((rc = pgspout_stream_next(s, &r)) == PGSPOUT_OK) {
+        n++;
+        assert_int_equal(atoi(pgspout_row_value(r, 0, NULL)), 2 * n);
+    }
+    assert_int_equal(rc, PGSPOUT_DONE);
+    assert_int_equal(n, 10);
+    assert_int_equal(pgspout_stream_state(s), PGSPOUT_STATE_LIMITED);
+    pgspout_stream_close(s);
+    pgspout_options_free(o);
+    expect_reusable(c);
+    pgspout_conn_close(c);
+}
+
 /* --------------------------------------------------------------- metrics */
 
 static double metric(const tu_expo *e, const char *name, const char *labels)
@@ -1193,6 +1268,9 @@ int main(void)
         cmocka_unit_test(test_progress_hook),
         cmocka_unit_test(test_filter),
         cmocka_unit_test(test_connect_timeout),
+        cmocka_unit_test(test_max_memory_mid_stream),
+        cmocka_unit_test(test_timeout_while_paused),
+        cmocka_unit_test(test_max_rows_with_filter),
         cmocka_unit_test(test_metrics_workload),
         cmocka_unit_test(test_metrics_limits_and_gauges),
         cmocka_unit_test(test_metrics_label_overflow),

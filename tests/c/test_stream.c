@@ -1493,6 +1493,301 @@ static void test_auth_failure(void **state)
     pgspout_conn_close(c);
 }
 
+/* -------------------------------------------------- more edge cases */
+
+/* next and next_chunk interleaved on one stream: every row exactly once. */
+static void test_mixed_next_and_chunk(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    pgspout_options *o = tu_opts("chunk_rows", "100", NULL);
+    long n = 10000;
+    pgspout_stream *s = open_pairs(c, n, o);
+    agg a;
+    agg_init(&a);
+    int rc = PGSPOUT_OK, i = 0;
+    while (rc == PGSPOUT_OK) {
+        if (i++ % 3 == 0) {
+            const pgspout_chunk *ch;
+            rc = pgspout_stream_next_chunk(s, 0, &ch);
+            if (rc == PGSPOUT_OK)
+                for (int j = 0; j < pgspout_chunk_nrows(ch); j++)
+                    agg_row(&a, pgspout_chunk_row(ch, j));
+        } else {
+            const pgspout_row *r;
+            rc = pgspout_stream_next(s, &r);
+            if (rc == PGSPOUT_OK)
+                agg_row(&a, r);
+        }
+    }
+    assert_int_equal(rc, PGSPOUT_DONE);
+    pgspout_stream_close(s);
+    check_pairs(c, &a, n);
+    pgspout_options_free(o);
+    pgspout_conn_close(c);
+}
+
+/* SELECT with no columns still has rows. */
+static void test_zero_columns(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    pgspout_stream *s = open_sql(c, "SELECT FROM generate_series(1, 3)", NULL);
+    assert_int_equal(pgspout_stream_ncols(s), 0);
+    const pgspout_row *r;
+    int rc, n = 0;
+    while ((rc = pgspout_stream_next(s, &r)) == PGSPOUT_OK) {
+        n++;
+        assert_int_equal(pgspout_row_ncols(r), 0);
+        assert_null(pgspout_row_value(r, 0, NULL));
+        const char *j;
+        size_t len;
+        assert_int_equal(pgspout_row_json(s, r, &j, &len), PGSPOUT_OK);
+        assert_string_equal(j, "{}");
+    }
+    assert_int_equal(rc, PGSPOUT_DONE);
+    assert_int_equal(n, 3);
+    pgspout_stream_close(s);
+    pgspout_conn_close(c);
+}
+
+/* Server-side view of a session (second connection). */
+static char *backend_field(pgspout_conn *watcher, const char *pid, const char *field)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT coalesce(%s, '<none>') FROM pg_stat_activity WHERE pid = $1::int", field);
+    const char *p[] = {pid};
+    return tu_scalar(watcher, sql, 1, p);
+}
+
+/* While paused nothing is read: the server blocks writing to its socket
+ * (wait_event ClientWrite), and the client's received count stands still. */
+static void test_pause_blocks_server(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect(), *w = tu_connect();
+    char *pid = tu_scalar(c, "SELECT pg_backend_pid()", 0, NULL);
+    long n = 400000;
+    char nb[32];
+    snprintf(nb, sizeof nb, "%ld", n);
+    const char *p[] = {nb};
+    pgspout_stream *s = NULL;
+    /* ~400-byte rows: far more than the socket buffers hold */
+    assert_int_equal(pgspout_stream_open(c,
+                                         "SELECT i, repeat(md5(i::text), 12) FROM "
+                                         "(SELECT generate_series(1, $1::int) AS i) g",
+                                         1, p, NULL, &s),
+                     PGSPOUT_OK);
+    const pgspout_row *r;
+    uint64_t got = 0;
+    for (int i = 0; i < 10; i++, got++)
+        assert_int_equal(pgspout_stream_next(s, &r), PGSPOUT_OK);
+    assert_int_equal(pgspout_stream_pause(s), PGSPOUT_OK);
+    const pgspout_chunk *ch;
+    int rc;
+    while ((rc = pgspout_stream_next_chunk(s, PGSPOUT_NONBLOCK, &ch)) == PGSPOUT_OK)
+        got += (uint64_t)pgspout_chunk_nrows(ch);
+    assert_int_equal(rc, PGSPOUT_PAUSED);
+    pgspout_stats st1 = {.size = sizeof st1}, st2 = {.size = sizeof st2};
+    pgspout_stream_stats(s, &st1);
+    char *ev = NULL;
+    for (int i = 0; i < 50; i++) { /* up to 5 s for the server to fill the socket */
+        tu_sleep_ms(100);
+        free(ev);
+        ev = backend_field(w, pid, "wait_event");
+        if (!strcmp(ev, "ClientWrite"))
+            break;
+    }
+    char *stt = backend_field(w, pid, "state");
+    pgspout_stream_stats(s, &st2);
+    print_message("paused: server wait_event %s, state %s; received %" PRIu64 " -> %" PRIu64
+                  " of %ld\n", ev, stt, st1.rows_received, st2.rows_received, n);
+    assert_string_equal(ev, "ClientWrite");
+    assert_string_equal(stt, "active");
+    assert_int_equal(st1.rows_received, st2.rows_received);
+    assert_true(st2.rows_received < (uint64_t)n);
+    free(ev);
+    free(stt);
+    assert_int_equal(pgspout_stream_resume(s), PGSPOUT_OK);
+    while ((rc = pgspout_stream_next(s, &r)) == PGSPOUT_OK)
+        got++;
+    assert_int_equal(rc, PGSPOUT_DONE);
+    assert_int_equal(got, (uint64_t)n);
+    pgspout_stream_close(s);
+    free(pid);
+    pgspout_conn_close(w);
+    pgspout_conn_close(c);
+}
+
+/* Cancel from another thread while next is blocked on a silent server: the
+ * wait is interrupted at once, and the server query is really stopped. */
+static void test_cancel_while_blocked(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect(), *w = tu_connect();
+    char *pid = tu_scalar(c, "SELECT pg_backend_pid()", 0, NULL);
+    /* rows big enough to be flushed one by one, then 30 s of silence */
+    pgspout_stream *s = open_sql(c,
+                                 "SELECT i, repeat('x', 20000), pg_sleep(CASE WHEN i = 3 THEN 30 "
+                                 "ELSE 0 END) FROM generate_series(1, 5) i",
+                                 NULL);
+    canceller k;
+    memset(&k, 0, sizeof k);
+    k.s = s;
+    k.after = 1;
+    pthread_t th;
+    const pgspout_row *r;
+    assert_int_equal(pgspout_stream_next(s, &r), PGSPOUT_OK);
+    assert_int_equal(pthread_create(&th, NULL, canceller_main, &k), 0);
+    atomic_store(&k.rows, 1);
+    int rc;
+    while ((rc = pgspout_stream_next(s, &r)) == PGSPOUT_OK)
+        ;
+    double t_end = tu_now();
+    pthread_join(th, NULL);
+    assert_int_equal(k.rc_cancel, PGSPOUT_OK);
+    assert_int_equal(rc, PGSPOUT_ECANCELLED);
+    if (t_end - k.t_cancel > 2)
+        fail_msg("next returned %.2f s after the cancel", t_end - k.t_cancel);
+    pgspout_stream_close(s);
+    char *stt = backend_field(w, pid, "state");
+    assert_string_equal(stt, "idle");
+    free(stt);
+    tu_expect_scalar(c, "SELECT 'after'", "after");
+    free(pid);
+    pgspout_conn_close(w);
+    pgspout_conn_close(c);
+}
+
+typedef struct conn_canceller {
+    pgspout_conn *c;
+    int rc;
+} conn_canceller;
+
+static void *conn_cancel_main(void *arg)
+{
+    conn_canceller *k = arg;
+    tu_sleep_ms(300);
+    k->rc = pgspout_conn_cancel(k->c);
+    return NULL;
+}
+
+/* pgspout_conn_cancel from another thread stops an open still waiting for
+ * its first result: the stream ends cancelled. */
+static void test_conn_cancel_during_open(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    /* on an idle connection: nothing to cancel, no harm done */
+    assert_int_equal(pgspout_conn_cancel(c), PGSPOUT_OK);
+    tu_expect_scalar(c, "SELECT 'idle cancel'", "idle cancel");
+    conn_canceller k = {c, 99};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, conn_cancel_main, &k), 0);
+    pgspout_stream *s = NULL;
+    double t0 = tu_now();
+    int rc = pgspout_stream_open(c, "SELECT pg_sleep(30)", 0, NULL, NULL, &s);
+    double took = tu_now() - t0;
+    pthread_join(th, NULL);
+    assert_int_equal(k.rc, PGSPOUT_OK);
+    assert_true(took < 5);
+    assert_non_null(s);
+    print_message("open cancelled by conn_cancel: %s, state %s, sqlstate %s: %s\n",
+                  pgspout_code_name(rc), pgspout_state_name(pgspout_stream_state(s)),
+                  pgspout_stream_sqlstate(s), pgspout_stream_error(s));
+    int st = pgspout_stream_state(s);
+    pgspout_stream_close(s);
+    tu_expect_scalar(c, "SELECT 'after'", "after");
+    pgspout_conn_close(c);
+    if (rc != PGSPOUT_ECANCELLED || st != PGSPOUT_STATE_CANCELLED)
+        fail_msg("open cancelled with pgspout_conn_cancel: %s / state %s, want ECANCELLED / "
+                 "cancelled", pgspout_code_name(rc), pgspout_state_name(st));
+}
+
+/* Parameters the server rejects: invalid UTF-8. */
+static void test_invalid_utf8_param(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    const char *p[] = {"ab\xff\xfe"};
+    pgspout_stream *s = NULL;
+    int rc = pgspout_stream_open(c, "SELECT $1::text", 1, p, NULL, &s);
+    assert_int_equal(rc, PGSPOUT_ESQL);
+    assert_string_equal(pgspout_stream_sqlstate(s), "22021");
+    pgspout_stream_close(s);
+    tu_expect_scalar(c, "SELECT 'ok'", "ok");
+    pgspout_conn_close(c);
+}
+
+/* Several connections streaming at once from different threads. */
+typedef struct worker {
+    long n;
+    int rc;
+    uint64_t rows;
+    char md5[33];
+    char err[256];
+} worker;
+
+static void *worker_main(void *arg)
+{
+    worker *wk = arg;
+    pgspout_conn *c = NULL;
+    if (pgspout_connect(tu_dsn(), &c) != PGSPOUT_OK) {
+        snprintf(wk->err, sizeof wk->err, "connect: %s", pgspout_conn_error(c));
+        wk->rc = -100;
+        pgspout_conn_close(c);
+        return NULL;
+    }
+    char nb[32];
+    snprintf(nb, sizeof nb, "%ld", wk->n);
+    const char *p[] = {nb};
+    pgspout_options *o = pgspout_options_new();
+    pgspout_options_set(o, "chunk_rows", "500");
+    pgspout_stream *s = NULL;
+    wk->rc = pgspout_stream_open(c, PAIRS_SQL, 1, p, o, &s);
+    if (wk->rc == PGSPOUT_OK) {
+        agg a;
+        agg_init(&a);
+        const pgspout_row *r;
+        while ((wk->rc = pgspout_stream_next(s, &r)) == PGSPOUT_OK)
+            agg_row(&a, r);
+        wk->rows = a.bad_order ? 0 : a.rows;
+        tu_md5_hex(&a.md5, wk->md5);
+    }
+    if (wk->rc != PGSPOUT_DONE && s)
+        snprintf(wk->err, sizeof wk->err, "%s", pgspout_stream_error(s));
+    pgspout_stream_close(s);
+    pgspout_options_free(o);
+    pgspout_conn_close(c);
+    return NULL;
+}
+
+static void test_concurrent_connections(void **state)
+{
+    (void)state;
+    enum { W = 6 };
+    worker wk[W];
+    pthread_t th[W];
+    for (int i = 0; i < W; i++) {
+        memset(&wk[i], 0, sizeof wk[i]);
+        wk[i].n = 30000 + i * 1000;
+        assert_int_equal(pthread_create(&th[i], NULL, worker_main, &wk[i]), 0);
+    }
+    for (int i = 0; i < W; i++)
+        pthread_join(th[i], NULL);
+    pgspout_conn *c = tu_connect();
+    for (int i = 0; i < W; i++) {
+        if (wk[i].rc != PGSPOUT_DONE)
+            fail_msg("worker %d: %d %s", i, wk[i].rc, wk[i].err);
+        assert_int_equal(wk[i].rows, (uint64_t)wk[i].n);
+        char want[33];
+        server_pairs_md5(c, wk[i].n, want);
+        assert_string_equal(wk[i].md5, want);
+    }
+    pgspout_conn_close(c);
+}
+
 /* "The library never prints": server notices and warnings must not reach
  * stderr (libpq's default notice processor prints them there). */
 static int hook_calls;
@@ -1592,6 +1887,13 @@ int main(void)
         cmocka_unit_test(test_bad_dsn),
         cmocka_unit_test(test_auth_failure),
         cmocka_unit_test(test_never_prints),
+        cmocka_unit_test(test_mixed_next_and_chunk),
+        cmocka_unit_test(test_zero_columns),
+        cmocka_unit_test(test_pause_blocks_server),
+        cmocka_unit_test(test_cancel_while_blocked),
+        cmocka_unit_test(test_conn_cancel_during_open),
+        cmocka_unit_test(test_invalid_utf8_param),
+        cmocka_unit_test(test_concurrent_connections),
     };
     return cmocka_run_group_tests_name("stream", tests, NULL, NULL);
 }
