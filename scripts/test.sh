@@ -211,6 +211,13 @@ stage_install() {
   check_example "$work/ex-cmake/stream_rows" "find_package build"
 
   # examples/ through pkg-config, as examples/README.md shows
+  local pc_inc
+  pc_inc=$(PKG_CONFIG_PATH="$(dirname "$pc")" pkg-config --variable=includedir pgspout)
+  if [ ! -f "$pc_inc/pgspout.h" ]; then
+    echo "pgspout.pc points at includedir=$pc_inc, but the install went to $prefix:" >&2
+    echo "the .pc file must follow 'cmake --install --prefix' (e.g. prefix=\${pcfiledir}/../..)" >&2
+    return 1
+  fi
   # shellcheck disable=SC2046
   cc -std=c11 -Wall -Wextra -Werror -o "$work/stream_rows_pc" examples/stream_rows.c \
     $(PKG_CONFIG_PATH="$(dirname "$pc")" pkg-config --cflags --libs pgspout) \
