@@ -979,7 +979,9 @@ typedef struct PgsStream PgsStream;
 typedef struct PgsConn {
     pgspout_conn *c;     /* NULL once closed */
     PgsStream *stream;   /* the open stream on it (not owned) */
-    int busy;            /* calls in progress with the GIL released */
+    int busy;            /* owner calls in progress with the GIL released */
+    int inflight;        /* conn.cancel() calls (any thread) in progress */
+    int closing;         /* close started: new calls are refused */
 } PgsConn;
 
 struct PgsStream {
@@ -1178,6 +1180,10 @@ static int stream_fill(PgsStream *w)
     }
     if (w->busy) {
         pgs_raise(PGSPOUT_EBUSY, "the stream is being read by another thread", NULL);
+        return -1;
+    }
+    if (w->conn != NULL && w->conn->closing) {
+        pgs_raise(PGSPOUT_ESTATE, "the stream's connection is closing", NULL);
         return -1;
     }
     pgspout_stream *s = w->s;
@@ -1456,13 +1462,27 @@ static int pgs_conn_shutdown(PgsConn *w, int wait)
 {
     if (w->c == NULL)
         return 0;
-    if (w->busy) {
-        if (!wait) {
-            pgs_raise(PGSPOUT_EBUSY,
-                      "the connection is in use by another thread (cancel its stream first)", NULL);
-            return -1;
+    if (w->closing) { /* another thread is closing it: wait for that */
+        while (w->c != NULL) {
+            Py_BEGIN_ALLOW_THREADS
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+            Py_END_ALLOW_THREADS
         }
-        pgs_wait_zero(&w->busy);
+        return 0;
+    }
+    if (w->busy && !wait) {
+        pgs_raise(PGSPOUT_EBUSY,
+                  "the connection is in use by another thread (cancel its stream first)", NULL);
+        return -1;
+    }
+    /* refuse new calls, then wait for the ones running on other threads */
+    w->closing = 1;
+    while (w->busy > 0 || w->inflight > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+        Py_END_ALLOW_THREADS
     }
     if (w->stream != NULL) {
         PgsStream *st = w->stream;
@@ -1480,7 +1500,7 @@ static int pgs_conn_shutdown(PgsConn *w, int wait)
 
 static PgsStream *pgs_conn_open(PgsConn *cw, PyObject *sql, PyObject *params, PyObject *opts)
 {
-    if (cw->c == NULL) {
+    if (cw->c == NULL || cw->closing) {
         pgs_raise(PGSPOUT_ESTATE, "the connection is closed", NULL);
         return NULL;
     }
@@ -1633,7 +1653,7 @@ typedef struct PgsStream {} PgsStream;
             return NULL;
         PGS_RETURN_NONE;
     }
-    PyObject *closed() { return PyBool_FromLong($self->c == NULL); }
+    PyObject *closed() { return PyBool_FromLong($self->c == NULL || $self->closing); }
     PyObject *ok() { return PyBool_FromLong($self->c != NULL && pgspout_conn_ok($self->c)); }
     PyObject *server_version() {
         if ($self->c == NULL)
@@ -1646,15 +1666,15 @@ typedef struct PgsStream {} PgsStream;
     }
     /* Cancel whatever runs on the connection. Any thread. */
     PyObject *cancel() {
-        if ($self->c == NULL)
+        if ($self->c == NULL || $self->closing)
             return pgs_raise(PGSPOUT_ESTATE, "the connection is closed", NULL);
         pgspout_conn *c = $self->c;
         int rc;
-        $self->busy++;
+        $self->inflight++;
         Py_BEGIN_ALLOW_THREADS
         rc = pgspout_conn_cancel(c);
         Py_END_ALLOW_THREADS
-        $self->busy--;
+        $self->inflight--;
         if (rc < 0)
             return pgs_raise(rc, "cancel failed", NULL);
         PGS_RETURN_NONE;
