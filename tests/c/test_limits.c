@@ -162,6 +162,7 @@ static void test_max_rows(void **state)
         {"250", 10000, 250, 1}, {"200", 10000, 200, 1}, {"1", 10000, 1, 1},
         {"100", 50, 50, 0},     {"50", 50, 50, 0},
     };
+    int wrong_state = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         for (int chunked = 0; chunked < 2; chunked++) {
             pgspout_options *o = tu_opts("chunk_rows", "100", "max_rows", cases[i].max, NULL);
@@ -183,9 +184,12 @@ static void test_max_rows(void **state)
                 fail_msg("max_rows=%s: %s: %s", cases[i].max, pgspout_code_name(rc),
                          pgspout_stream_error(s));
             int st = pgspout_stream_state(s);
-            if (st != (cases[i].limited ? PGSPOUT_STATE_LIMITED : PGSPOUT_STATE_DONE))
-                fail_msg("max_rows=%s over %ld rows: state %s", cases[i].max, cases[i].result,
-                         pgspout_state_name(st));
+            if (st != (cases[i].limited ? PGSPOUT_STATE_LIMITED : PGSPOUT_STATE_DONE)) {
+                print_error("max_rows=%s over %ld rows (%s): state %s, want %s\n", cases[i].max,
+                            cases[i].result, chunked ? "next_chunk" : "next",
+                            pgspout_state_name(st), cases[i].limited ? "limited" : "done");
+                wrong_state++;
+            }
             const pgspout_row *r;
             assert_int_equal(pgspout_stream_next(s, &r), PGSPOUT_DONE);
             assert_int_equal(pgspout_stream_next(s, &r), PGSPOUT_DONE);
@@ -213,6 +217,8 @@ static void test_max_rows(void **state)
     pgspout_options_free(o);
     expect_reusable(c);
     pgspout_conn_close(c);
+    if (wrong_state)
+        fail_msg("%d max_rows case(s) ended in the wrong state", wrong_state);
 }
 
 /* --------------------------------------------------------------- timeout */
@@ -857,6 +863,49 @@ static void test_connect_timeout(void **state)
     pgspout_options_free(o);
 }
 
+/* Run a statement that returns no rows; expect DONE. */
+static void exec_ok(pgspout_conn *c, const char *sql)
+{
+    pgspout_stream *s;
+    uint64_t rows;
+    int rc = run_to_end(c, sql, NULL, &s, &rows);
+    if (rc != PGSPOUT_DONE)
+        fail_msg("%s: %s: %s", sql, pgspout_code_name(rc), s ? pgspout_stream_error(s) : "");
+    pgspout_stream_close(s);
+}
+
+/* max_rows ends the stream "cleanly": inside the caller's transaction the
+ * transaction must survive (a cancel would abort it, and the later COMMIT
+ * would silently roll back). */
+static void test_max_rows_in_transaction(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    exec_ok(c, "CREATE TEMP TABLE limits_tx (a int)");
+    exec_ok(c, "BEGIN");
+    exec_ok(c, "INSERT INTO limits_tx VALUES (1)");
+    pgspout_options *o = tu_opts("max_rows", "10", NULL);
+    pgspout_stream *s;
+    uint64_t rows;
+    assert_int_equal(run_to_end(c, ENDLESS_SQL, o, &s, &rows), PGSPOUT_DONE);
+    assert_int_equal(rows, 10);
+    assert_int_equal(pgspout_stream_state(s), PGSPOUT_STATE_LIMITED);
+    pgspout_stream_close(s);
+    pgspout_options_free(o);
+    int rc = run_to_end(c, "INSERT INTO limits_tx VALUES (2)", NULL, &s, &rows);
+    char err[256];
+    snprintf(err, sizeof err, "%s", s ? pgspout_stream_error(s) : "");
+    pgspout_stream_close(s);
+    exec_ok(c, "COMMIT");
+    char *n = tu_scalar(c, "SELECT count(*) FROM limits_tx", 0, NULL);
+    int count = atoi(n);
+    free(n);
+    pgspout_conn_close(c);
+    if (rc != PGSPOUT_DONE || count != 2)
+        fail_msg("after a max_rows stream inside BEGIN: next INSERT %s (%s), rows committed %d "
+                 "of 2", pgspout_code_name(rc), err, count);
+}
+
 /* A big row after small ones: the small rows are delivered, then EMEMORY
  * (as with a server error mid-stream, nothing before the failure is lost). */
 static void test_max_memory_mid_stream(void **state)
@@ -1271,6 +1320,7 @@ int main(void)
         cmocka_unit_test(test_max_memory_mid_stream),
         cmocka_unit_test(test_timeout_while_paused),
         cmocka_unit_test(test_max_rows_with_filter),
+        cmocka_unit_test(test_max_rows_in_transaction),
         cmocka_unit_test(test_metrics_workload),
         cmocka_unit_test(test_metrics_limits_and_gauges),
         cmocka_unit_test(test_metrics_label_overflow),

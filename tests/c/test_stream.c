@@ -1418,9 +1418,12 @@ static void expect_connect_fails(const char *dsn, const char *secret)
 {
     pgspout_conn *c = NULL;
     int rc = pgspout_connect(dsn, &c);
-    if (rc != PGSPOUT_ECONNECT)
-        fail_msg("connect(%s) = %s, want ECONNECT: %s", dsn, pgspout_code_name(rc),
-                 c ? pgspout_conn_error(c) : "(no handle)");
+    if (rc != PGSPOUT_ECONNECT) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", c ? pgspout_conn_error(c) : "(no handle)");
+        pgspout_conn_close(c);
+        fail_msg("connect(%s) = %s, want ECONNECT: %s", dsn, pgspout_code_name(rc), msg);
+    }
     assert_non_null(c);
     const char *e = pgspout_conn_error(c);
     assert_non_null(e);
@@ -1490,6 +1493,68 @@ static void test_auth_failure(void **state)
     pgspout_stream_close(s);
     free(port);
     free(db);
+    pgspout_conn_close(c);
+}
+
+/* Connection strings: "" (PG* environment), URI, and client_encoding is
+ * always UTF8 whatever the caller asks. */
+static void test_conninfo_forms(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    char *port = tu_scalar(c, "SELECT current_setting('port')", 0, NULL);
+    char *user = tu_scalar(c, "SELECT current_user", 0, NULL);
+    char *db = tu_scalar(c, "SELECT current_database()", 0, NULL);
+    tu_expect_scalar(c, "SHOW client_encoding", "UTF8");
+    pgspout_conn_close(c);
+
+    char uri[256];
+    snprintf(uri, sizeof uri, "postgresql://%s@127.0.0.1:%s/%s?application_name=pgspout_uri",
+             user, port, db);
+    c = NULL;
+    int rc = pgspout_connect(uri, &c);
+    if (rc != PGSPOUT_OK)
+        fail_msg("connect(%s): %s", uri, pgspout_conn_error(c));
+    tu_expect_scalar(c, "SELECT current_setting('application_name')", "pgspout_uri");
+    pgspout_conn_close(c);
+
+    char *dsn = tu_dsn_with("client_encoding=LATIN1");
+    c = NULL;
+    assert_int_equal(pgspout_connect(dsn, &c), PGSPOUT_OK);
+    free(dsn);
+    tu_expect_scalar(c, "SHOW client_encoding", "UTF8");
+    tu_expect_scalar(c, "SELECT E'\\u00e9\\U0001F600'", "\xc3\xa9\xf0\x9f\x98\x80");
+    pgspout_conn_close(c);
+
+    const char *h = getenv("PGHOST"), *pp = getenv("PGPORT");
+    if (h && pp && !strcmp(pp, port)) {
+        c = NULL;
+        rc = pgspout_connect("", &c);
+        if (rc != PGSPOUT_OK)
+            fail_msg("connect(\"\") with PGHOST/PGPORT: %s", pgspout_conn_error(c));
+        tu_expect_scalar(c, "SELECT current_setting('port')", port);
+        pgspout_conn_close(c);
+    } else
+        print_message("PGHOST/PGPORT not set for this server: connect(\"\") not checked\n");
+    free(port);
+    free(user);
+    free(db);
+}
+
+/* COPY is not a result a stream can deliver: a clear error, connection fine. */
+static void test_copy_rejected(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    pgspout_stream *s = NULL;
+    int rc = pgspout_stream_open(c, "COPY (SELECT 1) TO STDOUT", 0, NULL, NULL, &s);
+    const pgspout_row *r;
+    if (rc == PGSPOUT_OK)
+        rc = pgspout_stream_next(s, &r);
+    assert_int_equal(rc, PGSPOUT_ESQL);
+    assert_true(strlen(pgspout_stream_error(s)) > 0);
+    pgspout_stream_close(s);
+    tu_expect_scalar(c, "SELECT 'after copy'", "after copy");
     pgspout_conn_close(c);
 }
 
@@ -1845,12 +1910,12 @@ static void test_never_prints(void **state)
     assert_int_equal(rcs[3], PGSPOUT_ESQL);
     assert_int_equal(rcs[4], PGSPOUT_ESQL);
     print_message("log hook calls for 3 server notices: %d\n", hook_calls);
+    tu_expect_scalar(c, "SELECT 'quiet'", "quiet");
+    pgspout_conn_close(c);
     if (n > 0) {
         buf[n] = 0;
         fail_msg("the library wrote %zd bytes to stderr:\n%s", n, buf);
     }
-    tu_expect_scalar(c, "SELECT 'quiet'", "quiet");
-    pgspout_conn_close(c);
 }
 
 int main(void)
@@ -1894,6 +1959,8 @@ int main(void)
         cmocka_unit_test(test_conn_cancel_during_open),
         cmocka_unit_test(test_invalid_utf8_param),
         cmocka_unit_test(test_concurrent_connections),
+        cmocka_unit_test(test_conninfo_forms),
+        cmocka_unit_test(test_copy_rejected),
     };
     return cmocka_run_group_tests_name("stream", tests, NULL, NULL);
 }
