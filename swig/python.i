@@ -23,6 +23,7 @@
 
 %{
 #include <datetime.h>
+#include <poll.h>
 #include <structmember.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -1156,6 +1157,47 @@ fail:
     return NULL;
 }
 
+/* pgspout_stream_next_chunk that Ctrl-C can interrupt: the core's blocking
+ * wait retries on EINTR, so drive it non-blocking and wait here (GIL
+ * released) on its descriptor in slices, running Python's signal handlers
+ * between them. Returns the core's code, or PGS_INTERRUPTED with the
+ * handler's exception set. */
+#define PGS_INTERRUPTED (-1000)
+#define PGS_WAIT_SLICE_MS 100
+
+static int stream_wait_chunk(pgspout_stream *s, const pgspout_chunk **ch)
+{
+    int spins = 0; /* paused, and the descriptor fired without a change */
+    for (;;) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = pgspout_stream_next_chunk(s, PGSPOUT_NONBLOCK, ch);
+        if (rc == PGSPOUT_AGAIN || rc == PGSPOUT_PAUSED) {
+            int fd = pgspout_stream_socket(s);
+            int ms = pgspout_stream_wait_ms(s);
+            if (ms < 0 || ms > PGS_WAIT_SLICE_MS)
+                ms = PGS_WAIT_SLICE_MS;
+            if (fd < 0 || spins >= 3) {
+                /* no descriptor, or one that stays readable while paused:
+                 * poll the stream at a modest pace instead */
+                if (spins >= 3 && ms > 5)
+                    ms = 5;
+                struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+                nanosleep(&ts, NULL);
+            } else {
+                struct pollfd p = {fd, POLLIN, 0};
+                int r = poll(&p, 1, ms);
+                spins = r > 0 && rc == PGSPOUT_PAUSED ? spins + 1 : 0;
+            }
+        }
+        Py_END_ALLOW_THREADS
+        if (rc != PGSPOUT_AGAIN && rc != PGSPOUT_PAUSED)
+            return rc;
+        if (PyErr_CheckSignals() < 0)
+            return PGS_INTERRUPTED;
+    }
+}
+
 /* Get the next chunk of converted rows into w->chunk. 1: rows, 0: the end,
  * -1: an error is set. */
 static int stream_fill(PgsStream *w)
@@ -1193,12 +1235,12 @@ static int stream_fill(PgsStream *w)
     w->busy = 1;
     if (conn)
         conn->busy++;
-    Py_BEGIN_ALLOW_THREADS
-    rc = pgspout_stream_next_chunk(s, 0, &ch);
-    Py_END_ALLOW_THREADS
+    rc = stream_wait_chunk(s, &ch);
     if (conn)
         conn->busy--;
     w->busy = 0;
+    if (rc == PGS_INTERRUPTED)
+        return -1; /* KeyboardInterrupt & co: the stream stays as it was */
     if (rc == PGSPOUT_OK) {
         PyObject *rows = convert_chunk(w, ch);
         if (rows == NULL) {

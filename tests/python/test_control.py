@@ -234,3 +234,33 @@ def test_pause_timeout_cancel(conn):
         assert ei.value.code == pgspout.EPAUSE_TIMEOUT
         assert ei.value.code_name == "epause_timeout"
     assert one(conn, "SELECT 11") == (11,)
+
+
+def test_signal_interrupts_blocked_iteration(conn):
+    # Python signal handlers run while next() waits (Ctrl-C works); the
+    # stream is left as it was and can be closed or read on.
+    import os
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted()
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        s = conn.stream("SELECT i, repeat('x', 1000), pg_sleep(CASE WHEN i = 200 THEN 30 ELSE 0 END) "
+                        "FROM generate_series(1, 200) i", chunk_rows=1)
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        n = 0
+        t0 = time.monotonic()
+        with pytest.raises(Interrupted):
+            for _ in s:
+                n += 1
+        assert time.monotonic() - t0 < 5
+        assert 0 < n < 200 and s.state == "running"
+        s.close()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert one(conn, "SELECT 14") == (14,)
