@@ -165,7 +165,8 @@ PGSPOUT_EXTERN int pgspout_options_set_filter(pgspout_options *o,
  * never included); close it. Returns OK, EINVAL, ENOMEM, ECONNECT. */
 PGSPOUT_EXTERN int pgspout_connect(const char *conninfo, pgspout_conn **out);
 /* As pgspout_connect with connection keys from opts (NULL = none); opts
- * stream keys are ignored. Returns also EVALUE for a bad conninfo. */
+ * stream keys are ignored. A malformed conninfo is ECONNECT too, with
+ * libpq's reason in pgspout_conn_error(). */
 PGSPOUT_EXTERN int pgspout_connect_opts(const char *conninfo,
                                         const pgspout_options *opts,
                                         pgspout_conn **out);
@@ -330,8 +331,9 @@ typedef struct pgspout_stats {
     double progress;              /* 0..1 with expected_rows, else -1 */
     double eta;                   /* seconds left with expected_rows, else -1 */
 } pgspout_stats;
-#ifdef __cplusplus
-#define PGSPOUT_STATS_INIT {sizeof(pgspout_stats)}
+#ifdef __cplusplus /* every member, so -Wmissing-field-initializers stays quiet */
+#define PGSPOUT_STATS_INIT                                                                         \
+    {sizeof(pgspout_stats), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 #else
 #define PGSPOUT_STATS_INIT {.size = sizeof(pgspout_stats)}
 #endif

@@ -23,6 +23,16 @@ void pgs_conn_set_error(pgspout_conn *c, const char *fmt, ...)
     c->err = strdup(msg);
 }
 
+/* Server notices and warnings go to the log hook, never to stderr. */
+static void notice_to_log(void *arg, const PGresult *res)
+{
+    (void)arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    int level = sev && strcmp(sev, "WARNING") == 0 ? 2 : 1;
+    pgs_log(level, "server %s: %s", sev ? sev : "NOTICE", msg ? msg : "");
+}
+
 /* Milliseconds as the whole seconds libpq wants (rounded up, at least 1). */
 static void put_seconds(char *dst, size_t n, int64_t ms)
 {
@@ -86,8 +96,11 @@ int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts, pgsp
     PQconninfoOption *parsed = PQconninfoParse(conninfo, &perr);
     if (parsed == NULL) {
         pgs_conn_set_error(c, "invalid connection string: %s", perr ? perr : "out of memory");
+        int code = perr ? PGSPOUT_ECONNECT : PGSPOUT_ENOMEM;
         PQfreemem(perr);
-        return perr ? PGSPOUT_EVALUE : PGSPOUT_ENOMEM;
+        c->broken = 1;
+        pgs_metrics_connect(0, 0);
+        return code;
     }
     PQconninfoFree(parsed);
 
@@ -106,6 +119,7 @@ int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts, pgsp
         return PGSPOUT_ECONNECT;
     }
     c->cancel = PQgetCancel(c->pg);
+    PQsetNoticeReceiver(c->pg, notice_to_log, NULL);
     pgs_metrics_connect(1, secs);
     return PGSPOUT_OK;
 }
@@ -172,5 +186,6 @@ int pgspout_conn_cancel(pgspout_conn *c)
 {
     if (c == NULL)
         return PGSPOUT_EINVAL;
+    atomic_fetch_add(&c->cancel_gen, 1); /* the stream reports ECANCELLED, not ESQL */
     return pgs_conn_send_cancel(c) == 0 ? PGSPOUT_OK : PGSPOUT_ECONN;
 }

@@ -21,6 +21,7 @@ struct pgspout_conn {
     pgspout_stream *active;  /* the stream running on this connection */
     int broken;              /* desynchronised or lost: no more streams */
     int64_t statement_timeout_ms; /* value last SET on the session, -1 unknown */
+    _Atomic unsigned cancel_gen; /* bumped by pgspout_conn_cancel */
     pid_t pid;               /* the process that connected: a forked child
                                 must not read, write or cancel on its behalf */
     char *err;               /* malloc'd message, NULL = none */
@@ -81,8 +82,10 @@ struct pgspout_stream {
     _Atomic int cancel_req;
     pthread_mutex_t ctl;      /* orders cancel (any thread) against the end */
     int server_done;          /* the query is finished on the server side */
+    int savepoint;            /* opened inside a transaction: runs under one */
     int pend_state;           /* end found while rows were still buffered */
     int pend_code;            /* ... and the code next returns for it */
+    unsigned cancel_gen;      /* conn->cancel_gen when the stream opened */
     int result_code;          /* what next returns after the end */
     int limit_reason;         /* PGS_LIMIT_* for a limited/limit-failed end */
     int warned;               /* memory_warn crossed already */

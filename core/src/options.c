@@ -85,33 +85,63 @@ void pgspout_options_free(pgspout_options *o) { free(o); }
 
 const char *pgspout_options_error(const pgspout_options *o) { return o ? o->err : ""; }
 
-/* "12", "1.5": a non-negative decimal; *end is left at the first other char. */
-static int parse_number(const char *s, double *out, const char **end)
+/* A non-negative decimal "12" or "1.5", exactly: the integer part and the
+ * fraction are kept apart so whole numbers up to INT64_MAX parse without
+ * rounding, and fractions are a correctly rounded mantissa / 10^k. *end is
+ * left at the first other character (after spaces). */
+typedef struct decimal {
+    int64_t whole;
+    double frac;   /* in [0, 1) */
+    int has_frac;
+} decimal;
+
+static int parse_decimal(const char *s, decimal *d, const char **end)
 {
+    static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
     const char *p = s;
-    double v = 0;
     int digits = 0;
+    d->whole = 0;
+    d->frac = 0;
+    d->has_frac = 0;
     if (*p == '+')
         p++;
     while (isdigit((unsigned char)*p)) {
-        v = v * 10 + (*p++ - '0');
+        int v = *p++ - '0';
+        if (d->whole > (INT64_MAX - v) / 10)
+            return -1;
+        d->whole = d->whole * 10 + v;
         digits++;
     }
     if (*p == '.') {
-        double scale = 0.1;
+        int64_t mant = 0;
+        int k = 0;
         p++;
         while (isdigit((unsigned char)*p)) {
-            v += (*p++ - '0') * scale;
-            scale /= 10;
+            if (k < 15) { /* further digits are below double precision here */
+                mant = mant * 10 + (*p - '0');
+                k++;
+            }
+            p++;
             digits++;
         }
+        d->frac = (double)mant / pow10[k];
+        d->has_frac = 1;
     }
-    if (!digits || !isfinite(v))
+    if (!digits)
         return -1;
     while (*p == ' ')
         p++;
-    *out = v;
     *end = p;
+    return 0;
+}
+
+static int parse_number(const char *s, double *out, const char **end)
+{
+    decimal d;
+    if (parse_decimal(s, &d, end) != 0)
+        return -1;
+    *out = (double)d.whole + d.frac;
     return 0;
 }
 
@@ -135,12 +165,16 @@ static int parse_int(const char *s, int64_t *out)
     return 0;
 }
 
-static int scaled(double v, double mult, int64_t *out)
+/* d times mult, exactly for whole numbers; -1 on overflow. */
+static int scaled(const decimal *d, int64_t mult, int64_t *out)
 {
-    double r = v * mult;
-    if (!(r < 9.2e18))
+    if (d->whole > INT64_MAX / mult)
         return -1;
-    *out = (int64_t)llround(r);
+    int64_t v = d->whole * mult;
+    double f = d->frac * (double)mult;
+    if ((double)(INT64_MAX - v) < f)
+        return -1;
+    *out = v + (int64_t)llround(f);
     return 0;
 }
 
@@ -148,36 +182,44 @@ int pgs_parse_size(const char *s, int64_t *out)
 {
     static const struct {
         const char *unit;
-        double mult;
-    } units[] = {{"", 1},           {"B", 1},           {"kB", 1024.0},     {"KB", 1024.0},
-                 {"K", 1024.0},     {"MB", 1048576.0},  {"M", 1048576.0},   {"GB", 1073741824.0},
-                 {"G", 1073741824.0}, {"TB", 1099511627776.0}, {"T", 1099511627776.0}};
-    double v;
+        int64_t mult;
+    } units[] = {{"", 1},           {"B", 1},           {"kB", 1024},
+                 {"KB", 1024},      {"K", 1024},        {"MB", INT64_C(1) << 20},
+                 {"M", INT64_C(1) << 20}, {"GB", INT64_C(1) << 30}, {"G", INT64_C(1) << 30},
+                 {"TB", INT64_C(1) << 40}, {"T", INT64_C(1) << 40}};
+    decimal d;
     const char *end;
-    if (s == NULL || parse_number(s, &v, &end) != 0)
+    if (s == NULL || parse_decimal(s, &d, &end) != 0)
         return -1;
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
         if (strcmp(end, units[i].unit) == 0)
-            return scaled(v, units[i].mult, out);
+            return scaled(&d, units[i].mult, out);
     return -1;
 }
 
 int pgs_parse_duration_ms(const char *s, int64_t *out)
 {
+    decimal d;
+    const char *end;
+    if (s == NULL || parse_decimal(s, &d, &end) != 0)
+        return -1;
+    if (strcmp(end, "us") == 0) { /* rounded up to whole milliseconds */
+        int64_t us;
+        if (scaled(&d, 1, &us) != 0)
+            return -1;
+        *out = us / 1000 + (us % 1000 != 0);
+        return 0;
+    }
     static const struct {
         const char *unit;
-        double ms;
-    } units[] = {{"", 1000},        {"us", 0.001},     {"ms", 1},          {"s", 1000},
-                 {"sec", 1000},     {"min", 60000},    {"h", 3600000},     {"d", 86400000}};
-    double v;
-    const char *end;
-    if (s == NULL || parse_number(s, &v, &end) != 0)
-        return -1;
+        int64_t ms;
+    } units[] = {{"", 1000},   {"ms", 1},        {"s", 1000},
+                 {"sec", 1000}, {"min", 60000},  {"h", 3600000}, {"d", 86400000}};
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
         if (strcmp(end, units[i].unit) == 0) {
-            if (scaled(v, units[i].ms, out) != 0)
+            if (scaled(&d, units[i].ms, out) != 0)
                 return -1;
-            if (*out == 0 && v > 0) /* "100us" is not "no limit" */
+            if (*out == 0 && (d.whole > 0 || d.frac > 0)) /* "0.1ms" is not "no limit" */
                 *out = 1;
             return 0;
         }
@@ -224,6 +266,39 @@ static int valid_label(const char *s)
     return 1;
 }
 
+static size_t field_size(const opt_def *d)
+{
+    switch (d->kind) {
+    case K_FRAC:
+    case K_RATE: return sizeof(double);
+    case K_BOOL:
+    case K_ENUM: return sizeof(int);
+    case K_LABEL: return PGS_LABEL_MAX + 1;
+    default: return sizeof(int64_t);
+    }
+}
+
+/* The shortest %g rendering that parses back to v. */
+static void put_double(char *out, size_t n, double v)
+{
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(out, n, "%.*f", prec, v);
+        /* trim trailing zeros: "0.500000000000000" -> "0.5" */
+        char *dot = strchr(out, '.');
+        if (dot) {
+            char *e = out + strlen(out) - 1;
+            while (e > dot && *e == '0')
+                *e-- = '\0';
+            if (e == dot)
+                *e = '\0';
+        }
+        double back;
+        const char *end;
+        if (parse_number(out, &back, &end) == 0 && !*end && back == v)
+            return;
+    }
+}
+
 static const opt_def *find_def(const char *key)
 {
     for (size_t i = 0; i < NDEFS; i++)
@@ -255,6 +330,13 @@ int pgspout_options_set(pgspout_options *o, const char *key, const char *value)
         return PGSPOUT_EOPTION;
     }
     char *field = (char *)o + d->off;
+    if (strcmp(value, "default") == 0) { /* back to the default (unset) */
+        pgspout_options def;
+        pgs_options_defaults(&def);
+        memcpy(field, (const char *)&def + d->off, field_size(d));
+        o->err[0] = '\0';
+        return PGSPOUT_OK;
+    }
     int64_t i64 = 0;
     double dbl;
     const char *end;
@@ -336,19 +418,17 @@ const char *pgspout_options_get(const pgspout_options *o, const char *key)
     switch (d->kind) {
     case K_INT:
     case K_SIZE:
-        snprintf(out, sizeof out, "%lld", (long long)*(const int64_t *)field);
-        break;
     case K_DUR: {
-        int64_t ms = *(const int64_t *)field;
-        if (ms < 0)
-            snprintf(out, sizeof out, "unset");
+        int64_t v = *(const int64_t *)field;
+        if (v < 0) /* a connection key left to libpq */
+            snprintf(out, sizeof out, "default");
         else
-            snprintf(out, sizeof out, "%lldms", (long long)ms);
+            snprintf(out, sizeof out, "%lld%s", (long long)v, d->kind == K_DUR ? "ms" : "");
         break;
     }
     case K_FRAC:
     case K_RATE:
-        snprintf(out, sizeof out, "%g", *(const double *)field);
+        put_double(out, sizeof out, *(const double *)field);
         break;
     case K_BOOL:
         snprintf(out, sizeof out, "%s", *(const int *)field ? "on" : "off");
@@ -367,7 +447,7 @@ const char *pgspout_options_get(const pgspout_options *o, const char *key)
         break;
     }
     case K_LABEL:
-        snprintf(out, sizeof out, "%s", field);
+        snprintf(out, sizeof out, "%s", *field ? field : "default");
         break;
     }
     return out;

@@ -212,16 +212,24 @@ static void stream_end(pgspout_stream *s, int state, int code)
     }
 }
 
-/* Read and discard what is left of the current query. 0, or -1 if the
- * connection could not be brought back to idle before the deadline. */
+enum { DRAINED_ROWS = 1, DRAINED_ERROR = 2 };
+
+/* Read and discard what is left of the current query. A mask of what it
+ * discarded (DRAINED_*), or -1 if the connection could not be brought back
+ * to idle before the deadline. */
 static int drain(PGconn *pg, int64_t deadline)
 {
+    int saw = 0;
     for (;;) {
         while (!PQisBusy(pg)) {
             PGresult *r = PQgetResult(pg);
             if (r == NULL)
-                return 0;
+                return saw;
             ExecStatusType st = PQresultStatus(r);
+            if (st == PGRES_SINGLE_TUPLE)
+                saw |= DRAINED_ROWS;
+            else if (st == PGRES_FATAL_ERROR)
+                saw |= DRAINED_ERROR;
             PQclear(r);
             if (st == PGRES_COPY_IN || st == PGRES_COPY_BOTH)
                 return -1;
@@ -243,23 +251,54 @@ static int drain(PGconn *pg, int64_t deadline)
     }
 }
 
+/* Run one utility statement between streams (savepoints). 0 or -1. */
+static int exec_simple(pgspout_conn *c, const char *sql)
+{
+    PGresult *r = PQexec(c->pg, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+/* Inside the caller's transaction block a stream runs under a savepoint, so
+ * that cancelling it (cancel, close, a limit) does not abort the caller's
+ * transaction: rollback undoes just the stream's statement. */
+#define SAVEPOINT_NAME "pgspout_stream_sp"
+
+static void savepoint_end(pgspout_stream *s, int rollback)
+{
+    pgspout_conn *c = s->conn;
+    if (!s->savepoint || c == NULL || c->broken)
+        return;
+    s->savepoint = 0;
+    if (PQtransactionStatus(c->pg) == PQTRANS_INERROR && !rollback)
+        return; /* the server's own error: the caller's transaction is aborted, as usual */
+    if (exec_simple(c, rollback ? "ROLLBACK TO SAVEPOINT " SAVEPOINT_NAME
+                                  "; RELEASE SAVEPOINT " SAVEPOINT_NAME
+                                : "RELEASE SAVEPOINT " SAVEPOINT_NAME) != 0)
+        pgs_conn_set_error(c, "could not end the stream's savepoint: %s", PQerrorMessage(c->pg));
+}
+
 /* Stop the server side now: send a cancel unless the server is finished,
- * then drain. Marks the connection broken when that fails. */
-static void stop_server(pgspout_stream *s)
+ * then drain. Marks the connection broken when that fails. Returns what the
+ * drain discarded (DRAINED_*), 0 if the server had already finished. */
+static int stop_server(pgspout_stream *s)
 {
     if (s->conn == NULL || s->server_done)
-        return;
+        return 0;
     pgspout_conn *c = s->conn;
-    if (!pgs_conn_owned(c)) { /* a fork child: the query is the parent's */
-        s->server_done = 1;
-        return;
-    }
+    s->server_done = 1;
+    if (!pgs_conn_owned(c)) /* a fork child: the query is the parent's */
+        return 0;
     pgs_conn_send_cancel(c);
-    if (drain(c->pg, pgs_now_ns() + DRAIN_NS) != 0) {
+    int saw = drain(c->pg, pgs_now_ns() + DRAIN_NS);
+    if (saw < 0) {
         c->broken = 1;
         pgs_conn_set_error(c, "connection lost while stopping a stream: %s", PQerrorMessage(c->pg));
+        return DRAINED_ROWS | DRAINED_ERROR;
     }
-    s->server_done = 1;
+    savepoint_end(s, saw != 0);
+    return saw;
 }
 
 /* Fail the stream with code: stop the server, end, return code. */
@@ -545,6 +584,17 @@ static int finish_pending(pgspout_stream *s)
 {
     int state = s->pend_state, code = s->pend_code;
     s->pend_state = 0;
+    /* the server's "canceling statement" after a cancel the caller asked for
+     * (on the stream or on its connection) is a cancel, not a SQL error */
+    int asked = LOAD(s->cancel_req) ||
+                (s->conn && atomic_load(&s->conn->cancel_gen) != s->cancel_gen);
+    if (asked && (code != PGSPOUT_ESQL || strcmp(s->sqlstate, "57014") == 0)) {
+        set_error(s, "57014", "stream cancelled by the caller after %llu rows",
+                  (unsigned long long)(s->delivered_base + (uint64_t)LOAD(s->pos)));
+        s->limit_reason = -1;
+        state = PGSPOUT_STATE_CANCELLED;
+        code = PGSPOUT_ECANCELLED;
+    }
     stream_end(s, state, code);
     return code;
 }
@@ -556,11 +606,8 @@ static int fill(pgspout_stream *s, int nonblock)
     if (LOAD(s->ended))
         return s->result_code;
     release_chunk(s);
-    if (s->pend_state) {
-        if (LOAD(s->cancel_req))
-            return control(s, nonblock);
+    if (s->pend_state)
         return finish_pending(s);
-    }
     if (!pgs_conn_owned(s->conn)) {
         set_error(s, "", "the connection belongs to the process that opened it (this is a fork "
                          "child); open a new connection here");
@@ -635,6 +682,7 @@ static int fill(pgspout_stream *s, int nonblock)
             PGresult *res = PQgetResult(pg);
             if (res == NULL) {
                 s->server_done = 1;
+                savepoint_end(s, 0);
                 break;
             }
             switch (PQresultStatus(res)) {
@@ -671,26 +719,29 @@ static int fill(pgspout_stream *s, int nonblock)
                 set_error(s, "0A000", "COPY is not supported in a stream; use SELECT");
                 s->pend_state = PGSPOUT_STATE_FAILED;
                 s->pend_code = PGSPOUT_ESQL;
-                if (drain(pg, pgs_now_ns() + DRAIN_NS) != 0)
+                if (drain(pg, pgs_now_ns() + DRAIN_NS) < 0)
                     s->conn->broken = 1;
                 s->server_done = 1;
+                savepoint_end(s, 0);
                 break;
             default: /* PGRES_FATAL_ERROR, PGRES_BAD_RESPONSE, ... */
                 set_sql_error(s, res);
                 PQclear(res);
                 s->pend_state = PGSPOUT_STATE_FAILED;
                 s->pend_code = PGSPOUT_ESQL;
-                if (drain(pg, pgs_now_ns() + DRAIN_NS) != 0)
+                if (drain(pg, pgs_now_ns() + DRAIN_NS) < 0)
                     s->conn->broken = 1;
                 s->server_done = 1;
+                savepoint_end(s, 0);
                 break;
             }
             if (s->server_done || s->carry)
                 break;
             if (s->opt.max_rows && kept_total >= (uint64_t)s->opt.max_rows) {
-                stop_server(s);
-                s->limit_reason = PGS_LIMIT_ROWS;
-                s->pend_state = PGSPOUT_STATE_LIMITED;
+                /* limited only if the server had more to send */
+                int more = stop_server(s) != 0;
+                s->limit_reason = more ? PGS_LIMIT_ROWS : -1;
+                s->pend_state = more ? PGSPOUT_STATE_LIMITED : PGSPOUT_STATE_DONE;
                 s->pend_code = PGSPOUT_DONE;
                 break;
             }
@@ -799,6 +850,7 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams,
     s->progress_next_t = s->t_open + s->opt.progress_interval_ms * PGS_NS_PER_MS;
     s->metrics = s->opt.metrics ? pgs_metrics_label(s->opt.label) : NULL;
     s->conn = conn;
+    s->cancel_gen = atomic_load(&conn->cancel_gen);
     conn->active = s;
     *out = s;
     if (s->metrics) {
@@ -808,6 +860,13 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams,
 
     if (apply_statement_timeout(s) != 0)
         return open_fail(s, PQstatus(conn->pg) == CONNECTION_OK ? PGSPOUT_ESQL : PGSPOUT_ECONN);
+    if (PQtransactionStatus(conn->pg) == PQTRANS_INTRANS) {
+        if (exec_simple(conn, "SAVEPOINT " SAVEPOINT_NAME) != 0) {
+            set_error(s, "", "could not set the stream's savepoint: %s", PQerrorMessage(conn->pg));
+            return open_fail(s, PQstatus(conn->pg) == CONNECTION_OK ? PGSPOUT_ESQL : PGSPOUT_ECONN);
+        }
+        s->savepoint = 1;
+    }
     if (!PQsendQueryParams(conn->pg, sql, nparams, NULL, params, NULL, NULL, 0)) {
         set_error(s, "", "could not send the query: %s", PQerrorMessage(conn->pg));
         if (PQstatus(conn->pg) != CONNECTION_OK)
