@@ -39,7 +39,7 @@ static void prom_hist(pgs_buf *b, const char *name, const pgs_hist_def *d, const
     uint64_t cum = 0;
     for (int i = 0; i < d->nb; i++) {
         cum += get(&h->bucket[i]);
-        pgs_buf_printf(b, "pgspout_%s_bucket{%sle=\"%g\"} %llu\n", name, labels, d->le[i],
+        pgs_buf_printf(b, "pgspout_%s_bucket{%sle=\"%.15g\"} %llu\n", name, labels, d->le[i],
                        (unsigned long long)cum);
     }
     cum += get(&h->bucket[d->nb]);
@@ -50,7 +50,7 @@ static void prom_hist(pgs_buf *b, const char *name, const pgs_hist_def *d, const
     while (labels[n])
         n++;
     int ln = n ? (int)n - 1 : 0;
-    pgs_buf_printf(b, "pgspout_%s_sum%s%.*s%s %.9g\n", name, ln ? "{" : "", ln, labels,
+    pgs_buf_printf(b, "pgspout_%s_sum%s%.*s%s %.17g\n", name, ln ? "{" : "", ln, labels,
                    ln ? "}" : "", pgs_hist_sum(h));
     pgs_buf_printf(b, "pgspout_%s_count%s%.*s%s %llu\n", name, ln ? "{" : "", ln, labels,
                    ln ? "}" : "", (unsigned long long)get(&h->count));
@@ -120,13 +120,13 @@ char *pgspout_metrics_prometheus(void)
 
 static void json_hist(pgs_buf *b, const pgs_hist_def *d, const pgs_hist *h)
 {
-    pgs_buf_printf(b, "{\"count\":%llu,\"sum\":%.9g,\"buckets\":[",
+    pgs_buf_printf(b, "{\"count\":%llu,\"sum\":%.17g,\"buckets\":[",
                    (unsigned long long)get(&h->count), pgs_hist_sum(h));
     uint64_t cum = 0;
     for (int i = 0; i <= d->nb; i++) {
         cum += get(&h->bucket[i]);
         if (i < d->nb)
-            pgs_buf_printf(b, "%s[%g,%llu]", i ? "," : "", d->le[i], (unsigned long long)cum);
+            pgs_buf_printf(b, "%s[%.15g,%llu]", i ? "," : "", d->le[i], (unsigned long long)cum);
         else
             pgs_buf_printf(b, ",[\"+Inf\",%llu]", (unsigned long long)cum);
     }
