@@ -71,6 +71,7 @@ from typing import (
     Tuple,
     Type,
     Union,
+    cast,
 )
 
 from . import _pgspout as _c
@@ -229,7 +230,7 @@ def _param(i: int, v: Any) -> Optional[str]:
     if v is None:
         return None
     if t is str:
-        return v
+        return str(v)
     if t is bool:
         return _TRUE if v else _FALSE
     if t is int:
@@ -327,22 +328,24 @@ class Stream:
     """
 
     __slots__ = ("_raw", "_conn", "__weakref__")
+    _raw: _c.Stream
+    _conn: "Connection"
 
-    def __init__(self, raw: Any, conn: "Connection") -> None:
+    def __init__(self, raw: _c.Stream, conn: "Connection") -> None:
         self._raw = raw
         self._conn = conn
 
     # iteration: the C object is the iterator (rows converted per chunk in C)
     def __iter__(self) -> Iterator[Row]:
-        return self._raw  # type: ignore[no-any-return]
+        return self._raw
 
     def __next__(self) -> Row:
-        return next(self._raw)  # type: ignore[no-any-return]
+        return cast(Row, next(self._raw))
 
     def fetch(self) -> Optional[List[Row]]:
         """The next rows as a list (the rest of the current chunk, or the
         next chunk); None at the end."""
-        return self._raw.fetch()  # type: ignore[no-any-return]
+        return self._raw.fetch()
 
     def batches(self, n: int) -> Iterator[List[Row]]:
         """Lists of n rows (the last may be shorter)."""
@@ -374,13 +377,13 @@ class Stream:
     @property
     def state(self) -> str:
         """running, paused, done, limited, failed, cancelled or closed."""
-        return self._raw.state()  # type: ignore[no-any-return]
+        return self._raw.state()
 
     @property
     def stats(self) -> Dict[str, Any]:
         """Snapshot of the stream's counters (pgspout_stream_stats); times in
         seconds, None when unknown."""
-        return self._raw.stats()  # type: ignore[no-any-return]
+        return self._raw.stats()
 
     @property
     def columns(self) -> List[Column]:
@@ -389,7 +392,7 @@ class Stream:
     @property
     def rows_mode(self) -> str:
         """tuple, dict or json."""
-        return self._raw.mode()  # type: ignore[no-any-return]
+        return self._raw.mode()
 
     @property
     def connection(self) -> "Connection":
@@ -410,6 +413,7 @@ class Connection:
     closing it closes its open stream first."""
 
     __slots__ = ("_raw", "__weakref__")
+    _raw: _c.Conn
 
     def __init__(self, dsn: str = "", **options: OptionValue) -> None:
         if not isinstance(dsn, str):
@@ -433,16 +437,16 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        return self._raw.closed()  # type: ignore[no-any-return]
+        return self._raw.closed()
 
     @property
     def ok(self) -> bool:
         """True if the connection can run a stream now."""
-        return self._raw.ok()  # type: ignore[no-any-return]
+        return self._raw.ok()
 
     @property
     def server_version(self) -> int:
-        return self._raw.server_version()  # type: ignore[no-any-return]
+        return self._raw.server_version()
 
     def cancel(self) -> None:
         """Ask the server to cancel whatever runs on the connection. Any thread."""
@@ -471,12 +475,12 @@ def connect(dsn: str = "", **options: OptionValue) -> Connection:
 
 def metrics_text() -> str:
     """Process-wide metrics in the Prometheus text format (0.0.4)."""
-    return _c.metrics_text()  # type: ignore[no-any-return]
+    return _c.metrics_text()
 
 
 def metrics() -> Dict[str, Any]:
     """Process-wide metrics as a dict (pgspout_metrics_json)."""
-    return _json.loads(_c.metrics_json())  # type: ignore[no-any-return]
+    return cast(Dict[str, Any], _json.loads(_c.metrics_json()))
 
 
 def metrics_reset() -> None:
@@ -498,14 +502,14 @@ class Registry:
         """Connect, open the stream, register it; returns its id."""
         if not isinstance(dsn, str) or not isinstance(sql, str):
             raise TypeError("dsn and sql must be str")
-        return _c.registry_open(dsn, sql, _params(params), _options(options))  # type: ignore
+        return _c.registry_open(dsn, sql, _params(params), _options(options))
 
     def fetch(self, id: int, max_rows: int = 0) -> Optional[str]:
         """The next chunk (at most max_rows rows; 0 = the stream's chunk) as
         NDJSON text, or None at the end."""
         if not isinstance(max_rows, int) or max_rows < 0:
             raise ValueError("max_rows must be an int >= 0")
-        return _c.registry_fetch(id, max_rows)  # type: ignore[no-any-return]
+        return _c.registry_fetch(id, max_rows)
 
     def rows(self, id: int, max_rows: int = 0) -> Iterator[Any]:
         """Iterate the rows of a registry stream, each parsed from JSON."""
@@ -531,15 +535,15 @@ class Registry:
         _c.registry_close(id)
 
     def stats(self, id: int) -> Dict[str, Any]:
-        return _json.loads(_c.registry_stats(id))  # type: ignore[no-any-return]
+        return cast(Dict[str, Any], _json.loads(_c.registry_stats(id)))
 
     def list(self) -> List[Dict[str, Any]]:
         """Every registered stream: [{"id":..., "sql":..., "stats":{...}}]."""
-        return _json.loads(_c.registry_list())  # type: ignore[no-any-return]
+        return cast(List[Dict[str, Any]], _json.loads(_c.registry_list()))
 
     def reap(self) -> int:
         """Reap streams idle past their idle_timeout now; returns how many."""
-        return _c.registry_reap()  # type: ignore[no-any-return]
+        return _c.registry_reap()
 
 
 registry = Registry()
