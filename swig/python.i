@@ -744,6 +744,9 @@ static PyObject *cv_uuid_fast(const char *v, size_t n)
     *(PyObject **)((char *)u + uuid_off_int) = iv;
     Py_INCREF(G.uuid_unknown);
     *(PyObject **)((char *)u + uuid_off_safe) = G.uuid_unknown;
+    /* immutable, refers to an int and an enum member only: no cycles */
+    if (PyObject_GC_IsTracked(u))
+        PyObject_GC_UnTrack(u);
     return u;
 }
 
@@ -1116,14 +1119,21 @@ static PyObject *convert_chunk(PgsStream *w, const pgspout_chunk *ch)
             row = PyTuple_New(w->ncols);
             if (row == NULL)
                 goto fail;
+            int atomic = 1;
             for (int c = 0; c < w->ncols; c++) {
                 PyObject *o = convert_value(&w->cols[c], r, c);
                 if (o == NULL) {
                     Py_DECREF(row);
                     goto fail;
                 }
+                if (PyObject_IS_GC(o) && !Py_IS_TYPE(o, (PyTypeObject *)G.UUID))
+                    atomic = 0;
                 PyTuple_SET_ITEM(row, c, o);
             }
+            /* A tuple of scalars can never be part of a reference cycle: keep
+             * it out of the cyclic GC's way, as CPython itself does lazily. */
+            if (atomic)
+                PyObject_GC_UnTrack(row);
         } else if (w->mode == PGS_MODE_DICT) {
             row = PyDict_New();
             if (row == NULL)
