@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------- cached objects */
 static struct pgs_py_globals {
@@ -986,6 +987,7 @@ typedef struct PgsConn {
     int busy;            /* owner calls in progress with the GIL released */
     int inflight;        /* conn.cancel() calls (any thread) in progress */
     int closing;         /* close started: new calls are refused */
+    pid_t pid;           /* the process that connected (see pgs_forked) */
 } PgsConn;
 
 struct PgsStream {
@@ -1005,7 +1007,22 @@ struct PgsStream {
     PyObject *err_msg, *err_sqlstate;
     PyObject *err_type, *err_value; /* a Python error from conversion */
     PyObject *final_stats;
+    pid_t pid;           /* the process that opened it */
 };
+
+/* A connection inherited through fork() belongs to the parent: the child
+ * never calls into it (not even to close it, which would talk to the server
+ * on the parent's socket); its handles are dropped, their memory leaked. */
+static int pgs_forked(pid_t pid)
+{
+    return pid != getpid();
+}
+
+static PyObject *pgs_raise_forked(void)
+{
+    return pgs_raise(PGSPOUT_ESTATE,
+                     "the connection belongs to the parent process (inherited through fork)", NULL);
+}
 
 static PyObject *opt_time(double t)
 {
@@ -1043,6 +1060,16 @@ static void stream_release(PgsStream *w, int closed)
         w->closed = 1;
     if (w->s == NULL)
         return;
+    if (pgs_forked(w->pid)) {
+        w->s = NULL;
+        w->final_state = PGSPOUT_STATE_CLOSED;
+        w->closed = 1;
+        if (w->conn) {
+            w->conn->stream = NULL;
+            w->conn = NULL;
+        }
+        return;
+    }
     pgspout_stream *s = w->s;
     pgspout_stats st;
     memset(&st, 0, sizeof st);
@@ -1230,6 +1257,10 @@ static int stream_fill(PgsStream *w)
         }
         return 0;
     }
+    if (pgs_forked(w->pid)) {
+        pgs_raise_forked();
+        return -1;
+    }
     if (w->busy) {
         pgs_raise(PGSPOUT_EBUSY, "the stream is being read by another thread", NULL);
         return -1;
@@ -1330,6 +1361,8 @@ static PyObject *stream_anythread(PgsStream *w, pgs_stream_op op, const char *wh
 {
     if (w->s == NULL)
         return pgs_raise(PGSPOUT_ESTATE, what, NULL);
+    if (pgs_forked(w->pid))
+        return pgs_raise_forked();
     pgspout_stream *s = w->s;
     int rc;
     w->inflight++;
@@ -1505,6 +1538,7 @@ static PgsConn *pgs_conn_new(PyObject *dsn, PyObject *opts)
         return NULL;
     }
     w->c = c;
+    w->pid = getpid();
     return w;
 }
 
@@ -1514,6 +1548,12 @@ static int pgs_conn_shutdown(PgsConn *w, int wait)
 {
     if (w->c == NULL)
         return 0;
+    if (pgs_forked(w->pid)) {
+        if (w->stream != NULL)
+            stream_release(w->stream, 1);
+        w->c = NULL;
+        return 0;
+    }
     if (w->closing) { /* another thread is closing it: wait for that */
         while (w->c != NULL) {
             Py_BEGIN_ALLOW_THREADS
@@ -1554,6 +1594,10 @@ static PgsStream *pgs_conn_open(PgsConn *cw, PyObject *sql, PyObject *params, Py
 {
     if (cw->c == NULL || cw->closing) {
         pgs_raise(PGSPOUT_ESTATE, "the connection is closed", NULL);
+        return NULL;
+    }
+    if (pgs_forked(cw->pid)) {
+        pgs_raise_forked();
         return NULL;
     }
     if (cw->busy) {
@@ -1619,6 +1663,7 @@ static PgsStream *pgs_conn_open(PgsConn *cw, PyObject *sql, PyObject *params, Py
         goto fail_close;
     }
     w->s = s;
+    w->pid = cw->pid;
     w->mode = mode;
     w->final_state = PGSPOUT_STATE_RUNNING;
     int nc = pgspout_stream_ncols(s);
@@ -1706,10 +1751,14 @@ typedef struct PgsStream {} PgsStream;
         PGS_RETURN_NONE;
     }
     PyObject *closed() { return PyBool_FromLong($self->c == NULL || $self->closing); }
-    PyObject *ok() { return PyBool_FromLong($self->c != NULL && pgspout_conn_ok($self->c)); }
+    PyObject *ok() {
+        return PyBool_FromLong($self->c != NULL && !pgs_forked($self->pid) && pgspout_conn_ok($self->c));
+    }
     PyObject *server_version() {
         if ($self->c == NULL)
             return pgs_raise(PGSPOUT_ESTATE, "the connection is closed", NULL);
+        if (pgs_forked($self->pid))
+            return pgs_raise_forked();
         return PyLong_FromLong(pgspout_conn_server_version($self->c));
     }
     PyObject *error() {
@@ -1720,6 +1769,8 @@ typedef struct PgsStream {} PgsStream;
     PyObject *cancel() {
         if ($self->c == NULL || $self->closing)
             return pgs_raise(PGSPOUT_ESTATE, "the connection is closed", NULL);
+        if (pgs_forked($self->pid))
+            return pgs_raise_forked();
         pgspout_conn *c = $self->c;
         int rc;
         $self->inflight++;
@@ -1769,6 +1820,8 @@ typedef struct PgsStream {} PgsStream;
         PGS_RETURN_NONE;
     }
     PyObject *state() {
+        if ($self->s != NULL && pgs_forked($self->pid))
+            stream_release($self, 1);
         if ($self->s == NULL)
             return PyUnicode_FromString($self->closed ? "closed" : pgspout_state_name($self->final_state));
         pgspout_stream *s = $self->s;
@@ -1781,6 +1834,8 @@ typedef struct PgsStream {} PgsStream;
         return PyUnicode_FromString(pgspout_state_name(st));
     }
     PyObject *stats() {
+        if ($self->s != NULL && pgs_forked($self->pid))
+            stream_release($self, 1);
         if ($self->s == NULL) {
             if ($self->final_stats == NULL)
                 return PyDict_New();

@@ -120,3 +120,41 @@ def test_peak_memory_flat_1m_vs_5m(dsn):
     small = peak_rss_kb(dsn, 1_000_000)
     big = peak_rss_kb(dsn, 5_000_000)
     assert big <= small * 1.10, (small, big)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_child_leaves_parent_connection_alone(dsn):
+    c = pgspout.connect(dsn)
+    s = c.stream("SELECT generate_series(1, 200000)", chunk_rows=1000)
+    total = next(s)[0]
+    pid = os.fork()
+    if pid == 0:  # child: use and drop the inherited objects
+        code = 0
+        try:
+            try:
+                next(s)
+                next(s)  # the rest of the buffered chunk may be handed out...
+                for _ in s:  # ...but never a read from the parent's socket
+                    pass
+                code = 2
+            except pgspout.StateError:
+                pass
+            try:
+                c.stream("SELECT 1")
+                code = 3
+            except pgspout.StateError:
+                pass
+            s.close()
+            c.close()
+            del s
+            gc.collect()
+        except BaseException:
+            code = 4
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    # the parent's stream and connection are intact
+    total += sum(r[0] for r in s)
+    assert total == 200000 * 200001 // 2
+    assert one(c, "SELECT 'parent ok'") == ("parent ok",)
+    c.close()
