@@ -122,7 +122,7 @@ say "loading $rows rows into bench_json and bench_typed"
 psql -X -q -d "$dsn" -v rows="$rows" -f bench/datasets.sql >&2
 server=$(psql -X -d "$dsn" -tAc 'SHOW server_version')
 libpq=$(pkg-config --modversion libpq)
-rev=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
+rev=${PGSPOUT_BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}
 
 status=0
 if [ "$transport" = 1 ] && [[ ",$datasets," == *,json,* || ",$datasets," == *,typed,* ]]; then
@@ -134,7 +134,7 @@ if [ "$transport" = 1 ] && [[ ",$datasets," == *,json,* || ",$datasets," == *,ty
     echo "# libpq transport probe ($(date '+%Y-%m-%d %H:%M'), commit $rev)"
     echo
     echo "PostgreSQL $server, client libpq $libpq, $rows rows per dataset, $(nproc) cores."
-    echo "Client process only (the server's CPU is not counted); see bench/transport.c."
+    echo "Client CPU and peak RSS from the client process; server CPU from the backend's /proc entry; see bench/transport.c."
     echo
     "$bin/transport" --runs "$runs" "$kv_dsn" "${queries[@]}"
   } >"$results/transport.md.tmp" || status=1

@@ -9,7 +9,9 @@
  * query and transport, a forked child connects, reads the whole result and
  * touches every value (length summed, first byte read, as raw_libpq.c does);
  * the parent takes the best wall time of N runs (default 3) and the child's
- * CPU time and peak RSS from wait4(). Transports:
+ * CPU time and peak RSS from wait4(); the server backend's CPU time comes
+ * from /proc/<backend pid>/stat (same machine), "?" when unreadable.
+ * Transports:
  *
  *   single-row       PQsendQueryParams + PQsetSingleRowMode (one PGresult/row)
  *   chunked-1000     PQsetChunkedRowsMode(1000) - only with libpq >= 17
@@ -41,9 +43,30 @@
 
 typedef struct {
     unsigned long long rows, bytes, check;
-    double wall; /* seconds from sending the query to the last row */
+    double wall;       /* seconds from sending the query to the last row */
+    double server_cpu; /* the backend's user+sys seconds meanwhile, -1 unknown */
     int ok;
 } outcome;
+
+/* user+sys CPU seconds of a process from /proc (the server runs on this
+ * machine in bench/run.sh); -1 when unreadable. */
+static double proc_cpu(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* after "pid (comm)" */
+    unsigned long long ut, st;
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
 
 static double now(void)
 {
@@ -253,13 +276,15 @@ static const char *tnames[T_N] = {"single-row",   "chunked-1000",    "cursor-100
 
 static outcome run_one(const char *dsn, const char *sql, int t)
 {
-    outcome o = {0, 0, 0, 0, 0};
+    outcome o = {0, 0, 0, 0, -1, 0};
     PGconn *conn = PQconnectdb(dsn);
     if (PQstatus(conn) != CONNECTION_OK) {
         fprintf(stderr, "transport: connect: %s", PQerrorMessage(conn));
         PQfinish(conn);
         return o;
     }
+    int backend = PQbackendPID(conn);
+    double s0 = proc_cpu(backend);
     double t0 = now();
     switch (t) {
     case T_SINGLE: o.ok = run_rowmode(conn, sql, 0, &o); break;
@@ -270,6 +295,9 @@ static outcome run_one(const char *dsn, const char *sql, int t)
     case T_COPY: o.ok = run_copy(conn, sql, &o); break;
     }
     o.wall = now() - t0;
+    double s1 = proc_cpu(backend);
+    if (s0 >= 0 && s1 >= 0)
+        o.server_cpu = s1 - s0;
     PQfinish(conn);
     return o;
 }
@@ -333,8 +361,9 @@ int main(int argc, char **argv)
     }
 
     printf("libpq %d, best of %d runs, each in a fresh process\n\n", PQlibVersion(), runs);
-    printf("| dataset | transport | rows | rows/s | MB/s | vs single-row | client CPU s | peak RSS MB |\n");
-    printf("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    printf("| dataset | transport | rows | rows/s | MB/s | vs single-row | client CPU s | "
+           "server CPU s | peak RSS MB |\n");
+    printf("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     int failures = 0;
     for (int q = 0; q < nq; q++) {
         const char *eq = strchr(queries[q], '=');
@@ -349,11 +378,11 @@ int main(int argc, char **argv)
         for (int t = 0; t < T_N; t++) {
 #ifndef LIBPQ_HAS_CHUNK_MODE
             if (t == T_CHUNKED) {
-                printf("| %s | %s | - | n/a (libpq < 17) | | | | |\n", name, tnames[t]);
+                printf("| %s | %s | - | n/a (libpq < 17) | | | | | |\n", name, tnames[t]);
                 continue;
             }
 #endif
-            measured best = {{0, 0, 0, 1e30, 0}, 0, 0};
+            measured best = {{0, 0, 0, 1e30, -1, 0}, 0, 0};
             int ok = 0;
             for (int r = 0; r < runs; r++) {
                 measured m;
@@ -361,23 +390,28 @@ int main(int argc, char **argv)
                     fprintf(stderr, "transport: %s/%s run %d failed\n", name, tnames[t], r + 1);
                     continue;
                 }
-                fprintf(stderr, "transport: %s %s run %d: %.3f s, cpu %.3f s, rss %.1f MB\n",
-                        name, tnames[t], r + 1, m.o.wall, m.cpu, m.rss_mb);
+                fprintf(stderr,
+                        "transport: %s %s run %d: %.3f s, cpu %.3f s, server cpu %.2f s, "
+                        "rss %.1f MB\n",
+                        name, tnames[t], r + 1, m.o.wall, m.cpu, m.o.server_cpu, m.rss_mb);
                 if (m.o.wall < best.o.wall)
                     best = m;
                 ok = 1;
             }
             if (!ok) {
                 failures++;
-                printf("| %s | %s | failed | | | | | |\n", name, tnames[t]);
+                printf("| %s | %s | failed | | | | | | |\n", name, tnames[t]);
                 continue;
             }
             double rps = (double)best.o.rows / best.o.wall;
             if (t == T_SINGLE)
                 base = rps;
-            printf("| %s | %s | %llu | %.0f | %.1f | %.2fx | %.2f | %.1f |\n", name,
+            char server[32] = "?";
+            if (best.o.server_cpu >= 0)
+                snprintf(server, sizeof server, "%.2f", best.o.server_cpu);
+            printf("| %s | %s | %llu | %.0f | %.1f | %.2fx | %.2f | %s | %.1f |\n", name,
                    tnames[t], best.o.rows, rps, (double)best.o.bytes / 1e6 / best.o.wall,
-                   base > 0 ? rps / base : 0.0, best.cpu, best.rss_mb);
+                   base > 0 ? rps / base : 0.0, best.cpu, server, best.rss_mb);
             fflush(stdout);
         }
     }
