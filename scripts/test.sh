@@ -20,6 +20,8 @@
 #   PGSPOUT_TEST_DSN, PGHOST, PGPORT, PGUSER, PGDATABASE  the throwaway server
 #   PGSPOUT_BUILD_DIR     absolute path of the build tree the suite should use
 #   PGSPOUT_REQUIRE_DB=1  server-backed tests must not skip
+#   PYTHON                interpreter for the Python suite's venv
+#                         (default /usr/bin/python3, Debian's)
 #   PGSPOUT_PG_THROWAWAY  path of scripts/pg-throwaway.sh (for suites that
 #                         need a server of their own, e.g. TLS or restarts)
 # Test labels honoured: "nosan" tests are skipped under sanitizers,
@@ -290,6 +292,9 @@ export PGSPOUT_BUILD_DIR="$root/build"
 # Integration tests skip (exit 77) without a server; here there is one, so a
 # skip would hide a problem: make them fail instead.
 export PGSPOUT_REQUIRE_DB=1
+# The Python suite builds its venv from Debian's interpreter, whose headers
+# and venv module deps.sh guarantees (python3 on PATH may be another one).
+export PYTHON=${PYTHON:-/usr/bin/python3}
 export PGSPOUT_PG_THROWAWAY="$root/scripts/pg-throwaway.sh"
 
 run_stage build configure_build build -DPGSPOUT_WERROR=ON -DPGSPOUT_BUILD_LUA=ON -DPGSPOUT_BUILD_TESTS=ON
