@@ -2,7 +2,7 @@
 # test.sh - build pgspout and run every test suite against a throwaway PostgreSQL.
 #
 #   bash scripts/test.sh            # everything (what CI runs through .ci/run)
-#   bash scripts/test.sh --quick    # skip the sanitizer and valgrind stages
+#   bash scripts/test.sh --quick    # skip the sanitizer, valgrind and fuzz stages
 #
 # Stages, each reported on its own and all run even when one fails:
 #   c          ctest in build/ (cmocka unit + integration tests)
@@ -13,6 +13,7 @@
 #   bench-cc   bench/*.c still compile (the benchmark itself is bench/run.sh)
 #   asan       build-asan/ with -DPGSPOUT_SANITIZE=address,undefined, ctest
 #   valgrind   C unit tests under valgrind memcheck
+#   fuzz       tests/fuzz/run.sh: a short libFuzzer run of every target
 # The last line is "suites: N passed, M failed"; the exit code is non-zero if
 # any stage failed.
 #
@@ -27,7 +28,8 @@
 # Test labels honoured: "nosan" tests are skipped under sanitizers,
 # "novalgrind" under valgrind; valgrind runs the tests labelled "unit".
 # Knobs: PGSPOUT_JOBS (build parallelism, default nproc),
-#        PGSPOUT_VALGRIND_LABELS (ctest -L regex for valgrind, default unit).
+#        PGSPOUT_VALGRIND_LABELS (ctest -L regex for valgrind, default unit),
+#        PGSPOUT_FUZZ_SECONDS (per fuzz target, default 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -144,12 +146,12 @@ stage_c() {
   ctest --test-dir build --output-on-failure --timeout 1200
 }
 
-stage_script() { # path
+stage_script() { # path [args...]
   if [ ! -f "$1" ]; then
     echo "$1 does not exist: this suite has not been written yet" >&2
     return 1
   fi
-  bash "$1"
+  bash "$@"
 }
 
 check_exports() { # libpgspout.so
@@ -324,8 +326,9 @@ if [ "$quick" = 0 ]; then
   else
     skip_stage valgrind "not run: the build failed"
   fi
+  run_stage fuzz stage_script tests/fuzz/run.sh "${PGSPOUT_FUZZ_SECONDS:-30}"
 else
-  note "--quick: sanitizer and valgrind stages not run"
+  note "--quick: sanitizer, valgrind and fuzz stages not run"
 fi
 
 summary
