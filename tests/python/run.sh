@@ -66,8 +66,12 @@ if command -v ldd >/dev/null; then
 fi
 
 if [ -z "${PGSPOUT_TEST_DSN:-}" ]; then
-  pgdir="$tmp/pg"
-  eval "$("$root/scripts/pg-throwaway.sh" start "$pgdir")"
+  # its own directory: as root the server runs as "postgres", which must be
+  # able to reach it (mktemp -d directories are private)
+  pgdir=$(mktemp -d "${TMPDIR:-/tmp}/pgspout-py-pg.XXXXXX")
+  env_lines=$("$root/scripts/pg-throwaway.sh" start "$pgdir") || {
+    echo "run.sh: could not start PostgreSQL" >&2; exit 1; }
+  eval "$env_lines"
   echo "run.sh: started a throwaway PostgreSQL: $PGSPOUT_TEST_DSN"
 fi
 export PGSPOUT_TEST_DSN
