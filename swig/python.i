@@ -627,6 +627,8 @@ static PyObject *cv_interval(const char *v, size_t n)
             return cv_text(v, n);
         if (p < e && *p == ':') { /* H+:MM:SS[.ffffff] */
             int mi, s, us = 0;
+            if (num > INT64_C(2562047788)) /* PostgreSQL's largest hour count */
+                return cv_text(v, n);
             if (e - p < 6 || p[3] != ':' || pdig(p + 1, 2, &mi) || pdig(p + 4, 2, &s))
                 return cv_text(v, n);
             p += 6;

@@ -341,3 +341,20 @@ def test_params_round_trip(conn):
     class Color(enum.IntEnum):
         RED = 5
     assert one(conn, "SELECT $1::int, $2::text", [Color.RED, True]) == (5, "t")
+
+
+def test_interval_extremes(conn):
+    row = one(conn, "SELECT '2562047788:00:54.775807'::interval, '-2562047788:00:54.775807'::interval, "
+                    "'178000000 years'::interval, '2147483647 days'::interval")
+    assert row[0] == dt.timedelta(hours=2562047788, seconds=54, microseconds=775807)
+    assert row[1] == -row[0]
+    # beyond timedelta's range: the server's text
+    assert row[2:] == ("178000000 years", "2147483647 days")
+
+
+def test_interval_other_styles_are_text(dsn):
+    with pgspout.connect(dsn) as c:
+        one(c, "SELECT set_config('IntervalStyle', 'iso_8601', false)")
+        assert one(c, "SELECT '1 day 02:00'::interval") == ("P1DT2H",)
+        one(c, "SELECT set_config('DateStyle', 'SQL, DMY', false)")
+        assert one(c, "SELECT '2024-01-31'::date") == ("31/01/2024",)
