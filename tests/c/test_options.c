@@ -125,6 +125,13 @@ static void test_defaults(void **state)
     assert_int_equal(o->progress_rows, 0);
     assert_int_equal(o->progress_interval_ms, 0);
     assert_int_equal(o->idle_timeout_ms, 60000);
+    /* connection keys: not set until the caller sets them */
+    assert_int_equal(o->connect_timeout_ms, -1);
+    assert_int_equal(o->keepalives_idle_ms, -1);
+    assert_int_equal(o->keepalives_interval_ms, -1);
+    assert_int_equal(o->keepalives_count, -1);
+    assert_int_equal(o->tcp_user_timeout_ms, -1);
+    assert_string_equal(o->application_name, "");
     assert_null(o->filter);
     assert_null(o->progress);
     assert_string_equal(pgspout_options_error(o), "");
