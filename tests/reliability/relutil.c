@@ -45,6 +45,15 @@ int rel_db_gate(const char *suite)
     return REL_SKIP;
 }
 
+void rel_filters(void)
+{
+    const char *run = getenv("REL_TEST_FILTER"), *skip = getenv("REL_SKIP_FILTER");
+    if (run && *run)
+        cmocka_set_test_filter(run);
+    if (skip && *skip)
+        cmocka_set_skip_filter(skip);
+}
+
 /* ---------------------------------------------------------- time */
 
 double rel_now(void)

@@ -21,6 +21,10 @@ const char *rel_dsn(void);
 /* -1 to go on, else the exit status for main (77 skip, 1 required). */
 int rel_db_gate(const char *suite);
 
+/* cmocka filters from the environment: REL_TEST_FILTER (run only matching
+ * tests) and REL_SKIP_FILTER (skip matching tests), e.g. under sanitizers. */
+void rel_filters(void);
+
 /* ---------------------------------------------------------- time */
 double rel_now(void);
 void rel_sleep_ms(int ms);

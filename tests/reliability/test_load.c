@@ -199,6 +199,7 @@ int main(void)
     if (gate >= 0)
         return gate;
     setvbuf(stdout, NULL, _IOLBF, 0);
+    rel_filters();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_64_concurrent_streams),
     };
