@@ -195,3 +195,12 @@ def test_registry_errors(dsn):
         while reg.fetch(sid) is not None:
             pass
     reg.close(sid)
+
+
+def test_registry_rows_with_multiline_json(dsn):
+    # a json value keeps its newlines in the NDJSON text; rows() still parses
+    sid = pgspout.registry.open(dsn, "SELECT E'{\\n  \"a\": [1,\\n 2]\\n}'::json FROM generate_series(1, 3)")
+    try:
+        assert list(pgspout.registry.rows(sid)) == [{"a": [1, 2]}] * 3
+    finally:
+        pgspout.registry.close(sid)

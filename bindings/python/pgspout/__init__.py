@@ -513,13 +513,24 @@ class Registry:
 
     def rows(self, id: int, max_rows: int = 0) -> Iterator[Any]:
         """Iterate the rows of a registry stream, each parsed from JSON."""
+        # Documents are read one after the other rather than split at "\n":
+        # a json (not jsonb) value keeps the newlines it was written with.
+        decode = _json.JSONDecoder().raw_decode
+
+        def skip_ws(text: str, pos: int) -> int:
+            while pos < len(text) and text[pos] in " \t\n\r":
+                pos += 1
+            return pos
+
         while True:
             text = self.fetch(id, max_rows)
             if text is None:
                 return
-            for line in text.split("\n"):
-                if line:
-                    yield _json.loads(line)
+            pos = skip_ws(text, 0)
+            while pos < len(text):
+                obj, pos = decode(text, pos)
+                yield obj
+                pos = skip_ws(text, pos)
 
     def pause(self, id: int) -> None:
         _c.registry_pause(id)
