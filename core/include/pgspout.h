@@ -76,7 +76,7 @@ enum {
     PGSPOUT_ESTATE = -9,         /* call not valid in this state (closed...) */
     PGSPOUT_ECANCELLED = -10,    /* the stream was cancelled */
     PGSPOUT_ETIMEOUT = -11,      /* the stream deadline ("timeout") passed */
-    PGSPOUT_EPAUSE_TIMEOUT = -12, /* paused past pause_timeout, then cancelled */
+    PGSPOUT_EPAUSE_TIMEOUT = -12, /* paused past pause_timeout (on_pause_timeout=cancel) */
     PGSPOUT_EMEMORY = -13,       /* max_memory / memory_fail exceeded */
     PGSPOUT_ENOTFOUND = -14,     /* registry: no stream with that id */
     PGSPOUT_EINTERNAL = -15      /* a bug or an unexpected libpq answer */
@@ -206,8 +206,10 @@ PGSPOUT_EXTERN const char *pgspout_state_name(int state);
  * rows, the column description or an error. opts may be NULL (defaults); it
  * is copied, so it may be freed after the call. One stream at a time per
  * connection: a second open while one is active gives EBUSY.
- * Returns OK, EINVAL, ENOMEM, EBUSY, ECONN, ESQL, ETIMEOUT, ECANCELLED; on
- * ESQL/ECONN/ETIMEOUT/ECANCELLED *out is a failed stream (read its error,
+ * Returns OK, or: EINVAL, ENOMEM, EVALUE (inconsistent options), EBUSY, or
+ * ECONN for a connection that was already unusable, with *out NULL (the
+ * reason in pgspout_conn_error); or, once the stream started, ESQL, ECONN,
+ * ETIMEOUT, ECANCELLED, EMEMORY with *out a failed stream (read its error,
  * then close it). Owner thread; blocks. */
 PGSPOUT_EXTERN int pgspout_stream_open(pgspout_conn *conn, const char *sql,
                                        int nparams, const char *const *params,

@@ -12,7 +12,8 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 const pgs_metric_def pgs_counter_defs[C_LABEL_N] = {
     [C_STARTED] = {"streams_started_total", "Streams opened."},
     [C_COMPLETED] = {"streams_completed_total", "Streams that delivered every row."},
-    [C_FAILED] = {"streams_failed_total", "Streams that ended with an error (SQL, connection, memory)."},
+    [C_FAILED] = {"streams_failed_total",
+                  "Streams that ended with an error (SQL, connection); limits count in streams_limited_total."},
     [C_CANCELLED] = {"streams_cancelled_total", "Streams cancelled by the caller or closed early."},
     [C_ROWS] = {"rows_total", "Rows delivered to callers."},
     [C_BYTES] = {"bytes_total", "Value bytes received from the server."},
@@ -154,13 +155,17 @@ void pgs_metrics_first_row(pgs_label_metrics *m, double seconds)
     hist_observe(&m->hist[H_TTFR], &pgs_hist_defs[H_TTFR], seconds);
 }
 
-void pgs_metrics_chunk(pgs_label_metrics *m, uint64_t rows, uint64_t bytes, uint64_t filtered,
-                       uint64_t buffered_bytes)
+void pgs_metrics_received(pgs_label_metrics *m, uint64_t bytes, uint64_t filtered)
 {
-    inc(m, C_CHUNKS, 1);
-    inc(m, C_BYTES, bytes);
+    if (bytes)
+        inc(m, C_BYTES, bytes);
     if (filtered)
         inc(m, C_FILTERED, filtered);
+}
+
+void pgs_metrics_chunk(pgs_label_metrics *m, uint64_t rows, uint64_t buffered_bytes)
+{
+    inc(m, C_CHUNKS, 1);
     hist_observe(&m->hist[H_CHUNK_ROWS], &pgs_hist_defs[H_CHUNK_ROWS], (double)rows);
     hist_observe(&m->hist[H_BUFFER], &pgs_hist_defs[H_BUFFER], (double)buffered_bytes);
 }

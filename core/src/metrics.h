@@ -21,9 +21,10 @@ void pgs_metrics_stream_started(pgs_label_metrics *m);
 void pgs_metrics_stream_ended(pgs_label_metrics *m, int end, int limit_reason,
                               double duration_s);
 void pgs_metrics_first_row(pgs_label_metrics *m, double seconds);
-/* A chunk was read from the server: its size and what the buffer holds. */
-void pgs_metrics_chunk(pgs_label_metrics *m, uint64_t rows, uint64_t bytes,
-                       uint64_t filtered, uint64_t buffered_bytes);
+/* A chunk was read: its size and what the buffer holds. */
+void pgs_metrics_chunk(pgs_label_metrics *m, uint64_t rows, uint64_t buffered_bytes);
+/* Value bytes received and rows filtered since the last call. */
+void pgs_metrics_received(pgs_label_metrics *m, uint64_t bytes, uint64_t filtered);
 /* Rows handed to the caller (flushed per chunk). */
 void pgs_metrics_delivered(pgs_label_metrics *m, uint64_t rows);
 void pgs_metrics_buffered_delta(pgs_label_metrics *m, int64_t delta);

@@ -111,6 +111,16 @@ static void drop_carry(pgspout_stream *s)
     s->carry = NULL;
 }
 
+/* Bytes received and rows filtered since the last flush, to the metrics. */
+static void flush_received(pgspout_stream *s)
+{
+    uint64_t bytes = LOAD(s->bytes_received), filtered = LOAD(s->rows_filtered);
+    if (s->metrics)
+        pgs_metrics_received(s->metrics, bytes - s->rate_bytes_seen, filtered - s->filtered_seen);
+    s->rate_bytes_seen = bytes;
+    s->filtered_seen = filtered;
+}
+
 /* Rows delivered so far, flushed to the process-wide counter. */
 static void flush_delivered(pgspout_stream *s)
 {
@@ -194,6 +204,7 @@ static void stream_end(pgspout_stream *s, int state, int code)
     pthread_mutex_unlock(&s->ctl);
 
     flush_delivered(s);
+    flush_received(s);
     if (s->metrics) {
         /* every started stream ends in exactly one of these */
         int end = PGS_END_FAILED;
@@ -518,11 +529,9 @@ static void chunk_done(pgspout_stream *s, int64_t fill_start, int waited)
     }
     if (s->metrics) {
         pgs_metrics_buffered_delta(s->metrics, (int64_t)LOAD(s->buffered_bytes));
-        pgs_metrics_chunk(s->metrics, rows, LOAD(s->bytes_received) - s->rate_bytes_seen,
-                          LOAD(s->rows_filtered) - s->filtered_seen, LOAD(s->buffered_bytes));
+        pgs_metrics_chunk(s->metrics, rows, LOAD(s->buffered_bytes));
     }
-    s->rate_bytes_seen = LOAD(s->bytes_received);
-    s->filtered_seen = LOAD(s->rows_filtered);
+    flush_received(s);
     if (s->opt.max_rate > 0) {
         int64_t from = s->throttle_until > fill_start ? s->throttle_until : fill_start;
         s->throttle_until = from + (int64_t)((double)rows * 1e9 / s->opt.max_rate);

@@ -44,7 +44,7 @@ static void test_bucket_bounds_exact(void **state)
     for (int i = 0; i < n; i++) {
         double r = rows_def->le[i < rows_def->nb ? i : rows_def->nb - 1];
         double b = buf_def->le[i < buf_def->nb ? i : buf_def->nb - 1];
-        pgs_metrics_chunk(m, (uint64_t)r, 0, 0, (uint64_t)b);
+        pgs_metrics_chunk(m, (uint64_t)r, (uint64_t)b);
     }
     tu_expo e = parse_now();
     int bad = 0;
@@ -104,7 +104,8 @@ static void test_counters_and_json(void **state)
     pgs_label_metrics *m = pgs_metrics_label("unit_json");
     pgs_metrics_stream_started(m);
     pgs_metrics_first_row(m, 0.002);
-    pgs_metrics_chunk(m, 100, 5000, 3, 65536);
+    pgs_metrics_chunk(m, 100, 65536);
+    pgs_metrics_received(m, 5000, 3);
     pgs_metrics_buffered_delta(m, 65536);
     pgs_metrics_delivered(m, 100);
     pgs_metrics_pause(m);
@@ -173,7 +174,8 @@ static void test_reset(void **state)
     (void)state;
     pgs_label_metrics *m = pgs_metrics_label("unit_reset");
     pgs_metrics_stream_started(m);
-    pgs_metrics_chunk(m, 10, 10, 0, 10);
+    pgs_metrics_chunk(m, 10, 10);
+    pgs_metrics_received(m, 10, 0);
     pgs_metrics_connect(1, 0.01);
     pgs_metrics_connect(0, 0.02);
     pgspout_metrics_reset();
