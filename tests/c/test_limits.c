@@ -837,6 +837,66 @@ static int reject_all(const pgspout_row *r, void *ud)
 
 /* Rows the filter rejects still count: in stats and in the metrics, even
  * when a whole read keeps no row (here: every read). */
+/* Adaptive chunking: a consumer that keeps up with a slow server (the pump
+ * waits on the socket) makes chunks grow; a consumer that lags behind a fast
+ * server (full chunks waiting for it) makes them shrink; never past the
+ * bounds, and the gauge shows the current size. */
+static int adaptive_run(pgspout_conn *c, const char *sql, int consumer_sleep_us, int *min_seen,
+                        int *max_seen)
+{
+    pgspout_options *o = tu_opts("adaptive_chunking", "on", "chunk_rows", "1000",
+                                 "chunk_rows_min", "200", "chunk_rows_max", "8000", "label",
+                                 "t_adaptive", NULL);
+    pgspout_stream *s;
+    assert_int_equal(pgspout_stream_open(c, sql, 0, NULL, o, &s), PGSPOUT_OK);
+    const pgspout_chunk *ch;
+    int rc, last = 0;
+    *min_seen = 1 << 30;
+    *max_seen = 0;
+    while ((rc = pgspout_stream_next_chunk(s, 0, &ch)) == PGSPOUT_OK) {
+        pgspout_stats st = {.size = sizeof st};
+        pgspout_stream_stats(s, &st);
+        if (st.chunk_rows < *min_seen)
+            *min_seen = st.chunk_rows;
+        if (st.chunk_rows > *max_seen)
+            *max_seen = st.chunk_rows;
+        assert_true(pgspout_chunk_nrows(ch) <= 8000);
+        last = st.chunk_rows;
+        if (consumer_sleep_us)
+            usleep((useconds_t)consumer_sleep_us);
+    }
+    assert_int_equal(rc, PGSPOUT_DONE);
+    pgspout_stream_close(s);
+    pgspout_options_free(o);
+    return last;
+}
+
+static void test_adaptive_chunking(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    int lo, hi;
+    pgspout_metrics_reset();
+    /* slow server (a row every ~0.5 ms, flushed in 8 kB batches), fast consumer: grows */
+    int grown = adaptive_run(
+        c, "SELECT i, pg_sleep(0.0005) FROM generate_series(1, 4000) i", 0, &lo, &hi);
+    printf("server-bound: chunk_rows %d..%d, last %d\n", lo, hi, grown);
+    assert_true(lo >= 200 && hi <= 8000);
+    assert_true(grown > 1000);
+    /* fast server, slow consumer (50 ms per chunk): shrinks to the min */
+    int shrunk = adaptive_run(
+        c, "SELECT i, repeat('x', 100) FROM generate_series(1, 100000) i", 50000, &lo, &hi);
+    printf("consumer-bound: chunk_rows %d..%d, last %d\n", lo, hi, shrunk);
+    assert_true(lo >= 200 && hi <= 8000);
+    assert_true(shrunk < 1000);
+    char *text = pgspout_metrics_prometheus();
+    char want[96];
+    snprintf(want, sizeof want, "pgspout_chunk_rows_current{label=\"t_adaptive\"} %d\n", shrunk);
+    assert_non_null(strstr(text, want));
+    pgspout_free(text);
+    pgspout_conn_close(c);
+}
+
 static void test_filter_rejects_everything(void **state)
 {
     (void)state;
@@ -1370,6 +1430,7 @@ int main(void)
         cmocka_unit_test(test_progress_hook),
         cmocka_unit_test(test_filter),
         cmocka_unit_test(test_filter_rejects_everything),
+        cmocka_unit_test(test_adaptive_chunking),
         cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_max_memory_mid_stream),
         cmocka_unit_test(test_timeout_while_paused),
