@@ -1,0 +1,62 @@
+--- Functions run inside nginx's thread pool by ngx.run_worker_thread.
+--
+-- Each call runs in a Lua VM of the pool thread it lands on, so nothing but
+-- the registry id travels between calls: the stream itself lives in
+-- pgspout's process-wide registry. Results are plain values (a status
+-- string first, so no nil ever has to cross the thread boundary).
+local pgspout = require "pgspout"
+
+-- Pool threads run at a lower CPU priority than nginx's event loop (nice
+-- PGSPOUT_THREAD_NICE, default 10; 0 disables): when the machine is busy,
+-- the event loop (every other request, /ping, /metrics) still gets the CPU
+-- first and the database work takes what is left. Linux only, via the FFI;
+-- the nice value of a thread can only go up, so setting it on every call
+-- is a cheap no-op after the first.
+local lower_priority = function() end
+do
+    local nice = tonumber(os.getenv("PGSPOUT_THREAD_NICE") or "10") or 10
+    local ok, ffi = pcall(require, "ffi")
+    if ok and nice > 0 and ffi.os == "Linux" then
+        pcall(ffi.cdef, [[
+            long syscall(long number, ...);
+            int setpriority(int which, unsigned int who, int prio);
+        ]])
+        local SYS_gettid = ffi.arch == "x64" and 186 or (ffi.arch == "arm64" and 178 or nil)
+        if SYS_gettid then
+            lower_priority = function()
+                local tid = ffi.C.syscall(SYS_gettid)
+                ffi.C.setpriority(0, tid, nice) -- PRIO_PROCESS + a tid: this thread
+            end
+        end
+    end
+end
+
+local M = {}
+
+--- open(dsn, sql, params, opts) -> "ok", id | "error", message
+function M.open(dsn, sql, params, opts)
+    lower_priority()
+    local id, err = pgspout.registry_open(dsn, sql, params, opts)
+    if not id then return "error", err end
+    return "ok", id
+end
+
+--- fetch(id, max_rows) -> "rows", ndjson, nrows | "done" | "error", message
+-- Blocks this pool thread (not the event loop) until rows are there.
+function M.fetch(id, max_rows)
+    lower_priority()
+    local out, nrows_or_err = pgspout.registry_fetch(id, max_rows)
+    if out then return "rows", out, nrows_or_err end
+    if nrows_or_err then return "error", nrows_or_err end
+    return "done"
+end
+
+--- close(id) -> "ok" | "error", message. Cancels a running query.
+function M.close(id)
+    lower_priority()
+    local ok, err = pgspout.registry_close(id)
+    if ok then return "ok" end
+    return "error", err
+end
+
+return M

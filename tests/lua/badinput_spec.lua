@@ -1,0 +1,181 @@
+-- Bad input: wrong Lua types raise (like the standard library); everything
+-- the library reports comes back as nil, message, code. Nothing crashes and
+-- the next operation works.
+local H = require "helper"
+local pgspout = H.pgspout
+local core = pgspout.core
+
+describe("bad input", function()
+    local conn
+    before_each(function() conn = assert(pgspout.connect(H.dsn)) end)
+    after_each(function()
+        assert.are.same({ { 1 } }, H.query("SELECT 1", nil, nil, conn))
+        conn:close()
+    end)
+
+    it("raises on wrong argument types", function()
+        local bad = {
+            function() pgspout.connect({}) end,
+            function() pgspout.connect(H.dsn, "opts") end,
+            function() conn:stream() end,
+            function() conn:stream({}) end,
+            function() conn:stream("SELECT 1", "params") end,
+            function() conn:stream("SELECT 1", nil, 5) end,
+            function() conn:stream("SELECT $1", { {} }) end,
+            function() conn:stream("SELECT $1", { function() end }) end,
+            function() conn:stream("SELECT 1", nil, { chunk_rows = {} }) end,
+            function() conn:stream("SELECT 1", nil, { "positional" }) end,
+            function() conn:stream("SELECT 1", nil, { [true] = 1 }) end,
+            function() conn:stream("SELECT 1", { n = -1 }) end,
+            function() conn:stream("SELECT 1", { n = 1.5 }) end,
+            function() conn:stream("SELECT 1", { n = 70000 }) end,
+            function() core.stream_open("not a conn", "SELECT 1") end,
+            function() core.stream_pause(conn) end,                  -- conn is not a stream
+            function() core.conn_close(io.stdout) end,
+            function() local s = assert(conn:stream("SELECT 1")); s:rows("bogus") end,
+            function() local s = assert(conn:stream("SELECT 1")); s:chunk("bogus") end,
+            function() core.stream_chunk(assert(conn:stream("SELECT 1")), 7) end,
+            function() pgspout.registry_fetch("abc") end,
+            function() pgspout.registry_fetch(-1) end,
+            function() pgspout.registry_fetch(1.5) end,
+            function() pgspout.registry_close({}) end,
+            function() pgspout.registry_open(H.dsn, "SELECT 1", "params") end,
+        }
+        for i, f in ipairs(bad) do
+            local ok, err = pcall(f)
+            assert.is_false(ok, "case " .. i .. " did not raise")
+            assert.is_string(err, "case " .. i)
+            -- a stream the failing case opened must not block the next one
+            collectgarbage()
+            collectgarbage()
+        end
+    end)
+
+    it("returns eoption for an unknown option", function()
+        local s, err, code = conn:stream("SELECT 1", nil, { no_such_option = 1 })
+        assert.is_nil(s)
+        assert.are.equal("eoption", code)
+        assert.matches("no_such_option", err)
+    end)
+
+    it("returns evalue for malformed values, naming key and value", function()
+        for key, val in pairs({ max_memory = "12XB", timeout = "soon", chunk_rows = -5,
+                                metrics = "maybe", rows = "csv",
+                                max_rows = "1e99999", label = "bad label!" }) do
+            local s, err, code = conn:stream("SELECT 1", nil, { [key] = val })
+            assert.is_nil(s, key)
+            assert.are.equal("evalue", code, key)
+            assert.matches(key, err, 1, true)
+        end
+    end)
+
+    it("accepts numbers and booleans as option values", function()
+        local s = assert(conn:stream("SELECT 1", nil,
+            { chunk_rows = 10, max_memory = 1048576, metrics = false, adaptive_chunking = true,
+              memory_warn = 0.5 }))
+        for _ in s:rows() do end
+    end)
+
+    it("reports a wrong parameter count as an SQL error", function()
+        local s, err, code = conn:stream("SELECT $1::int, $2::int", { 1 })
+        assert.is_nil(s)
+        assert.are.equal("esql", code)
+        assert.matches("SQLSTATE 08P01", err)
+    end)
+
+    it("reports a bad parameter value as an SQL error", function()
+        local s, err, code = conn:stream("SELECT $1::int", { "not a number" })
+        assert.is_nil(s)
+        assert.are.equal("esql", code)
+        assert.matches("22P02", err)
+    end)
+
+    it("rejects invalid UTF-8 in parameters with an SQL error", function()
+        local s, err, code = conn:stream("SELECT $1::text", { "\255\254" })
+        assert.is_nil(s)
+        assert.are.equal("esql", code)
+        assert.matches("22021", err)
+    end)
+
+    it("handles a huge parameter", function()
+        local big = string.rep("x", 8 * 1024 * 1024)
+        assert.are.same({ { 8 * 1024 * 1024 } }, H.query("SELECT length($1)", { big }, nil, conn))
+    end)
+
+    it("returns estate on use after close, and close is idempotent", function()
+        local s = assert(conn:stream("SELECT g FROM generate_series(1, 10) g"))
+        s:close()
+        s:close()
+        assert.are.equal("closed", s:state())
+        for _, m in ipairs({ "pause", "resume", "cancel", "columns", "chunk" }) do
+            local r, err, code = s[m](s)
+            assert.is_nil(r, m)
+            assert.are.equal("estate", code, m)
+            assert.matches("closed", err, 1, true)
+        end
+        local ok, err = pcall(function() for _ in s:rows() do end end)
+        assert.is_false(ok)
+        assert.matches("closed", err)
+
+        local c2 = assert(pgspout.connect(H.dsn))
+        c2:close()
+        c2:close()
+        assert.is_false(c2:ok())
+        local s2, err2, code2 = c2:stream("SELECT 1")
+        assert.is_nil(s2)
+        assert.are.equal("estate", code2)
+        assert.matches("closed", err2)
+    end)
+
+    it("closing the connection first ends its stream cleanly", function()
+        local c2 = assert(pgspout.connect(H.dsn))
+        local s = assert(c2:stream("SELECT g FROM generate_series(1, 1000000) g", nil, { chunk_rows = 100 }))
+        assert(s:chunk())
+        c2:close()
+        assert.are.equal("closed", s:state())
+        local r, _, code = s:chunk()
+        assert.is_nil(r)
+        assert.are.equal("estate", code)
+        s:close()
+    end)
+
+    it("returns econnect for a bad DSN, without leaking the password", function()
+        local c, err, code = pgspout.connect("postgresql://someone:s3cretpw@127.0.0.1:1/db?connect_timeout=2")
+        assert.is_nil(c)
+        assert.are.equal("econnect", code)
+        assert.is_string(err)
+        assert.is_nil(err:find("s3cretpw", 1, true))
+        local c2, err2, code2 = pgspout.connect("this is not a dsn")
+        assert.is_nil(c2)
+        assert.is_string(err2)
+        assert.is_truthy(code2 == "econnect" or code2 == "evalue")
+    end)
+
+    it("registry: unknown ids give enotfound", function()
+        local r, err, code = pgspout.registry_fetch(987654321)
+        assert.is_nil(r)
+        assert.are.equal("enotfound", code)
+        assert.is_string(err)
+        for _, f in ipairs({ "registry_pause", "registry_resume", "registry_cancel", "registry_close",
+                             "registry_stats" }) do
+            local ok, _, c = pgspout[f](987654321)
+            assert.is_nil(ok, f)
+            assert.are.equal("enotfound", c, f)
+        end
+    end)
+
+    it("registry: bad options and SQL errors come back as nil, err", function()
+        local id, err, code = pgspout.registry_open(H.dsn, "SELECT 1", nil, { nope = 1 })
+        assert.is_nil(id)
+        assert.are.equal("eoption", code)
+        assert.matches("nope", err)
+        id, err, code = pgspout.registry_open(H.dsn, "SELECT * FROM no_such_table_q")
+        assert.is_nil(id)
+        assert.are.equal("esql", code)
+        assert.matches("42P01", err)
+        id, err, code = pgspout.registry_open("host=127.0.0.1 port=1 connect_timeout=2", "SELECT 1")
+        assert.is_nil(id)
+        assert.are.equal("econnect", code)
+        assert.matches("connect", err)
+    end)
+end)

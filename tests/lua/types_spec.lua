@@ -1,0 +1,113 @@
+-- Value mapping: every Lua value is compared with what the server computes.
+local H = require "helper"
+local pgspout = H.pgspout
+
+describe("type mapping", function()
+    local conn
+    setup(function() conn = assert(pgspout.connect(H.dsn)) end)
+    teardown(function() conn:close() end)
+
+    -- expression, expected Lua type, and how to compare with the text form
+    local cases = {
+        { "1::int2", "number" }, { "(-32768)::int2", "number" },
+        { "2147483647::int4", "number" }, { "(-2147483648)::int4", "number" },
+        { "4294967295::oid", "number" },
+        { "9007199254740992::int8", "number" },          -- 2^53: exact
+        { "(-9007199254740992)::int8", "number" },
+        { "9007199254740993::int8", "string" },          -- beyond 2^53
+        { "(-9223372036854775808)::int8", "string" },
+        { "9223372036854775807::int8", "string" },
+        { "0::int8", "number" },
+        { "1.5::float4", "number" }, { "0.1::float8", "number" },
+        { "1e300::float8", "number" }, { "(-2.5e-300)::float8", "number" },
+        { "123.456::numeric", "string" },
+        { "'12345678901234567890.000000000001'::numeric", "string" },
+        { "'NaN'::numeric", "string" },
+        { "'héllo wörld ✓'::text", "string" }, { "''::text", "string" },
+        { "'a\\nb'::text", "string" },
+        { "'2024-02-29 12:34:56+00'::timestamptz", "string" },
+        { "'2024-02-29'::date", "string" },
+        { "'\\x00ff'::bytea", "string" },
+        { "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid", "string" },
+        { "ARRAY[1,2,3]", "string" },
+        { "'{\"a\": [1, 2, {\"b\": null}]}'::json", "string" },
+        { "'{\"b\": 1, \"a\": \"x\"}'::jsonb", "string" },
+    }
+
+    it("maps each type as documented, equal to the server's value", function()
+        local exprs, texts = {}, {}
+        for i, c in ipairs(cases) do
+            exprs[i] = c[1]
+            texts[i] = "(" .. c[1] .. ")::text"
+        end
+        local row = H.query("SELECT " .. table.concat(exprs, ", "), nil, nil, conn)[1]
+        local text = H.query("SELECT " .. table.concat(texts, ", "), nil, nil, conn)[1]
+        assert.are.equal(#cases, #row)
+        for i, c in ipairs(cases) do
+            local v, t = row[i], text[i]
+            assert.are.equal(c[2], type(v), c[1])
+            if type(v) == "number" then
+                assert.are.equal(tonumber(t), v, c[1])
+            else
+                assert.are.equal(t, v, c[1])                 -- exact text
+            end
+        end
+    end)
+
+    it("maps float specials to Lua numbers", function()
+        local row = H.query("SELECT 'NaN'::float8, 'Infinity'::float8, '-Infinity'::float4", nil, nil, conn)[1]
+        assert.is_true(row[1] ~= row[1])
+        assert.are.equal(math.huge, row[2])
+        assert.are.equal(-math.huge, row[3])
+    end)
+
+    it("maps bool to booleans and NULL to pgspout.null", function()
+        local row = H.query("SELECT true, false, NULL::bool, NULL::int, NULL::text, NULL::jsonb",
+                            nil, nil, conn)[1]
+        assert.are.equal(true, row[1])
+        assert.are.equal(false, row[2])
+        for i = 3, 6 do assert.are.equal(pgspout.null, row[i]) end
+        assert.are.equal(6, #row)                  -- no holes: NULL is a value
+        assert.are.equal("userdata", type(pgspout.null))
+    end)
+
+    it("pgspout.null equals cjson.null (and ngx.null under nginx)", function()
+        local ok, cjson = pcall(require, "cjson")
+        if ok then assert.are.equal(cjson.null, pgspout.null) end
+    end)
+
+    it("round-trips parameters of every Lua type", function()
+        local row = H.query("SELECT $1::int8, $2::float8, $3::text, $4::bool, $5::int, $6::text, $7::float8, $8::numeric",
+            { 9007199254740992, 0.1, "x'y", true, pgspout.null, "", -1.5e-7, 1e15 }, nil, conn)[1]
+        assert.are.same({ 9007199254740992, 0.1, "x'y", true, pgspout.null, "", -1.5e-7, "1000000000000000" }, row)
+    end)
+
+    it("sends integers exactly and honours params.n for trailing NULLs", function()
+        local row = H.query("SELECT $1::text, $2::text, $3::text IS NULL",
+                            { 123456789012, 2 ^ 53, n = 3 }, nil, conn)[1]
+        assert.are.same({ "123456789012", "9007199254740992", true }, row)
+    end)
+
+    it("keys map rows by column name", function()
+        local s = assert(conn:stream("SELECT 1 AS a, 'x' AS b, NULL::int AS c"))
+        local rows = {}
+        for r in s:rows("map") do rows[#rows + 1] = r end
+        assert.are.same({ { a = 1, b = "x", c = pgspout.null } }, rows)
+    end)
+
+    it("gives JSON text rows in json mode", function()
+        local s = assert(conn:stream([[SELECT 1 AS a, 'x"y' AS b, NULL::int AS c, true AS d,
+                                             '{"k":[1]}'::jsonb AS e, 1.50::numeric AS f]]))
+        local rows = {}
+        for r in s:rows("json") do rows[#rows + 1] = r end
+        assert.are.same({ '{"a":1,"b":"x\\"y","c":null,"d":true,"e":{"k": [1]},"f":1.50}' }, rows)
+    end)
+
+    it("describes columns", function()
+        local s = assert(conn:stream("SELECT 1::int4 AS a, 'x'::text AS b, '{}'::jsonb AS c"))
+        local names, types = s:columns()
+        assert.are.same({ "a", "b", "c" }, names)
+        assert.are.same({ 23, 25, 3802 }, types)
+        s:close()
+    end)
+end)
