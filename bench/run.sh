@@ -13,10 +13,14 @@
 #   --no-peers        do not create/update the Python peers' venv
 #   --no-transport    skip the transport probe (bench/transport.c)
 #   --transport-only  only the transport probe
+#   --soak SECONDS    only the soak (bench/soak.c): concurrent streams for
+#                     SECONDS, RSS sampled; fails if memory grows (issue 6)
+#   --soak-threads N  threads for --soak (default 16)
 #   --dsn URI         use this server (postgresql://...) instead of a throwaway
 #                     one; the bench_json/bench_typed tables there are replaced
 #
-# Writes bench/results/latest.md (+ latest.json) and bench/results/transport.md.
+# Writes bench/results/latest.md (+ latest.json), bench/results/transport.md
+# and, with --soak, bench/results/soak.md.
 # Build dir: $PGSPOUT_BUILD_DIR or build/ (built here when needed). Python
 # peers live in bench/.peers/venv, installed from PyPI at their current
 # releases (plus `pip install .` of pgspout itself once pyproject.toml exists).
@@ -31,8 +35,10 @@ only=""
 peers=1
 transport=1
 clients=1
+soak=0
+soak_threads=16
 dsn=""
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) rows=$2; shift ;;
@@ -42,6 +48,8 @@ while [ $# -gt 0 ]; do
     --no-peers) peers=0 ;;
     --no-transport) transport=0 ;;
     --transport-only) clients=0 ;;
+    --soak) soak=$2; shift ;;
+    --soak-threads) soak_threads=$2; shift ;;
     --dsn) dsn=$2; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "bench: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -83,6 +91,15 @@ if [ -e "$build/core/libpgspout.so" ]; then
     || say "WARNING: bench/pgspout_c.c did not compile"
 fi
 
+if [ "$soak" != 0 ]; then
+  [ -e "$build/core/libpgspout.so" ] || { say "--soak needs the library built"; exit 1; }
+  cc "${cflags[@]}" -pthread -Icore/include -o "$bin/soak" bench/soak.c \
+    -L"$build/core" -lpgspout -Wl,-rpath,"$build/core" "${pq_flags[@]}"
+  transport=0
+  clients=0
+  peers=0
+fi
+
 # ------------------------------------------------------ Python peers venv
 if [ "$clients" = 1 ] && [ "$peers" = 1 ]; then
   if [ ! -x "$venv/bin/python" ]; then
@@ -118,9 +135,21 @@ fi
 kv_dsn=$dsn
 if [ -n "$pgdir" ]; then kv_dsn=$PGSPOUT_TEST_DSN; fi
 
+server=$(psql -X -d "$dsn" -tAc 'SHOW server_version')
+if [ "$soak" != 0 ]; then
+  say "soak: $soak_threads threads for $soak s"
+  interval=$((soak / 60 > 5 ? soak / 60 : 5))
+  {
+    echo "# pgspout soak ($(date '+%Y-%m-%d %H:%M'))"
+    echo
+    echo "PostgreSQL $server; bench/soak.c --threads $soak_threads --seconds $soak"
+    echo
+    "$bin/soak" --threads "$soak_threads" --seconds "$soak" --interval "$interval" "$kv_dsn"
+  } | tee "$results/soak.md"
+  exit "${PIPESTATUS[0]}"
+fi
 say "loading $rows rows into bench_json and bench_typed"
 psql -X -q -d "$dsn" -v rows="$rows" -f bench/datasets.sql >&2
-server=$(psql -X -d "$dsn" -tAc 'SHOW server_version')
 libpq=$(pkg-config --modversion libpq)
 rev=${PGSPOUT_BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}
 

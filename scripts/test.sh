@@ -251,6 +251,10 @@ stage_bench_cc() {
   cc "${cflags[@]}" -Icore/include -o "$out/pgspout_c" bench/pgspout_c.c \
     -Lbuild/core -lpgspout -Wl,-rpath,"$root/build/core" $(pkg-config --cflags --libs libpq)
   echo "compiled bench/pgspout_c.c"
+  # shellcheck disable=SC2046
+  cc "${cflags[@]}" -pthread -Icore/include -o "$out/soak" bench/soak.c \
+    -Lbuild/core -lpgspout -Wl,-rpath,"$root/build/core" $(pkg-config --cflags --libs libpq)
+  echo "compiled bench/soak.c"
 }
 
 stage_asan() {
