@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 void pgs_conn_set_error(pgspout_conn *c, const char *fmt, ...)
@@ -21,6 +23,35 @@ void pgs_conn_set_error(pgspout_conn *c, const char *fmt, ...)
         msg[--n] = '\0';
     free(c->err);
     c->err = strdup(msg);
+}
+
+/* libpq's conninfo parse errors quote pieces of the string, which may be a
+ * password ('missing "=" after "secret"', a whole URI): every "quoted" text
+ * becomes "..." in the copy written to out, except the keyword-shaped name
+ * in 'invalid connection option "name"'. */
+static void redact_quoted(const char *msg, char *out, size_t n)
+{
+    size_t w = 0;
+    for (const char *r = msg; *r && w + 6 < n; r++) {
+        out[w++] = *r;
+        if (*r != '"')
+            continue;
+        const char *close = strchr(r + 1, '"');
+        if (close == NULL)
+            break;
+        size_t len = (size_t)(close - r - 1);
+        int keyword = r - msg >= 7 && strncmp(r - 7, "option ", 7) == 0 && len > 0 &&
+                      len <= 64 && strspn(r + 1, "abcdefghijklmnopqrstuvwxyz_") == len;
+        if (keyword && w + len + 2 < n) {
+            memcpy(out + w, r + 1, len + 1); /* the name and its closing quote */
+            w += len + 1;
+        } else {
+            memcpy(out + w, "...\"", 4);
+            w += 4;
+        }
+        r = close;
+    }
+    out[w] = '\0';
 }
 
 /* Server notices and warnings go to the log hook, never to stderr. */
@@ -95,7 +126,10 @@ int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts, pgsp
     char *perr = NULL;
     PQconninfoOption *parsed = PQconninfoParse(conninfo, &perr);
     if (parsed == NULL) {
-        pgs_conn_set_error(c, "invalid connection string: %s", perr ? perr : "out of memory");
+        char safe[512] = "out of memory";
+        if (perr)
+            redact_quoted(perr, safe, sizeof safe);
+        pgs_conn_set_error(c, "invalid connection string: %s", safe);
         int code = perr ? PGSPOUT_ECONNECT : PGSPOUT_ENOMEM;
         PQfreemem(perr);
         c->broken = 1;
@@ -118,8 +152,10 @@ int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts, pgsp
         c->broken = 1;
         return PGSPOUT_ECONNECT;
     }
-    c->cancel = PQgetCancel(c->pg);
     PQsetNoticeReceiver(c->pg, notice_to_log, NULL);
+    /* every wait is ours (poll with deadlines and a wake-up fd): libpq must
+     * never block inside a send */
+    PQsetnonblocking(c->pg, 1);
     pgs_metrics_connect(1, secs);
     return PGSPOUT_OK;
 }
@@ -130,10 +166,6 @@ void pgspout_conn_close(pgspout_conn *c)
         return;
     if (c->active)
         pgs_stream_detach(c->active); /* ends it and unlinks it from c */
-    pthread_mutex_lock(&c->lock);
-    PQfreeCancel(c->cancel);
-    c->cancel = NULL;
-    pthread_mutex_unlock(&c->lock);
     if (c->pg && !pgs_conn_owned(c)) {
         /* A fork child shares the parent's socket: point the descriptor at
          * /dev/null so PQfinish's goodbye cannot reach the parent's server. */
@@ -143,8 +175,12 @@ void pgspout_conn_close(pgspout_conn *c)
             close(devnull);
         }
     }
-    if (c->pg)
-        PQfinish(c->pg);
+    pthread_mutex_lock(&c->lock);
+    PGconn *pg = c->pg;
+    c->pg = NULL;
+    pthread_mutex_unlock(&c->lock);
+    if (pg)
+        PQfinish(pg);
     pthread_mutex_destroy(&c->lock);
     free(c->err);
     free(c);
@@ -169,16 +205,95 @@ int pgspout_conn_server_version(const pgspout_conn *c)
 
 int pgs_conn_owned(const pgspout_conn *c) { return c->pid == getpid(); }
 
-int pgs_conn_send_cancel(pgspout_conn *c)
+/* libpq 15's PQcancel blocks without a timeout (a new connection to the
+ * server, then a wait for it to close): on a silent network, forever. It
+ * runs in a short-lived thread of its own; the caller waits a bounded time.
+ * The job is freed by whichever of the two lets go last. */
+typedef struct cancel_job {
+    PGcancel *cancel;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, ok, refs;
+} cancel_job;
+
+static void cancel_job_release(cancel_job *j)
 {
+    pthread_mutex_lock(&j->mu);
+    int left = --j->refs;
+    pthread_mutex_unlock(&j->mu);
+    if (left)
+        return;
+    PQfreeCancel(j->cancel);
+    pthread_cond_destroy(&j->cv);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
+static void *cancel_thread(void *arg)
+{
+    cancel_job *j = arg;
     char errbuf[256];
-    int ok = 0;
+    int ok = PQcancel(j->cancel, errbuf, sizeof errbuf);
+    pthread_mutex_lock(&j->mu);
+    j->done = 1;
+    j->ok = ok;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    cancel_job_release(j);
+    return NULL;
+}
+
+int pgs_conn_send_cancel(pgspout_conn *c, int timeout_ms)
+{
     if (!pgs_conn_owned(c))
         return -1; /* it would cancel the parent's query */
+    cancel_job *j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return -1;
     pthread_mutex_lock(&c->lock);
-    if (c->cancel)
-        ok = PQcancel(c->cancel, errbuf, sizeof errbuf);
+    j->cancel = c->pg ? PQgetCancel(c->pg) : NULL;
     pthread_mutex_unlock(&c->lock);
+    if (j->cancel == NULL) {
+        free(j);
+        return -1;
+    }
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    j->refs = 2;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 128 * 1024);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* the helper takes no signals */
+    pthread_t t;
+    int started = pthread_create(&t, &attr, cancel_thread, j) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (!started) {
+        j->refs = 1;
+        cancel_thread(j); /* no thread to be had: do it here, unbounded */
+        return 0;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&j->mu);
+    while (!j->done && pthread_cond_timedwait(&j->cv, &j->mu, &ts) == 0)
+        ;
+    int ok = j->done && j->ok;
+    pthread_mutex_unlock(&j->mu);
+    cancel_job_release(j);
     return ok ? 0 : -1;
 }
 
@@ -187,5 +302,5 @@ int pgspout_conn_cancel(pgspout_conn *c)
     if (c == NULL)
         return PGSPOUT_EINVAL;
     atomic_fetch_add(&c->cancel_gen, 1); /* the stream reports ECANCELLED, not ESQL */
-    return pgs_conn_send_cancel(c) == 0 ? PGSPOUT_OK : PGSPOUT_ECONN;
+    return pgs_conn_send_cancel(c, PGS_CANCEL_WAIT_MS) == 0 ? PGSPOUT_OK : PGSPOUT_ECONN;
 }

@@ -15,9 +15,8 @@
 #include <sys/types.h>
 
 struct pgspout_conn {
-    PGconn *pg;
-    PGcancel *cancel;        /* for pgspout_conn_cancel and stream cancel */
-    pthread_mutex_t lock;    /* guards cancel against close */
+    PGconn *pg;              /* non-blocking mode: every wait is pgspout's */
+    pthread_mutex_t lock;    /* guards pg for any-thread cancels against close */
     pgspout_stream *active;  /* the stream running on this connection */
     int broken;              /* desynchronised or lost: no more streams */
     int64_t statement_timeout_ms; /* value last SET on the session, -1 unknown */
@@ -135,8 +134,11 @@ struct pgspout_stream {
 int pgs_conn_owned(const pgspout_conn *c);
 void pgs_conn_set_error(pgspout_conn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* Send a cancel request for whatever runs on c; 0 or -1. Any thread. */
-int pgs_conn_send_cancel(pgspout_conn *c);
+/* Send a cancel request for whatever runs on c and wait up to timeout_ms
+ * for the server to take it: 0, or -1 (failed, or not within the time: the
+ * cancel may still land later). Any thread. */
+int pgs_conn_send_cancel(pgspout_conn *c, int timeout_ms);
+#define PGS_CANCEL_WAIT_MS 500
 
 /* stream.c: end a stream whose connection is closing (it stays allocated) */
 void pgs_stream_detach(pgspout_stream *s);

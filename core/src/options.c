@@ -20,6 +20,8 @@ typedef struct opt_def {
 
 #define OFF(f) offsetof(pgspout_options, f)
 #define I64MAX INT64_MAX
+/* durations are added to nanosecond clocks: keep ms * 1e6 + now in range */
+#define DURMAX (INT64_MAX / 1000000 / 2)
 static const opt_def defs[] = {
     {"chunk_rows", K_INT, OFF(chunk_rows), 1, 10000000, NULL},
     {"chunk_bytes", K_SIZE, OFF(chunk_bytes), 1, I64MAX, NULL},
@@ -30,9 +32,9 @@ static const opt_def defs[] = {
     {"memory_warn", K_FRAC, OFF(memory_warn), 0, 0, NULL},
     {"memory_fail", K_FRAC, OFF(memory_fail), 0, 0, NULL},
     {"max_rows", K_INT, OFF(max_rows), 0, I64MAX, NULL},
-    {"timeout", K_DUR, OFF(timeout_ms), 0, I64MAX, NULL},
+    {"timeout", K_DUR, OFF(timeout_ms), 0, DURMAX, NULL},
     {"statement_timeout", K_DUR, OFF(statement_timeout_ms), 0, INT32_MAX, NULL},
-    {"pause_timeout", K_DUR, OFF(pause_timeout_ms), 0, I64MAX, NULL},
+    {"pause_timeout", K_DUR, OFF(pause_timeout_ms), 0, DURMAX, NULL},
     {"on_pause_timeout", K_ENUM, OFF(on_pause_timeout_cancel), 0, 0, "resume|cancel"},
     {"max_rate", K_RATE, OFF(max_rate), 0, 0, NULL},
     {"label", K_LABEL, OFF(label), 0, 0, NULL},
@@ -40,8 +42,8 @@ static const opt_def defs[] = {
     {"rows", K_ENUM, OFF(rows_mode), 0, 0, "tuple|dict|json"},
     {"metrics", K_BOOL, OFF(metrics), 0, 0, NULL},
     {"progress_rows", K_INT, OFF(progress_rows), 0, I64MAX, NULL},
-    {"progress_interval", K_DUR, OFF(progress_interval_ms), 0, I64MAX, NULL},
-    {"idle_timeout", K_DUR, OFF(idle_timeout_ms), 0, I64MAX, NULL},
+    {"progress_interval", K_DUR, OFF(progress_interval_ms), 0, DURMAX, NULL},
+    {"idle_timeout", K_DUR, OFF(idle_timeout_ms), 0, DURMAX, NULL},
     {"connect_timeout", K_DUR, OFF(connect_timeout_ms), 0, INT32_MAX, NULL},
     {"keepalives_idle", K_DUR, OFF(keepalives_idle_ms), 0, INT32_MAX, NULL},
     {"keepalives_interval", K_DUR, OFF(keepalives_interval_ms), 0, INT32_MAX, NULL},
@@ -93,6 +95,7 @@ typedef struct decimal {
     int64_t whole;
     double frac;   /* in [0, 1) */
     int has_frac;
+    int positive;  /* any non-zero digit, even past double precision */
 } decimal;
 
 static int parse_decimal(const char *s, decimal *d, const char **end)
@@ -104,6 +107,7 @@ static int parse_decimal(const char *s, decimal *d, const char **end)
     d->whole = 0;
     d->frac = 0;
     d->has_frac = 0;
+    d->positive = 0;
     if (*p == '+')
         p++;
     while (isdigit((unsigned char)*p)) {
@@ -111,6 +115,7 @@ static int parse_decimal(const char *s, decimal *d, const char **end)
         if (d->whole > (INT64_MAX - v) / 10)
             return -1;
         d->whole = d->whole * 10 + v;
+        d->positive |= v != 0;
         digits++;
     }
     if (*p == '.') {
@@ -118,6 +123,7 @@ static int parse_decimal(const char *s, decimal *d, const char **end)
         int k = 0;
         p++;
         while (isdigit((unsigned char)*p)) {
+            d->positive |= *p != '0';
             if (k < 15) { /* further digits are below double precision here */
                 mant = mant * 10 + (*p - '0');
                 k++;
@@ -208,6 +214,8 @@ int pgs_parse_duration_ms(const char *s, int64_t *out)
         if (scaled(&d, 1, &us) != 0)
             return -1;
         *out = us / 1000 + (us % 1000 != 0);
+        if (*out == 0 && d.positive) /* "0.2us" is not "no limit" */
+            *out = 1;
         return 0;
     }
     static const struct {
@@ -219,7 +227,7 @@ int pgs_parse_duration_ms(const char *s, int64_t *out)
         if (strcmp(end, units[i].unit) == 0) {
             if (scaled(&d, units[i].ms, out) != 0)
                 return -1;
-            if (*out == 0 && (d.whole > 0 || d.frac > 0)) /* "0.1ms" is not "no limit" */
+            if (*out == 0 && d.positive) /* "0.1ms" is not "no limit" */
                 *out = 1;
             return 0;
         }

@@ -19,8 +19,9 @@
 #define STORE(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
 #define ADD(x, v) STORE(x, LOAD(x) + (v)) /* single writer: no lock prefix */
 
-/* How long a drain after a cancel may take before the connection is given up. */
-#define DRAIN_NS (10 * PGS_NS_PER_S)
+/* How long a drain after a cancel, or a utility statement between streams,
+ * may take before the connection is given up as unusable. */
+#define DRAIN_NS (5 * PGS_NS_PER_S)
 /* Adaptive chunking: votes needed and minimum time between two changes. */
 #define ADAPT_VOTES 3
 #define ADAPT_INTERVAL_NS (250 * PGS_NS_PER_MS)
@@ -262,13 +263,56 @@ static int drain(PGconn *pg, int64_t deadline)
     }
 }
 
-/* Run one utility statement between streams (savepoints). 0 or -1. */
-static int exec_simple(pgspout_conn *c, const char *sql)
+/* Send what libpq has queued, waiting at most until deadline (0 = none).
+ * PGSPOUT_OK, ETIMEOUT or ECONN. */
+static int flush_out(PGconn *pg, int64_t deadline)
 {
-    PGresult *r = PQexec(c->pg, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    PQclear(r);
-    return ok ? 0 : -1;
+    for (;;) {
+        int r = PQflush(pg);
+        if (r == 0)
+            return PGSPOUT_OK;
+        if (r < 0)
+            return PGSPOUT_ECONN;
+        int w = pgs_wait_rw(PQsocket(pg), 1, -1, deadline);
+        if (w == 0)
+            return PGSPOUT_ETIMEOUT;
+        if (w < 0)
+            return PGSPOUT_ECONN;
+        if ((w & PGS_WAIT_SOCKET) && !PQconsumeInput(pg))
+            return PGSPOUT_ECONN;
+    }
+}
+
+/* Run a utility statement (SET, SAVEPOINT...) with a deadline; the server's
+ * error goes on errs when given. PGSPOUT_OK, ESQL, ETIMEOUT or ECONN; on the
+ * last two the connection is marked broken (it may be mid-statement). */
+static int exec_utility(pgspout_conn *c, const char *sql, int64_t deadline,
+                        pgspout_stream *errs)
+{
+    PGconn *pg = c->pg;
+    int rc = PQsendQuery(pg, sql) ? flush_out(pg, deadline) : PGSPOUT_ECONN;
+    int failed = 0;
+    while (rc == PGSPOUT_OK) {
+        if (!PQisBusy(pg)) {
+            PGresult *r = PQgetResult(pg);
+            if (r == NULL)
+                return failed ? PGSPOUT_ESQL : PGSPOUT_OK;
+            if (PQresultStatus(r) != PGRES_COMMAND_OK && !failed++ && errs)
+                set_sql_error(errs, r);
+            PQclear(r);
+            continue;
+        }
+        if (!PQconsumeInput(pg))
+            rc = PGSPOUT_ECONN;
+        else if (PQisBusy(pg)) {
+            int w = pgs_wait(PQsocket(pg), -1, deadline);
+            rc = w == 0 ? PGSPOUT_ETIMEOUT : w < 0 ? PGSPOUT_ECONN : PGSPOUT_OK;
+        }
+    }
+    c->broken = 1;
+    pgs_conn_set_error(c, "connection unusable after %s: %s", sql,
+                       rc == PGSPOUT_ETIMEOUT ? "timed out" : PQerrorMessage(pg));
+    return rc;
 }
 
 /* Inside the caller's transaction block a stream runs under a savepoint, so
@@ -284,15 +328,17 @@ static void savepoint_end(pgspout_stream *s, int rollback)
     s->savepoint = 0;
     if (PQtransactionStatus(c->pg) == PQTRANS_INERROR && !rollback)
         return; /* the server's own error: the caller's transaction is aborted, as usual */
-    if (exec_simple(c, rollback ? "ROLLBACK TO SAVEPOINT " SAVEPOINT_NAME
-                                  "; RELEASE SAVEPOINT " SAVEPOINT_NAME
-                                : "RELEASE SAVEPOINT " SAVEPOINT_NAME) != 0)
-        pgs_conn_set_error(c, "could not end the stream's savepoint: %s", PQerrorMessage(c->pg));
+    exec_utility(c, rollback ? "ROLLBACK TO SAVEPOINT " SAVEPOINT_NAME
+                               "; RELEASE SAVEPOINT " SAVEPOINT_NAME
+                             : "RELEASE SAVEPOINT " SAVEPOINT_NAME,
+                 pgs_now_ns() + DRAIN_NS, NULL);
 }
 
 /* Stop the server side now: send a cancel unless the server is finished,
- * then drain. Marks the connection broken when that fails. Returns what the
- * drain discarded (DRAINED_*), 0 if the server had already finished. */
+ * then drain. A cancel the server did not take in time (a silent network)
+ * could still land on a later query, so the connection is then marked
+ * broken instead; so it is when the drain fails. Returns what the drain
+ * discarded (DRAINED_*), 0 if the server had already finished. */
 static int stop_server(pgspout_stream *s)
 {
     if (s->conn == NULL || s->server_done)
@@ -301,7 +347,12 @@ static int stop_server(pgspout_stream *s)
     s->server_done = 1;
     if (!pgs_conn_owned(c)) /* a fork child: the query is the parent's */
         return 0;
-    pgs_conn_send_cancel(c);
+    if (pgs_conn_send_cancel(c, PGS_CANCEL_WAIT_MS) != 0) {
+        c->broken = 1;
+        pgs_conn_set_error(c, "the server did not take a cancel request within %d ms; "
+                              "connection closed for safety", PGS_CANCEL_WAIT_MS);
+        return DRAINED_ROWS | DRAINED_ERROR;
+    }
     int saw = drain(c->pg, pgs_now_ns() + DRAIN_NS);
     if (saw < 0) {
         c->broken = 1;
@@ -617,6 +668,11 @@ static int fill(pgspout_stream *s, int nonblock)
     release_chunk(s);
     if (s->pend_state)
         return finish_pending(s);
+    if (s->server_done && s->carry == NULL) { /* everything was read already */
+        s->pend_state = PGSPOUT_STATE_DONE;
+        s->pend_code = PGSPOUT_DONE;
+        return finish_pending(s);
+    }
     if (!pgs_conn_owned(s->conn)) {
         set_error(s, "", "the connection belongs to the process that opened it (this is a fork "
                          "child); open a new connection here");
@@ -738,8 +794,13 @@ static int fill(pgspout_stream *s, int nonblock)
                 PQclear(res);
                 s->pend_state = PGSPOUT_STATE_FAILED;
                 s->pend_code = PGSPOUT_ESQL;
-                if (drain(pg, pgs_now_ns() + DRAIN_NS) < 0)
+                if (drain(pg, pgs_now_ns() + DRAIN_NS) < 0 || PQstatus(pg) != CONNECTION_OK) {
+                    /* e.g. 57P01 from pg_terminate_backend: the connection is
+                     * gone, which is what the caller must act on; the
+                     * SQLSTATE stays readable */
                     s->conn->broken = 1;
+                    s->pend_code = PGSPOUT_ECONN;
+                }
                 s->server_done = 1;
                 savepoint_end(s, 0);
                 break;
@@ -771,8 +832,18 @@ static int fill(pgspout_stream *s, int nonblock)
 
 /* ------------------------------------------------------------ public API */
 
-static int open_fail(pgspout_stream *s, int code)
+/* Open failed before rows could flow; what names the step for errors that
+ * have no server message (timeouts, lost connections). */
+static int open_fail(pgspout_stream *s, int code, const char *what)
 {
+    if (what && code == PGSPOUT_ETIMEOUT)
+        set_error(s, "", "timeout of %lld ms exceeded while %s", (long long)s->opt.timeout_ms,
+                  what);
+    else if (what && code == PGSPOUT_ECONN)
+        set_error(s, "08006", "connection lost while %s: %s", what,
+                  s->conn->err ? s->conn->err : "");
+    if (code == PGSPOUT_ETIMEOUT)
+        s->limit_reason = PGS_LIMIT_TIMEOUT;
     s->server_done = 1;
     stream_end(s, PGSPOUT_STATE_FAILED, code);
     return code;
@@ -787,15 +858,10 @@ static int apply_statement_timeout(pgspout_stream *s)
         return 0;
     char sql[64];
     snprintf(sql, sizeof sql, "SET statement_timeout = %lld", (long long)want);
-    PGresult *r = PQexec(c->pg, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok)
-        set_sql_error(s, r);
-    PQclear(r);
-    if (!ok)
-        return -1;
-    c->statement_timeout_ms = want;
-    return 0;
+    int rc = exec_utility(c, sql, s->deadline, s);
+    if (rc == PGSPOUT_OK)
+        c->statement_timeout_ms = want;
+    return rc;
 }
 
 int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams,
@@ -867,20 +933,24 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams,
         pgs_metrics_chunk_rows_gauge(s->metrics, s->chunk_target);
     }
 
-    if (apply_statement_timeout(s) != 0)
-        return open_fail(s, PQstatus(conn->pg) == CONNECTION_OK ? PGSPOUT_ESQL : PGSPOUT_ECONN);
-    if (PQtransactionStatus(conn->pg) == PQTRANS_INTRANS) {
-        if (exec_simple(conn, "SAVEPOINT " SAVEPOINT_NAME) != 0) {
-            set_error(s, "", "could not set the stream's savepoint: %s", PQerrorMessage(conn->pg));
-            return open_fail(s, PQstatus(conn->pg) == CONNECTION_OK ? PGSPOUT_ESQL : PGSPOUT_ECONN);
-        }
-        s->savepoint = 1;
+    int rc = apply_statement_timeout(s);
+    if (rc == PGSPOUT_OK && PQtransactionStatus(conn->pg) == PQTRANS_INTRANS) {
+        rc = exec_utility(conn, "SAVEPOINT " SAVEPOINT_NAME, s->deadline, s);
+        s->savepoint = rc == PGSPOUT_OK;
     }
+    if (rc != PGSPOUT_OK)
+        return open_fail(s, rc, "preparing the stream");
     if (!PQsendQueryParams(conn->pg, sql, nparams, NULL, params, NULL, NULL, 0)) {
         set_error(s, "", "could not send the query: %s", PQerrorMessage(conn->pg));
         if (PQstatus(conn->pg) != CONNECTION_OK)
             conn->broken = 1;
-        return open_fail(s, conn->broken ? PGSPOUT_ECONN : PGSPOUT_EINTERNAL);
+        return open_fail(s, conn->broken ? PGSPOUT_ECONN : PGSPOUT_EINTERNAL, NULL);
+    }
+    /* large parameters may not fit the socket at once: send them within the
+     * stream's deadline */
+    if ((rc = flush_out(conn->pg, s->deadline)) != PGSPOUT_OK) {
+        conn->broken = 1;
+        return open_fail(s, rc, "sending the query");
     }
 #ifdef PGSPOUT_HAVE_CHUNKED_ROWS
     int moded = PQsetChunkedRowsMode(conn->pg, (int)s->chunk_target);
@@ -890,9 +960,9 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams,
     if (!moded) {
         set_error(s, "", "could not switch libpq to %s mode", pgspout_transport());
         stop_server(s);
-        return open_fail(s, PGSPOUT_EINTERNAL);
+        return open_fail(s, PGSPOUT_EINTERNAL, NULL);
     }
-    int rc = fill(s, 0);
+    rc = fill(s, 0);
     if (rc == PGSPOUT_OK || rc == PGSPOUT_DONE)
         return PGSPOUT_OK;
     return rc;
@@ -1084,7 +1154,7 @@ int pgspout_stream_cancel(pgspout_stream *s)
     if (LOAD(s->ended))
         rc = PGSPOUT_ESTATE;
     else if (!atomic_exchange(&s->cancel_req, 1) && s->conn && !s->server_done)
-        pgs_conn_send_cancel(s->conn);
+        pgs_conn_send_cancel(s->conn, PGS_CANCEL_WAIT_MS);
     pthread_mutex_unlock(&s->ctl);
     pgs_wake_signal(&s->wake);
     return rc;

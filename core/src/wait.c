@@ -46,13 +46,13 @@ void pgs_wake_drain(pgs_wake *w)
     }
 }
 
-int pgs_wait(int sock, int wake_fd, int64_t deadline_ns)
+int pgs_wait_rw(int sock, int want_write, int wake_fd, int64_t deadline_ns)
 {
     struct pollfd p[2];
     int n = 0, is = -1, iw = -1;
     if (sock >= 0) {
         p[n].fd = sock;
-        p[n].events = POLLIN;
+        p[n].events = (short)(POLLIN | (want_write ? POLLOUT : 0));
         is = n++;
     }
     if (wake_fd >= 0) {
@@ -83,6 +83,8 @@ int pgs_wait(int sock, int wake_fd, int64_t deadline_ns)
         int mask = 0;
         if (is >= 0 && (p[is].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL)))
             mask |= PGS_WAIT_SOCKET;
+        if (is >= 0 && (p[is].revents & POLLOUT))
+            mask |= PGS_WAIT_WRITABLE;
         if (iw >= 0 && (p[iw].revents & POLLIN))
             mask |= PGS_WAIT_WAKE;
         return mask;

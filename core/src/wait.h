@@ -19,11 +19,13 @@ void pgs_wake_close(pgs_wake *w);
 void pgs_wake_signal(pgs_wake *w); /* async-signal and thread safe */
 void pgs_wake_drain(pgs_wake *w);
 
-enum { PGS_WAIT_SOCKET = 1, PGS_WAIT_WAKE = 2 };
+enum { PGS_WAIT_SOCKET = 1, PGS_WAIT_WAKE = 2, PGS_WAIT_WRITABLE = 4 };
 
-/* Wait until sock (if >= 0) is readable, the wake fd fires (if wake_fd >= 0),
- * or the monotonic deadline passes (0 = none). Returns a PGS_WAIT_* mask, 0
- * on timeout, -1 on a poll error. */
-int pgs_wait(int sock, int wake_fd, int64_t deadline_ns);
+/* Wait until sock (if >= 0) is readable (or also writable, with
+ * want_write), the wake fd fires (if wake_fd >= 0), or the monotonic deadline
+ * passes (0 = none). Returns a PGS_WAIT_* mask, 0 on timeout, -1 on a poll
+ * error. */
+int pgs_wait_rw(int sock, int want_write, int wake_fd, int64_t deadline_ns);
+#define pgs_wait(sock, wake_fd, deadline_ns) pgs_wait_rw(sock, 0, wake_fd, deadline_ns)
 
 #endif
