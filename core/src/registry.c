@@ -391,76 +391,133 @@ int pgspout_registry_open(const char *conninfo, const char *sql, int nparams,
     return PGSPOUT_OK;
 }
 
-/* Hand out up to max_rows rows of e's current chunk as NDJSON (e->mu held). */
+/* The NDJSON a fetch hands out: malloc'd, NUL-terminated, freed by the
+ * caller with pgspout_free. Appends either succeed whole or leave it as it
+ * was. */
+typedef struct out_buf {
+    char *p;
+    size_t len, cap;
+} out_buf;
+
+static int out_add(out_buf *b, const char *s, size_t n, int newline)
+{
+    size_t need = b->len + n + (newline ? 1 : 0) + 1;
+    if (need > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 4096;
+        char *q;
+        while (cap < need)
+            cap *= 2;
+        q = realloc(b->p, cap);
+        if (!q)
+            return -1;
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    if (newline)
+        b->p[b->len++] = '\n';
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+/* Append rows [pos, pos+n) of e->chunk to b. On failure b is unchanged and
+ * the code returned (the rows stay unserved). */
+static int add_rows(reg_entry *e, out_buf *b, int n)
+{
+    const char *js;
+    size_t jlen, before = b->len;
+    int rc, i;
+
+    if (e->chunk_pos == 0 && n == pgspout_chunk_nrows(e->chunk)) {
+        /* the whole chunk: one call into the core */
+        rc = pgspout_chunk_ndjson(e->stream, e->chunk, &js, &jlen);
+        if (rc < 0)
+            return rc;
+        return out_add(b, js, jlen, 0) == 0 ? PGSPOUT_OK : PGSPOUT_ENOMEM;
+    }
+    for (i = 0; i < n; i++) {
+        const pgspout_row *row = pgspout_chunk_row(e->chunk, e->chunk_pos + i);
+        rc = pgspout_row_json(e->stream, row, &js, &jlen);
+        if (rc == PGSPOUT_OK && out_add(b, js, jlen, 1) != 0)
+            rc = PGSPOUT_ENOMEM;
+        if (rc != PGSPOUT_OK) {
+            b->len = before;
+            if (b->p)
+                b->p[before] = '\0';
+            return rc;
+        }
+    }
+    return PGSPOUT_OK;
+}
+
+/* Hand out rows as NDJSON (e->mu held).
+ *
+ * max_rows == 0: the rows of one core chunk (blocking for it, as
+ * pgspout_stream_next_chunk does). max_rows > 0: at most max_rows rows -
+ * the rest of a partly served chunk, or a new chunk (blocking only for the
+ * first one), topped up with further chunks while the core has them ready
+ * without waiting (PGSPOUT_NONBLOCK). Fewer, bigger fetches when data flows
+ * fast, no added latency when it trickles. Rows of a chunk not handed out
+ * stay in e->chunk for the next fetch: every row exactly once, in order.
+ *
+ * When the stream ends or fails after some rows were gathered, those rows
+ * are returned (OK) and the next fetch reports the end or the error (the
+ * core repeats it). */
 static int fetch_locked(reg_entry *e, int max_rows, char **out, size_t *len,
                         int *nrows, char **errmsg)
 {
-    int avail, n, rc, i;
-    const char *js;
-    size_t jlen;
+    out_buf b = {NULL, 0, 0};
+    int total = 0, rc = PGSPOUT_OK, avail, n;
 
-    if (!e->chunk || e->chunk_pos >= pgspout_chunk_nrows(e->chunk)) {
-        const pgspout_chunk *c = NULL;
-        e->chunk = NULL;
-        e->chunk_pos = 0;
-        rc = pgspout_stream_next_chunk(e->stream, 0, &c);
-        if (rc == PGSPOUT_DONE)
-            return PGSPOUT_DONE;
-        if (rc < 0) {
-            set_errmsg(errmsg, NULL, pgspout_stream_error(e->stream),
-                       pgspout_stream_sqlstate(e->stream), rc);
-            return rc;
+    for (;;) {
+        if (!e->chunk || e->chunk_pos >= pgspout_chunk_nrows(e->chunk)) {
+            const pgspout_chunk *c = NULL;
+            e->chunk = NULL;
+            e->chunk_pos = 0;
+            if (total > 0 && max_rows == 0)
+                break;
+            rc = pgspout_stream_next_chunk(e->stream, total > 0 ? PGSPOUT_NONBLOCK : 0, &c);
+            if (total > 0 && (rc != PGSPOUT_OK || !c)) {
+                rc = PGSPOUT_OK; /* AGAIN, PAUSED, DONE or an error: later */
+                break;
+            }
+            if (rc == PGSPOUT_DONE)
+                return PGSPOUT_DONE;
+            if (rc < 0) {
+                set_errmsg(errmsg, NULL, pgspout_stream_error(e->stream),
+                           pgspout_stream_sqlstate(e->stream), rc);
+                return rc;
+            }
+            if (rc != PGSPOUT_OK || !c || pgspout_chunk_nrows(c) <= 0) {
+                set_errmsg(errmsg, NULL, "unexpected answer from next_chunk", NULL,
+                           PGSPOUT_EINTERNAL);
+                return PGSPOUT_EINTERNAL;
+            }
+            e->chunk = c;
         }
-        if (rc != PGSPOUT_OK || !c) {
-            set_errmsg(errmsg, NULL, "unexpected answer from next_chunk", NULL,
-                       PGSPOUT_EINTERNAL);
-            return PGSPOUT_EINTERNAL;
-        }
-        e->chunk = c;
-    }
 
-    avail = pgspout_chunk_nrows(e->chunk) - e->chunk_pos;
-    n = (max_rows > 0 && max_rows < avail) ? max_rows : avail;
-
-    if (e->chunk_pos == 0 && n == avail) {
-        /* the whole chunk: one call into the core */
-        rc = pgspout_chunk_ndjson(e->stream, e->chunk, &js, &jlen);
-        if (rc < 0) {
+        avail = pgspout_chunk_nrows(e->chunk) - e->chunk_pos;
+        n = (max_rows > 0 && max_rows - total < avail) ? max_rows - total : avail;
+        rc = add_rows(e, &b, n);
+        if (rc != PGSPOUT_OK) {
+            if (total > 0) {
+                rc = PGSPOUT_OK; /* deliver what we have; the rest stays */
+                break;
+            }
+            free(b.p);
             set_errmsg(errmsg, NULL, NULL, NULL, rc);
             return rc;
         }
-        *out = malloc(jlen + 1);
-        if (!*out)
-            goto oom;
-        memcpy(*out, js, jlen);
-        (*out)[jlen] = '\0';
-        *len = jlen;
-    } else {
-        pgs_buf b = PGS_BUF_INIT;
-        for (i = 0; i < n; i++) {
-            const pgspout_row *row = pgspout_chunk_row(e->chunk, e->chunk_pos + i);
-            rc = pgspout_row_json(e->stream, row, &js, &jlen);
-            if (rc < 0) {
-                pgs_buf_free(&b);
-                set_errmsg(errmsg, NULL, NULL, NULL, rc);
-                return rc;
-            }
-            pgs_buf_append(&b, js, jlen);
-            pgs_buf_putc(&b, '\n');
-        }
-        *len = b.len;
-        *out = pgs_buf_steal(&b);
-        if (!*out)
-            goto oom;
+        e->chunk_pos += n;
+        total += n;
+        if (max_rows == 0 || total >= max_rows)
+            break;
     }
-    e->chunk_pos += n;
-    *nrows = n;
+    *out = b.p;
+    *len = b.len;
+    *nrows = total;
     return PGSPOUT_OK;
-
-oom:
-    *len = 0;
-    set_errmsg(errmsg, NULL, NULL, NULL, PGSPOUT_ENOMEM);
-    return PGSPOUT_ENOMEM;
 }
 
 int pgspout_registry_fetch(uint64_t id, int max_rows, char **out, size_t *len,

@@ -76,6 +76,29 @@ describe("registry", function()
         pgspout.registry_close(id)
     end)
 
+    it("tops a fetch up with rows already received, up to max_rows", function()
+        local id = assert(pgspout.registry_open(H.dsn, "SELECT g AS id FROM generate_series(1, 5000) g",
+                                                nil, { chunk_rows = 100 }))
+        H.sleep(0.3)        -- let the whole result reach the socket
+        local out, n = assert(pgspout.registry_fetch(id, 1000))
+        assert.is_true(n > 100, "only " .. tostring(n) .. " rows: not topped up")
+        assert.is_true(n <= 1000)
+        local rows = lines(out)
+        local rest = fetch_all(id, 1000)
+        assert.are.equal(5000, #rows + #rest)
+        if has_cjson then
+            for i, r in ipairs(rest) do assert.are.equal(#rows + i, r.id) end
+        end
+        -- max_rows 0: exactly one core chunk per fetch
+        local id2 = assert(pgspout.registry_open(H.dsn, "SELECT g FROM generate_series(1, 5000) g",
+                                                 nil, { chunk_rows = 100 }))
+        H.sleep(0.3)
+        local _, n2 = assert(pgspout.registry_fetch(id2, 0))
+        assert.is_true(n2 <= 100)
+        pgspout.registry_close(id)
+        pgspout.registry_close(id2)
+    end)
+
     it("pauses, resumes and reports stats as JSON", function()
         local id = assert(pgspout.registry_open(H.dsn, "SELECT g FROM generate_series(1, 10000) g",
             nil, { chunk_rows = 100, label = "lua_registry", pause_timeout = "300ms" }))

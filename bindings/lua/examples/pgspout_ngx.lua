@@ -19,6 +19,9 @@ local WORKER = "pgspout_ngx_worker"
 local SQL = "SELECT g AS id, md5(g::text) AS h FROM generate_series(1, $1::int) g"
 local OPTS = { chunk_rows = 1000, max_memory = "16MB", label = "nginx",
                idle_timeout = "30s" }
+-- rows per fetch (one pool-thread round trip): a fetch waits only for its
+-- first rows, then takes what is already received, up to this many
+local FETCH_ROWS = 5000
 
 local M = {}
 
@@ -72,7 +75,7 @@ function M.stream()
     ngx.header["Content-Type"] = "application/x-ndjson"
     ngx.header["X-Pgspout-Stream"] = tostring(id)
     while true do
-        local st, out = call("fetch", id, 0)
+        local st, out = call("fetch", id, FETCH_ROWS)
         if st == "done" then break end
         if st ~= "rows" then
             -- An error mid-stream must not look like a normal end: log it
