@@ -242,8 +242,11 @@ PGSPOUT_EXTERN int pgspout_chunk_nrows(const pgspout_chunk *c);
 PGSPOUT_EXTERN const pgspout_row *pgspout_chunk_row(const pgspout_chunk *c,
                                                     int i);
 
-/* Descriptor for an event loop: readable when the server sent data, or when
- * pause/resume/cancel was called from another thread. -1 if none. */
+/* Descriptor for an event loop (poll it for reading): readable when the
+ * server sent data the stream wants (not while paused or throttled), or when
+ * pause/resume/cancel was called from another thread; then call
+ * pgspout_stream_next_chunk(PGSPOUT_NONBLOCK) again. Stable for the stream's
+ * life (an epoll set on Linux). -1 if s is NULL. */
 PGSPOUT_EXTERN int pgspout_stream_socket(const pgspout_stream *s);
 /* After PGSPOUT_AGAIN: milliseconds until a deadline or throttle needs the
  * stream to be called again even without I/O; -1 = no such deadline. */

@@ -90,6 +90,8 @@ struct pgspout_stream {
     int warned;               /* memory_warn crossed already */
     int64_t chunk_target;     /* current chunk_rows (adaptive) */
     pgs_wake wake;
+    int epfd;                 /* pgspout_stream_socket: wake fd + server socket */
+    int sock_watched;         /* the server socket is in epfd now */
     char *err;
     char sqlstate[6];
 

@@ -16,7 +16,8 @@ int pgs_json_kind(unsigned int oid)
         return PGS_JSON_NUMBER;
     case 16: /* bool */
         return PGS_JSON_BOOL;
-    case 114:  /* json */
+    case 114: /* json keeps its input's whitespace */
+        return PGS_JSON_RAW_LINES;
     case 3802: /* jsonb */
         return PGS_JSON_RAW;
     default:
@@ -128,6 +129,18 @@ int pgs_json_value(pgs_buf *b, int kind, const char *v, size_t n, int isnull)
         return n == 1 && v[0] == 't' ? pgs_buf_append(b, "true", 4) : pgs_buf_append(b, "false", 5);
     case PGS_JSON_RAW:
         return pgs_buf_append(b, v, n);
+    case PGS_JSON_RAW_LINES: {
+        /* raw CR/LF can only be whitespace between tokens in valid JSON
+         * (inside strings they must be escaped), so spaces are equivalent */
+        size_t at = b->len;
+        if (pgs_buf_append(b, v, n) != 0)
+            return -1;
+        for (char *p = b->data + at; (p = memchr(p, '\n', n - (size_t)(p - (b->data + at))));)
+            *p = ' ';
+        for (char *p = b->data + at; (p = memchr(p, '\r', n - (size_t)(p - (b->data + at))));)
+            *p = ' ';
+        return 0;
+    }
     default:
         return pgs_json_string(b, v, n);
     }

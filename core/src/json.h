@@ -10,7 +10,9 @@ enum {
     PGS_JSON_STRING = 0, /* escaped string */
     PGS_JSON_NUMBER,     /* int2/4/8, oid, numeric, float4/8: bare number */
     PGS_JSON_BOOL,       /* 't'/'f' -> true/false */
-    PGS_JSON_RAW         /* json/jsonb: inserted as-is */
+    PGS_JSON_RAW,        /* jsonb: inserted as-is (its output has no raw newlines) */
+    PGS_JSON_RAW_LINES   /* json: as-is but for raw CR/LF, which become spaces so
+                            one value stays on one NDJSON line */
 };
 
 int pgs_json_kind(unsigned int type_oid);

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 #define STORE(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
@@ -174,7 +176,8 @@ static int set_meta(pgspout_stream *s, const PGresult *res)
         if (s->json_key[c] == NULL)
             return -1;
     }
-    s->json_single = n == 1 && s->json_kind[0] == PGS_JSON_RAW;
+    s->json_single = n == 1 && (s->json_kind[0] == PGS_JSON_RAW ||
+                                s->json_kind[0] == PGS_JSON_RAW_LINES);
     return 0;
 }
 
@@ -390,6 +393,19 @@ static int fail_conn(pgspout_stream *s)
 
 /* ------------------------------------------------------------- the pump */
 
+/* The event-loop descriptor (pgspout_stream_socket) is an epoll set holding
+ * the wake-up eventfd always and the server socket only while the stream
+ * wants to read: paused or throttled, data waiting on the socket must not
+ * make the loop spin. Owner thread. */
+static void watch_socket(pgspout_stream *s, int on)
+{
+    if (s->epfd < 0 || s->conn == NULL || on == s->sock_watched)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN};
+    if (epoll_ctl(s->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, PQsocket(s->conn->pg), &ev) == 0)
+        s->sock_watched = on;
+}
+
 static int64_t min_deadline(int64_t a, int64_t b)
 {
     if (a == 0)
@@ -446,16 +462,20 @@ static int control(pgspout_stream *s, int nonblock)
             return RETRY;
         }
         s->wait_until = min_deadline(pdl, s->deadline);
-        if (nonblock)
+        if (nonblock) {
+            watch_socket(s, 0);
             return PGSPOUT_PAUSED;
+        }
         pgs_wait(-1, s->wake.fd, s->wait_until);
         pgs_wake_drain(&s->wake);
         return RETRY;
     }
     if (s->throttle_until > now) {
         s->wait_until = min_deadline(s->throttle_until, s->deadline);
-        if (nonblock)
+        if (nonblock) {
+            watch_socket(s, 0);
             return PGSPOUT_AGAIN;
+        }
         pgs_wait(-1, s->wake.fd, s->wait_until);
         pgs_wake_drain(&s->wake);
         return RETRY;
@@ -683,6 +703,8 @@ static int fill(pgspout_stream *s, int nonblock)
     }
     PGconn *pg = s->conn->pg;
     int64_t fill_start = pgs_now_ns();
+    if (nonblock) /* consumed before the checks: a later signal stays pending */
+        pgs_wake_drain(&s->wake);
     int waited = 0;
     uint64_t kept_total = s->delivered_base;
     int64_t target = s->chunk_target;
@@ -734,8 +756,10 @@ static int fill(pgspout_stream *s, int nonblock)
                     continue;
                 if (s->nrows > 0)
                     break;
-                if (nonblock)
+                if (nonblock) {
+                    watch_socket(s, 1);
                     return PGSPOUT_AGAIN;
+                }
                 int w = pgs_wait(PQsocket(pg), s->wake.fd, s->deadline);
                 if (w < 0)
                     return fail_conn(s);
@@ -903,7 +927,13 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams,
         pgs_options_defaults(&s->opt);
     s->limit_reason = -1;
     s->wake.fd = -1;
-    if (pgs_wake_open(&s->wake) != 0) {
+    s->epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN};
+    if (s->epfd < 0 || pgs_wake_open(&s->wake) != 0 ||
+        epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->wake.fd, &ev) != 0) {
+        pgs_wake_close(&s->wake);
+        if (s->epfd >= 0)
+            close(s->epfd);
         free(s);
         return PGSPOUT_ENOMEM;
     }
@@ -1018,17 +1048,7 @@ const pgspout_row *pgspout_chunk_row(const pgspout_chunk *c, int i)
     return c && i >= 0 && i < c->n ? &c->rows[i] : NULL;
 }
 
-int pgspout_stream_socket(const pgspout_stream *s)
-{
-    if (s == NULL)
-        return -1;
-    /* the wake fd when paused or throttled; the server socket otherwise */
-    if (LOAD(s->ended))
-        return s->wake.fd;
-    if (LOAD(s->pause_req) || s->throttle_until > pgs_now_ns())
-        return s->wake.fd;
-    return s->conn ? PQsocket(s->conn->pg) : s->wake.fd;
-}
+int pgspout_stream_socket(const pgspout_stream *s) { return s ? s->epfd : -1; }
 
 int pgspout_stream_wait_ms(const pgspout_stream *s)
 {
@@ -1076,7 +1096,8 @@ int pgs_stream_render_row(pgspout_stream *s, const pgspout_row *row, pgs_buf *b)
 {
     const pgs_field *f = row->f;
     if (s->json_single)
-        return pgs_json_value(b, PGS_JSON_RAW, row->data + f[0].off, (size_t)f[0].len, f[0].len < 0);
+        return pgs_json_value(b, s->json_kind[0], row->data + f[0].off,
+                              f[0].len < 0 ? 0 : (size_t)f[0].len, f[0].len < 0);
     if (pgs_buf_putc(b, '{') != 0)
         return -1;
     for (int c = 0; c < row->ncols; c++) {
@@ -1217,6 +1238,8 @@ void pgspout_stream_close(pgspout_stream *s)
     free(s->lens);
     pgs_buf_free(&s->json);
     pgs_wake_close(&s->wake);
+    if (s->epfd >= 0)
+        close(s->epfd);
     pthread_mutex_destroy(&s->ctl);
     free(s->err);
     free(s);

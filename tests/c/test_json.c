@@ -312,6 +312,20 @@ static void test_value_object(void **state)
 
 /* --------------------------------------------------------------- kinds */
 
+/* json (not jsonb) keeps its input's newlines; in NDJSON one value must stay
+ * on one line, and raw CR/LF outside strings are plain whitespace. */
+static void test_value_json_newlines(void **state)
+{
+    (void)state;
+    pgs_buf b = PGS_BUF_INIT;
+    const char *v = "{\n  \"a\": \"x\\ny\",\r\n  \"b\": [1,\n2]\n}";
+    assert_int_equal(pgs_json_value(&b, PGS_JSON_RAW_LINES, v, strlen(v), 0), 0);
+    assert_null(memchr(b.data, '\n', b.len));
+    assert_null(memchr(b.data, '\r', b.len));
+    assert_string_equal(b.data, "{   \"a\": \"x\\ny\",    \"b\": [1, 2] }");
+    pgs_buf_free(&b);
+}
+
 static void test_kind_oids(void **state)
 {
     (void)state;
@@ -327,7 +341,7 @@ static void test_kind_oids(void **state)
         {701, PGS_JSON_NUMBER},  /* float8 */
         {1700, PGS_JSON_NUMBER}, /* numeric */
         {16, PGS_JSON_BOOL},     /* bool */
-        {114, PGS_JSON_RAW},     /* json */
+        {114, PGS_JSON_RAW_LINES}, /* json: CR/LF flattened */
         {3802, PGS_JSON_RAW},    /* jsonb */
         {25, PGS_JSON_STRING},   /* text */
         {1043, PGS_JSON_STRING}, /* varchar */
@@ -444,6 +458,7 @@ int main(void)
         cmocka_unit_test(test_value_numbers),
         cmocka_unit_test(test_value_bools_null_raw),
         cmocka_unit_test(test_value_object),
+        cmocka_unit_test(test_value_json_newlines),
         cmocka_unit_test(test_kind_oids),
         cmocka_unit_test(test_buf),
     };

@@ -1045,6 +1045,70 @@ static void test_nonblocking_event_loop(void **state)
     pgspout_conn_close(c);
 }
 
+/* The event-loop descriptor: quiet while paused (no spinning on data the
+ * stream does not want), and woken by a resume from another thread. */
+typedef struct resumer {
+    pgspout_stream *s;
+    int delay_ms;
+} resumer;
+
+static void *resume_after(void *arg)
+{
+    resumer *r = arg;
+    usleep((useconds_t)r->delay_ms * 1000);
+    pgspout_stream_resume(r->s);
+    return NULL;
+}
+
+static void test_event_loop_descriptor(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    pgspout_options *o = tu_opts("chunk_rows", "100", NULL);
+    pgspout_stream *s = open_pairs(c, 100000, o);
+    const pgspout_chunk *ch;
+    assert_int_equal(pgspout_stream_next_chunk(s, PGSPOUT_NONBLOCK, &ch), PGSPOUT_OK);
+    int fd = pgspout_stream_socket(s);
+    assert_true(fd >= 0);
+    assert_int_equal(pgspout_stream_pause(s), PGSPOUT_OK);
+    /* the pause itself wakes the loop once */
+    struct pollfd pfd = {fd, POLLIN, 0};
+    assert_int_equal(poll(&pfd, 1, 1000), 1);
+    assert_int_equal(pgspout_stream_next_chunk(s, PGSPOUT_NONBLOCK, &ch), PGSPOUT_PAUSED);
+    /* paused, with server data waiting: the descriptor stays quiet */
+    usleep(100 * 1000);
+    pfd.revents = 0;
+    assert_int_equal(poll(&pfd, 1, 300), 0);
+    /* a resume from another thread wakes the loop */
+    resumer r = {s, 200};
+    pthread_t th;
+    pthread_create(&th, NULL, resume_after, &r);
+    double t0 = tu_now();
+    pfd.revents = 0;
+    assert_int_equal(poll(&pfd, 1, 5000), 1);
+    double waited = tu_now() - t0;
+    pthread_join(th, NULL);
+    assert_true(waited >= 0.15 && waited < 2.0);
+    /* and the stream goes on to the end, polling only when told to */
+    uint64_t rows = (uint64_t)pgspout_chunk_nrows(ch);
+    int rc, spins = 0;
+    while ((rc = pgspout_stream_next_chunk(s, PGSPOUT_NONBLOCK, &ch)) != PGSPOUT_DONE) {
+        if (rc == PGSPOUT_OK) {
+            rows += (uint64_t)pgspout_chunk_nrows(ch);
+            continue;
+        }
+        assert_int_equal(rc, PGSPOUT_AGAIN);
+        pfd.revents = 0;
+        if (poll(&pfd, 1, 5000) != 1)
+            fail_msg("descriptor never became readable while the stream waited for data");
+        spins++;
+    }
+    print_message("event loop descriptor: woke %.3f s after pause, %d polls\n", waited, spins);
+    pgspout_stream_close(s);
+    pgspout_options_free(o);
+    pgspout_conn_close(c);
+}
+
 /* ------------------------------------------------------------- cancel */
 
 typedef struct canceller {
@@ -1941,6 +2005,7 @@ int main(void)
         cmocka_unit_test(test_pause_resume_same_thread),
         cmocka_unit_test(test_pause_from_other_thread),
         cmocka_unit_test(test_nonblocking_event_loop),
+        cmocka_unit_test(test_event_loop_descriptor),
         cmocka_unit_test(test_cancel_from_other_thread),
         cmocka_unit_test(test_cancel_same_thread),
         cmocka_unit_test(test_close_mid_stream_reuse),
