@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -424,6 +425,20 @@ static void test_dropped_connection(void **state)
  * parameter fills the window) fails with ECONN within a few seconds instead
  * of blocking forever. (Keepalive probes cannot be blackholed by a user-space
  * proxy: its kernel answers them. They are checked on the socket only.) */
+/* The TCP socket of this process connected to 127.0.0.1:port (the library
+ * keeps its socket private: pgspout_stream_socket is an event descriptor). */
+static int socket_to_port(int port)
+{
+    for (int fd = 3; fd < 1024; fd++) {
+        struct sockaddr_in peer;
+        socklen_t len = sizeof peer;
+        if (getpeername(fd, (struct sockaddr *)&peer, &len) == 0 && peer.sin_family == AF_INET &&
+            ntohs(peer.sin_port) == port)
+            return fd;
+    }
+    return -1;
+}
+
 static void test_tcp_user_timeout(void **state)
 {
     (void)state;
@@ -443,7 +458,7 @@ static void test_tcp_user_timeout(void **state)
     /* the options are on the socket */
     pgspout_stream *s = NULL;
     assert_int_equal(pgspout_stream_open(c, "SELECT 1", 0, NULL, NULL, &s), PGSPOUT_OK);
-    int fd = pgspout_stream_socket(s);
+    int fd = socket_to_port(rel_proxy_port(p));
     assert_true(fd >= 0);
     int v = 0;
     socklen_t vl = sizeof v;
