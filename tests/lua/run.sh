@@ -9,7 +9,10 @@
 # 2. the same specs under PUC Lua 5.1 when lua5.1 is installed (the module is
 #    built against LuaJIT's headers; Lua 5.1 shares the ABI) - set
 #    PGSPOUT_LUA51=0 to skip;
-# 3. the nginx integration test (tests/lua/nginx_test.sh) - PGSPOUT_NGINX=0
+# 3. the registry stress (tests/lua/registry_stress.c: fetches, pause/resume,
+#    cancel/close and reaping racing on shared ids from 11 threads; exactly-
+#    once delivery checked) - PGSPOUT_REGISTRY_STRESS=<seconds>, 0 to skip;
+# 4. the nginx integration test (tests/lua/nginx_test.sh) - PGSPOUT_NGINX=0
 #    to skip.
 # Starts a throwaway PostgreSQL (scripts/pg-throwaway.sh) unless
 # PGSPOUT_TEST_DSN is set. Fails on any failure, error, or zero tests run.
@@ -69,6 +72,18 @@ run_busted() {
 run_busted "$LUAJIT" LuaJIT
 if [ "${PGSPOUT_LUA51:-1}" != 0 ] && command -v lua5.1 >/dev/null; then
   run_busted "$(command -v lua5.1)" "Lua 5.1"
+fi
+stress_secs=${PGSPOUT_REGISTRY_STRESS:-8}
+if [ "$stress_secs" != 0 ]; then
+  echo "=== registry stress (${stress_secs}s)"
+  lib=$build/core/libpgspout.a
+  [ -f "$lib" ] || { echo "run.sh: $lib not built" >&2; exit 1; }
+  bin=$(mktemp /tmp/pgspout-registry-stress.XXXXXX)
+  pq_libs=$(pkg-config --libs libpq 2>/dev/null || echo -lpq)
+  ${CC:-cc} -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -I"$root/core/include" \
+    "$here/registry_stress.c" "$lib" $pq_libs -lpthread -lm -o "$bin"
+  "$bin" "$stress_secs" || { rm -f "$bin"; echo "run.sh: FAIL: registry stress" >&2; exit 1; }
+  rm -f "$bin"
 fi
 if [ "${PGSPOUT_NGINX:-1}" != 0 ]; then
   echo "=== nginx integration test"
