@@ -1206,28 +1206,18 @@ fail:
 
 static int stream_wait_chunk(pgspout_stream *s, const pgspout_chunk **ch)
 {
-    int spins = 0; /* paused, and the descriptor fired without a change */
     for (;;) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
         rc = pgspout_stream_next_chunk(s, PGSPOUT_NONBLOCK, ch);
         if (rc == PGSPOUT_AGAIN || rc == PGSPOUT_PAUSED) {
-            int fd = pgspout_stream_socket(s);
+            /* the descriptor wakes for data and for pause/resume/cancel from
+             * other threads; wait_ms covers deadlines and throttling */
             int ms = pgspout_stream_wait_ms(s);
             if (ms < 0 || ms > PGS_WAIT_SLICE_MS)
                 ms = PGS_WAIT_SLICE_MS;
-            if (fd < 0 || spins >= 3) {
-                /* no descriptor, or one that stays readable while paused:
-                 * poll the stream at a modest pace instead */
-                if (spins >= 3 && ms > 5)
-                    ms = 5;
-                struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-                nanosleep(&ts, NULL);
-            } else {
-                struct pollfd p = {fd, POLLIN, 0};
-                int r = poll(&p, 1, ms);
-                spins = r > 0 && rc == PGSPOUT_PAUSED ? spins + 1 : 0;
-            }
+            struct pollfd p = {pgspout_stream_socket(s), POLLIN, 0};
+            poll(&p, 1, ms);
         }
         Py_END_ALLOW_THREADS
         if (rc != PGSPOUT_AGAIN && rc != PGSPOUT_PAUSED)
