@@ -283,6 +283,14 @@ def machine():
     return f"{cpu}, {os.cpu_count()} cores, {mem} RAM, {platform.platform()}"
 
 
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().split()[0]
+    except OSError:
+        return "?"
+
+
 def fmt_ratio(x):
     return f"{x:.2f}x" if x is not None else "-"
 
@@ -320,6 +328,7 @@ def main():
     if not any(c.key == "raw_libpq" for c in usable):
         sys.exit("bench.py: the raw libpq client is the baseline and is not available")
 
+    load_start = loadavg()
     failures = {}
     # Correctness of clients that do not count their own rows, then warm-up.
     for d in datasets:
@@ -373,6 +382,8 @@ def main():
                  f"{a.runs} interleaved runs, lowest CPU (user+sys) of those runs, highest peak RSS")
     if a.header:
         lines.append(a.header)
+    lines.append(f"- load average (1 min) at the start {load_start} and at the end {loadavg()} "
+                 "(other work on the machine makes wall times noisy; CPU seconds are steadier)")
     lines.append("")
     lines.append("| client | version | dataset | rows/s | vs raw libpq | CPU s | CPU vs raw | peak RSS MB |")
     lines.append("|---|---|---|---:|---:|---:|---:|---:|")
