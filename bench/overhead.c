@@ -106,7 +106,8 @@ int main(int argc, char **argv)
             if (cpus < best_cpu[k])
                 best_cpu[k] = cpus;
         }
-    printf("| stream (%ld rows, best of %d, interleaved) | rows/s | vs plain | client CPU s | vs plain |\n",
+    printf("| stream (%ld rows, best of %d, interleaved) | rows/s | vs plain | client CPU s | vs "
+           "plain |\n",
            rows, runs);
     printf("|---|---:|---:|---:|---:|\n");
     const char *names[2] = {"metrics off, no limits", "metrics on, every limit set"};

@@ -42,8 +42,11 @@ static void tsv_field(FILE *f, const char *v, size_t n, int isnull)
     }
     size_t start = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *esc = v[i] == '\t' ? "\\t" : v[i] == '\n' ? "\\n" : v[i] == '\r' ? "\\r"
-                        : v[i] == '\\' ? "\\\\" : NULL;
+        const char *esc = v[i] == '\t'   ? "\\t"
+                          : v[i] == '\n' ? "\\n"
+                          : v[i] == '\r' ? "\\r"
+                          : v[i] == '\\' ? "\\\\"
+                                         : NULL;
         if (esc) {
             fwrite(v + start, 1, i - start, f);
             fputs(esc, f);

@@ -26,7 +26,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: pgspout [options] \"SQL\" [PARAM...]\n"
             "Stream the rows of SQL (parameters $1.. from PARAM, sent separately) to stdout.\n\n"
-            "  -d, --dsn DSN          libpq conninfo or URI (default: $PGSPOUT_DSN, then PG* variables)\n"
+            "  -d, --dsn DSN          libpq conninfo or URI (default: $PGSPOUT_DSN, then PG* "
+            "variables)\n"
             "  -f, --format FMT       ndjson (default), csv or tsv\n"
             "      --no-header        no column-name line for csv/tsv\n"
             "  -c, --chunk-rows N     rows per chunk (option chunk_rows)\n"
@@ -123,14 +124,20 @@ static long long estimate_rows(pgspout_conn *conn, const char *sql, int nparams,
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"dsn", required_argument, NULL, 'd'},        {"format", required_argument, NULL, 'f'},
-        {"no-header", no_argument, NULL, 'H'},        {"chunk-rows", required_argument, NULL, 'c'},
-        {"max-rows", required_argument, NULL, 'n'},   {"timeout", required_argument, NULL, 't'},
-        {"option", required_argument, NULL, 'o'},     {"progress", no_argument, NULL, 'p'},
-        {"expected-rows", required_argument, NULL, 'e'}, {"metrics", required_argument, NULL, 'm'},
-        {"null-param", required_argument, NULL, 'N'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},          {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"dsn", required_argument, NULL, 'd'},
+                                             {"format", required_argument, NULL, 'f'},
+                                             {"no-header", no_argument, NULL, 'H'},
+                                             {"chunk-rows", required_argument, NULL, 'c'},
+                                             {"max-rows", required_argument, NULL, 'n'},
+                                             {"timeout", required_argument, NULL, 't'},
+                                             {"option", required_argument, NULL, 'o'},
+                                             {"progress", no_argument, NULL, 'p'},
+                                             {"expected-rows", required_argument, NULL, 'e'},
+                                             {"metrics", required_argument, NULL, 'm'},
+                                             {"null-param", required_argument, NULL, 'N'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {NULL, 0, NULL, 0}};
     const char *dsn = getenv("PGSPOUT_DSN"), *metrics_file = NULL, *null_param = NULL;
     int fmt = FMT_NDJSON, header = 1, want_progress = 0, expected_given = 0;
     pgspout_options *opts = pgspout_options_new();
@@ -154,7 +161,10 @@ int main(int argc, char **argv)
         case 'c': key = "chunk_rows"; break;
         case 'n': key = "max_rows"; break;
         case 't': key = "timeout"; break;
-        case 'e': key = "expected_rows"; expected_given = 1; break;
+        case 'e':
+            key = "expected_rows";
+            expected_given = 1;
+            break;
         case 'o':
             kv = strdup(optarg);
             char *eq = kv ? strchr(kv, '=') : NULL;
@@ -171,7 +181,9 @@ int main(int argc, char **argv)
         case 'm': metrics_file = optarg; continue;
         case 'N': null_param = optarg; continue;
         case 'h': usage(stdout); return 0;
-        case 'V': printf("pgspout %s (transport %s)\n", pgspout_version(), pgspout_transport()); return 0;
+        case 'V':
+            printf("pgspout %s (transport %s)\n", pgspout_version(), pgspout_transport());
+            return 0;
         default: usage(stderr); return EXIT_USAGE;
         }
         if ((rc = pgspout_options_set(opts, key, val)) != PGSPOUT_OK) {
@@ -245,10 +257,10 @@ int main(int argc, char **argv)
     if (rc < 0) {
         fprintf(stderr, "pgspout: %s: %s\n", pgspout_strerror(rc),
                 s ? pgspout_stream_error(s) : pgspout_conn_error(conn));
-        exit_code = g_interrupted ? EXIT_INTERRUPTED
-                    : rc == PGSPOUT_ECONN ? EXIT_CONNECT
+        exit_code = g_interrupted                                  ? EXIT_INTERRUPTED
+                    : rc == PGSPOUT_ECONN                          ? EXIT_CONNECT
                     : rc == PGSPOUT_EVALUE || rc == PGSPOUT_EINVAL ? EXIT_USAGE
-                                                                    : EXIT_QUERY;
+                                                                   : EXIT_QUERY;
     } else if (exit_code < 0) {
         exit_code = 0;
     }

@@ -42,9 +42,9 @@ extern "C" {
 
 /* ---------------------------------------------------------------- version */
 
-#define PGSPOUT_VERSION_MAJOR 0
-#define PGSPOUT_VERSION_MINOR 1
-#define PGSPOUT_VERSION_PATCH 0
+#define PGSPOUT_VERSION_MAJOR  0
+#define PGSPOUT_VERSION_MINOR  1
+#define PGSPOUT_VERSION_PATCH  0
 #define PGSPOUT_VERSION_STRING "0.1.0"
 /* major * 10000 + minor * 100 + patch: compare with pgspout_version_number() */
 #define PGSPOUT_VERSION_NUMBER 100
@@ -65,21 +65,21 @@ enum {
     PGSPOUT_AGAIN = 2,  /* PGSPOUT_NONBLOCK: no row yet, poll the socket */
     PGSPOUT_PAUSED = 3, /* PGSPOUT_NONBLOCK: paused and the buffer is empty */
 
-    PGSPOUT_EINVAL = -1,         /* NULL or out-of-range argument */
-    PGSPOUT_EOPTION = -2,        /* unknown option key */
-    PGSPOUT_EVALUE = -3,         /* malformed or out-of-range option value */
-    PGSPOUT_ENOMEM = -4,         /* allocation failed */
-    PGSPOUT_ECONNECT = -5,       /* could not connect or authenticate */
-    PGSPOUT_ECONN = -6,          /* connection lost or unusable */
-    PGSPOUT_ESQL = -7,           /* the server reported an error (SQLSTATE) */
-    PGSPOUT_EBUSY = -8,          /* connection/stream in use by another call */
-    PGSPOUT_ESTATE = -9,         /* call not valid in this state (closed...) */
-    PGSPOUT_ECANCELLED = -10,    /* the stream was cancelled */
-    PGSPOUT_ETIMEOUT = -11,      /* the stream deadline ("timeout") passed */
+    PGSPOUT_EINVAL = -1,          /* NULL or out-of-range argument */
+    PGSPOUT_EOPTION = -2,         /* unknown option key */
+    PGSPOUT_EVALUE = -3,          /* malformed or out-of-range option value */
+    PGSPOUT_ENOMEM = -4,          /* allocation failed */
+    PGSPOUT_ECONNECT = -5,        /* could not connect or authenticate */
+    PGSPOUT_ECONN = -6,           /* connection lost or unusable */
+    PGSPOUT_ESQL = -7,            /* the server reported an error (SQLSTATE) */
+    PGSPOUT_EBUSY = -8,           /* connection/stream in use by another call */
+    PGSPOUT_ESTATE = -9,          /* call not valid in this state (closed...) */
+    PGSPOUT_ECANCELLED = -10,     /* the stream was cancelled */
+    PGSPOUT_ETIMEOUT = -11,       /* the stream deadline ("timeout") passed */
     PGSPOUT_EPAUSE_TIMEOUT = -12, /* paused past pause_timeout (on_pause_timeout=cancel) */
-    PGSPOUT_EMEMORY = -13,       /* max_memory / memory_fail exceeded */
-    PGSPOUT_ENOTFOUND = -14,     /* registry: no stream with that id */
-    PGSPOUT_EINTERNAL = -15      /* a bug or an unexpected libpq answer */
+    PGSPOUT_EMEMORY = -13,        /* max_memory / memory_fail exceeded */
+    PGSPOUT_ENOTFOUND = -14,      /* registry: no stream with that id */
+    PGSPOUT_EINTERNAL = -15       /* a bug or an unexpected libpq answer */
 };
 
 /* Static, never-NULL text for any code (unknown codes included). Any thread. */
@@ -140,12 +140,10 @@ PGSPOUT_EXTERN pgspout_options *pgspout_options_new(void);
 /* Set key to value. Returns PGSPOUT_OK, EINVAL (NULL), EOPTION (unknown key)
  * or EVALUE (bad value); on error the set is unchanged and
  * pgspout_options_error() names the key and the value. */
-PGSPOUT_EXTERN int pgspout_options_set(pgspout_options *o, const char *key,
-                                       const char *value);
+PGSPOUT_EXTERN int pgspout_options_set(pgspout_options *o, const char *key, const char *value);
 /* Current value of key rendered as text into a thread-local buffer valid
  * until the next call from the same thread; NULL for unknown keys. */
-PGSPOUT_EXTERN const char *pgspout_options_get(const pgspout_options *o,
-                                               const char *key);
+PGSPOUT_EXTERN const char *pgspout_options_get(const pgspout_options *o, const char *key);
 /* Message of the last failed pgspout_options_set ("" if none). Owned by o. */
 PGSPOUT_EXTERN const char *pgspout_options_error(const pgspout_options *o);
 PGSPOUT_EXTERN void pgspout_options_free(pgspout_options *o);
@@ -153,8 +151,7 @@ PGSPOUT_EXTERN void pgspout_options_free(pgspout_options *o);
 /* Row filter: return non-zero to keep the row, 0 to skip it (counted as
  * filtered). Runs on the thread that drives the stream. */
 typedef int (*pgspout_filter_fn)(const pgspout_row *row, void *userdata);
-PGSPOUT_EXTERN int pgspout_options_set_filter(pgspout_options *o,
-                                              pgspout_filter_fn fn,
+PGSPOUT_EXTERN int pgspout_options_set_filter(pgspout_options *o, pgspout_filter_fn fn,
                                               void *userdata);
 
 /* ------------------------------------------------------------ connections */
@@ -167,8 +164,7 @@ PGSPOUT_EXTERN int pgspout_connect(const char *conninfo, pgspout_conn **out);
 /* As pgspout_connect with connection keys from opts (NULL = none); opts
  * stream keys are ignored. A malformed conninfo is ECONNECT too, with
  * libpq's reason in pgspout_conn_error(). */
-PGSPOUT_EXTERN int pgspout_connect_opts(const char *conninfo,
-                                        const pgspout_options *opts,
+PGSPOUT_EXTERN int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts,
                                         pgspout_conn **out);
 /* Close the connection. A stream still open on it is ended first (its server
  * query cancelled; it reports PGSPOUT_ESTATE, state CLOSED) but not freed:
@@ -192,8 +188,8 @@ PGSPOUT_EXTERN int pgspout_conn_server_version(const pgspout_conn *conn);
 enum {
     PGSPOUT_STATE_RUNNING = 0,
     PGSPOUT_STATE_PAUSED = 1,
-    PGSPOUT_STATE_DONE = 2,      /* every row delivered */
-    PGSPOUT_STATE_LIMITED = 3,   /* ended at max_rows; the rest was cancelled */
+    PGSPOUT_STATE_DONE = 2,    /* every row delivered */
+    PGSPOUT_STATE_LIMITED = 3, /* ended at max_rows; the rest was cancelled */
     PGSPOUT_STATE_FAILED = 4,
     PGSPOUT_STATE_CANCELLED = 5,
     PGSPOUT_STATE_CLOSED = 6
@@ -211,9 +207,8 @@ PGSPOUT_EXTERN const char *pgspout_state_name(int state);
  * reason in pgspout_conn_error); or, once the stream started, ESQL, ECONN,
  * ETIMEOUT, ECANCELLED, EMEMORY with *out a failed stream (read its error,
  * then close it). Owner thread; blocks. */
-PGSPOUT_EXTERN int pgspout_stream_open(pgspout_conn *conn, const char *sql,
-                                       int nparams, const char *const *params,
-                                       const pgspout_options *opts,
+PGSPOUT_EXTERN int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams,
+                                       const char *const *params, const pgspout_options *opts,
                                        pgspout_stream **out);
 
 /* Next row. PGSPOUT_OK with *row valid until the next next/next_chunk/close on
@@ -222,8 +217,7 @@ PGSPOUT_EXTERN int pgspout_stream_open(pgspout_conn *conn, const char *sql,
  * while the buffer is empty: on the network, or while paused until resume,
  * cancel, pause_timeout or timeout. After DONE or an error, further calls
  * return the same code. Owner thread. */
-PGSPOUT_EXTERN int pgspout_stream_next(pgspout_stream *s,
-                                       const pgspout_row **row);
+PGSPOUT_EXTERN int pgspout_stream_next(pgspout_stream *s, const pgspout_row **row);
 
 /* flags for pgspout_stream_next_chunk */
 #define PGSPOUT_NONBLOCK 1
@@ -239,8 +233,7 @@ PGSPOUT_EXTERN int pgspout_stream_next_chunk(pgspout_stream *s, int flags,
                                              const pgspout_chunk **chunk);
 PGSPOUT_EXTERN int pgspout_chunk_nrows(const pgspout_chunk *c);
 /* Row i (0-based) of c, NULL if out of range; lives as long as c. */
-PGSPOUT_EXTERN const pgspout_row *pgspout_chunk_row(const pgspout_chunk *c,
-                                                    int i);
+PGSPOUT_EXTERN const pgspout_row *pgspout_chunk_row(const pgspout_chunk *c, int i);
 
 /* Descriptor for an event loop (poll it for reading): readable when the
  * server sent data the stream wants (not while paused or throttled), or when
@@ -255,18 +248,15 @@ PGSPOUT_EXTERN int pgspout_stream_wait_ms(const pgspout_stream *s);
 /* Columns: valid from a successful open until close. */
 PGSPOUT_EXTERN int pgspout_stream_ncols(const pgspout_stream *s);
 /* Column name (owned by s) or NULL if col is out of range. */
-PGSPOUT_EXTERN const char *pgspout_stream_colname(const pgspout_stream *s,
-                                                  int col);
+PGSPOUT_EXTERN const char *pgspout_stream_colname(const pgspout_stream *s, int col);
 /* Column type OID (e.g. 23 int4, 25 text, 3802 jsonb) or 0 if out of range. */
-PGSPOUT_EXTERN unsigned int pgspout_stream_coltype(const pgspout_stream *s,
-                                                   int col);
+PGSPOUT_EXTERN unsigned int pgspout_stream_coltype(const pgspout_stream *s, int col);
 
 /* Row accessors; a row lives as said where it was returned. */
 PGSPOUT_EXTERN int pgspout_row_ncols(const pgspout_row *row);
 /* Text value of col (NUL-terminated, "" for NULL), its length in *len when
  * len is not NULL; NULL if col is out of range. */
-PGSPOUT_EXTERN const char *pgspout_row_value(const pgspout_row *row, int col,
-                                             size_t *len);
+PGSPOUT_EXTERN const char *pgspout_row_value(const pgspout_row *row, int col, size_t *len);
 /* 1 if SQL NULL, 0 if not, -1 if col is out of range. */
 PGSPOUT_EXTERN int pgspout_row_isnull(const pgspout_row *row, int col);
 
@@ -275,13 +265,12 @@ PGSPOUT_EXTERN int pgspout_row_isnull(const pgspout_row *row, int col);
  * booleans, null, json/jsonb nested as-is and other values as escaped strings
  * (non-finite numbers as strings, as PostgreSQL's to_json does). *json is
  * owned by s and valid until the next call on s. Returns OK, EINVAL, ENOMEM.*/
-PGSPOUT_EXTERN int pgspout_row_json(pgspout_stream *s, const pgspout_row *row,
-                                    const char **json, size_t *len);
+PGSPOUT_EXTERN int pgspout_row_json(pgspout_stream *s, const pgspout_row *row, const char **json,
+                                    size_t *len);
 /* Every row of c as JSON, one per line, each ending in '\n'. Lifetime and
  * returns as pgspout_row_json. */
-PGSPOUT_EXTERN int pgspout_chunk_ndjson(pgspout_stream *s,
-                                        const pgspout_chunk *c,
-                                        const char **out, size_t *len);
+PGSPOUT_EXTERN int pgspout_chunk_ndjson(pgspout_stream *s, const pgspout_chunk *c, const char **out,
+                                        size_t *len);
 
 /* Stop reading from the server (it blocks on its socket; the connection stays
  * alive). Buffered rows stay consumable. Idempotent. Any thread.
@@ -317,43 +306,46 @@ PGSPOUT_EXTERN int pgspout_stream_errcode(const pgspout_stream *s);
 typedef struct pgspout_stats {
     size_t size;
     int state;
-    int chunk_rows;               /* current chunk size (adaptive) */
-    uint64_t rows_delivered;      /* handed to the caller */
-    uint64_t rows_received;       /* read from the server */
-    uint64_t rows_filtered;       /* rejected by the filter */
-    uint64_t bytes_received;      /* value bytes read from the server */
+    int chunk_rows;          /* current chunk size (adaptive) */
+    uint64_t rows_delivered; /* handed to the caller */
+    uint64_t rows_received;  /* read from the server */
+    uint64_t rows_filtered;  /* rejected by the filter */
+    uint64_t bytes_received; /* value bytes read from the server */
     uint64_t chunks;
     uint64_t buffered_rows;
-    uint64_t buffered_bytes;      /* allocation bytes held now */
+    uint64_t buffered_bytes; /* allocation bytes held now */
     uint64_t peak_buffered_bytes;
     uint64_t pauses;
-    double time_to_first_row;     /* from open to the first row, -1 if none */
-    double elapsed;               /* since open (frozen when the stream ends) */
-    double paused_time;           /* total time spent paused */
-    double rows_per_sec;          /* over the last second or so */
+    double time_to_first_row; /* from open to the first row, -1 if none */
+    double elapsed;           /* since open (frozen when the stream ends) */
+    double paused_time;       /* total time spent paused */
+    double rows_per_sec;      /* over the last second or so */
     double bytes_per_sec;
-    int64_t expected_rows;        /* from the option, 0 if not given */
-    double progress;              /* 0..1 with expected_rows, else -1 */
-    double eta;                   /* seconds left with expected_rows, else -1 */
+    int64_t expected_rows; /* from the option, 0 if not given */
+    double progress;       /* 0..1 with expected_rows, else -1 */
+    double eta;            /* seconds left with expected_rows, else -1 */
 } pgspout_stats;
 #ifdef __cplusplus /* every member, so -Wmissing-field-initializers stays quiet */
 #define PGSPOUT_STATS_INIT                                                                         \
-    {sizeof(pgspout_stats), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+    {                                                                                              \
+        sizeof(pgspout_stats), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0             \
+    }
 #else
-#define PGSPOUT_STATS_INIT {.size = sizeof(pgspout_stats)}
+#define PGSPOUT_STATS_INIT                                                                         \
+    {                                                                                              \
+        .size = sizeof(pgspout_stats)                                                              \
+    }
 #endif
 
 /* Fill *st (st->size bytes of it). Any thread. Returns OK or EINVAL. */
-PGSPOUT_EXTERN int pgspout_stream_stats(const pgspout_stream *s,
-                                        pgspout_stats *st);
+PGSPOUT_EXTERN int pgspout_stream_stats(const pgspout_stream *s, pgspout_stats *st);
 /* The same snapshot as a JSON object; caller frees with pgspout_free. */
 PGSPOUT_EXTERN char *pgspout_stream_stats_json(const pgspout_stream *s);
 
 /* Progress hook: called on the driving thread every progress_rows rows and/or
  * progress_interval, and once at the end, with a snapshot. */
 typedef void (*pgspout_progress_fn)(const pgspout_stats *st, void *userdata);
-PGSPOUT_EXTERN int pgspout_options_set_progress(pgspout_options *o,
-                                                pgspout_progress_fn fn,
+PGSPOUT_EXTERN int pgspout_options_set_progress(pgspout_options *o, pgspout_progress_fn fn,
                                                 void *userdata);
 
 /* ---------------------------------------------------------------- metrics */
@@ -379,19 +371,16 @@ PGSPOUT_EXTERN void pgspout_metrics_reset(void);
 /* Connect, open the stream and register it. On success *id > 0. On failure
  * returns the code and, when errmsg is not NULL, a message in *errmsg
  * (caller frees with pgspout_free). */
-PGSPOUT_EXTERN int pgspout_registry_open(const char *conninfo, const char *sql,
-                                         int nparams,
-                                         const char *const *params,
-                                         const pgspout_options *opts,
+PGSPOUT_EXTERN int pgspout_registry_open(const char *conninfo, const char *sql, int nparams,
+                                         const char *const *params, const pgspout_options *opts,
                                          uint64_t *id, char **errmsg);
 /* Next chunk of at most max_rows rows (0 = the stream's chunk) as NDJSON
  * (pgspout_row_json per row) in *out (caller frees with pgspout_free), row
  * count in *nrows. Blocks like pgspout_stream_next_chunk. Returns OK, DONE
  * (*out NULL), ENOTFOUND, or the stream's error code with the message in
  * *errmsg when errmsg is not NULL. */
-PGSPOUT_EXTERN int pgspout_registry_fetch(uint64_t id, int max_rows,
-                                          char **out, size_t *len, int *nrows,
-                                          char **errmsg);
+PGSPOUT_EXTERN int pgspout_registry_fetch(uint64_t id, int max_rows, char **out, size_t *len,
+                                          int *nrows, char **errmsg);
 PGSPOUT_EXTERN int pgspout_registry_pause(uint64_t id);
 PGSPOUT_EXTERN int pgspout_registry_resume(uint64_t id);
 PGSPOUT_EXTERN int pgspout_registry_cancel(uint64_t id);

@@ -12,15 +12,17 @@ typedef struct pgs_buf {
     int oom; /* sticky: an append failed, contents are incomplete */
 } pgs_buf;
 
-#define PGS_BUF_INIT {NULL, 0, 0, 0}
+#define PGS_BUF_INIT                                                                               \
+    {                                                                                              \
+        NULL, 0, 0, 0                                                                              \
+    }
 
 /* Make room for extra more bytes (plus the NUL). 0 or -1 (sets oom). */
 int pgs_buf_reserve(pgs_buf *b, size_t extra);
 int pgs_buf_append(pgs_buf *b, const void *p, size_t n);
 int pgs_buf_puts(pgs_buf *b, const char *s);
 int pgs_buf_putc(pgs_buf *b, char c);
-int pgs_buf_printf(pgs_buf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+int pgs_buf_printf(pgs_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Empty the buffer, keep its memory. */
 void pgs_buf_clear(pgs_buf *b);
 void pgs_buf_free(pgs_buf *b);

@@ -40,8 +40,8 @@ static void redact_quoted(const char *msg, char *out, size_t n)
         if (close == NULL)
             break;
         size_t len = (size_t)(close - r - 1);
-        int keyword = r - msg >= 7 && strncmp(r - 7, "option ", 7) == 0 && len > 0 &&
-                      len <= 64 && strspn(r + 1, "abcdefghijklmnopqrstuvwxyz_") == len;
+        int keyword = r - msg >= 7 && strncmp(r - 7, "option ", 7) == 0 && len > 0 && len <= 64 &&
+                      strspn(r + 1, "abcdefghijklmnopqrstuvwxyz_") == len;
         if (keyword && w + len + 2 < n) {
             memcpy(out + w, r + 1, len + 1); /* the name and its closing quote */
             w += len + 1;

@@ -51,8 +51,8 @@ const char *pgspout_code_name(int code)
 
 const char *pgspout_state_name(int state)
 {
-    static const char *const names[] = {"running", "paused", "done", "limited",
-                                        "failed", "cancelled", "closed"};
+    static const char *const names[] = {"running", "paused",    "done",  "limited",
+                                        "failed",  "cancelled", "closed"};
     if (state < 0 || state >= (int)(sizeof names / sizeof names[0]))
         return "unknown";
     return names[state];

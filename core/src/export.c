@@ -91,7 +91,8 @@ char *pgspout_metrics_prometheus(void)
     for (int i = 0; i < nl; i++)
         for (int r = 0; r < PGS_LIMIT_N && atomic_load(&L[i].used); r++)
             pgs_buf_printf(&b, "pgspout_streams_limited_total{label=\"%s\",reason=\"%s\"} %llu\n",
-                           L[i].name, pgs_limit_names[r], (unsigned long long)get(&L[i].limited[r]));
+                           L[i].name, pgs_limit_names[r],
+                           (unsigned long long)get(&L[i].limited[r]));
     header(&b, "errors_total", "Server errors by SQLSTATE class.", "counter");
     int ns = atomic_load(&pgs_metrics.nsqlstate);
     for (int i = 0; i < ns; i++)

@@ -15,15 +15,15 @@
 #include <sys/types.h>
 
 struct pgspout_conn {
-    PGconn *pg;              /* non-blocking mode: every wait is pgspout's */
-    pthread_mutex_t lock;    /* guards pg for any-thread cancels against close */
-    pgspout_stream *active;  /* the stream running on this connection */
-    int broken;              /* desynchronised or lost: no more streams */
+    PGconn *pg;                   /* non-blocking mode: every wait is pgspout's */
+    pthread_mutex_t lock;         /* guards pg for any-thread cancels against close */
+    pgspout_stream *active;       /* the stream running on this connection */
+    int broken;                   /* desynchronised or lost: no more streams */
     int64_t statement_timeout_ms; /* value last SET on the session, -1 unknown */
-    _Atomic unsigned cancel_gen; /* bumped by pgspout_conn_cancel */
-    pid_t pid;               /* the process that connected: a forked child
-                                must not read, write or cancel on its behalf */
-    char *err;               /* malloc'd message, NULL = none */
+    _Atomic unsigned cancel_gen;  /* bumped by pgspout_conn_cancel */
+    pid_t pid;                    /* the process that connected: a forked child
+                                     must not read, write or cancel on its behalf */
+    char *err;                    /* malloc'd message, NULL = none */
 };
 
 /* A field of a buffered row: value at data + off, len -1 for SQL NULL. */
@@ -52,23 +52,23 @@ struct pgspout_stream {
     /* columns */
     PGresult *meta; /* attribute descriptions only (PQcopyResult) */
     int ncols;
-    int json_single;          /* one json/jsonb column: hand it over as-is */
-    int *json_kind;           /* per column PGS_JSON_* */
-    char **json_key;          /* per column "\"name\":" pre-escaped */
+    int json_single; /* one json/jsonb column: hand it over as-is */
+    int *json_kind;  /* per column PGS_JSON_* */
+    char **json_key; /* per column "\"name\":" pre-escaped */
     size_t *json_key_len;
 
     /* the buffer: rows of the current chunk, their values in one arena that
      * never moves while it holds rows (it grows only when empty) */
     pgspout_row *rows;
     int nrows, cap;
-    _Atomic int pos;          /* next row to hand out */
+    _Atomic int pos; /* next row to hand out */
     char *arena;
     size_t arena_cap, arena_used;
-    PGresult *carry;          /* a result whose rows did not fit the chunk */
-    int carry_idx;            /* its next row */
-    int *lens;                /* per column scratch for copying a row */
-    int grow_arena;           /* the last chunk found the arena too small */
-    size_t target_bytes;      /* a chunk closes at this many arena bytes */
+    PGresult *carry;               /* a result whose rows did not fit the chunk */
+    int carry_idx;                 /* its next row */
+    int *lens;                     /* per column scratch for copying a row */
+    int grow_arena;                /* the last chunk found the arena too small */
+    size_t target_bytes;           /* a chunk closes at this many arena bytes */
     size_t warn_bytes, fail_bytes; /* memory_warn/_fail times max_memory */
     _Atomic uint64_t buffered_bytes;
     _Atomic uint64_t peak_buffered;
@@ -76,22 +76,22 @@ struct pgspout_stream {
     pgs_buf json;
 
     /* lifecycle */
-    _Atomic int ended;        /* 0 running, else a PGSPOUT_STATE_* end state */
+    _Atomic int ended; /* 0 running, else a PGSPOUT_STATE_* end state */
     _Atomic int pause_req;
     _Atomic int cancel_req;
-    pthread_mutex_t ctl;      /* orders cancel (any thread) against the end */
-    int server_done;          /* the query is finished on the server side */
-    int savepoint;            /* opened inside a transaction: runs under one */
-    int pend_state;           /* end found while rows were still buffered */
-    int pend_code;            /* ... and the code next returns for it */
-    unsigned cancel_gen;      /* conn->cancel_gen when the stream opened */
-    int result_code;          /* what next returns after the end */
-    int limit_reason;         /* PGS_LIMIT_* for a limited/limit-failed end */
-    int warned;               /* memory_warn crossed already */
-    int64_t chunk_target;     /* current chunk_rows (adaptive) */
+    pthread_mutex_t ctl;  /* orders cancel (any thread) against the end */
+    int server_done;      /* the query is finished on the server side */
+    int savepoint;        /* opened inside a transaction: runs under one */
+    int pend_state;       /* end found while rows were still buffered */
+    int pend_code;        /* ... and the code next returns for it */
+    unsigned cancel_gen;  /* conn->cancel_gen when the stream opened */
+    int result_code;      /* what next returns after the end */
+    int limit_reason;     /* PGS_LIMIT_* for a limited/limit-failed end */
+    int warned;           /* memory_warn crossed already */
+    int64_t chunk_target; /* current chunk_rows (adaptive) */
     pgs_wake wake;
-    int epfd;                 /* pgspout_stream_socket: wake fd + server socket */
-    int sock_watched;         /* the server socket is in epfd now */
+    int epfd;         /* pgspout_stream_socket: wake fd + server socket */
+    int sock_watched; /* the server socket is in epfd now */
     char *err;
     char sqlstate[6];
 
@@ -102,16 +102,16 @@ struct pgspout_stream {
     _Atomic int64_t pause_started;
     _Atomic int64_t paused_ns;
     _Atomic uint64_t pauses;
-    int64_t deadline;         /* 0 = none */
-    int64_t throttle_until;   /* max_rate: no more rows before this */
-    int64_t wait_until;       /* for pgspout_stream_wait_ms */
+    int64_t deadline;       /* 0 = none */
+    int64_t throttle_until; /* max_rate: no more rows before this */
+    int64_t wait_until;     /* for pgspout_stream_wait_ms */
 
     /* counters (owner thread writes, stats reads) */
     _Atomic uint64_t rows_received;
     _Atomic uint64_t rows_filtered;
     _Atomic uint64_t bytes_received;
     _Atomic uint64_t chunks;
-    uint64_t delivered_base;  /* rows delivered before the current chunk */
+    uint64_t delivered_base;    /* rows delivered before the current chunk */
     uint64_t metrics_delivered; /* rows already flushed to the metrics */
     uint64_t rate_bytes_seen;   /* bytes_received at the last chunk */
     uint64_t filtered_seen;     /* rows_filtered at the last chunk */
@@ -124,7 +124,7 @@ struct pgspout_stream {
     /* adaptive chunking */
     int adapt_votes;
     int64_t adapt_last;
-    int64_t consumer_since;   /* when the last chunk was handed out */
+    int64_t consumer_since; /* when the last chunk was handed out */
 
     /* progress hook */
     uint64_t progress_next_rows;

@@ -6,22 +6,17 @@
 int pgs_json_kind(unsigned int oid)
 {
     switch (oid) {
-    case 20:   /* int8 */
-    case 21:   /* int2 */
-    case 23:   /* int4 */
-    case 26:   /* oid */
-    case 700:  /* float4 */
-    case 701:  /* float8 */
-    case 1700: /* numeric */
-        return PGS_JSON_NUMBER;
-    case 16: /* bool */
-        return PGS_JSON_BOOL;
-    case 114: /* json keeps its input's whitespace */
-        return PGS_JSON_RAW_LINES;
-    case 3802: /* jsonb */
-        return PGS_JSON_RAW;
-    default:
-        return PGS_JSON_STRING;
+    case 20:  /* int8 */
+    case 21:  /* int2 */
+    case 23:  /* int4 */
+    case 26:  /* oid */
+    case 700: /* float4 */
+    case 701: /* float8 */
+    case 1700: /* numeric */ return PGS_JSON_NUMBER;
+    case 16: /* bool */ return PGS_JSON_BOOL;
+    case 114: /* json keeps its input's whitespace */ return PGS_JSON_RAW_LINES;
+    case 3802: /* jsonb */ return PGS_JSON_RAW;
+    default: return PGS_JSON_STRING;
     }
 }
 
@@ -127,8 +122,7 @@ int pgs_json_value(pgs_buf *b, int kind, const char *v, size_t n, int isnull)
         return pgs_buf_append(b, v, n);
     case PGS_JSON_BOOL:
         return n == 1 && v[0] == 't' ? pgs_buf_append(b, "true", 4) : pgs_buf_append(b, "false", 5);
-    case PGS_JSON_RAW:
-        return pgs_buf_append(b, v, n);
+    case PGS_JSON_RAW: return pgs_buf_append(b, v, n);
     case PGS_JSON_RAW_LINES: {
         /* raw CR/LF can only be whitespace between tokens in valid JSON
          * (inside strings they must be escaped), so spaces are equivalent */
@@ -141,7 +135,6 @@ int pgs_json_value(pgs_buf *b, int kind, const char *v, size_t n, int isnull)
             *p = ' ';
         return 0;
     }
-    default:
-        return pgs_json_string(b, v, n);
+    default: return pgs_json_string(b, v, n);
     }
 }

@@ -7,13 +7,16 @@
 pgs_metrics_global pgs_metrics;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
-#define SECONDS {0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
+#define SECONDS                                                                                    \
+    {                                                                                              \
+        0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300                       \
+    }
 
 const pgs_metric_def pgs_counter_defs[C_LABEL_N] = {
     [C_STARTED] = {"streams_started_total", "Streams opened."},
     [C_COMPLETED] = {"streams_completed_total", "Streams that delivered every row."},
-    [C_FAILED] = {"streams_failed_total",
-                  "Streams that ended with an error (SQL, connection); limits count in streams_limited_total."},
+    [C_FAILED] = {"streams_failed_total", "Streams that ended with an error (SQL, connection); "
+                                          "limits count in streams_limited_total."},
     [C_CANCELLED] = {"streams_cancelled_total", "Streams cancelled by the caller or closed early."},
     [C_ROWS] = {"rows_total", "Rows delivered to callers."},
     [C_BYTES] = {"bytes_total", "Value bytes received from the server."},
@@ -30,16 +33,22 @@ const pgs_metric_def pgs_gauge_defs[G_LABEL_N] = {
     [G_ACTIVE] = {"active_streams", "Streams open and not yet ended."},
     [G_PAUSED] = {"paused_streams", "Streams paused now."},
     [G_BUFFERED] = {"buffered_bytes", "Bytes held in stream buffers now."},
-    [G_CHUNK_ROWS] = {"chunk_rows_current", "Chunk size (rows) of the most recent stream, adaptive."},
+    [G_CHUNK_ROWS] = {"chunk_rows_current",
+                      "Chunk size (rows) of the most recent stream, adaptive."},
 };
 
 const pgs_hist_def pgs_hist_defs[H_LABEL_N] = {
     [H_TTFR] = {"time_to_first_row_seconds", "Time from open to the first row.", 14, SECONDS},
-    [H_DURATION] = {"stream_duration_seconds", "Time from open to the end of a stream.", 14, SECONDS},
-    [H_CHUNK_ROWS] = {"chunk_rows", "Rows per chunk read.", 9,
+    [H_DURATION] = {"stream_duration_seconds", "Time from open to the end of a stream.", 14,
+                    SECONDS},
+    [H_CHUNK_ROWS] = {"chunk_rows",
+                      "Rows per chunk read.",
+                      9,
                       {1, 10, 100, 500, 1000, 5000, 10000, 50000, 100000}},
     [H_PAUSE] = {"pause_duration_seconds", "How long pauses lasted.", 14, SECONDS},
-    [H_BUFFER] = {"buffer_bytes", "Bytes buffered when a chunk was read.", 10,
+    [H_BUFFER] = {"buffer_bytes",
+                  "Bytes buffered when a chunk was read.",
+                  10,
                   {1024, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864, 268435456,
                    1073741824}},
 };
@@ -123,9 +132,8 @@ static void gauge_add(pgs_label_metrics *m, int g, int64_t d)
 
 void pgs_metrics_connect(int ok, double seconds)
 {
-    atomic_fetch_add_explicit(ok ? &pgs_metrics.connections_opened
-                                 : &pgs_metrics.connections_failed,
-                              1, R);
+    atomic_fetch_add_explicit(
+        ok ? &pgs_metrics.connections_opened : &pgs_metrics.connections_failed, 1, R);
     hist_observe(&pgs_metrics.connect_time, &pgs_connect_hist_def, seconds);
 }
 

@@ -18,8 +18,7 @@ pgs_label_metrics *pgs_metrics_label(const char *label);
 
 void pgs_metrics_connect(int ok, double seconds);
 void pgs_metrics_stream_started(pgs_label_metrics *m);
-void pgs_metrics_stream_ended(pgs_label_metrics *m, int end, int limit_reason,
-                              double duration_s);
+void pgs_metrics_stream_ended(pgs_label_metrics *m, int end, int limit_reason, double duration_s);
 void pgs_metrics_first_row(pgs_label_metrics *m, double seconds);
 /* A chunk was read: its size and what the buffer holds. */
 void pgs_metrics_chunk(pgs_label_metrics *m, uint64_t rows, uint64_t buffered_bytes);

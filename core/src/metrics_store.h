@@ -8,9 +8,9 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
-#define PGS_MAX_LABELS 32 /* the last slot is the shared "other" */
+#define PGS_MAX_LABELS           32 /* the last slot is the shared "other" */
 #define PGS_MAX_SQLSTATE_CLASSES 64
-#define PGS_HIST_MAX_BUCKETS 16
+#define PGS_HIST_MAX_BUCKETS     16
 
 typedef struct pgs_hist_def {
     const char *name; /* without the pgspout_ prefix */
@@ -29,8 +29,20 @@ enum { H_TTFR, H_DURATION, H_CHUNK_ROWS, H_PAUSE, H_BUFFER, H_LABEL_N };
 
 /* Per-label counters: the order of pgs_counter_defs. */
 enum {
-    C_STARTED, C_COMPLETED, C_FAILED, C_CANCELLED, C_ROWS, C_BYTES, C_FILTERED, C_CHUNKS,
-    C_PAUSES, C_RESUMES, C_PAUSE_TIMEOUTS, C_MEM_WARNINGS, C_MEM_LIMITS, C_LABEL_N
+    C_STARTED,
+    C_COMPLETED,
+    C_FAILED,
+    C_CANCELLED,
+    C_ROWS,
+    C_BYTES,
+    C_FILTERED,
+    C_CHUNKS,
+    C_PAUSES,
+    C_RESUMES,
+    C_PAUSE_TIMEOUTS,
+    C_MEM_WARNINGS,
+    C_MEM_LIMITS,
+    C_LABEL_N
 };
 enum { G_ACTIVE, G_PAUSED, G_BUFFERED, G_CHUNK_ROWS, G_LABEL_N };
 

@@ -93,15 +93,15 @@ const char *pgspout_options_error(const pgspout_options *o) { return o ? o->err 
  * left at the first other character (after spaces). */
 typedef struct decimal {
     int64_t whole;
-    double frac;   /* in [0, 1) */
+    double frac; /* in [0, 1) */
     int has_frac;
-    int positive;  /* any non-zero digit, even past double precision */
+    int positive; /* any non-zero digit, even past double precision */
 } decimal;
 
 static int parse_decimal(const char *s, decimal *d, const char **end)
 {
-    static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+    static const double pow10[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                   1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
     const char *p = s;
     int digits = 0;
     d->whole = 0;
@@ -189,10 +189,17 @@ int pgs_parse_size(const char *s, int64_t *out)
     static const struct {
         const char *unit;
         int64_t mult;
-    } units[] = {{"", 1},           {"B", 1},           {"kB", 1024},
-                 {"KB", 1024},      {"K", 1024},        {"MB", INT64_C(1) << 20},
-                 {"M", INT64_C(1) << 20}, {"GB", INT64_C(1) << 30}, {"G", INT64_C(1) << 30},
-                 {"TB", INT64_C(1) << 40}, {"T", INT64_C(1) << 40}};
+    } units[] = {{"", 1},
+                 {"B", 1},
+                 {"kB", 1024},
+                 {"KB", 1024},
+                 {"K", 1024},
+                 {"MB", INT64_C(1) << 20},
+                 {"M", INT64_C(1) << 20},
+                 {"GB", INT64_C(1) << 30},
+                 {"G", INT64_C(1) << 30},
+                 {"TB", INT64_C(1) << 40},
+                 {"T", INT64_C(1) << 40}};
     decimal d;
     const char *end;
     if (s == NULL || parse_decimal(s, &d, &end) != 0)
@@ -221,8 +228,8 @@ int pgs_parse_duration_ms(const char *s, int64_t *out)
     static const struct {
         const char *unit;
         int64_t ms;
-    } units[] = {{"", 1000},   {"ms", 1},        {"s", 1000},
-                 {"sec", 1000}, {"min", 60000},  {"h", 3600000}, {"d", 86400000}};
+    } units[] = {{"", 1000},     {"ms", 1},      {"s", 1000},    {"sec", 1000},
+                 {"min", 60000}, {"h", 3600000}, {"d", 86400000}};
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
         if (strcmp(end, units[i].unit) == 0) {
             if (scaled(&d, units[i].ms, out) != 0)
@@ -370,8 +377,7 @@ int pgspout_options_set(pgspout_options *o, const char *key, const char *value)
         o->err[0] = '\0';
         return PGSPOUT_OK;
     case K_RATE:
-        if (parse_number(value, &dbl, &end) != 0 || (*end && strcmp(end, "/s") != 0) ||
-            dbl > 1e12)
+        if (parse_number(value, &dbl, &end) != 0 || (*end && strcmp(end, "/s") != 0) || dbl > 1e12)
             return set_error(o, PGSPOUT_EVALUE, key, value, "expected rows per second, e.g. 5000");
         memcpy(field, &dbl, sizeof dbl);
         o->err[0] = '\0';
@@ -435,12 +441,8 @@ const char *pgspout_options_get(const pgspout_options *o, const char *key)
         break;
     }
     case K_FRAC:
-    case K_RATE:
-        put_double(out, sizeof out, *(const double *)field);
-        break;
-    case K_BOOL:
-        snprintf(out, sizeof out, "%s", *(const int *)field ? "on" : "off");
-        break;
+    case K_RATE: put_double(out, sizeof out, *(const double *)field); break;
+    case K_BOOL: snprintf(out, sizeof out, "%s", *(const int *)field ? "on" : "off"); break;
     case K_ENUM: {
         int idx = *(const int *)field;
         const char *c = d->choices;
@@ -454,9 +456,7 @@ const char *pgspout_options_get(const pgspout_options *o, const char *key)
                  c ? c : "");
         break;
     }
-    case K_LABEL:
-        snprintf(out, sizeof out, "%s", *field ? field : "default");
-        break;
+    case K_LABEL: snprintf(out, sizeof out, "%s", *field ? field : "default"); break;
     }
     return out;
 }

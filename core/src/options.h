@@ -19,15 +19,15 @@ struct pgspout_options {
     int64_t max_memory;
     double memory_warn;
     double memory_fail;
-    int64_t max_rows;           /* 0 = none */
-    int64_t timeout_ms;         /* 0 = none */
+    int64_t max_rows;   /* 0 = none */
+    int64_t timeout_ms; /* 0 = none */
     int64_t statement_timeout_ms;
-    int64_t pause_timeout_ms;   /* 0 = none */
+    int64_t pause_timeout_ms; /* 0 = none */
     int on_pause_timeout_cancel;
-    double max_rate;            /* rows/s, 0 = none */
+    double max_rate; /* rows/s, 0 = none */
     char label[PGS_LABEL_MAX + 1];
     int64_t expected_rows;
-    int rows_mode;              /* PGS_ROWS_* */
+    int rows_mode; /* PGS_ROWS_* */
     int metrics;
     int64_t progress_rows;
     int64_t progress_interval_ms;

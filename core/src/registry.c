@@ -83,7 +83,7 @@
 #include <string.h>
 #include <time.h>
 
-#define REG_BUCKETS 256u
+#define REG_BUCKETS         256u
 #define REG_DEFAULT_IDLE_MS 60000
 
 typedef struct reg_entry {
@@ -127,10 +127,7 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static size_t bucket_of(uint64_t id)
-{
-    return (size_t)(id % REG_BUCKETS);
-}
+static size_t bucket_of(uint64_t id) { return (size_t)(id % REG_BUCKETS); }
 
 static char *dup_str(const char *s)
 {
@@ -142,8 +139,8 @@ static char *dup_str(const char *s)
 }
 
 /* Set *errmsg (when wanted) to a malloc'd copy of the formatted message. */
-static void set_errmsg(char **errmsg, const char *prefix, const char *msg,
-                       const char *sqlstate, int code)
+static void set_errmsg(char **errmsg, const char *prefix, const char *msg, const char *sqlstate,
+                       int code)
 {
     pgs_buf b = PGS_BUF_INIT;
     if (!errmsg)
@@ -163,15 +160,9 @@ static void set_errmsg(char **errmsg, const char *prefix, const char *msg,
 
 /* Runs in the child after fork(): forget (do not close) the parent's
  * entries; the reaper thread did not survive. */
-static void atfork_prepare(void)
-{
-    pthread_mutex_lock(&reg.mu);
-}
+static void atfork_prepare(void) { pthread_mutex_lock(&reg.mu); }
 
-static void atfork_parent(void)
-{
-    pthread_mutex_unlock(&reg.mu);
-}
+static void atfork_parent(void) { pthread_mutex_unlock(&reg.mu); }
 
 static void atfork_child(void)
 {
@@ -181,10 +172,7 @@ static void atfork_child(void)
     pthread_mutex_unlock(&reg.mu);
 }
 
-static void reg_init_once(void)
-{
-    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-}
+static void reg_init_once(void) { pthread_atfork(atfork_prepare, atfork_parent, atfork_child); }
 
 /* ---------------------------------------------------------- entry lifetime */
 
@@ -307,8 +295,7 @@ static void reaper_start_locked(void)
 /* ------------------------------------------------------------- public API */
 
 int pgspout_registry_open(const char *conninfo, const char *sql, int nparams,
-                          const char *const *params,
-                          const pgspout_options *opts, uint64_t *id,
+                          const char *const *params, const pgspout_options *opts, uint64_t *id,
                           char **errmsg)
 {
     pgspout_conn *conn = NULL;
@@ -323,8 +310,8 @@ int pgspout_registry_open(const char *conninfo, const char *sql, int nparams,
     if (id)
         *id = 0;
     if (!conninfo || !sql || !id || nparams < 0 || (nparams > 0 && !params)) {
-        set_errmsg(errmsg, "pgspout_registry_open: ",
-                   "NULL or out-of-range argument", NULL, PGSPOUT_EINVAL);
+        set_errmsg(errmsg, "pgspout_registry_open: ", "NULL or out-of-range argument", NULL,
+                   PGSPOUT_EINVAL);
         return PGSPOUT_EINVAL;
     }
     pthread_once(&reg_once, reg_init_once);
@@ -343,16 +330,15 @@ int pgspout_registry_open(const char *conninfo, const char *sql, int nparams,
 
     rc = pgspout_connect_opts(conninfo, opts, &conn);
     if (rc < 0) {
-        set_errmsg(errmsg, "connect: ", conn ? pgspout_conn_error(conn) : NULL,
-                   NULL, rc);
+        set_errmsg(errmsg, "connect: ", conn ? pgspout_conn_error(conn) : NULL, NULL, rc);
         pgspout_conn_close(conn);
         return rc;
     }
     rc = pgspout_stream_open(conn, sql, nparams, params, opts, &stream);
     if (rc < 0) {
         if (stream)
-            set_errmsg(errmsg, NULL, pgspout_stream_error(stream),
-                       pgspout_stream_sqlstate(stream), rc);
+            set_errmsg(errmsg, NULL, pgspout_stream_error(stream), pgspout_stream_sqlstate(stream),
+                       rc);
         else
             set_errmsg(errmsg, NULL, pgspout_conn_error(conn), NULL, rc);
         pgspout_stream_close(stream);
@@ -464,8 +450,8 @@ static int add_rows(reg_entry *e, out_buf *b, int n)
  * When the stream ends or fails after some rows were gathered, those rows
  * are returned (OK) and the next fetch reports the end or the error (the
  * core repeats it). */
-static int fetch_locked(reg_entry *e, int max_rows, char **out, size_t *len,
-                        int *nrows, char **errmsg)
+static int fetch_locked(reg_entry *e, int max_rows, char **out, size_t *len, int *nrows,
+                        char **errmsg)
 {
     out_buf b = {NULL, 0, 0};
     int total = 0, rc = PGSPOUT_OK, avail, n;
@@ -520,8 +506,8 @@ static int fetch_locked(reg_entry *e, int max_rows, char **out, size_t *len,
     return PGSPOUT_OK;
 }
 
-int pgspout_registry_fetch(uint64_t id, int max_rows, char **out, size_t *len,
-                           int *nrows, char **errmsg)
+int pgspout_registry_fetch(uint64_t id, int max_rows, char **out, size_t *len, int *nrows,
+                           char **errmsg)
 {
     reg_entry *e;
     size_t dummy_len;
@@ -538,16 +524,15 @@ int pgspout_registry_fetch(uint64_t id, int max_rows, char **out, size_t *len,
     if (!out || max_rows < 0) {
         if (out)
             *out = NULL;
-        set_errmsg(errmsg, "pgspout_registry_fetch: ",
-                   "NULL or out-of-range argument", NULL, PGSPOUT_EINVAL);
+        set_errmsg(errmsg, "pgspout_registry_fetch: ", "NULL or out-of-range argument", NULL,
+                   PGSPOUT_EINVAL);
         return PGSPOUT_EINVAL;
     }
     *out = NULL;
 
     e = entry_get(id, 1, 1);
     if (!e) {
-        set_errmsg(errmsg, NULL, "no registry stream with that id", NULL,
-                   PGSPOUT_ENOTFOUND);
+        set_errmsg(errmsg, NULL, "no registry stream with that id", NULL, PGSPOUT_ENOTFOUND);
         return PGSPOUT_ENOTFOUND;
     }
     pthread_mutex_lock(&e->mu);
@@ -577,20 +562,11 @@ static int control(uint64_t id, int (*fn)(pgspout_stream *))
     return rc;
 }
 
-int pgspout_registry_pause(uint64_t id)
-{
-    return control(id, pgspout_stream_pause);
-}
+int pgspout_registry_pause(uint64_t id) { return control(id, pgspout_stream_pause); }
 
-int pgspout_registry_resume(uint64_t id)
-{
-    return control(id, pgspout_stream_resume);
-}
+int pgspout_registry_resume(uint64_t id) { return control(id, pgspout_stream_resume); }
 
-int pgspout_registry_cancel(uint64_t id)
-{
-    return control(id, pgspout_stream_cancel);
-}
+int pgspout_registry_cancel(uint64_t id) { return control(id, pgspout_stream_cancel); }
 
 char *pgspout_registry_stats_json(uint64_t id)
 {
@@ -654,8 +630,7 @@ char *pgspout_registry_list_json(void)
             pgs_buf_putc(&b, ',');
         pgs_buf_printf(&b, "{\"id\":%" PRIu64 ",\"sql\":", v[i]->id);
         pgs_json_string(&b, v[i]->sql, strlen(v[i]->sql));
-        pgs_buf_printf(&b, ",\"idle_ms\":%" PRId64 ",\"idle_timeout_ms\":%" PRId64
-                           ",\"stats\":",
+        pgs_buf_printf(&b, ",\"idle_ms\":%" PRId64 ",\"idle_timeout_ms\":%" PRId64 ",\"stats\":",
                        idle[i], v[i]->idle_timeout_ms);
         st = pgspout_stream_stats_json(v[i]->stream);
         pgs_buf_puts(&b, st ? st : "null");

@@ -17,15 +17,15 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+#define LOAD(x)     atomic_load_explicit(&(x), memory_order_relaxed)
 #define STORE(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
-#define ADD(x, v) STORE(x, LOAD(x) + (v)) /* single writer: no lock prefix */
+#define ADD(x, v)   STORE(x, LOAD(x) + (v)) /* single writer: no lock prefix */
 
 /* How long a drain after a cancel, or a utility statement between streams,
  * may take before the connection is given up as unusable. */
 #define DRAIN_NS (5 * PGS_NS_PER_S)
 /* Adaptive chunking: votes needed and minimum time between two changes. */
-#define ADAPT_VOTES 3
+#define ADAPT_VOTES       3
 #define ADAPT_INTERVAL_NS (250 * PGS_NS_PER_MS)
 
 enum { RETRY = 100 }; /* internal: re-run the control checks */
@@ -176,8 +176,8 @@ static int set_meta(pgspout_stream *s, const PGresult *res)
         if (s->json_key[c] == NULL)
             return -1;
     }
-    s->json_single = n == 1 && (s->json_kind[0] == PGS_JSON_RAW ||
-                                s->json_kind[0] == PGS_JSON_RAW_LINES);
+    s->json_single =
+        n == 1 && (s->json_kind[0] == PGS_JSON_RAW || s->json_kind[0] == PGS_JSON_RAW_LINES);
     return 0;
 }
 
@@ -289,8 +289,7 @@ static int flush_out(PGconn *pg, int64_t deadline)
 /* Run a utility statement (SET, SAVEPOINT...) with a deadline; the server's
  * error goes on errs when given. PGSPOUT_OK, ESQL, ETIMEOUT or ECONN; on the
  * last two the connection is marked broken (it may be mid-statement). */
-static int exec_utility(pgspout_conn *c, const char *sql, int64_t deadline,
-                        pgspout_stream *errs)
+static int exec_utility(pgspout_conn *c, const char *sql, int64_t deadline, pgspout_stream *errs)
 {
     PGconn *pg = c->pg;
     int rc = PQsendQuery(pg, sql) ? flush_out(pg, deadline) : PGSPOUT_ECONN;
@@ -331,9 +330,10 @@ static void savepoint_end(pgspout_stream *s, int rollback)
     s->savepoint = 0;
     if (PQtransactionStatus(c->pg) == PQTRANS_INERROR && !rollback)
         return; /* the server's own error: the caller's transaction is aborted, as usual */
-    exec_utility(c, rollback ? "ROLLBACK TO SAVEPOINT " SAVEPOINT_NAME
-                               "; RELEASE SAVEPOINT " SAVEPOINT_NAME
-                             : "RELEASE SAVEPOINT " SAVEPOINT_NAME,
+    exec_utility(c,
+                 rollback ? "ROLLBACK TO SAVEPOINT " SAVEPOINT_NAME
+                            "; RELEASE SAVEPOINT " SAVEPOINT_NAME
+                          : "RELEASE SAVEPOINT " SAVEPOINT_NAME,
                  pgs_now_ns() + DRAIN_NS, NULL);
 }
 
@@ -352,8 +352,10 @@ static int stop_server(pgspout_stream *s)
         return 0;
     if (pgs_conn_send_cancel(c, PGS_CANCEL_WAIT_MS) != 0) {
         c->broken = 1;
-        pgs_conn_set_error(c, "the server did not take a cancel request within %d ms; "
-                              "connection closed for safety", PGS_CANCEL_WAIT_MS);
+        pgs_conn_set_error(c,
+                           "the server did not take a cancel request within %d ms; "
+                           "connection closed for safety",
+                           PGS_CANCEL_WAIT_MS);
         return DRAINED_ROWS | DRAINED_ERROR;
     }
     int saw = drain(c->pg, pgs_now_ns() + DRAIN_NS);
@@ -444,9 +446,9 @@ static int control(pgspout_stream *s, int nonblock)
     }
     if (LOAD(s->pause_req)) {
         int64_t since = LOAD(s->pause_started);
-        int64_t pdl = s->opt.pause_timeout_ms ? (since ? since : now) +
-                                                    s->opt.pause_timeout_ms * PGS_NS_PER_MS
-                                              : 0;
+        int64_t pdl = s->opt.pause_timeout_ms
+                          ? (since ? since : now) + s->opt.pause_timeout_ms * PGS_NS_PER_MS
+                          : 0;
         if (pdl && now >= pdl) {
             if (s->metrics)
                 pgs_metrics_pause_timeout(s->metrics);
@@ -544,8 +546,10 @@ static int add_result(pgspout_stream *s, PGresult *res, uint64_t *kept_total)
                 s->warned = 1;
                 if (s->metrics)
                     pgs_metrics_memory_warning(s->metrics);
-                pgs_log(2, "stream %s: a row of %zu bytes is over memory_warn (%.2f of max_memory %lld)",
-                        s->opt.label, need, s->opt.memory_warn, (long long)s->opt.max_memory);
+                pgs_log(
+                    2,
+                    "stream %s: a row of %zu bytes is over memory_warn (%.2f of max_memory %lld)",
+                    s->opt.label, need, s->opt.memory_warn, (long long)s->opt.max_memory);
             }
         }
         char *base = s->arena + s->arena_used;
@@ -666,8 +670,8 @@ static int finish_pending(pgspout_stream *s)
     s->pend_state = 0;
     /* the server's "canceling statement" after a cancel the caller asked for
      * (on the stream or on its connection) is a cancel, not a SQL error */
-    int asked = LOAD(s->cancel_req) ||
-                (s->conn && atomic_load(&s->conn->cancel_gen) != s->cancel_gen);
+    int asked =
+        LOAD(s->cancel_req) || (s->conn && atomic_load(&s->conn->cancel_gen) != s->cancel_gen);
     if (asked && (code != PGSPOUT_ESQL || strcmp(s->sqlstate, "57014") == 0)) {
         set_error(s, "57014", "stream cancelled by the caller after %llu rows",
                   (unsigned long long)(s->delivered_base + (uint64_t)LOAD(s->pos)));
@@ -694,8 +698,9 @@ static int fill(pgspout_stream *s, int nonblock)
         return finish_pending(s);
     }
     if (!pgs_conn_owned(s->conn)) {
-        set_error(s, "", "the connection belongs to the process that opened it (this is a fork "
-                         "child); open a new connection here");
+        set_error(s, "",
+                  "the connection belongs to the process that opened it (this is a fork "
+                  "child); open a new connection here");
         s->server_done = 1;
         release_chunk(s);
         stream_end(s, PGSPOUT_STATE_FAILED, PGSPOUT_ECONN);
@@ -888,9 +893,8 @@ static int apply_statement_timeout(pgspout_stream *s)
     return rc;
 }
 
-int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams,
-                        const char *const *params, const pgspout_options *opts,
-                        pgspout_stream **out)
+int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const char *const *params,
+                        const pgspout_options *opts, pgspout_stream **out)
 {
     if (out == NULL)
         return PGSPOUT_EINVAL;
@@ -899,7 +903,7 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams,
         return PGSPOUT_EINVAL;
     if (sql == NULL || nparams < 0 || nparams > 65535 || (nparams > 0 && params == NULL)) {
         pgs_conn_set_error(conn, "stream_open: %s",
-                           sql == NULL ? "sql is NULL"
+                           sql == NULL                      ? "sql is NULL"
                            : nparams < 0 || nparams > 65535 ? "nparams out of range [0, 65535]"
                                                             : "params is NULL");
         return PGSPOUT_EINVAL;
@@ -947,8 +951,8 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams,
     }
     s->warn_bytes = (size_t)((double)s->opt.max_memory * s->opt.memory_warn);
     s->fail_bytes = (size_t)((double)s->opt.max_memory * s->opt.memory_fail);
-    s->target_bytes = (uint64_t)s->opt.chunk_bytes < s->warn_bytes ? (size_t)s->opt.chunk_bytes
-                                                                   : s->warn_bytes;
+    s->target_bytes =
+        (uint64_t)s->opt.chunk_bytes < s->warn_bytes ? (size_t)s->opt.chunk_bytes : s->warn_bytes;
     s->t_open = pgs_now_ns();
     s->deadline = s->opt.timeout_ms ? s->t_open + s->opt.timeout_ms * PGS_NS_PER_MS : 0;
     s->progress_next_rows = (uint64_t)s->opt.progress_rows;
@@ -1102,8 +1106,8 @@ int pgs_stream_render_row(pgspout_stream *s, const pgspout_row *row, pgs_buf *b)
         return -1;
     for (int c = 0; c < row->ncols; c++) {
         pgs_buf_append(b, s->json_key[c], s->json_key_len[c]);
-        pgs_json_value(b, s->json_kind[c], row->data + f[c].off, f[c].len < 0 ? 0 : (size_t)f[c].len,
-                       f[c].len < 0);
+        pgs_json_value(b, s->json_kind[c], row->data + f[c].off,
+                       f[c].len < 0 ? 0 : (size_t)f[c].len, f[c].len < 0);
     }
     return pgs_buf_putc(b, '}');
 }

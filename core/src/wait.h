@@ -5,7 +5,7 @@
 #include <stdint.h>
 
 #define PGS_NS_PER_MS INT64_C(1000000)
-#define PGS_NS_PER_S INT64_C(1000000000)
+#define PGS_NS_PER_S  INT64_C(1000000000)
 
 int64_t pgs_now_ns(void);
 
@@ -14,7 +14,7 @@ typedef struct pgs_wake {
     int fd;
 } pgs_wake;
 
-int pgs_wake_open(pgs_wake *w);   /* 0 or -1 */
+int pgs_wake_open(pgs_wake *w); /* 0 or -1 */
 void pgs_wake_close(pgs_wake *w);
 void pgs_wake_signal(pgs_wake *w); /* async-signal and thread safe */
 void pgs_wake_drain(pgs_wake *w);

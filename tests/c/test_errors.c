@@ -51,8 +51,7 @@ static void test_strerror_every_code(void **state)
             fail_msg("strerror(%d) too short: \"%s\"", codes[i].code, t);
         for (size_t j = 0; j < i; j++)
             if (!strcmp(t, pgspout_strerror(codes[j].code)))
-                fail_msg("strerror(%d) == strerror(%d): \"%s\"", codes[i].code,
-                         codes[j].code, t);
+                fail_msg("strerror(%d) == strerror(%d): \"%s\"", codes[i].code, codes[j].code, t);
         /* static storage: the same pointer every time */
         assert_ptr_equal(t, pgspout_strerror(codes[i].code));
     }
@@ -129,9 +128,9 @@ static void test_version(void **state)
              PGSPOUT_VERSION_PATCH);
     assert_string_equal(v, want);
     assert_int_equal(pgspout_version_number(), PGSPOUT_VERSION_NUMBER);
-    assert_int_equal(PGSPOUT_VERSION_NUMBER,
-                     PGSPOUT_VERSION_MAJOR * 10000 + PGSPOUT_VERSION_MINOR * 100 +
-                         PGSPOUT_VERSION_PATCH);
+    assert_int_equal(PGSPOUT_VERSION_NUMBER, PGSPOUT_VERSION_MAJOR * 10000 +
+                                                 PGSPOUT_VERSION_MINOR * 100 +
+                                                 PGSPOUT_VERSION_PATCH);
     assert_ptr_equal(v, pgspout_version());
 }
 

@@ -66,7 +66,8 @@ static void test_bucket_bounds_exact(void **state)
                 found |= d->le[k] == v;
             if (!found) {
                 print_error("%s{%s}: le is not one of the bucket bounds (rendered with lost "
-                            "precision?)\n", bucket, e.s[i].labels);
+                            "precision?)\n",
+                            bucket, e.s[i].labels);
                 bad++;
             }
         }

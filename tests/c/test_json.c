@@ -92,7 +92,9 @@ static void test_string_escapes(void **state)
     /* control characters without a short form: \u00XX */
     expect_str("\x01", 1, "\"\\u0001\"");
     expect_str("\x1f", 1, "\"\\u001f\"");
-    expect_str("a\x0b" "b", 3, "\"a\\u000bb\"");
+    expect_str("a\x0b"
+               "b",
+               3, "\"a\\u000bb\"");
     expect_str("\x1b[0m", 4, "\"\\u001b[0m\"");
     /* an embedded NUL is data, not the end */
     expect_str("a\0b", 3, "\"a\\u0000b\"");
@@ -117,16 +119,16 @@ static void test_string_unicode(void **state)
     (void)state;
     /* valid UTF-8 passes through byte for byte */
     const char *u[] = {
-        "caf\xc3\xa9",                    /* é (2 bytes) */
-        "\xe2\x82\xac",                   /* € (3 bytes) */
-        "\xf0\x9f\x98\x80",               /* 😀 (4 bytes) */
-        "\xe4\xb8\xad\xe6\x96\x87",       /* 中文 */
-        "\xef\xbf\xbf",                   /* U+FFFF */
-        "\xf4\x8f\xbf\xbf",               /* U+10FFFF, the last code point */
-        "\xe2\x80\xa8\xe2\x80\xa9",       /* U+2028/2029: valid JSON */
-        "\xc2\x80",                       /* U+0080, first 2-byte */
-        "\xe0\xa0\x80",                   /* U+0800, first 3-byte */
-        "\xf0\x90\x80\x80",               /* U+10000, first 4-byte */
+        "caf\xc3\xa9",              /* é (2 bytes) */
+        "\xe2\x82\xac",             /* € (3 bytes) */
+        "\xf0\x9f\x98\x80",         /* 😀 (4 bytes) */
+        "\xe4\xb8\xad\xe6\x96\x87", /* 中文 */
+        "\xef\xbf\xbf",             /* U+FFFF */
+        "\xf4\x8f\xbf\xbf",         /* U+10FFFF, the last code point */
+        "\xe2\x80\xa8\xe2\x80\xa9", /* U+2028/2029: valid JSON */
+        "\xc2\x80",                 /* U+0080, first 2-byte */
+        "\xe0\xa0\x80",             /* U+0800, first 3-byte */
+        "\xf0\x90\x80\x80",         /* U+10000, first 4-byte */
     };
     for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
         char want[64];
@@ -148,7 +150,11 @@ static void test_string_invalid_utf8(void **state)
 {
     (void)state;
     /* a lone invalid byte: exactly one U+FFFD, neighbours kept */
-    expect_str("a\xff" "b", 3, "\"a\xef\xbf\xbd" "b\"");
+    expect_str("a\xff"
+               "b",
+               3,
+               "\"a\xef\xbf\xbd"
+               "b\"");
     expect_str("\x80", 1, "\"\xef\xbf\xbd\"");
     expect_str("\xfe", 1, "\"\xef\xbf\xbd\"");
     /* malformed sequences: output valid, at least one U+FFFD, no raw bytes
@@ -157,19 +163,19 @@ static void test_string_invalid_utf8(void **state)
         const char *in;
         size_t n;
     } bad[] = {
-        {"x\xc3y", 3},                    /* truncated 2-byte (next is ASCII) */
-        {"x\xc3", 2},                     /* truncated at the end */
-        {"x\xe2\x82", 3},                 /* truncated 3-byte at the end */
-        {"x\xf0\x9f\x98", 4},             /* truncated 4-byte at the end */
-        {"x\xc0\xafy", 4},                /* overlong '/' */
-        {"x\xc1\xbfy", 4},                /* overlong */
-        {"x\xe0\x80\xafy", 5},            /* overlong 3-byte */
-        {"x\xf0\x80\x80\xafy", 6},        /* overlong 4-byte */
-        {"x\xed\xa0\x80y", 5},            /* UTF-16 surrogate D800 */
-        {"x\xed\xbf\xbfy", 5},            /* surrogate DFFF */
-        {"x\xf4\x90\x80\x80y", 6},        /* > U+10FFFF */
-        {"x\xf5\x80\x80\x80y", 6},        /* invalid lead */
-        {"x\xbf\xbfy", 4},                /* stray continuations */
+        {"x\xc3y", 3},             /* truncated 2-byte (next is ASCII) */
+        {"x\xc3", 2},              /* truncated at the end */
+        {"x\xe2\x82", 3},          /* truncated 3-byte at the end */
+        {"x\xf0\x9f\x98", 4},      /* truncated 4-byte at the end */
+        {"x\xc0\xafy", 4},         /* overlong '/' */
+        {"x\xc1\xbfy", 4},         /* overlong */
+        {"x\xe0\x80\xafy", 5},     /* overlong 3-byte */
+        {"x\xf0\x80\x80\xafy", 6}, /* overlong 4-byte */
+        {"x\xed\xa0\x80y", 5},     /* UTF-16 surrogate D800 */
+        {"x\xed\xbf\xbfy", 5},     /* surrogate DFFF */
+        {"x\xf4\x90\x80\x80y", 6}, /* > U+10FFFF */
+        {"x\xf5\x80\x80\x80y", 6}, /* invalid lead */
+        {"x\xbf\xbfy", 4},         /* stray continuations */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *got = jstr(bad[i].in, bad[i].n, NULL);
@@ -229,8 +235,8 @@ static void expect_val(int kind, const char *v, int isnull, const char *want)
 {
     char *got = jval(kind, v, isnull);
     if (strcmp(got, want))
-        fail_msg("pgs_json_value(kind %d, \"%s\", null=%d) = %s, want %s", kind,
-                 v ? v : "(NULL)", isnull, got, want);
+        fail_msg("pgs_json_value(kind %d, \"%s\", null=%d) = %s, want %s", kind, v ? v : "(NULL)",
+                 isnull, got, want);
     free(got);
 }
 
@@ -239,10 +245,24 @@ static void test_value_numbers(void **state)
     (void)state;
     /* PostgreSQL's text forms of int2/4/8, oid, numeric, float4/8 */
     static const char *const nums[] = {
-        "0",  "1",   "-1",  "32767", "-32768", "2147483647", "-9223372036854775808",
-        "4294967295", "1.5", "-0", "0.1", "1e+100", "1.7976931348623157e+308",
-        "5e-324", "-1.5e-10", "123456789012345678901234567890.123456789012345678901234567890",
-        "0.000000000000000000000000000001", "100.00",
+        "0",
+        "1",
+        "-1",
+        "32767",
+        "-32768",
+        "2147483647",
+        "-9223372036854775808",
+        "4294967295",
+        "1.5",
+        "-0",
+        "0.1",
+        "1e+100",
+        "1.7976931348623157e+308",
+        "5e-324",
+        "-1.5e-10",
+        "123456789012345678901234567890.123456789012345678901234567890",
+        "0.000000000000000000000000000001",
+        "100.00",
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
         expect_val(PGS_JSON_NUMBER, nums[i], 0, nums[i]);
@@ -260,8 +280,7 @@ static void test_value_bools_null_raw(void **state)
     expect_val(PGS_JSON_BOOL, "t", 0, "true");
     expect_val(PGS_JSON_BOOL, "f", 0, "false");
     expect_val(PGS_JSON_BOOL, "", 1, "null");
-    expect_val(PGS_JSON_RAW, "{\"a\": [1, 2, {\"b\": null}]}", 0,
-               "{\"a\": [1, 2, {\"b\": null}]}");
+    expect_val(PGS_JSON_RAW, "{\"a\": [1, 2, {\"b\": null}]}", 0, "{\"a\": [1, 2, {\"b\": null}]}");
     expect_val(PGS_JSON_RAW, "[]", 0, "[]");
     expect_val(PGS_JSON_RAW, "\"str\"", 0, "\"str\"");
     expect_val(PGS_JSON_RAW, "42", 0, "42");
@@ -304,8 +323,9 @@ static void test_value_object(void **state)
     }
     pgs_buf_putc(&b, '}');
     assert_false(b.oom);
-    const char *want = "{\"id\":42,\"f\":\"NaN\",\"ok\":true,\"nil\":null,"
-                       "\"doc\":{\"x\":[1,\"y\"]},\"name \\\"q\\\"\":\"l\xc3\xa9o\\n\xf0\x9f\x98\x80\"}";
+    const char *want =
+        "{\"id\":42,\"f\":\"NaN\",\"ok\":true,\"nil\":null,"
+        "\"doc\":{\"x\":[1,\"y\"]},\"name \\\"q\\\"\":\"l\xc3\xa9o\\n\xf0\x9f\x98\x80\"}";
     assert_true(tu_json_same(b.data, b.len, want, strlen(want)));
     pgs_buf_free(&b);
 }
@@ -333,32 +353,31 @@ static void test_kind_oids(void **state)
         unsigned oid;
         int kind;
     } k[] = {
-        {21, PGS_JSON_NUMBER},   /* int2 */
-        {23, PGS_JSON_NUMBER},   /* int4 */
-        {20, PGS_JSON_NUMBER},   /* int8 */
-        {26, PGS_JSON_NUMBER},   /* oid */
-        {700, PGS_JSON_NUMBER},  /* float4 */
-        {701, PGS_JSON_NUMBER},  /* float8 */
-        {1700, PGS_JSON_NUMBER}, /* numeric */
-        {16, PGS_JSON_BOOL},     /* bool */
+        {21, PGS_JSON_NUMBER},     /* int2 */
+        {23, PGS_JSON_NUMBER},     /* int4 */
+        {20, PGS_JSON_NUMBER},     /* int8 */
+        {26, PGS_JSON_NUMBER},     /* oid */
+        {700, PGS_JSON_NUMBER},    /* float4 */
+        {701, PGS_JSON_NUMBER},    /* float8 */
+        {1700, PGS_JSON_NUMBER},   /* numeric */
+        {16, PGS_JSON_BOOL},       /* bool */
         {114, PGS_JSON_RAW_LINES}, /* json: CR/LF flattened */
-        {3802, PGS_JSON_RAW},    /* jsonb */
-        {25, PGS_JSON_STRING},   /* text */
-        {1043, PGS_JSON_STRING}, /* varchar */
-        {1042, PGS_JSON_STRING}, /* bpchar */
-        {19, PGS_JSON_STRING},   /* name */
-        {17, PGS_JSON_STRING},   /* bytea */
-        {1082, PGS_JSON_STRING}, /* date */
-        {1114, PGS_JSON_STRING}, /* timestamp */
-        {1184, PGS_JSON_STRING}, /* timestamptz */
-        {1186, PGS_JSON_STRING}, /* interval */
-        {2950, PGS_JSON_STRING}, /* uuid */
-        {790, PGS_JSON_STRING},  /* money: "$1.00" is not a number */
-        {1007, PGS_JSON_STRING}, /* int4[] */
-        {3807, PGS_JSON_STRING}, /* jsonb[]: array text, not JSON */
-        {199, PGS_JSON_STRING},  /* json[] */
-        {0, PGS_JSON_STRING},
-        {4294967295u, PGS_JSON_STRING},
+        {3802, PGS_JSON_RAW},      /* jsonb */
+        {25, PGS_JSON_STRING},     /* text */
+        {1043, PGS_JSON_STRING},   /* varchar */
+        {1042, PGS_JSON_STRING},   /* bpchar */
+        {19, PGS_JSON_STRING},     /* name */
+        {17, PGS_JSON_STRING},     /* bytea */
+        {1082, PGS_JSON_STRING},   /* date */
+        {1114, PGS_JSON_STRING},   /* timestamp */
+        {1184, PGS_JSON_STRING},   /* timestamptz */
+        {1186, PGS_JSON_STRING},   /* interval */
+        {2950, PGS_JSON_STRING},   /* uuid */
+        {790, PGS_JSON_STRING},    /* money: "$1.00" is not a number */
+        {1007, PGS_JSON_STRING},   /* int4[] */
+        {3807, PGS_JSON_STRING},   /* jsonb[]: array text, not JSON */
+        {199, PGS_JSON_STRING},    /* json[] */
+        {0, PGS_JSON_STRING},      {4294967295u, PGS_JSON_STRING},
     };
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
         if (pgs_json_kind(k[i].oid) != k[i].kind)
@@ -428,13 +447,43 @@ static void test_validator_self_check(void **state)
 {
     (void)state;
     static const char *const good[] = {
-        "0", "-0", "1.5e10", "\"\"", "\"\\u00e9\\ud83d\\ude00\"", "[]", "{}", " [1, {\"a\":null}] ",
-        "true", "false", "null", "\"\xf0\x9f\x98\x80\"",
+        "0",
+        "-0",
+        "1.5e10",
+        "\"\"",
+        "\"\\u00e9\\ud83d\\ude00\"",
+        "[]",
+        "{}",
+        " [1, {\"a\":null}] ",
+        "true",
+        "false",
+        "null",
+        "\"\xf0\x9f\x98\x80\"",
     };
     static const char *const bad[] = {
-        "", "01", "1.", ".5", "+1", "NaN", "Infinity", "[1,]", "{\"a\":1,}", "{a:1}", "'x'",
-        "\"\x01\"", "\"\\x\"", "\"\\ud800\"", "\"\\udc00\"", "\"\xff\"", "\"\xc0\xaf\"",
-        "\"\xed\xa0\x80\"", "[1] [2]", "tru", "nul", "\"abc", "[",
+        "",
+        "01",
+        "1.",
+        ".5",
+        "+1",
+        "NaN",
+        "Infinity",
+        "[1,]",
+        "{\"a\":1,}",
+        "{a:1}",
+        "'x'",
+        "\"\x01\"",
+        "\"\\x\"",
+        "\"\\ud800\"",
+        "\"\\udc00\"",
+        "\"\xff\"",
+        "\"\xc0\xaf\"",
+        "\"\xed\xa0\x80\"",
+        "[1] [2]",
+        "tru",
+        "nul",
+        "\"abc",
+        "[",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         if (!tu_json_valid(good[i], strlen(good[i])))

@@ -25,7 +25,7 @@
 #include "pgspout.h"
 #include "testutil.h"
 
-#define PAIRS_SQL "SELECT i, md5(i::text) FROM (SELECT generate_series(1, $1::int) AS i) g"
+#define PAIRS_SQL   "SELECT i, md5(i::text) FROM (SELECT generate_series(1, $1::int) AS i) g"
 #define ENDLESS_SQL "SELECT i, md5(i::text) FROM (SELECT generate_series(1, 200000000) AS i) g"
 
 /* --------------------------------------------------------------- helpers */
@@ -307,8 +307,8 @@ static void test_pause_timeout_resume(void **state)
 {
     (void)state;
     pgspout_conn *c = tu_connect();
-    pgspout_options *o = tu_opts("chunk_rows", "100", "pause_timeout", "300ms",
-                                 "on_pause_timeout", "resume", NULL);
+    pgspout_options *o =
+        tu_opts("chunk_rows", "100", "pause_timeout", "300ms", "on_pause_timeout", "resume", NULL);
     long n = 5000;
     pgspout_stream *s = open_pairs(c, n, o);
     agg a;
@@ -344,8 +344,8 @@ static void test_pause_timeout_cancel(void **state)
 {
     (void)state;
     pgspout_conn *c = tu_connect();
-    pgspout_options *o = tu_opts("chunk_rows", "100", "pause_timeout", "300ms",
-                                 "on_pause_timeout", "cancel", NULL);
+    pgspout_options *o =
+        tu_opts("chunk_rows", "100", "pause_timeout", "300ms", "on_pause_timeout", "cancel", NULL);
     /* blocking next */
     pgspout_stream *s = open_sql(c, ENDLESS_SQL, o);
     const pgspout_row *r;
@@ -496,16 +496,16 @@ static void test_memory_warn(void **state)
 {
     (void)state;
     pgspout_conn *c = tu_connect();
-    pgspout_options *o = tu_opts("max_memory", "1MB", "memory_warn", "0.1", "label", "t_warn",
-                                 NULL);
+    pgspout_options *o =
+        tu_opts("max_memory", "1MB", "memory_warn", "0.1", "label", "t_warn", NULL);
     pgspout_set_log_hook(log_hook, NULL);
     warn_calls = 0;
     pgspout_metrics_reset();
     pgspout_stream *s;
     uint64_t rows;
     /* every row (200 kB) crosses memory_warn (0.1 x 1MB) but not max_memory */
-    int rc = run_to_end(c, "SELECT i, repeat('y', 200000) FROM generate_series(1, 20) i", o, &s,
-                        &rows);
+    int rc =
+        run_to_end(c, "SELECT i, repeat('y', 200000) FROM generate_series(1, 20) i", o, &s, &rows);
     pgspout_set_log_hook(NULL, NULL);
     if (rc != PGSPOUT_DONE)
         fail_msg("%s: %s", pgspout_code_name(rc), pgspout_stream_error(s));
@@ -534,7 +534,8 @@ static void test_chunk_bytes(void **state)
     (void)state;
     pgspout_conn *c = tu_connect();
     pgspout_options *o = tu_opts("chunk_bytes", "64kB", "chunk_rows", "1000", NULL);
-    pgspout_stream *s = open_sql(c, "SELECT i, repeat('z', 10000) FROM generate_series(1, 300) i", o);
+    pgspout_stream *s =
+        open_sql(c, "SELECT i, repeat('z', 10000) FROM generate_series(1, 300) i", o);
     const pgspout_chunk *ch;
     int rc, total = 0, maxn = 0;
     while ((rc = pgspout_stream_next_chunk(s, 0, &ch)) == PGSPOUT_OK) {
@@ -599,9 +600,8 @@ static void test_stats(void **state)
     (void)state;
     pgspout_conn *c = tu_connect();
     const char *sql = "SELECT i, repeat('x', i % 10), NULL::text FROM generate_series(1, 10000) i";
-    char *want_bytes =
-        tu_scalar(c, "SELECT sum(length(i::text) + i % 10) FROM generate_series(1, 10000) i", 0,
-                  NULL);
+    char *want_bytes = tu_scalar(
+        c, "SELECT sum(length(i::text) + i % 10) FROM generate_series(1, 10000) i", 0, NULL);
     pgspout_options *o = tu_opts("chunk_rows", "1000", "expected_rows", "10000", NULL);
     double t0 = tu_now();
     pgspout_stream *s = open_sql(c, sql, o);
@@ -759,8 +759,8 @@ static void test_progress_hook(void **state)
 {
     (void)state;
     pgspout_conn *c = tu_connect();
-    pgspout_options *o = tu_opts("chunk_rows", "100", "progress_rows", "1000", "expected_rows",
-                                 "10000", NULL);
+    pgspout_options *o =
+        tu_opts("chunk_rows", "100", "progress_rows", "1000", "expected_rows", "10000", NULL);
     prog p = {0, 0, 1, -1, -1};
     assert_int_equal(pgspout_options_set_progress(o, progress_cb, &p), PGSPOUT_OK);
     pgspout_stream *s = open_pairs(c, 10000, o);
@@ -844,9 +844,8 @@ static int reject_all(const pgspout_row *r, void *ud)
 static int adaptive_run(pgspout_conn *c, const char *sql, int consumer_sleep_us, int *min_seen,
                         int *max_seen)
 {
-    pgspout_options *o = tu_opts("adaptive_chunking", "on", "chunk_rows", "1000",
-                                 "chunk_rows_min", "200", "chunk_rows_max", "8000", "label",
-                                 "t_adaptive", NULL);
+    pgspout_options *o = tu_opts("adaptive_chunking", "on", "chunk_rows", "1000", "chunk_rows_min",
+                                 "200", "chunk_rows_max", "8000", "label", "t_adaptive", NULL);
     pgspout_stream *s;
     assert_int_equal(pgspout_stream_open(c, sql, 0, NULL, o, &s), PGSPOUT_OK);
     const pgspout_chunk *ch;
@@ -878,14 +877,14 @@ static void test_adaptive_chunking(void **state)
     int lo, hi;
     pgspout_metrics_reset();
     /* slow server (a row every ~0.5 ms, flushed in 8 kB batches), fast consumer: grows */
-    int grown = adaptive_run(
-        c, "SELECT i, pg_sleep(0.0005) FROM generate_series(1, 4000) i", 0, &lo, &hi);
+    int grown =
+        adaptive_run(c, "SELECT i, pg_sleep(0.0005) FROM generate_series(1, 4000) i", 0, &lo, &hi);
     printf("server-bound: chunk_rows %d..%d, last %d\n", lo, hi, grown);
     assert_true(lo >= 200 && hi <= 8000);
     assert_true(grown > 1000);
     /* fast server, slow consumer (50 ms per chunk): shrinks to the min */
-    int shrunk = adaptive_run(
-        c, "SELECT i, repeat('x', 100) FROM generate_series(1, 100000) i", 50000, &lo, &hi);
+    int shrunk = adaptive_run(c, "SELECT i, repeat('x', 100) FROM generate_series(1, 100000) i",
+                              50000, &lo, &hi);
     printf("consumer-bound: chunk_rows %d..%d, last %d\n", lo, hi, shrunk);
     assert_true(lo >= 200 && hi <= 8000);
     assert_true(shrunk < 1000);
@@ -1014,7 +1013,8 @@ static void test_max_rows_in_transaction(void **state)
     pgspout_conn_close(c);
     if (rc != PGSPOUT_DONE || count != 2)
         fail_msg("after a max_rows stream inside BEGIN: next INSERT %s (%s), rows committed %d "
-                 "of 2", pgspout_code_name(rc), err, count);
+                 "of 2",
+                 pgspout_code_name(rc), err, count);
 }
 
 /* A big row after small ones: the small rows are delivered, then EMEMORY
@@ -1150,8 +1150,9 @@ static void test_metrics_workload(void **state)
     pgspout_metrics_reset();
     pgspout_conn *c = tu_connect(); /* 1 connection opened */
     pgspout_conn *bad = NULL;       /* 1 failed */
-    assert_int_equal(pgspout_connect("host=127.0.0.1 port=1 user=x dbname=x connect_timeout=5", &bad),
-                     PGSPOUT_ECONNECT);
+    assert_int_equal(
+        pgspout_connect("host=127.0.0.1 port=1 user=x dbname=x connect_timeout=5", &bad),
+        PGSPOUT_ECONNECT);
     pgspout_conn_close(bad);
     pgspout_options *o = tu_opts("chunk_rows", "100", "label", "t_metrics", NULL);
 
@@ -1368,7 +1369,8 @@ static void test_metrics_label_overflow(void **state)
     assert_true(series <= 64);
     assert_true(total == 70); /* nothing lost in the overflow */
     double other;
-    assert_int_equal(tu_expo_sum(&e, "pgspout_streams_started_total", "label=\"other\"", &other), 1);
+    assert_int_equal(tu_expo_sum(&e, "pgspout_streams_started_total", "label=\"other\"", &other),
+                     1);
     assert_true(other >= 1);
     tu_expo_free(&e);
     pgspout_free(text);
@@ -1389,15 +1391,15 @@ static void test_expo_parser_self_check(void **state)
     assert_true(v == 3);
     tu_expo_free(&e);
     static const char *const bad[] = {
-        "x_total 1\n",                                                    /* no TYPE */
-        "# HELP x Things.\n# TYPE x counter\nx 1\n",                      /* no _total */
-        "# HELP x_total T.\n# TYPE x_total counter\nx_total 1",           /* no final newline */
-        "# HELP x_total T.\n# TYPE x_total counter\nx_total{a=b} 1\n",    /* unquoted label */
-        "# HELP x_total T.\n# TYPE x_total counter\nx_total one\n",       /* bad value */
+        "x_total 1\n",                                                 /* no TYPE */
+        "# HELP x Things.\n# TYPE x counter\nx 1\n",                   /* no _total */
+        "# HELP x_total T.\n# TYPE x_total counter\nx_total 1",        /* no final newline */
+        "# HELP x_total T.\n# TYPE x_total counter\nx_total{a=b} 1\n", /* unquoted label */
+        "# HELP x_total T.\n# TYPE x_total counter\nx_total one\n",    /* bad value */
         "# HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\n"
-        "h_sum 1\nh_count 1\n",                                           /* not cumulative */
+        "h_sum 1\nh_count 1\n", /* not cumulative */
         "# HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\n"
-        "h_sum 1\nh_count 3\n",                                           /* +Inf != count */
+        "h_sum 1\nh_count 3\n", /* +Inf != count */
         "# HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n", /* no +Inf */
         "# HELP h H.\n# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_count 1\n",       /* no _sum */
     };

@@ -16,13 +16,33 @@
 
 /* Every stream and connection key the header documents. */
 static const char *const all_keys[] = {
-    "chunk_rows",       "chunk_bytes",     "adaptive_chunking", "chunk_rows_min",
-    "chunk_rows_max",   "max_memory",      "memory_warn",       "memory_fail",
-    "max_rows",         "timeout",         "statement_timeout", "pause_timeout",
-    "on_pause_timeout", "max_rate",        "label",             "expected_rows",
-    "rows",             "metrics",         "progress_rows",     "progress_interval",
-    "idle_timeout",     "connect_timeout", "keepalives_idle",   "keepalives_interval",
-    "keepalives_count", "tcp_user_timeout", "application_name",
+    "chunk_rows",
+    "chunk_bytes",
+    "adaptive_chunking",
+    "chunk_rows_min",
+    "chunk_rows_max",
+    "max_memory",
+    "memory_warn",
+    "memory_fail",
+    "max_rows",
+    "timeout",
+    "statement_timeout",
+    "pause_timeout",
+    "on_pause_timeout",
+    "max_rate",
+    "label",
+    "expected_rows",
+    "rows",
+    "metrics",
+    "progress_rows",
+    "progress_interval",
+    "idle_timeout",
+    "connect_timeout",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "application_name",
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])
 
@@ -76,8 +96,8 @@ static void set_ok(pgspout_options *o, const char *k, const char *v)
 {
     int rc = pgspout_options_set(o, k, v);
     if (rc != PGSPOUT_OK)
-        fail_msg("options_set(%s, \"%s\") = %d (%s), want OK: %s", k, v, rc,
-                 pgspout_code_name(rc), pgspout_options_error(o));
+        fail_msg("options_set(%s, \"%s\") = %d (%s), want OK: %s", k, v, rc, pgspout_code_name(rc),
+                 pgspout_options_error(o));
 }
 
 /* set key=value must fail with EVALUE, leave every field as it was, and say
@@ -87,8 +107,7 @@ static void set_bad(pgspout_options *o, const char *k, const char *v)
     pgspout_options before = *o;
     int rc = pgspout_options_set(o, k, v);
     if (rc != PGSPOUT_EVALUE)
-        fail_msg("options_set(%s, \"%s\") = %d (%s), want EVALUE", k, v, rc,
-                 pgspout_code_name(rc));
+        fail_msg("options_set(%s, \"%s\") = %d (%s), want EVALUE", k, v, rc, pgspout_code_name(rc));
     assert_same_options(&before, o);
     const char *err = pgspout_options_error(o);
     assert_non_null(err);
@@ -154,12 +173,12 @@ static void test_defaults_via_get(void **state)
         int64_t want; /* compared after parsing get()'s text with the key's parser */
         char kind;    /* i int, s size, d duration (ms) */
     } nums[] = {
-        {"chunk_rows", 1000, 'i'},   {"chunk_bytes", 1048576, 's'},
-        {"chunk_rows_min", 100, 'i'}, {"chunk_rows_max", 100000, 'i'},
+        {"chunk_rows", 1000, 'i'},     {"chunk_bytes", 1048576, 's'},
+        {"chunk_rows_min", 100, 'i'},  {"chunk_rows_max", 100000, 'i'},
         {"max_memory", 67108864, 's'}, {"max_rows", 0, 'i'},
-        {"timeout", 0, 'd'},         {"statement_timeout", 0, 'd'},
-        {"pause_timeout", 0, 'd'},   {"expected_rows", 0, 'i'},
-        {"progress_rows", 0, 'i'},   {"progress_interval", 0, 'd'},
+        {"timeout", 0, 'd'},           {"statement_timeout", 0, 'd'},
+        {"pause_timeout", 0, 'd'},     {"expected_rows", 0, 'i'},
+        {"progress_rows", 0, 'i'},     {"progress_interval", 0, 'd'},
         {"idle_timeout", 60000, 'd'},
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
@@ -169,8 +188,8 @@ static void test_defaults_via_get(void **state)
         int64_t v = -12345;
         int rc = nums[i].kind == 'd' ? pgs_parse_duration_ms(g, &v) : pgs_parse_size(g, &v);
         if (rc != 0 || v != nums[i].want)
-            fail_msg("get(%s) = \"%s\" (parsed %lld), want %lld", nums[i].key, g,
-                     (long long)v, (long long)nums[i].want);
+            fail_msg("get(%s) = \"%s\" (parsed %lld), want %lld", nums[i].key, g, (long long)v,
+                     (long long)nums[i].want);
     }
     assert_string_equal(pgspout_options_get(o, "label"), "default");
     assert_string_equal(pgspout_options_get(o, "on_pause_timeout"), "resume");
@@ -226,8 +245,19 @@ static void test_parse_size(void **state)
     if (failures)
         fail_msg("%d size(s) parsed wrong", failures);
     static const char *const bad[] = {
-        "",        "MB",        "-1",        "-1MB",    "64XB",  "64 parsecs", "64MBx",
-        "1.5.5MB", "abc",       "0x10",      "64mb",    "1e3",   "64 kB extra",
+        "",
+        "MB",
+        "-1",
+        "-1MB",
+        "64XB",
+        "64 parsecs",
+        "64MBx",
+        "1.5.5MB",
+        "abc",
+        "0x10",
+        "64mb",
+        "1e3",
+        "64 kB extra",
         "99999999999999999999", /* > INT64_MAX */
         "8388608TB",            /* 2^63 */
         "16777216TB",           /* 2^64 */
@@ -249,9 +279,9 @@ static void test_parse_duration(void **state)
         const char *in;
         int64_t want;
     } ok[] = {
-        {"0", 0},          {"5", 5000},         {"30", 30000},       {"250ms", 250},
-        {"1ms", 1},        {"30s", 30000},      {"5min", 300000},    {"1h", 3600000},
-        {"2d", 172800000}, {"1000ms", 1000},    {"0s", 0},           {"0ms", 0},
+        {"0", 0},          {"5", 5000},      {"30", 30000},    {"250ms", 250},
+        {"1ms", 1},        {"30s", 30000},   {"5min", 300000}, {"1h", 3600000},
+        {"2d", 172800000}, {"1000ms", 1000}, {"0s", 0},        {"0ms", 0},
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         int64_t v = -1;
@@ -261,11 +291,22 @@ static void test_parse_duration(void **state)
                      (long long)v, (long long)ok[i].want);
     }
     static const char *const bad[] = {
-        "",    "s",    "ms",     "-1",   "-1s",  "30x",  "30 seconds", "5mins",
-        "1.2.3s", "abc", "1e3",  "30S", "30sx",
-        "9223372036854775807s",  /* overflows in ms */
+        "",
+        "s",
+        "ms",
+        "-1",
+        "-1s",
+        "30x",
+        "30 seconds",
+        "5mins",
+        "1.2.3s",
+        "abc",
+        "1e3",
+        "30S",
+        "30sx",
+        "9223372036854775807s", /* overflows in ms */
         "99999999999999999999",
-        "106751991167301d",      /* ~2^63 ms */
+        "106751991167301d", /* ~2^63 ms */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int64_t v = 777;
@@ -515,7 +556,7 @@ static void test_unknown_keys(void **state)
     (void)state;
     pgspout_options *o = new_opts();
     pgspout_options before = *o;
-    static const char *const keys[] = {"nosuchkey", "chunk_row", "max memory", "max_memory ",
+    static const char *const keys[] = {"nosuchkey",  "chunk_row", "max memory", "max_memory ",
                                        "timeout_ms", "maxmemory", "x"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         int rc = pgspout_options_set(o, keys[i], "1");
@@ -582,16 +623,36 @@ static void test_get_round_trips(void **state)
     static const struct {
         const char *k, *v;
     } vals[] = {
-        {"chunk_rows", "777"},       {"chunk_bytes", "64kB"},     {"adaptive_chunking", "on"},
-        {"chunk_rows_min", "7"},     {"chunk_rows_max", "70000"}, {"max_memory", "3MB"},
-        {"memory_warn", "0.75"},     {"memory_fail", "0.95"},     {"max_rows", "123"},
-        {"timeout", "1500ms"},       {"statement_timeout", "2s"}, {"pause_timeout", "5min"},
-        {"on_pause_timeout", "cancel"}, {"max_rate", "1500"},     {"max_rate", "1000000"},
-        {"max_rate", "0.25"},        {"label", "a.b:c-d_e"},      {"expected_rows", "1000000"},
-        {"rows", "json"},            {"rows", "dict"},            {"metrics", "off"},
-        {"progress_rows", "50"},     {"progress_interval", "2s"}, {"idle_timeout", "1h"},
-        {"connect_timeout", "3s"},   {"keepalives_idle", "1min"}, {"keepalives_interval", "5s"},
-        {"keepalives_count", "4"},   {"tcp_user_timeout", "9s"},  {"application_name", "app1"},
+        {"chunk_rows", "777"},
+        {"chunk_bytes", "64kB"},
+        {"adaptive_chunking", "on"},
+        {"chunk_rows_min", "7"},
+        {"chunk_rows_max", "70000"},
+        {"max_memory", "3MB"},
+        {"memory_warn", "0.75"},
+        {"memory_fail", "0.95"},
+        {"max_rows", "123"},
+        {"timeout", "1500ms"},
+        {"statement_timeout", "2s"},
+        {"pause_timeout", "5min"},
+        {"on_pause_timeout", "cancel"},
+        {"max_rate", "1500"},
+        {"max_rate", "1000000"},
+        {"max_rate", "0.25"},
+        {"label", "a.b:c-d_e"},
+        {"expected_rows", "1000000"},
+        {"rows", "json"},
+        {"rows", "dict"},
+        {"metrics", "off"},
+        {"progress_rows", "50"},
+        {"progress_interval", "2s"},
+        {"idle_timeout", "1h"},
+        {"connect_timeout", "3s"},
+        {"keepalives_idle", "1min"},
+        {"keepalives_interval", "5s"},
+        {"keepalives_count", "4"},
+        {"tcp_user_timeout", "9s"},
+        {"application_name", "app1"},
         {"memory_warn", "0.123456789"},
     };
     int failures = 0;
@@ -610,7 +671,8 @@ static void test_get_round_trips(void **state)
         } else if (memcmp(&a->memory_warn, &b->memory_warn, sizeof(double)) ||
                    a->max_rate != b->max_rate) {
             print_error("round trip %s=\"%s\": get gave \"%s\", which parses to another "
-                        "value\n", vals[i].k, vals[i].v, copy);
+                        "value\n",
+                        vals[i].k, vals[i].v, copy);
             failures++;
         } else
             assert_same_options(a, b);
@@ -667,18 +729,12 @@ static void test_error_then_ok(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_defaults_via_get),
-        cmocka_unit_test(test_parse_size),
-        cmocka_unit_test(test_parse_duration),
-        cmocka_unit_test(test_parse_bool),
-        cmocka_unit_test(test_set_units),
-        cmocka_unit_test(test_set_bad_values),
-        cmocka_unit_test(test_unknown_keys),
-        cmocka_unit_test(test_null_arguments),
-        cmocka_unit_test(test_get_round_trips),
-        cmocka_unit_test(test_get_buffer),
-        cmocka_unit_test(test_error_then_ok),
+        cmocka_unit_test(test_defaults),       cmocka_unit_test(test_defaults_via_get),
+        cmocka_unit_test(test_parse_size),     cmocka_unit_test(test_parse_duration),
+        cmocka_unit_test(test_parse_bool),     cmocka_unit_test(test_set_units),
+        cmocka_unit_test(test_set_bad_values), cmocka_unit_test(test_unknown_keys),
+        cmocka_unit_test(test_null_arguments), cmocka_unit_test(test_get_round_trips),
+        cmocka_unit_test(test_get_buffer),     cmocka_unit_test(test_error_then_ok),
     };
     return cmocka_run_group_tests_name("options", tests, NULL, NULL);
 }

@@ -311,8 +311,8 @@ static void test_types_text_form(void **state)
         {"'-Infinity'::float8", "f8ninf", 701, "-Infinity"},
         {"'-0'::float8", "f8negz", 701, "-0"},
         {"1e300::float8", "f8big", 701, "1e+300"},
-        {"'123456789012345678901234567890.123456789012345678901234567890'::numeric", "num",
-         1700, "123456789012345678901234567890.123456789012345678901234567890"},
+        {"'123456789012345678901234567890.123456789012345678901234567890'::numeric", "num", 1700,
+         "123456789012345678901234567890.123456789012345678901234567890"},
         {"'NaN'::numeric", "numnan", 1700, "NaN"},
         {"'-Infinity'::numeric", "numninf", 1700, "-Infinity"},
         {"1.50::numeric(10,2)", "numscale", 1700, "1.50"},
@@ -384,11 +384,13 @@ static void test_column_names(void **state)
     (void)state;
     pgspout_conn *c = tu_connect();
     pgspout_stream *s = open_sql(c,
-                                 "SELECT 1 AS \"\xc3\xbcn\xc3\xaf c\xc3\xb6" "d\xc3\xa9 "
+                                 "SELECT 1 AS \"\xc3\xbcn\xc3\xaf c\xc3\xb6"
+                                 "d\xc3\xa9 "
                                  "\xf0\x9f\x98\x80\", 2 AS \"we\"\"ird\", 3, 4 AS \"UPPER\"",
                                  NULL);
     assert_int_equal(pgspout_stream_ncols(s), 4);
-    assert_string_equal(pgspout_stream_colname(s, 0), "\xc3\xbcn\xc3\xaf c\xc3\xb6" "d\xc3\xa9 \xf0\x9f\x98\x80");
+    assert_string_equal(pgspout_stream_colname(s, 0), "\xc3\xbcn\xc3\xaf c\xc3\xb6"
+                                                      "d\xc3\xa9 \xf0\x9f\x98\x80");
     assert_string_equal(pgspout_stream_colname(s, 1), "we\"ird");
     assert_string_equal(pgspout_stream_colname(s, 2), "?column?");
     assert_string_equal(pgspout_stream_colname(s, 3), "UPPER");
@@ -470,12 +472,8 @@ static void test_params_not_interpolated(void **state)
     pgspout_stream_close(s);
 
     static const char *const evil[] = {
-        "'; DROP TABLE x; --",
-        "1); DROP TABLE x; --",
-        "$1",
-        "\\'; DROP TABLE x; --",
-        "' OR '1'='1",
-        "\"; DROP TABLE x; --",
+        "'; DROP TABLE x; --",   "1); DROP TABLE x; --", "$1",
+        "\\'; DROP TABLE x; --", "' OR '1'='1",          "\"; DROP TABLE x; --",
     };
     for (size_t i = 0; i < sizeof evil / sizeof evil[0]; i++) {
         const char *p[] = {evil[i]};
@@ -563,9 +561,9 @@ static uint64_t json_rows_md5(pgspout_stream *s, char out[33])
     return n;
 }
 
-#define DOC_SQL                                                                        \
-    "SELECT jsonb_build_object('i', i, 's', repeat(E'\\u00e9\"\\n', i % 5), 'n', NULL, " \
-    "'a', jsonb_build_array(i, 'x', 1.50, true), 'f', i / 3.0) AS doc "               \
+#define DOC_SQL                                                                                    \
+    "SELECT jsonb_build_object('i', i, 's', repeat(E'\\u00e9\"\\n', i % 5), 'n', NULL, "           \
+    "'a', jsonb_build_array(i, 'x', 1.50, true), 'f', i / 3.0) AS doc "                            \
     "FROM generate_series(1, 500) i"
 
 static void test_json_single_column(void **state)
@@ -580,8 +578,10 @@ static void test_json_single_column(void **state)
     char got[33];
     assert_int_equal(json_rows_md5(s, got), 500);
     pgspout_stream_close(s);
-    char *want = tu_scalar(c, "SELECT md5(string_agg(doc::text, E'\\n' ORDER BY (doc->>'i')::int)) "
-                              "FROM (" DOC_SQL ") t", 0, NULL);
+    char *want = tu_scalar(c,
+                           "SELECT md5(string_agg(doc::text, E'\\n' ORDER BY (doc->>'i')::int)) "
+                           "FROM (" DOC_SQL ") t",
+                           0, NULL);
     assert_string_equal(got, want);
     free(want);
 
@@ -615,17 +615,17 @@ static void test_json_single_column(void **state)
 /* Types whose JSON rendering the header defines the same way as
  * PostgreSQL's row_to_json: numbers bare, non-finite as strings, booleans,
  * null, json/jsonb nested, text escaped. */
-#define MULTI_SQL                                                                            \
-    "WITH t AS (SELECT i::int2 AS a, (i * 1000000)::int4 AS b, "                              \
-    "(i::int8 * 3000000000) AS c, (i / 4.0)::float4 AS f4, "                     \
-    "'NaN'::float8 AS fnan, 'Infinity'::float8 AS finf, '-Infinity'::float8 AS fninf, "      \
-    "'-0'::float8 AS fz, 1e300::float8 AS fbig, "                                             \
-    "123456789012345678901234567890.123456789::numeric AS num, 'NaN'::numeric AS nnan, "      \
-    "'Infinity'::numeric AS ninf, i % 2 = 0 AS even, NULL::int AS nul, "                      \
-    "E'q\"\\\\ \\n\\t\\b\\f\\r' || chr(1) || chr(31) || E' \\u00e9\\U0001F600' || i AS txt, " \
-    "jsonb_build_object('k', i, 'l', jsonb_build_array(1, 'x', NULL)) AS jb, "                \
-    "'{ \"raw\" : true }'::json AS js, ''::text AS empty, ('v' || i)::varchar AS vc, "        \
-    "('2024-01-01'::date + i)::text AS d, NULL::jsonb AS nj, i AS \"we\"\"ird k\xc3\xa9y\" "  \
+#define MULTI_SQL                                                                                  \
+    "WITH t AS (SELECT i::int2 AS a, (i * 1000000)::int4 AS b, "                                   \
+    "(i::int8 * 3000000000) AS c, (i / 4.0)::float4 AS f4, "                                       \
+    "'NaN'::float8 AS fnan, 'Infinity'::float8 AS finf, '-Infinity'::float8 AS fninf, "            \
+    "'-0'::float8 AS fz, 1e300::float8 AS fbig, "                                                  \
+    "123456789012345678901234567890.123456789::numeric AS num, 'NaN'::numeric AS nnan, "           \
+    "'Infinity'::numeric AS ninf, i % 2 = 0 AS even, NULL::int AS nul, "                           \
+    "E'q\"\\\\ \\n\\t\\b\\f\\r' || chr(1) || chr(31) || E' \\u00e9\\U0001F600' || i AS txt, "      \
+    "jsonb_build_object('k', i, 'l', jsonb_build_array(1, 'x', NULL)) AS jb, "                     \
+    "'{ \"raw\" : true }'::json AS js, ''::text AS empty, ('v' || i)::varchar AS vc, "             \
+    "('2024-01-01'::date + i)::text AS d, NULL::jsonb AS nj, i AS \"we\"\"ird k\xc3\xa9y\" "       \
     "FROM generate_series(1, 20) i) "
 
 static void test_json_multi_column(void **state)
@@ -915,7 +915,7 @@ static void test_pause_resume_same_thread(void **state)
 
 typedef struct pauser {
     pgspout_stream *s;
-    _Atomic uint64_t rows;   /* rows the main thread consumed */
+    _Atomic uint64_t rows; /* rows the main thread consumed */
     _Atomic int main_done;
     int rc_pause, rc_resume, state_paused, state_resumed;
     uint64_t at_300, at_600;
@@ -981,8 +981,8 @@ static void test_pause_from_other_thread(void **state)
     /* next blocked while paused and empty: nothing consumed between 300 and
      * 600 ms after the pause, and not everything before it */
     if (p.at_300 != p.at_600)
-        fail_msg("rows kept arriving while paused: %" PRIu64 " at +300ms, %" PRIu64
-                 " at +600ms", p.at_300, p.at_600);
+        fail_msg("rows kept arriving while paused: %" PRIu64 " at +300ms, %" PRIu64 " at +600ms",
+                 p.at_300, p.at_600);
     assert_true(p.at_600 < (uint64_t)n);
     assert_true(max_gap >= 0.5);
     pgspout_stats st = {.size = sizeof st};
@@ -1573,8 +1573,8 @@ static void test_conninfo_forms(void **state)
     pgspout_conn_close(c);
 
     char uri[256];
-    snprintf(uri, sizeof uri, "postgresql://%s@127.0.0.1:%s/%s?application_name=pgspout_uri",
-             user, port, db);
+    snprintf(uri, sizeof uri, "postgresql://%s@127.0.0.1:%s/%s?application_name=pgspout_uri", user,
+             port, db);
     c = NULL;
     int rc = pgspout_connect(uri, &c);
     if (rc != PGSPOUT_OK)
@@ -1731,7 +1731,8 @@ static void test_pause_blocks_server(void **state)
     char *stt = backend_field(w, pid, "state");
     pgspout_stream_stats(s, &st2);
     print_message("paused: server wait_event %s, state %s; received %" PRIu64 " -> %" PRIu64
-                  " of %ld\n", ev, stt, st1.rows_received, st2.rows_received, n);
+                  " of %ld\n",
+                  ev, stt, st1.rows_received, st2.rows_received, n);
     assert_string_equal(ev, "ClientWrite");
     assert_string_equal(stt, "active");
     assert_int_equal(st1.rows_received, st2.rows_received);
@@ -1831,7 +1832,8 @@ static void test_conn_cancel_during_open(void **state)
     pgspout_conn_close(c);
     if (rc != PGSPOUT_ECANCELLED || st != PGSPOUT_STATE_CANCELLED)
         fail_msg("open cancelled with pgspout_conn_cancel: %s / state %s, want ECANCELLED / "
-                 "cancelled", pgspout_code_name(rc), pgspout_state_name(st));
+                 "cancelled",
+                 pgspout_code_name(rc), pgspout_state_name(st));
 }
 
 /* Parameters the server rejects: invalid UTF-8. */

@@ -58,15 +58,14 @@ pgspout_conn *tu_connect(void)
     pgspout_conn *c = NULL;
     int rc = pgspout_connect(tu_dsn(), &c);
     if (rc != PGSPOUT_OK)
-        fail_msg("pgspout_connect(%s) = %d (%s): %s", tu_dsn(), rc,
-                 pgspout_code_name(rc), c ? pgspout_conn_error(c) : "(no handle)");
+        fail_msg("pgspout_connect(%s) = %d (%s): %s", tu_dsn(), rc, pgspout_code_name(rc),
+                 c ? pgspout_conn_error(c) : "(no handle)");
     assert_non_null(c);
     assert_int_equal(pgspout_conn_ok(c), 1);
     return c;
 }
 
-char *tu_scalar(pgspout_conn *c, const char *sql, int nparams,
-                const char *const *params)
+char *tu_scalar(pgspout_conn *c, const char *sql, int nparams, const char *const *params)
 {
     pgspout_stream *s = NULL;
     int rc = pgspout_stream_open(c, sql, nparams, params, NULL, &s);
@@ -84,8 +83,7 @@ char *tu_scalar(pgspout_conn *c, const char *sql, int nparams,
         }
     }
     if (rc != PGSPOUT_DONE)
-        fail_msg("next(%s) = %s: %s", sql, pgspout_code_name(rc),
-                 pgspout_stream_error(s));
+        fail_msg("next(%s) = %s: %s", sql, pgspout_code_name(rc), pgspout_stream_error(s));
     pgspout_stream_close(s);
     return out;
 }
@@ -101,8 +99,7 @@ void tu_expect_scalar(pgspout_conn *c, const char *sql, const char *expected)
     const pgspout_row *r = NULL;
     rc = pgspout_stream_next(s, &r);
     if (rc != PGSPOUT_OK)
-        fail_msg("reuse: next(%s) = %s: %s", sql, pgspout_code_name(rc),
-                 pgspout_stream_error(s));
+        fail_msg("reuse: next(%s) = %s: %s", sql, pgspout_code_name(rc), pgspout_stream_error(s));
     assert_string_equal(pgspout_row_value(r, 0, NULL), expected);
     rc = pgspout_stream_next(s, &r);
     assert_int_equal(rc, PGSPOUT_DONE);
@@ -120,8 +117,7 @@ pgspout_options *tu_opts(const char *key, ...)
         const char *v = va_arg(ap, const char *);
         int rc = pgspout_options_set(o, k, v);
         if (rc != PGSPOUT_OK)
-            fail_msg("options_set(%s, %s) = %d: %s", k, v, rc,
-                     pgspout_options_error(o));
+            fail_msg("options_set(%s, %s) = %d: %s", k, v, rc, pgspout_options_error(o));
     }
     va_end(ap);
     return o;
@@ -147,18 +143,17 @@ void tu_sleep_ms(int ms)
 /* RFC 1321, written from the specification. */
 
 static uint32_t md5_k[64];
-static const unsigned md5_r[64] = {
-    7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
-    5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20,
-    4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
-    6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21};
+static const unsigned md5_r[64] = {7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
+                                   5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20,
+                                   4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
+                                   6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21};
 
 static void md5_block(tu_md5 *m, const unsigned char *p)
 {
     uint32_t w[16];
     for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[i * 4] | (uint32_t)p[i * 4 + 1] << 8 |
-               (uint32_t)p[i * 4 + 2] << 16 | (uint32_t)p[i * 4 + 3] << 24;
+        w[i] = (uint32_t)p[i * 4] | (uint32_t)p[i * 4 + 1] << 8 | (uint32_t)p[i * 4 + 2] << 16 |
+               (uint32_t)p[i * 4 + 3] << 24;
     uint32_t a = m->a, b = m->b, c = m->c, d = m->d;
     for (int i = 0; i < 64; i++) {
         uint32_t f;
@@ -285,8 +280,7 @@ typedef struct jp {
 
 static void jp_ws(jp *j)
 {
-    while (j->p < j->end &&
-           (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
         j->p++;
 }
 
@@ -330,8 +324,7 @@ static void jp_emit_cp(jp *j, uint32_t cp)
 }
 
 /* Decode one UTF-8 sequence strictly (no overlongs, no surrogates). */
-static int utf8_next(const unsigned char **pp, const unsigned char *end,
-                     uint32_t *cp)
+static int utf8_next(const unsigned char **pp, const unsigned char *end, uint32_t *cp)
 {
     const unsigned char *p = *pp;
     unsigned c = *p;
@@ -434,8 +427,7 @@ static int jp_string(jp *j)
                     cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
                 }
                 break;
-            default:
-                return -1;
+            default: return -1;
             }
         } else if (utf8_next(&j->p, j->end, &cp))
             return -1;
@@ -560,20 +552,11 @@ static int jp_value(jp *j)
         }
         rc = 0;
         break;
-    case '"':
-        rc = jp_string(j);
-        break;
-    case 't':
-        rc = jp_lit(j, "true");
-        break;
-    case 'f':
-        rc = jp_lit(j, "false");
-        break;
-    case 'n':
-        rc = jp_lit(j, "null");
-        break;
-    default:
-        rc = jp_number(j);
+    case '"': rc = jp_string(j); break;
+    case 't': rc = jp_lit(j, "true"); break;
+    case 'f': rc = jp_lit(j, "false"); break;
+    case 'n': rc = jp_lit(j, "null"); break;
+    default: rc = jp_number(j);
     }
     j->depth--;
     return rc;
@@ -595,11 +578,11 @@ int tu_json_valid(const char *s, size_t n) { return tu_json_canon(s, n, NULL) ==
 int tu_json_same(const char *a, size_t an, const char *b, size_t bn)
 {
     tu_buf x = {0}, y = {0};
-    int ok = tu_json_canon(a, an, &x) == 0 && tu_json_canon(b, bn, &y) == 0 &&
-             x.len == y.len && (x.len == 0 || memcmp(x.data, y.data, x.len) == 0);
+    int ok = tu_json_canon(a, an, &x) == 0 && tu_json_canon(b, bn, &y) == 0 && x.len == y.len &&
+             (x.len == 0 || memcmp(x.data, y.data, x.len) == 0);
     if (!ok) {
-        print_message("json differs:\n  %.*s\n  %.*s\n", (int)(an > 2000 ? 2000 : an),
-                      a ? a : "", (int)(bn > 2000 ? 2000 : bn), b ? b : "");
+        print_message("json differs:\n  %.*s\n  %.*s\n", (int)(an > 2000 ? 2000 : an), a ? a : "",
+                      (int)(bn > 2000 ? 2000 : bn), b ? b : "");
     }
     tu_buf_free(&x);
     tu_buf_free(&y);
@@ -799,11 +782,11 @@ static const tu_family *sample_family(const tu_expo *e, const char *name)
     return NULL;
 }
 
-#define EXPO_FAIL(...)                                             \
-    do {                                                           \
-        snprintf(e->err, sizeof e->err, __VA_ARGS__);              \
-        free(copy);                                                \
-        return -1;                                                 \
+#define EXPO_FAIL(...)                                                                             \
+    do {                                                                                           \
+        snprintf(e->err, sizeof e->err, __VA_ARGS__);                                              \
+        free(copy);                                                                                \
+        return -1;                                                                                 \
     } while (0)
 
 static int check_histograms(tu_expo *e);
@@ -849,9 +832,8 @@ int tu_expo_parse(const char *text, tu_expo *e)
                     const char *t = line + off;
                     if (f->type[0])
                         EXPO_FAIL("line %d: second TYPE for %s", lineno, name);
-                    if (strcmp(t, "counter") && strcmp(t, "gauge") &&
-                        strcmp(t, "histogram") && strcmp(t, "summary") &&
-                        strcmp(t, "untyped"))
+                    if (strcmp(t, "counter") && strcmp(t, "gauge") && strcmp(t, "histogram") &&
+                        strcmp(t, "summary") && strcmp(t, "untyped"))
                         EXPO_FAIL("line %d: bad TYPE '%s' for %s", lineno, t, name);
                     for (int i = 0; i < e->ns; i++) {
                         const tu_family *sf = sample_family(e, e->s[i].name);
@@ -1054,8 +1036,7 @@ static int want_fn(const char *k, size_t kn, const char *v, void *ud)
     return 0;
 }
 
-int tu_expo_sum(const tu_expo *e, const char *name, const char *want,
-                double *sum)
+int tu_expo_sum(const tu_expo *e, const char *name, const char *want, double *sum)
 {
     int n = 0;
     *sum = 0;

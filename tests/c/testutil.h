@@ -30,8 +30,7 @@ char *tu_dsn_with(const char *extra);
 /* Run sql (with params) to completion on conn and return the text of the
  * first column of the first row, malloc'd ("<NULL>" for SQL NULL, NULL when
  * no rows). Asserts that the stream succeeds. */
-char *tu_scalar(pgspout_conn *c, const char *sql, int nparams,
-                const char *const *params);
+char *tu_scalar(pgspout_conn *c, const char *sql, int nparams, const char *const *params);
 /* Run sql on conn, check it succeeds and returns exactly one row with the
  * single value expected. Used to prove a connection is reusable. */
 void tu_expect_scalar(pgspout_conn *c, const char *sql, const char *expected);
@@ -104,8 +103,7 @@ void tu_expo_free(tu_expo *e);
 /* Value of the sample with exactly this name whose labels contain every
  * comma-separated k="v" of `want` (NULL/"" = any); sums all that match.
  * Returns the number of matching samples. */
-int tu_expo_sum(const tu_expo *e, const char *name, const char *want,
-                double *sum);
+int tu_expo_sum(const tu_expo *e, const char *name, const char *want, double *sum);
 const tu_family *tu_expo_family(const tu_expo *e, const char *name);
 
 #endif

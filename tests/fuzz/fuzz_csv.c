@@ -161,8 +161,11 @@ static int tsv_record(const char *s, size_t n, size_t *pos, rfield *f, int max, 
                     if (i + 1 >= n)
                         return -1;
                     char e = s[i + 1];
-                    scratch[so++] = e == 't' ? '\t' : e == 'n' ? '\n' : e == 'r' ? '\r'
-                                  : e == '\\' ? '\\' : 0;
+                    scratch[so++] = e == 't'    ? '\t'
+                                    : e == 'n'  ? '\n'
+                                    : e == 'r'  ? '\r'
+                                    : e == '\\' ? '\\'
+                                                : 0;
                     if (scratch[so - 1] == 0)
                         return -1;
                     i += 2;

@@ -88,9 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(ol == 4 && memcmp(out, "null", 4) == 0);
     } else {
         switch (kinds[kind]) {
-        case PGS_JSON_STRING:
-            CHECK(fz_json_valid(out, ol) && out[0] == '"');
-            break;
+        case PGS_JSON_STRING: CHECK(fz_json_valid(out, ol) && out[0] == '"'); break;
         case PGS_JSON_BOOL:
             CHECK((ol == 4 && memcmp(out, "true", 4) == 0) ||
                   (ol == 5 && memcmp(out, "false", 5) == 0));
@@ -108,9 +106,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     CHECK(fz_json_valid(out, ol));
             }
             break;
-        case PGS_JSON_RAW:
-            CHECK(ol == n && memcmp(out, v, n) == 0);
-            break;
+        case PGS_JSON_RAW: CHECK(ol == n && memcmp(out, v, n) == 0); break;
         }
     }
     pgs_buf_free(&b);

@@ -29,14 +29,33 @@
         }                                                                                          \
     } while (0)
 
-static const char *const keys[] = {
-    "chunk_rows",        "chunk_bytes",      "adaptive_chunking", "chunk_rows_min",
-    "chunk_rows_max",    "max_memory",       "memory_warn",       "memory_fail",
-    "max_rows",          "timeout",          "statement_timeout", "pause_timeout",
-    "on_pause_timeout",  "max_rate",         "label",             "expected_rows",
-    "rows",              "metrics",          "progress_rows",     "progress_interval",
-    "idle_timeout",      "connect_timeout",  "keepalives_idle",   "keepalives_interval",
-    "keepalives_count",  "tcp_user_timeout", "application_name"};
+static const char *const keys[] = {"chunk_rows",
+                                   "chunk_bytes",
+                                   "adaptive_chunking",
+                                   "chunk_rows_min",
+                                   "chunk_rows_max",
+                                   "max_memory",
+                                   "memory_warn",
+                                   "memory_fail",
+                                   "max_rows",
+                                   "timeout",
+                                   "statement_timeout",
+                                   "pause_timeout",
+                                   "on_pause_timeout",
+                                   "max_rate",
+                                   "label",
+                                   "expected_rows",
+                                   "rows",
+                                   "metrics",
+                                   "progress_rows",
+                                   "progress_interval",
+                                   "idle_timeout",
+                                   "connect_timeout",
+                                   "keepalives_idle",
+                                   "keepalives_interval",
+                                   "keepalives_count",
+                                   "tcp_user_timeout",
+                                   "application_name"};
 #define NKEYS (sizeof keys / sizeof keys[0])
 
 typedef struct snap {
@@ -53,10 +72,7 @@ static void snapshot(const pgspout_options *o, snap *s)
     }
 }
 
-static int starts_ok(const char *s)
-{
-    return (*s >= '0' && *s <= '9') || *s == '+' || *s == '.';
-}
+static int starts_ok(const char *s) { return (*s >= '0' && *s <= '9') || *s == '+' || *s == '.'; }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -134,8 +150,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         pgspout_options *o2 = pgspout_options_new();
         int rc2 = pgspout_options_set(o2, key, text);
         if (rc2 != PGSPOUT_OK)
-            fprintf(stderr, "fuzz_options: set(%s, \"%s\") was OK but its get text \"%s\" "
-                            "is refused: %s\n",
+            fprintf(stderr,
+                    "fuzz_options: set(%s, \"%s\") was OK but its get text \"%s\" "
+                    "is refused: %s\n",
                     key, value, text, pgspout_options_error(o2));
         CHECK(rc2 == PGSPOUT_OK);
         const char *g2 = pgspout_options_get(o2, key);

@@ -149,8 +149,7 @@ static int string(P *p)
                     cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 }
                 break;
-            default:
-                return 0;
+            default: return 0;
             }
             emit_cp(p, cp);
             continue;

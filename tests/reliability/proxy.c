@@ -14,7 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define MAXR 128
+#define MAXR  128
 #define BUFSZ 65536
 
 typedef struct half {

@@ -58,8 +58,8 @@ void rel_series_md5_sql(char *buf, size_t n, long rows);
 int rel_drain_md5(pgspout_stream *s, uint64_t *rows, char hex[33]);
 /* Open sql with opts on c and drain it; returns the open code when it fails
  * (the stream is closed), else rel_drain_md5's code. No cmocka. */
-int rel_stream_md5(pgspout_conn *c, const char *sql, const pgspout_options *o,
-                   uint64_t *rows, char hex[33], char *err, size_t errlen);
+int rel_stream_md5(pgspout_conn *c, const char *sql, const pgspout_options *o, uint64_t *rows,
+                   char hex[33], char *err, size_t errlen);
 /* First column of the first row of sql (with params), malloc'd, NULL on error
  * ("<NULL>" for SQL NULL). No cmocka. */
 char *rel_scalar(pgspout_conn *c, const char *sql, int nparams, const char *const *params);

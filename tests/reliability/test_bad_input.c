@@ -37,7 +37,11 @@ static struct fixture {
     pgspout_options *o;
 } F;
 
-static int keep_all(const pgspout_row *r, void *ud) { (void)r, (void)ud; return 1; }
+static int keep_all(const pgspout_row *r, void *ud)
+{
+    (void)r, (void)ud;
+    return 1;
+}
 
 typedef struct null_case {
     const char *call;
@@ -332,7 +336,10 @@ static int c_reg_list(void)
 }
 CASE(c_reg_reap, pgspout_registry_reap() >= 0)
 
-#define ROW(fn, text) {text, fn}
+#define ROW(fn, text)                                                                              \
+    {                                                                                              \
+        text, fn                                                                                   \
+    }
 static const null_case null_cases[] = {
     ROW(c_strerror_unknown, "pgspout_strerror(12345)"),
     ROW(c_strerror_min, "pgspout_strerror(INT_MIN)"),
@@ -666,8 +673,8 @@ static void test_huge_accepted_durations(void **state)
         assert_int_equal(pgspout_options_set(big, keys[k], "1000000d"), PGSPOUT_EVALUE);
         assert_non_null(strstr(pgspout_options_error(big), "out of range"));
         pgspout_options_free(big);
-        pgspout_options *o = rel_opts(keys[k], "50000d", "chunk_rows", "100",
-                                      "on_pause_timeout", "cancel", NULL);
+        pgspout_options *o =
+            rel_opts(keys[k], "50000d", "chunk_rows", "100", "on_pause_timeout", "cancel", NULL);
         char sql[128], hex[33], err[512];
         rel_series_sql(sql, sizeof sql, 1000);
         uint64_t n = 0;
@@ -686,8 +693,8 @@ static void test_huge_accepted_durations(void **state)
         snprintf(err, sizeof err, "%s", s ? pgspout_stream_error(s) : pgspout_conn_error(c));
         pgspout_stream_close(s);
         if (rc != PGSPOUT_DONE || n != 1000) {
-            printf("  FAILED: %s=50000d: %s after %llu rows: %s\n", keys[k],
-                   pgspout_code_name(rc), (unsigned long long)n, err);
+            printf("  FAILED: %s=50000d: %s after %llu rows: %s\n", keys[k], pgspout_code_name(rc),
+                   (unsigned long long)n, err);
             failed++;
         }
         pgspout_options_free(o);
@@ -704,7 +711,7 @@ static void test_huge_accepted_durations(void **state)
 
 typedef struct dsn_case {
     const char *dsn;
-    int want1, want2; /* accepted codes */
+    int want1, want2;    /* accepted codes */
     const char *mention; /* the message mentions this (case-sensitive), or NULL */
 } dsn_case;
 
@@ -747,8 +754,8 @@ static void test_invalid_dsns(void **state)
 {
     (void)state;
     /* libpq fills blanks from the environment: make the outcome ours */
-    static const char *const env[] = {"PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER",
-                                      "PGDATABASE", "PGSERVICE", "PGSSLMODE", "PGCONNECT_TIMEOUT"};
+    static const char *const env[] = {"PGHOST",     "PGHOSTADDR", "PGPORT",    "PGUSER",
+                                      "PGDATABASE", "PGSERVICE",  "PGSSLMODE", "PGCONNECT_TIMEOUT"};
     for (size_t i = 0; i < sizeof env / sizeof env[0]; i++)
         unsetenv(env[i]);
     int failed = 0;
@@ -813,51 +820,145 @@ typedef struct sql_case {
     int nparams;
     const char *params[3];
     int want_open;
-    int want_rc;         /* code that ends the stream */
-    long want_rows;      /* rows delivered before it (-1 = any) */
+    int want_rc;    /* code that ends the stream */
+    long want_rows; /* rows delivered before it (-1 = any) */
     const char *sqlstate;
 } sql_case;
 
 static const sql_case sql_cases[] = {
-    {"division by zero before the first row", "SELECT 1 / 0", 0, {0}, PGSPOUT_ESQL, PGSPOUT_ESQL, 0,
+    {"division by zero before the first row",
+     "SELECT 1 / 0",
+     0,
+     {0},
+     PGSPOUT_ESQL,
+     PGSPOUT_ESQL,
+     0,
      "22012"},
     {"syntax error", "SELEC 1", 0, {0}, PGSPOUT_ESQL, PGSPOUT_ESQL, 0, "42601"},
-    {"unknown table", "SELECT * FROM no_such_table_pgspout", 0, {0}, PGSPOUT_ESQL, PGSPOUT_ESQL, 0,
+    {"unknown table",
+     "SELECT * FROM no_such_table_pgspout",
+     0,
+     {0},
+     PGSPOUT_ESQL,
+     PGSPOUT_ESQL,
+     0,
      "42P01"},
-    {"error after the first rows", "SELECT i, 1 / (5 - i) FROM generate_series(1, 10) i", 0, {0},
-     PGSPOUT_OK, PGSPOUT_ESQL, 4, "22012"},
+    {"error after the first rows",
+     "SELECT i, 1 / (5 - i) FROM generate_series(1, 10) i",
+     0,
+     {0},
+     PGSPOUT_OK,
+     PGSPOUT_ESQL,
+     4,
+     "22012"},
     {"error after many rows",
-     "SELECT i, 1 / (5000 - i) FROM generate_series(1, 10000) i", 0, {0}, PGSPOUT_OK,
-     PGSPOUT_ESQL, 4999, "22012"},
+     "SELECT i, 1 / (5000 - i) FROM generate_series(1, 10000) i",
+     0,
+     {0},
+     PGSPOUT_OK,
+     PGSPOUT_ESQL,
+     4999,
+     "22012"},
     {"too few parameters", "SELECT $1::int", 0, {0}, PGSPOUT_ESQL, PGSPOUT_ESQL, 0, "08P01"},
-    {"too many parameters", "SELECT $1::int", 2, {"1", "2"}, PGSPOUT_ESQL, PGSPOUT_ESQL, 0,
+    {"too many parameters",
+     "SELECT $1::int",
+     2,
+     {"1", "2"},
+     PGSPOUT_ESQL,
+     PGSPOUT_ESQL,
+     0,
      "08P01"},
-    {"parameter of the wrong type", "SELECT $1::int", 1, {"abc"}, PGSPOUT_ESQL, PGSPOUT_ESQL, 0,
+    {"parameter of the wrong type",
+     "SELECT $1::int",
+     1,
+     {"abc"},
+     PGSPOUT_ESQL,
+     PGSPOUT_ESQL,
+     0,
      "22P02"},
-    {"NULL parameter", "SELECT 1 AS i, $1::int IS NULL", 1, {NULL}, PGSPOUT_OK, PGSPOUT_DONE, 1,
+    {"NULL parameter",
+     "SELECT 1 AS i, $1::int IS NULL",
+     1,
+     {NULL},
+     PGSPOUT_OK,
+     PGSPOUT_DONE,
+     1,
      ""},
-    {"invalid UTF-8 parameter", "SELECT length($1)", 1, {"ab\xff\xfe"}, PGSPOUT_ESQL,
-     PGSPOUT_ESQL, 0, "22021"},
-    {"truncated UTF-8 parameter", "SELECT length($1)", 1, {"\xe2\x82"}, PGSPOUT_ESQL,
-     PGSPOUT_ESQL, 0, "22021"},
-    {"overlong UTF-8 parameter", "SELECT length($1)", 1, {"\xc0\xaf"}, PGSPOUT_ESQL, PGSPOUT_ESQL,
-     0, "22021"},
+    {"invalid UTF-8 parameter",
+     "SELECT length($1)",
+     1,
+     {"ab\xff\xfe"},
+     PGSPOUT_ESQL,
+     PGSPOUT_ESQL,
+     0,
+     "22021"},
+    {"truncated UTF-8 parameter",
+     "SELECT length($1)",
+     1,
+     {"\xe2\x82"},
+     PGSPOUT_ESQL,
+     PGSPOUT_ESQL,
+     0,
+     "22021"},
+    {"overlong UTF-8 parameter",
+     "SELECT length($1)",
+     1,
+     {"\xc0\xaf"},
+     PGSPOUT_ESQL,
+     PGSPOUT_ESQL,
+     0,
+     "22021"},
     {"injection-looking parameter is data",
-     "SELECT 1 AS i, $1::text = 'x''; DROP TABLE t; --'", 1, {"x'; DROP TABLE t; --"},
-     PGSPOUT_OK, PGSPOUT_DONE, 1, ""},
+     "SELECT 1 AS i, $1::text = 'x''; DROP TABLE t; --'",
+     1,
+     {"x'; DROP TABLE t; --"},
+     PGSPOUT_OK,
+     PGSPOUT_DONE,
+     1,
+     ""},
     {"two statements", "SELECT 1; SELECT 2", 0, {0}, PGSPOUT_ESQL, PGSPOUT_ESQL, 0, "42601"},
     {"empty query", "", 0, {0}, PGSPOUT_OK, PGSPOUT_DONE, 0, ""},
     {"comment only", "-- nothing", 0, {0}, PGSPOUT_OK, PGSPOUT_DONE, 0, ""},
-    {"a command (no rows)", "SET application_name = 'pgspout_bad_input'", 0, {0}, PGSPOUT_OK,
-     PGSPOUT_DONE, 0, ""},
-    {"COPY TO STDOUT", "COPY (SELECT generate_series(1, 1000)) TO STDOUT", 0, {0}, PGSPOUT_ESQL,
-     PGSPOUT_ESQL, 0, "0A000"},
-    {"COPY FROM STDIN", "COPY pg_temp.rel_copy_target FROM STDIN", 0, {0}, PGSPOUT_ESQL,
-     PGSPOUT_ESQL, 0, ""},
+    {"a command (no rows)",
+     "SET application_name = 'pgspout_bad_input'",
+     0,
+     {0},
+     PGSPOUT_OK,
+     PGSPOUT_DONE,
+     0,
+     ""},
+    {"COPY TO STDOUT",
+     "COPY (SELECT generate_series(1, 1000)) TO STDOUT",
+     0,
+     {0},
+     PGSPOUT_ESQL,
+     PGSPOUT_ESQL,
+     0,
+     "0A000"},
+    {"COPY FROM STDIN",
+     "COPY pg_temp.rel_copy_target FROM STDIN",
+     0,
+     {0},
+     PGSPOUT_ESQL,
+     PGSPOUT_ESQL,
+     0,
+     ""},
     {"error inside a transaction block", "BEGIN", 0, {0}, PGSPOUT_OK, PGSPOUT_DONE, 0, ""},
-    {"  ... failing statement in it", "SELECT 1 / 0", 0, {0}, PGSPOUT_ESQL, PGSPOUT_ESQL, 0,
+    {"  ... failing statement in it",
+     "SELECT 1 / 0",
+     0,
+     {0},
+     PGSPOUT_ESQL,
+     PGSPOUT_ESQL,
+     0,
      "22012"},
-    {"  ... aborted transaction refuses", "SELECT 1", 0, {0}, PGSPOUT_ESQL, PGSPOUT_ESQL, 0,
+    {"  ... aborted transaction refuses",
+     "SELECT 1",
+     0,
+     {0},
+     PGSPOUT_ESQL,
+     PGSPOUT_ESQL,
+     0,
      "25P02"},
     {"  ... rollback", "ROLLBACK", 0, {0}, PGSPOUT_OK, PGSPOUT_DONE, 0, ""},
 };

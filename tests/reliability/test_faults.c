@@ -180,8 +180,8 @@ static void test_terminate_code_is_consistent(void **state)
     (void)state;
     printf("  terminate outcomes: sleeping backend econn=%d esql57P01=%d other=%d; "
            "blocked backend econn=%d esql57P01=%d other=%d\n",
-           term_codes[0][0], term_codes[0][1], term_codes[0][2], term_codes[1][0],
-           term_codes[1][1], term_codes[1][2]);
+           term_codes[0][0], term_codes[0][1], term_codes[0][2], term_codes[1][0], term_codes[1][1],
+           term_codes[1][2]);
     assert_int_equal(term_codes[0][1] + term_codes[0][2], 0);
     assert_int_equal(term_codes[1][1] + term_codes[1][2], 0);
 }
@@ -226,7 +226,8 @@ static void *consumer_main(void *arg)
             }
     }
     cs->t_end = rel_now();
-    snprintf(cs->err, sizeof cs->err, "%s", s ? pgspout_stream_error(s) : pgspout_conn_error(cs->conn));
+    snprintf(cs->err, sizeof cs->err, "%s",
+             s ? pgspout_stream_error(s) : pgspout_conn_error(cs->conn));
     pgspout_stream_close(s);
     atomic_store(&cs->done, 1);
     return NULL;
@@ -448,9 +449,9 @@ static void test_tcp_user_timeout(void **state)
     assert_non_null(p);
     char dsn[512];
     proxy_dsn(dsn, sizeof dsn, p);
-    pgspout_options *co = rel_opts("tcp_user_timeout", "1s", "keepalives_idle", "2s",
-                                   "keepalives_interval", "1s", "keepalives_count", "3",
-                                   "connect_timeout", "5s", NULL);
+    pgspout_options *co =
+        rel_opts("tcp_user_timeout", "1s", "keepalives_idle", "2s", "keepalives_interval", "1s",
+                 "keepalives_count", "3", "connect_timeout", "5s", NULL);
     pgspout_conn *c = NULL;
     int rc = pgspout_connect_opts(dsn, co, &c);
     if (rc != PGSPOUT_OK)
@@ -616,9 +617,16 @@ static void test_server_stop_restart(void **state)
 
 /* ------------------------------------------------ cancel/pause races */
 
-enum { ACT_CANCEL, ACT_PAUSE_RESUME, ACT_PAUSE_CANCEL, ACT_CANCEL_TWICE, ACT_TOGGLE,
-       ACT_CONN_CANCEL, ACT_N };
-static const char *const act_names[] = {"cancel", "pause+resume", "pause+cancel",
+enum {
+    ACT_CANCEL,
+    ACT_PAUSE_RESUME,
+    ACT_PAUSE_CANCEL,
+    ACT_CANCEL_TWICE,
+    ACT_TOGGLE,
+    ACT_CONN_CANCEL,
+    ACT_N
+};
+static const char *const act_names[] = {"cancel",       "pause+resume",     "pause+cancel",
                                         "cancel twice", "pause/resume x10", "conn_cancel"};
 
 typedef struct actor {
@@ -657,9 +665,7 @@ static void *actor_main(void *arg)
                 rel_sleep_us(20);
             rel_sleep_us(a->delay_us);
             switch (a->action) {
-            case ACT_CANCEL:
-                a->cancel_rc = pgspout_stream_cancel(s);
-                break;
+            case ACT_CANCEL: a->cancel_rc = pgspout_stream_cancel(s); break;
             case ACT_PAUSE_RESUME:
                 pgspout_stream_pause(s);
                 rel_sleep_us(a->delay2_us);
@@ -761,13 +767,13 @@ static void test_cancel_pause_race(void **state)
             fail_msg("%s: rows out of order", what);
         if (rc == PGSPOUT_DONE) {
             if (n != (uint64_t)totals[q] || st != PGSPOUT_STATE_DONE)
-                fail_msg("%s: DONE with %llu of %ld rows, state %s", what,
-                         (unsigned long long)n, totals[q], pgspout_state_name(st));
+                fail_msg("%s: DONE with %llu of %ld rows, state %s", what, (unsigned long long)n,
+                         totals[q], pgspout_state_name(st));
             outcome[act][0]++;
         } else if (rc == PGSPOUT_ECANCELLED) {
             if (st != PGSPOUT_STATE_CANCELLED || a.cancel_rc != PGSPOUT_OK)
-                fail_msg("%s: ECANCELLED in state %s, cancel gave %d", what,
-                         pgspout_state_name(st), a.cancel_rc);
+                fail_msg("%s: ECANCELLED in state %s, cancel gave %d", what, pgspout_state_name(st),
+                         a.cancel_rc);
             outcome[act][1]++;
         } else if (rc == PGSPOUT_ESQL && act == ACT_CONN_CANCEL && strcmp(sqlstate, "57014") == 0) {
             if (st != PGSPOUT_STATE_FAILED)
@@ -788,8 +794,8 @@ static void test_cancel_pause_race(void **state)
         /* the connection is reusable */
         char *one = rel_scalar(c, "SELECT 1", 0, NULL);
         if (one == NULL || strcmp(one, "1") != 0)
-            fail_msg("%s: SELECT 1 afterwards failed: %s (conn_ok=%d)", what,
-                     pgspout_conn_error(c), pgspout_conn_ok(c));
+            fail_msg("%s: SELECT 1 afterwards failed: %s (conn_ok=%d)", what, pgspout_conn_error(c),
+                     pgspout_conn_ok(c));
         free(one);
     }
     rel_watchdog(0, NULL);
@@ -819,17 +825,17 @@ typedef struct limit_case {
     int pause_after;     /* pause after this many rows (-1 never, 0 right after open) */
     int slow_after;      /* the consumer sleeps slow_ms after this many rows (0 never) */
     int slow_ms;
-    int want_open;       /* code of open */
-    int want_rc;         /* final code */
-    int want_state;      /* -1 = report only */
-    long want_rows;      /* -1 = any */
+    int want_open;  /* code of open */
+    int want_rc;    /* final code */
+    int want_state; /* -1 = report only */
+    long want_rows; /* -1 = any */
     const char *want_sqlstate;
     const char *want_in_error; /* substring of the error text, or NULL */
     double max_secs;
 } limit_case;
 
 #define SLEEP_AT(n, secs)                                                                          \
-    "SELECT i, pg_sleep(CASE WHEN i = " #n " THEN " #secs " ELSE 0 END) FROM generate_series(1, " \
+    "SELECT i, pg_sleep(CASE WHEN i = " #n " THEN " #secs " ELSE 0 END) FROM generate_series(1, "  \
     "300) i"
 /* 100 rows, then the server works 3 s more without sending a row (a notice
  * first makes it flush the rows it holds in its own send buffer) */
@@ -840,108 +846,406 @@ typedef struct limit_case {
 static const limit_case limit_cases[] = {
     /* statement_timeout (server side: ESQL 57014). The server flushes the
      * rows it produced before the error, so the counts are exact. */
-    {"statement_timeout at the first row", "SELECT 1 AS i, pg_sleep(3)",
-     {"statement_timeout", "200ms"}, -1, 0, 0, PGSPOUT_ESQL, PGSPOUT_ESQL, PGSPOUT_STATE_FAILED, 0,
-     "57014", "statement timeout", 2.0},
-    {"statement_timeout after a chunk boundary", SLEEP_AT(101, 3),
-     {"statement_timeout", "300ms", "chunk_rows", "100"}, -1, 0, 0, PGSPOUT_OK, PGSPOUT_ESQL,
-     PGSPOUT_STATE_FAILED, 100, "57014", "statement timeout", 2.0},
-    {"statement_timeout mid-chunk", SLEEP_AT(150, 3),
-     {"statement_timeout", "300ms", "chunk_rows", "100"}, -1, 0, 0, PGSPOUT_OK, PGSPOUT_ESQL,
-     PGSPOUT_STATE_FAILED, 149, "57014", "statement timeout", 2.0},
-    {"statement_timeout after the last row", SLEEP_AFTER_LAST,
-     {"statement_timeout", "300ms", "chunk_rows", "100"}, -1, 0, 0, PGSPOUT_OK, PGSPOUT_ESQL,
-     PGSPOUT_STATE_FAILED, 100, "57014", "statement timeout", 2.0},
+    {"statement_timeout at the first row",
+     "SELECT 1 AS i, pg_sleep(3)",
+     {"statement_timeout", "200ms"},
+     -1,
+     0,
+     0,
+     PGSPOUT_ESQL,
+     PGSPOUT_ESQL,
+     PGSPOUT_STATE_FAILED,
+     0,
+     "57014",
+     "statement timeout",
+     2.0},
+    {"statement_timeout after a chunk boundary",
+     SLEEP_AT(101, 3),
+     {"statement_timeout", "300ms", "chunk_rows", "100"},
+     -1,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_ESQL,
+     PGSPOUT_STATE_FAILED,
+     100,
+     "57014",
+     "statement timeout",
+     2.0},
+    {"statement_timeout mid-chunk",
+     SLEEP_AT(150, 3),
+     {"statement_timeout", "300ms", "chunk_rows", "100"},
+     -1,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_ESQL,
+     PGSPOUT_STATE_FAILED,
+     149,
+     "57014",
+     "statement timeout",
+     2.0},
+    {"statement_timeout after the last row",
+     SLEEP_AFTER_LAST,
+     {"statement_timeout", "300ms", "chunk_rows", "100"},
+     -1,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_ESQL,
+     PGSPOUT_STATE_FAILED,
+     100,
+     "57014",
+     "statement timeout",
+     2.0},
     /* timeout (client deadline: ETIMEOUT). A server that sleeps keeps its
      * last rows in its own send buffer, so the mid-stream cases use a slow
      * consumer instead: the deadline passes while rows are buffered. */
-    {"timeout at the first row (server silent)", "SELECT 1 AS i, pg_sleep(3)",
-     {"timeout", "300ms"}, -1, 0, 0, PGSPOUT_ETIMEOUT, PGSPOUT_ETIMEOUT, PGSPOUT_STATE_FAILED, 0,
-     NULL, "300 ms", 1.5},
-    {"timeout at a chunk boundary (slow consumer)", "SELECT generate_series(1, 1000) i",
-     {"timeout", "300ms", "chunk_rows", "100"}, -1, 100, 400, PGSPOUT_OK, PGSPOUT_ETIMEOUT,
-     PGSPOUT_STATE_FAILED, 100, NULL, "300 ms", 1.5},
-    {"timeout mid-chunk (buffered rows still delivered)", "SELECT generate_series(1, 1000) i",
-     {"timeout", "300ms", "chunk_rows", "100"}, -1, 150, 400, PGSPOUT_OK, PGSPOUT_ETIMEOUT,
-     PGSPOUT_STATE_FAILED, 200, NULL, "300 ms", 1.5},
-    {"timeout after the last row, server still busy", SLEEP_AFTER_LAST,
-     {"timeout", "400ms", "chunk_rows", "100"}, -1, 0, 0, PGSPOUT_OK, PGSPOUT_ETIMEOUT,
-     PGSPOUT_STATE_FAILED, 100, NULL, "400 ms", 1.5},
-    {"timeout after the last row, end not read yet", "SELECT generate_series(1, 1000) i",
-     {"timeout", "300ms", "chunk_rows", "100"}, -1, 1000, 400, PGSPOUT_OK, 0, -1, 1000, NULL,
-     NULL, 1.5},
-    {"timeout after the last row, end already read", "SELECT generate_series(1, 50) i",
-     {"timeout", "300ms", "chunk_rows", "100"}, -1, 50, 400, PGSPOUT_OK, PGSPOUT_DONE,
-     PGSPOUT_STATE_DONE, 50, NULL, NULL, 1.5},
-    {"timeout after max_rows was reached", "SELECT generate_series(1, 1000) i",
-     {"timeout", "300ms", "chunk_rows", "100", "max_rows", "50"}, -1, 50, 400, PGSPOUT_OK,
-     PGSPOUT_DONE, PGSPOUT_STATE_LIMITED, 50, NULL, NULL, 1.5},
-    {"timeout after an SQL error was read", "SELECT i, 1 / (50 - i) FROM generate_series(1, 60) i",
-     {"timeout", "300ms", "chunk_rows", "100"}, -1, 49, 400, PGSPOUT_OK, PGSPOUT_ESQL,
-     PGSPOUT_STATE_FAILED, -1, "22012", NULL, 1.5},
+    {"timeout at the first row (server silent)",
+     "SELECT 1 AS i, pg_sleep(3)",
+     {"timeout", "300ms"},
+     -1,
+     0,
+     0,
+     PGSPOUT_ETIMEOUT,
+     PGSPOUT_ETIMEOUT,
+     PGSPOUT_STATE_FAILED,
+     0,
+     NULL,
+     "300 ms",
+     1.5},
+    {"timeout at a chunk boundary (slow consumer)",
+     "SELECT generate_series(1, 1000) i",
+     {"timeout", "300ms", "chunk_rows", "100"},
+     -1,
+     100,
+     400,
+     PGSPOUT_OK,
+     PGSPOUT_ETIMEOUT,
+     PGSPOUT_STATE_FAILED,
+     100,
+     NULL,
+     "300 ms",
+     1.5},
+    {"timeout mid-chunk (buffered rows still delivered)",
+     "SELECT generate_series(1, 1000) i",
+     {"timeout", "300ms", "chunk_rows", "100"},
+     -1,
+     150,
+     400,
+     PGSPOUT_OK,
+     PGSPOUT_ETIMEOUT,
+     PGSPOUT_STATE_FAILED,
+     200,
+     NULL,
+     "300 ms",
+     1.5},
+    {"timeout after the last row, server still busy",
+     SLEEP_AFTER_LAST,
+     {"timeout", "400ms", "chunk_rows", "100"},
+     -1,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_ETIMEOUT,
+     PGSPOUT_STATE_FAILED,
+     100,
+     NULL,
+     "400 ms",
+     1.5},
+    {"timeout after the last row, end not read yet",
+     "SELECT generate_series(1, 1000) i",
+     {"timeout", "300ms", "chunk_rows", "100"},
+     -1,
+     1000,
+     400,
+     PGSPOUT_OK,
+     0,
+     -1,
+     1000,
+     NULL,
+     NULL,
+     1.5},
+    {"timeout after the last row, end already read",
+     "SELECT generate_series(1, 50) i",
+     {"timeout", "300ms", "chunk_rows", "100"},
+     -1,
+     50,
+     400,
+     PGSPOUT_OK,
+     PGSPOUT_DONE,
+     PGSPOUT_STATE_DONE,
+     50,
+     NULL,
+     NULL,
+     1.5},
+    {"timeout after max_rows was reached",
+     "SELECT generate_series(1, 1000) i",
+     {"timeout", "300ms", "chunk_rows", "100", "max_rows", "50"},
+     -1,
+     50,
+     400,
+     PGSPOUT_OK,
+     PGSPOUT_DONE,
+     PGSPOUT_STATE_LIMITED,
+     50,
+     NULL,
+     NULL,
+     1.5},
+    {"timeout after an SQL error was read",
+     "SELECT i, 1 / (50 - i) FROM generate_series(1, 60) i",
+     {"timeout", "300ms", "chunk_rows", "100"},
+     -1,
+     49,
+     400,
+     PGSPOUT_OK,
+     PGSPOUT_ESQL,
+     PGSPOUT_STATE_FAILED,
+     -1,
+     "22012",
+     NULL,
+     1.5},
     /* pause_timeout */
-    {"pause_timeout (cancel) paused right after open", "SELECT generate_series(1, 1000) i",
-     {"pause_timeout", "200ms", "on_pause_timeout", "cancel", "chunk_rows", "100"}, 0, 0, 0,
-     PGSPOUT_OK, PGSPOUT_EPAUSE_TIMEOUT, PGSPOUT_STATE_FAILED, 100, NULL, "pause_timeout", 1.5},
-    {"pause_timeout (cancel) at a chunk boundary", "SELECT generate_series(1, 1000) i",
-     {"pause_timeout", "200ms", "on_pause_timeout", "cancel", "chunk_rows", "100"}, 200, 0, 0,
-     PGSPOUT_OK, PGSPOUT_EPAUSE_TIMEOUT, PGSPOUT_STATE_FAILED, 200, NULL, "pause_timeout", 1.5},
-    {"pause_timeout (resume) at a chunk boundary", "SELECT generate_series(1, 1000) i",
-     {"pause_timeout", "200ms", "on_pause_timeout", "resume", "chunk_rows", "100"}, 200, 0, 0,
-     PGSPOUT_OK, PGSPOUT_DONE, PGSPOUT_STATE_DONE, 1000, NULL, NULL, 1.5},
-    {"pause_timeout (cancel) after the last row, end not read", "SELECT generate_series(1, 1000) i",
-     {"pause_timeout", "200ms", "on_pause_timeout", "cancel", "chunk_rows", "100"}, 1000, 0, 0,
-     PGSPOUT_OK, 0, -1, 1000, NULL, NULL, 1.5},
-    {"pause_timeout (cancel) after the last row, end read", "SELECT generate_series(1, 50) i",
-     {"pause_timeout", "200ms", "on_pause_timeout", "cancel", "chunk_rows", "100"}, 50, 0, 0,
-     PGSPOUT_OK, PGSPOUT_DONE, PGSPOUT_STATE_DONE, 50, NULL, NULL, 1.5},
+    {"pause_timeout (cancel) paused right after open",
+     "SELECT generate_series(1, 1000) i",
+     {"pause_timeout", "200ms", "on_pause_timeout", "cancel", "chunk_rows", "100"},
+     0,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_EPAUSE_TIMEOUT,
+     PGSPOUT_STATE_FAILED,
+     100,
+     NULL,
+     "pause_timeout",
+     1.5},
+    {"pause_timeout (cancel) at a chunk boundary",
+     "SELECT generate_series(1, 1000) i",
+     {"pause_timeout", "200ms", "on_pause_timeout", "cancel", "chunk_rows", "100"},
+     200,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_EPAUSE_TIMEOUT,
+     PGSPOUT_STATE_FAILED,
+     200,
+     NULL,
+     "pause_timeout",
+     1.5},
+    {"pause_timeout (resume) at a chunk boundary",
+     "SELECT generate_series(1, 1000) i",
+     {"pause_timeout", "200ms", "on_pause_timeout", "resume", "chunk_rows", "100"},
+     200,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_DONE,
+     PGSPOUT_STATE_DONE,
+     1000,
+     NULL,
+     NULL,
+     1.5},
+    {"pause_timeout (cancel) after the last row, end not read",
+     "SELECT generate_series(1, 1000) i",
+     {"pause_timeout", "200ms", "on_pause_timeout", "cancel", "chunk_rows", "100"},
+     1000,
+     0,
+     0,
+     PGSPOUT_OK,
+     0,
+     -1,
+     1000,
+     NULL,
+     NULL,
+     1.5},
+    {"pause_timeout (cancel) after the last row, end read",
+     "SELECT generate_series(1, 50) i",
+     {"pause_timeout", "200ms", "on_pause_timeout", "cancel", "chunk_rows", "100"},
+     50,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_DONE,
+     PGSPOUT_STATE_DONE,
+     50,
+     NULL,
+     NULL,
+     1.5},
     /* max_rows */
-    {"max_rows at the first row", "SELECT generate_series(1, 1000) i",
-     {"max_rows", "1", "chunk_rows", "100"}, -1, 0, 0, PGSPOUT_OK, PGSPOUT_DONE,
-     PGSPOUT_STATE_LIMITED, 1, NULL, NULL, 2.0},
-    {"max_rows == chunk_rows", "SELECT generate_series(1, 1000) i",
-     {"max_rows", "100", "chunk_rows", "100"}, -1, 0, 0, PGSPOUT_OK, PGSPOUT_DONE,
-     PGSPOUT_STATE_LIMITED, 100, NULL, NULL, 2.0},
-    {"max_rows == 2 * chunk_rows", "SELECT generate_series(1, 1000) i",
-     {"max_rows", "200", "chunk_rows", "100"}, -1, 0, 0, PGSPOUT_OK, PGSPOUT_DONE,
-     PGSPOUT_STATE_LIMITED, 200, NULL, NULL, 2.0},
-    {"max_rows == chunk_rows + 1", "SELECT generate_series(1, 1000) i",
-     {"max_rows", "101", "chunk_rows", "100"}, -1, 0, 0, PGSPOUT_OK, PGSPOUT_DONE,
-     PGSPOUT_STATE_LIMITED, 101, NULL, NULL, 2.0},
-    {"max_rows == total rows - 1", "SELECT generate_series(1, 1000) i",
-     {"max_rows", "999", "chunk_rows", "100"}, -1, 0, 0, PGSPOUT_OK, PGSPOUT_DONE,
-     PGSPOUT_STATE_LIMITED, 999, NULL, NULL, 2.0},
-    {"max_rows == total rows", "SELECT generate_series(1, 1000) i",
-     {"max_rows", "1000", "chunk_rows", "100"}, -1, 0, 0, PGSPOUT_OK, PGSPOUT_DONE,
-     PGSPOUT_STATE_DONE, 1000, NULL, NULL, 2.0},
-    {"max_rows == total rows + 1", "SELECT generate_series(1, 1000) i",
-     {"max_rows", "1001", "chunk_rows", "100"}, -1, 0, 0, PGSPOUT_OK, PGSPOUT_DONE,
-     PGSPOUT_STATE_DONE, 1000, NULL, NULL, 2.0},
-    {"max_rows == total rows < chunk_rows", "SELECT generate_series(1, 50) i",
-     {"max_rows", "50", "chunk_rows", "100"}, -1, 0, 0, PGSPOUT_OK, PGSPOUT_DONE,
-     PGSPOUT_STATE_DONE, 50, NULL, NULL, 2.0},
+    {"max_rows at the first row",
+     "SELECT generate_series(1, 1000) i",
+     {"max_rows", "1", "chunk_rows", "100"},
+     -1,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_DONE,
+     PGSPOUT_STATE_LIMITED,
+     1,
+     NULL,
+     NULL,
+     2.0},
+    {"max_rows == chunk_rows",
+     "SELECT generate_series(1, 1000) i",
+     {"max_rows", "100", "chunk_rows", "100"},
+     -1,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_DONE,
+     PGSPOUT_STATE_LIMITED,
+     100,
+     NULL,
+     NULL,
+     2.0},
+    {"max_rows == 2 * chunk_rows",
+     "SELECT generate_series(1, 1000) i",
+     {"max_rows", "200", "chunk_rows", "100"},
+     -1,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_DONE,
+     PGSPOUT_STATE_LIMITED,
+     200,
+     NULL,
+     NULL,
+     2.0},
+    {"max_rows == chunk_rows + 1",
+     "SELECT generate_series(1, 1000) i",
+     {"max_rows", "101", "chunk_rows", "100"},
+     -1,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_DONE,
+     PGSPOUT_STATE_LIMITED,
+     101,
+     NULL,
+     NULL,
+     2.0},
+    {"max_rows == total rows - 1",
+     "SELECT generate_series(1, 1000) i",
+     {"max_rows", "999", "chunk_rows", "100"},
+     -1,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_DONE,
+     PGSPOUT_STATE_LIMITED,
+     999,
+     NULL,
+     NULL,
+     2.0},
+    {"max_rows == total rows",
+     "SELECT generate_series(1, 1000) i",
+     {"max_rows", "1000", "chunk_rows", "100"},
+     -1,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_DONE,
+     PGSPOUT_STATE_DONE,
+     1000,
+     NULL,
+     NULL,
+     2.0},
+    {"max_rows == total rows + 1",
+     "SELECT generate_series(1, 1000) i",
+     {"max_rows", "1001", "chunk_rows", "100"},
+     -1,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_DONE,
+     PGSPOUT_STATE_DONE,
+     1000,
+     NULL,
+     NULL,
+     2.0},
+    {"max_rows == total rows < chunk_rows",
+     "SELECT generate_series(1, 50) i",
+     {"max_rows", "50", "chunk_rows", "100"},
+     -1,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_DONE,
+     PGSPOUT_STATE_DONE,
+     50,
+     NULL,
+     NULL,
+     2.0},
     /* the server is still busy after the last row: the engine cannot know
      * there is no more, so LIMITED is as right as DONE here (reported) */
-    {"max_rows == total rows, server busy after them", SLEEP_AFTER_LAST,
-     {"max_rows", "100", "chunk_rows", "100"}, -1, 0, 0, PGSPOUT_OK, PGSPOUT_DONE, -1, 100, NULL,
-     NULL, 2.0},
+    {"max_rows == total rows, server busy after them",
+     SLEEP_AFTER_LAST,
+     {"max_rows", "100", "chunk_rows", "100"},
+     -1,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_DONE,
+     -1,
+     100,
+     NULL,
+     NULL,
+     2.0},
     /* max_memory (EMEMORY names the limit and the value) */
-    {"max_memory at the first row", "SELECT 1 AS i, repeat('x', 200000)",
-     {"max_memory", "64kB"}, -1, 0, 0, PGSPOUT_EMEMORY, PGSPOUT_EMEMORY, PGSPOUT_STATE_FAILED, 0,
-     "53200", "65536", 2.0},
+    {"max_memory at the first row",
+     "SELECT 1 AS i, repeat('x', 200000)",
+     {"max_memory", "64kB"},
+     -1,
+     0,
+     0,
+     PGSPOUT_EMEMORY,
+     PGSPOUT_EMEMORY,
+     PGSPOUT_STATE_FAILED,
+     0,
+     "53200",
+     "65536",
+     2.0},
     {"max_memory after a chunk boundary",
      "SELECT i, CASE WHEN i = 101 THEN repeat('x', 2000000) ELSE 'y' END FROM "
      "generate_series(1, 300) i",
-     {"max_memory", "1MB", "chunk_rows", "100"}, -1, 0, 0, PGSPOUT_OK, PGSPOUT_EMEMORY,
-     PGSPOUT_STATE_FAILED, 100, "53200", "1048576", 2.0},
+     {"max_memory", "1MB", "chunk_rows", "100"},
+     -1,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_EMEMORY,
+     PGSPOUT_STATE_FAILED,
+     100,
+     "53200",
+     "1048576",
+     2.0},
     {"max_memory at the last row",
      "SELECT i, CASE WHEN i = 300 THEN repeat('x', 2000000) ELSE 'y' END FROM "
      "generate_series(1, 300) i",
-     {"max_memory", "1MB", "chunk_rows", "100"}, -1, 0, 0, PGSPOUT_OK, PGSPOUT_EMEMORY,
-     PGSPOUT_STATE_FAILED, 299, "53200", "1048576", 2.0},
-    {"max_memory: a row of exactly max_memory fits", "SELECT 1 AS i, repeat('x', 65000)",
-     {"max_memory", "64kB"}, -1, 0, 0, PGSPOUT_OK, PGSPOUT_DONE, PGSPOUT_STATE_DONE, 1, NULL,
-     NULL, 2.0},
+     {"max_memory", "1MB", "chunk_rows", "100"},
+     -1,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_EMEMORY,
+     PGSPOUT_STATE_FAILED,
+     299,
+     "53200",
+     "1048576",
+     2.0},
+    {"max_memory: a row of exactly max_memory fits",
+     "SELECT 1 AS i, repeat('x', 65000)",
+     {"max_memory", "64kB"},
+     -1,
+     0,
+     0,
+     PGSPOUT_OK,
+     PGSPOUT_DONE,
+     PGSPOUT_STATE_DONE,
+     1,
+     NULL,
+     NULL,
+     2.0},
 };
 
 static void test_limits_awkward(void **state)
@@ -1026,8 +1330,9 @@ static void test_limits_awkward(void **state)
     pgspout_options *o = rel_opts("max_rows", "1000", "chunk_rows", "100", NULL);
     for (int i = 0; i < 50; i++) {
         pgspout_stream *s = NULL;
-        assert_int_equal(pgspout_stream_open(c, "SELECT generate_series(1, 1000) i", 0, NULL, o, &s),
-                         PGSPOUT_OK);
+        assert_int_equal(
+            pgspout_stream_open(c, "SELECT generate_series(1, 1000) i", 0, NULL, o, &s),
+            PGSPOUT_OK);
         uint64_t n = 0;
         int in_order;
         assert_int_equal(drain_seq(s, &n, &in_order), PGSPOUT_DONE);
@@ -1083,8 +1388,7 @@ static void fork_variant(int variant)
     if (pid == 0) {
         int status = 0;
         switch (variant) {
-        case 0: /* just exit */
-            _exit(0);
+        case 0: /* just exit */ _exit(0);
         case 1: /* close everything, exit normally (atexit, PQfinish) */
             pgspout_stream_close(s);
             pgspout_conn_close(c);
@@ -1140,10 +1444,26 @@ static void fork_variant(int variant)
     faults_tried++;
 }
 
-static void test_fork_child_exits(void **state) { (void)state; fork_variant(0); }
-static void test_fork_child_closes(void **state) { (void)state; fork_variant(1); }
-static void test_fork_child_uses(void **state) { (void)state; fork_variant(2); }
-static void test_fork_child_cancels(void **state) { (void)state; fork_variant(3); }
+static void test_fork_child_exits(void **state)
+{
+    (void)state;
+    fork_variant(0);
+}
+static void test_fork_child_closes(void **state)
+{
+    (void)state;
+    fork_variant(1);
+}
+static void test_fork_child_uses(void **state)
+{
+    (void)state;
+    fork_variant(2);
+}
+static void test_fork_child_cancels(void **state)
+{
+    (void)state;
+    fork_variant(3);
+}
 
 /* ----------------------------------------------------------------- main */
 

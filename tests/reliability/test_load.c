@@ -17,7 +17,7 @@
 #include "relutil.h"
 
 #define NSTREAMS 64
-#define NROWS 100000L
+#define NROWS    100000L
 
 typedef struct worker {
     pthread_t th;

@@ -25,7 +25,7 @@
 
 #include "relutil.h"
 
-#define SECRET "Sup3rSecretPw"
+#define SECRET   "Sup3rSecretPw"
 #define RIGHT_PW "C0rrect-Horse-Battery"
 
 static int server_port = -1;
@@ -224,10 +224,11 @@ static void test_passwords_never_leak(void **state)
     char *lj = pgspout_registry_list_json();
     char *mp = pgspout_metrics_prometheus();
     char *mj = pgspout_metrics_json();
-    leaked += leaks("stream stats JSON", sj, RIGHT_PW) + leaks("registry stats JSON", rj, RIGHT_PW) +
-              leaks("registry list JSON", lj, RIGHT_PW) + leaks("Prometheus metrics", mp, RIGHT_PW) +
-              leaks("JSON metrics", mj, RIGHT_PW) + leaks("Prometheus metrics", mp, SECRET) +
-              leaks("JSON metrics", mj, SECRET);
+    leaked += leaks("stream stats JSON", sj, RIGHT_PW) +
+              leaks("registry stats JSON", rj, RIGHT_PW) +
+              leaks("registry list JSON", lj, RIGHT_PW) +
+              leaks("Prometheus metrics", mp, RIGHT_PW) + leaks("JSON metrics", mj, RIGHT_PW) +
+              leaks("Prometheus metrics", mp, SECRET) + leaks("JSON metrics", mj, SECRET);
     pgspout_free(sj);
     pgspout_free(rj);
     pgspout_free(lj);
@@ -389,9 +390,9 @@ static void test_tls_verify_full(void **state)
             /* cancel over a TLS connection: the cancel request goes apart */
             pgspout_stream *s = NULL;
             pgspout_options *o = rel_opts("chunk_rows", "100", NULL);
-            assert_int_equal(pgspout_stream_open(c, "SELECT generate_series(1, 100000000)", 0, NULL,
-                                                 o, &s),
-                             PGSPOUT_OK);
+            assert_int_equal(
+                pgspout_stream_open(c, "SELECT generate_series(1, 100000000)", 0, NULL, o, &s),
+                PGSPOUT_OK);
             const pgspout_row *r;
             assert_int_equal(pgspout_stream_next(s, &r), PGSPOUT_OK);
             assert_int_equal(pgspout_stream_cancel(s), PGSPOUT_OK);
@@ -423,8 +424,8 @@ static int group_setup(void **state)
     }
     char *port = rel_scalar(c, "SELECT inet_server_port()", 0, NULL);
     char *db = rel_scalar(c, "SELECT current_database()", 0, NULL);
-    char *super = rel_scalar(c, "SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user",
-                             0, NULL);
+    char *super =
+        rel_scalar(c, "SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user", 0, NULL);
     if (port && strcmp(port, "<NULL>") != 0 && super && strcmp(super, "true") == 0)
         server_port = atoi(port);
     else
