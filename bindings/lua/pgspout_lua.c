@@ -42,9 +42,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MT_BOX "pgspout.box"
-#define MT_OPTS "pgspout.options"
-#define MT_CONN "pgspout.conn"
+#define MT_BOX    "pgspout.box"
+#define MT_OPTS   "pgspout.options"
+#define MT_CONN   "pgspout.conn"
 #define MT_STREAM "pgspout.stream"
 
 #define MAX_PARAMS 65535
@@ -63,8 +63,8 @@ typedef struct lconn {
 } lconn;
 
 struct lstream {
-    pgspout_stream *s;   /* NULL once closed */
-    lconn *conn;         /* NULL once unlinked */
+    pgspout_stream *s; /* NULL once closed */
+    lconn *conn;       /* NULL once unlinked */
     int ncols;
     unsigned char *kinds; /* lives in the environment table */
     int have_final;
@@ -86,10 +86,7 @@ typedef struct lopts {
 static locale_t c_locale;
 static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
 
-static void c_locale_init(void)
-{
-    c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
-}
+static void c_locale_init(void) { c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
 
 static locale_t get_c_locale(void)
 {
@@ -230,16 +227,16 @@ const char *const *pgspout_lua_params(lua_State *L, int idx, int *n)
             arr[i] = lua_tostring(L, -1); /* kept alive on the stack */
             break;
         default:
-            luaL_error(L, "bad parameter #%d (string, number, boolean or pgspout.null expected, got %s)",
-                       i + 1, luaL_typename(L, -1));
+            luaL_error(
+                L, "bad parameter #%d (string, number, boolean or pgspout.null expected, got %s)",
+                i + 1, luaL_typename(L, -1));
         }
     }
     *n = count;
     return arr;
 }
 
-int pgspout_lua_options(lua_State *L, int idx, pgspout_options **out,
-                        const char **err)
+int pgspout_lua_options(lua_State *L, int idx, pgspout_options **out, const char **err)
 {
     lopts *b;
     char num[64];
@@ -265,22 +262,16 @@ int pgspout_lua_options(lua_State *L, int idx, pgspout_options **out,
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         if (lua_type(L, -2) != LUA_TSTRING)
-            luaL_error(L, "bad option name (string expected, got %s)",
-                       luaL_typename(L, -2));
+            luaL_error(L, "bad option name (string expected, got %s)", luaL_typename(L, -2));
         key = lua_tostring(L, -2);
         switch (lua_type(L, -1)) {
-        case LUA_TSTRING:
-            val = lua_tostring(L, -1);
-            break;
-        case LUA_TNUMBER:
-            val = number_text(lua_tonumber(L, -1), num, sizeof num);
-            break;
-        case LUA_TBOOLEAN:
-            val = lua_toboolean(L, -1) ? "on" : "off";
-            break;
+        case LUA_TSTRING: val = lua_tostring(L, -1); break;
+        case LUA_TNUMBER: val = number_text(lua_tonumber(L, -1), num, sizeof num); break;
+        case LUA_TBOOLEAN: val = lua_toboolean(L, -1) ? "on" : "off"; break;
         default:
-            return luaL_error(L, "bad value for option '%s' (string, number or boolean expected, got %s)",
-                              key, luaL_typename(L, -1));
+            return luaL_error(
+                L, "bad value for option '%s' (string, number or boolean expected, got %s)", key,
+                luaL_typename(L, -1));
         }
         rc = pgspout_options_set(b->o, key, val);
         if (rc < 0) {
@@ -300,8 +291,7 @@ int pgspout_lua_options(lua_State *L, int idx, pgspout_options **out,
 
 /* Push an error message: text (libpq's trailing newline trimmed) plus
  * " (SQLSTATE xxxxx)" when there is one and the text does not carry it. */
-static void push_message(lua_State *L, const char *msg, const char *sqlstate,
-                         int code)
+static void push_message(lua_State *L, const char *msg, const char *sqlstate, int code)
 {
     size_t n;
     if (!msg || !*msg)
@@ -370,15 +360,9 @@ static void lconn_release(lconn *c)
     }
 }
 
-static lconn *check_conn(lua_State *L, int idx)
-{
-    return luaL_checkudata(L, idx, MT_CONN);
-}
+static lconn *check_conn(lua_State *L, int idx) { return luaL_checkudata(L, idx, MT_CONN); }
 
-static lstream *check_stream(lua_State *L, int idx)
-{
-    return luaL_checkudata(L, idx, MT_STREAM);
-}
+static lstream *check_stream(lua_State *L, int idx) { return luaL_checkudata(L, idx, MT_STREAM); }
 
 static int conn_gc(lua_State *L)
 {
@@ -400,8 +384,7 @@ static int conn_tostring(lua_State *L)
 {
     lconn *c = check_conn(L, 1);
     lua_pushfstring(L, "pgspout.conn (%s): %p",
-                    c->conn ? (pgspout_conn_ok(c->conn) ? "open" : "broken") : "closed",
-                    (void *)c);
+                    c->conn ? (pgspout_conn_ok(c->conn) ? "open" : "broken") : "closed", (void *)c);
     return 1;
 }
 
@@ -409,8 +392,7 @@ static int stream_tostring(lua_State *L)
 {
     lstream *ls = check_stream(L, 1);
     lua_pushfstring(L, "pgspout.stream (%s): %p",
-                    ls->s ? pgspout_state_name(pgspout_stream_state(ls->s)) : "closed",
-                    (void *)ls);
+                    ls->s ? pgspout_state_name(pgspout_stream_state(ls->s)) : "closed", (void *)ls);
     return 1;
 }
 
@@ -480,19 +462,14 @@ int pgspout_lua_conn_server_version(lua_State *L)
 static int kind_of(unsigned int oid)
 {
     switch (oid) {
-    case 21:  /* int2 */
-    case 23:  /* int4 */
-    case 26:  /* oid */
-        return K_INT;
-    case 20:  /* int8 */
-        return K_INT8;
+    case 21: /* int2 */
+    case 23: /* int4 */
+    case 26: /* oid */ return K_INT;
+    case 20: /* int8 */ return K_INT8;
     case 700: /* float4 */
-    case 701: /* float8 */
-        return K_FLOAT;
-    case 16:  /* bool */
-        return K_BOOL;
-    default:  /* numeric (1700), json (114), jsonb (3802), text... */
-        return K_STRING;
+    case 701: /* float8 */ return K_FLOAT;
+    case 16: /* bool */ return K_BOOL;
+    default: /* numeric (1700), json (114), jsonb (3802), text... */ return K_STRING;
     }
 }
 
@@ -616,12 +593,8 @@ static void push_value(lua_State *L, const pgspout_row *row, int col, int kind)
             lua_pushlstring(L, v, len);
         return;
     }
-    case K_BOOL:
-        lua_pushboolean(L, v[0] == 't');
-        return;
-    default:
-        lua_pushlstring(L, v, len);
-        return;
+    case K_BOOL: lua_pushboolean(L, v[0] == 't'); return;
+    default: lua_pushlstring(L, v, len); return;
     }
 }
 
@@ -657,8 +630,7 @@ int pgspout_lua_stream_chunk(lua_State *L)
             rc = PGSPOUT_EINTERNAL;
         if (raise) {
             lua_pushfstring(L, "pgspout: %s: ", pgspout_code_name(rc));
-            push_message(L, pgspout_stream_error(ls->s),
-                         pgspout_stream_sqlstate(ls->s), rc);
+            push_message(L, pgspout_stream_error(ls->s), pgspout_stream_sqlstate(ls->s), rc);
             lua_concat(L, 2);
             return lua_error(L);
         }
@@ -721,8 +693,7 @@ static int control(lua_State *L, int (*fn)(pgspout_stream *))
     if (rc < 0) {
         lua_pushnil(L);
         if (rc == PGSPOUT_ESTATE)
-            lua_pushfstring(L, "stream is %s",
-                            pgspout_state_name(pgspout_stream_state(ls->s)));
+            lua_pushfstring(L, "stream is %s", pgspout_state_name(pgspout_stream_state(ls->s)));
         else
             lua_pushstring(L, pgspout_strerror(rc));
         lua_pushstring(L, pgspout_code_name(rc));
@@ -732,20 +703,11 @@ static int control(lua_State *L, int (*fn)(pgspout_stream *))
     return 1;
 }
 
-int pgspout_lua_stream_pause(lua_State *L)
-{
-    return control(L, pgspout_stream_pause);
-}
+int pgspout_lua_stream_pause(lua_State *L) { return control(L, pgspout_stream_pause); }
 
-int pgspout_lua_stream_resume(lua_State *L)
-{
-    return control(L, pgspout_stream_resume);
-}
+int pgspout_lua_stream_resume(lua_State *L) { return control(L, pgspout_stream_resume); }
 
-int pgspout_lua_stream_cancel(lua_State *L)
-{
-    return control(L, pgspout_stream_cancel);
-}
+int pgspout_lua_stream_cancel(lua_State *L) { return control(L, pgspout_stream_cancel); }
 
 int pgspout_lua_stream_state(lua_State *L)
 {
@@ -755,10 +717,10 @@ int pgspout_lua_stream_state(lua_State *L)
     return 1;
 }
 
-#define SET_NUM(field)                                                        \
-    do {                                                                      \
-        lua_pushnumber(L, (lua_Number)st->field);                             \
-        lua_setfield(L, -2, #field);                                          \
+#define SET_NUM(field)                                                                             \
+    do {                                                                                           \
+        lua_pushnumber(L, (lua_Number)st->field);                                                  \
+        lua_setfield(L, -2, #field);                                                               \
     } while (0)
 
 /* stats(s) -> table (a final snapshot after close) | nil, err, code */
@@ -851,8 +813,8 @@ int pgspout_lua_stream_error(lua_State *L)
 
 /* ------------------------------------------------------------------- init */
 
-static void new_mt(lua_State *L, const char *name, lua_CFunction gc,
-                   lua_CFunction tostring, const char *methods_field)
+static void new_mt(lua_State *L, const char *name, lua_CFunction gc, lua_CFunction tostring,
+                   const char *methods_field)
 {
     luaL_newmetatable(L, name);
     lua_pushcfunction(L, gc);

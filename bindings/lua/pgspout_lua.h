@@ -34,8 +34,7 @@ const char *const *pgspout_lua_params(lua_State *L, int idx, int *n);
  * types or non-string keys). Returns PGSPOUT_OK with *out (NULL for nil) or
  * the pgspout_options_set code with *err describing the key and value (the
  * text lives as long as the box). */
-int pgspout_lua_options(lua_State *L, int idx, pgspout_options **out,
-                        const char **err);
+int pgspout_lua_options(lua_State *L, int idx, pgspout_options **out, const char **err);
 
 /* Native functions registered through %native in swig/lua.i. */
 int pgspout_lua_init(lua_State *L); /* called from %init, module table on top */

@@ -26,13 +26,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NSLOT 6
-#define NROWS 30000
+#define NSLOT    6
+#define NROWS    30000
 #define MAXFETCH 4096
 
 typedef struct {
     pthread_mutex_t mu;
-    uint64_t id;            /* 0 = empty */
+    uint64_t id; /* 0 = empty */
     int reapable;
     long first[MAXFETCH];
     int count[MAXFETCH];
@@ -44,9 +44,14 @@ typedef struct {
 static slot_t slots[NSLOT];
 static const char *dsn;
 static atomic_int stop;
-static atomic_long rows_total, fetches, completed, verified, notfound, errors, reaped, cancels, gone;
+static atomic_long rows_total, fetches, completed, verified, notfound, errors, reaped, cancels,
+    gone;
 
-static unsigned rnd(unsigned *s) { *s = *s * 1103515245u + 12345u; return (*s >> 8); }
+static unsigned rnd(unsigned *s)
+{
+    *s = *s * 1103515245u + 12345u;
+    return (*s >> 8);
+}
 
 static void open_slot(int i)
 {
@@ -58,11 +63,19 @@ static void open_slot(int i)
     pgspout_options_set(o, "chunk_rows", cr);
     int reapable = (i % 3 == 0);
     pgspout_options_set(o, "idle_timeout", reapable ? "150ms" : "0");
-    int rc = pgspout_registry_open(dsn, "SELECT g FROM generate_series(1, 30000) g", 0, NULL, o, &id, &err);
+    int rc = pgspout_registry_open(dsn, "SELECT g FROM generate_series(1, 30000) g", 0, NULL, o,
+                                   &id, &err);
     pgspout_options_free(o);
-    if (rc != PGSPOUT_OK) { fprintf(stderr, "open: %d %s\n", rc, err ? err : ""); pgspout_free(err); abort(); }
+    if (rc != PGSPOUT_OK) {
+        fprintf(stderr, "open: %d %s\n", rc, err ? err : "");
+        pgspout_free(err);
+        abort();
+    }
     pthread_mutex_lock(&slots[i].mu);
-    slots[i].id = id; slots[i].nf = 0; slots[i].done = 0; slots[i].inflight = 0;
+    slots[i].id = id;
+    slots[i].nf = 0;
+    slots[i].done = 0;
+    slots[i].inflight = 0;
     slots[i].reapable = reapable;
     pthread_mutex_unlock(&slots[i].mu);
 }
@@ -77,14 +90,24 @@ static int cmp_first(const void *a, const void *b)
 static void verify(slot_t *s)
 {
     long pairs[MAXFETCH][2];
-    for (int k = 0; k < s->nf; k++) { pairs[k][0] = s->first[k]; pairs[k][1] = s->count[k]; }
+    for (int k = 0; k < s->nf; k++) {
+        pairs[k][0] = s->first[k];
+        pairs[k][1] = s->count[k];
+    }
     qsort(pairs, (size_t)s->nf, sizeof pairs[0], cmp_first);
     long next = 1;
     for (int k = 0; k < s->nf; k++) {
-        if (pairs[k][0] != next) { fprintf(stderr, "stream %llu: range starts at %ld, expected %ld\n", (unsigned long long)s->id, pairs[k][0], next); abort(); }
+        if (pairs[k][0] != next) {
+            fprintf(stderr, "stream %llu: range starts at %ld, expected %ld\n",
+                    (unsigned long long)s->id, pairs[k][0], next);
+            abort();
+        }
         next += pairs[k][1];
     }
-    if (next != NROWS + 1) { fprintf(stderr, "stream %llu: %ld rows\n", (unsigned long long)s->id, next - 1); abort(); }
+    if (next != NROWS + 1) {
+        fprintf(stderr, "stream %llu: %ld rows\n", (unsigned long long)s->id, next - 1);
+        abort();
+    }
     verified++;
 }
 
@@ -97,20 +120,35 @@ static void *fetcher(void *arg)
         clock_gettime(CLOCK_MONOTONIC, &now);
         /* every other second, leave the reapable slots alone so they idle
          * past their 150 ms idle_timeout and get reaped */
-        if (i % 3 == 0 && (now.tv_sec & 1)) { usleep(100); continue; }
+        if (i % 3 == 0 && (now.tv_sec & 1)) {
+            usleep(100);
+            continue;
+        }
         pthread_mutex_lock(&slots[i].mu);
         uint64_t id = slots[i].id;
-        if (id) slots[i].inflight++;
+        if (id)
+            slots[i].inflight++;
         pthread_mutex_unlock(&slots[i].mu);
-        if (!id) continue;
-        char *out = NULL, *err = NULL; size_t len = 0; int n = 0;
+        if (!id)
+            continue;
+        char *out = NULL, *err = NULL;
+        size_t len = 0;
+        int n = 0;
         int rc = pgspout_registry_fetch(id, (int)(rnd(&seed) % 300), &out, &len, &n, &err);
         fetches++;
         long first = 0;
         if (rc == PGSPOUT_OK) {
-            if (sscanf(out, "{\"g\":%ld}", &first) != 1 || n <= 0) { fprintf(stderr, "bad chunk\n"); abort(); }
-            int lines = 0; for (size_t k = 0; k < len; k++) lines += out[k] == '\n';
-            if (lines != n) { fprintf(stderr, "lines %d != n %d\n", lines, n); abort(); }
+            if (sscanf(out, "{\"g\":%ld}", &first) != 1 || n <= 0) {
+                fprintf(stderr, "bad chunk\n");
+                abort();
+            }
+            int lines = 0;
+            for (size_t k = 0; k < len; k++)
+                lines += out[k] == '\n';
+            if (lines != n) {
+                fprintf(stderr, "lines %d != n %d\n", lines, n);
+                abort();
+            }
             rows_total += n;
         } else if (rc == PGSPOUT_ENOTFOUND) {
             notfound++;
@@ -121,9 +159,12 @@ static void *fetcher(void *arg)
         pthread_mutex_lock(&slots[i].mu);
         if (slots[i].id == id) {
             if (rc == PGSPOUT_OK && slots[i].nf < MAXFETCH) {
-                slots[i].first[slots[i].nf] = first; slots[i].count[slots[i].nf] = n; slots[i].nf++;
+                slots[i].first[slots[i].nf] = first;
+                slots[i].count[slots[i].nf] = n;
+                slots[i].nf++;
             }
-            if (rc == PGSPOUT_DONE) slots[i].done = 1;
+            if (rc == PGSPOUT_DONE)
+                slots[i].done = 1;
             slots[i].inflight--;
             /* verify once every fetch that started before the end recorded */
             if (slots[i].done == 1 && slots[i].inflight == 0) {
@@ -136,8 +177,10 @@ static void *fetcher(void *arg)
             }
         }
         pthread_mutex_unlock(&slots[i].mu);
-        if (reopen) open_slot(i);
-        pgspout_free(out); pgspout_free(err);
+        if (reopen)
+            open_slot(i);
+        pgspout_free(out);
+        pgspout_free(err);
     }
     return NULL;
 }
@@ -149,27 +192,53 @@ static void *controller(void *arg)
         int i = (int)(rnd(&seed) % NSLOT);
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if (i % 3 == 0 && (now.tv_sec & 1)) { usleep(100); continue; }
+        if (i % 3 == 0 && (now.tv_sec & 1)) {
+            usleep(100);
+            continue;
+        }
         pthread_mutex_lock(&slots[i].mu);
         uint64_t id = slots[i].id;
         pthread_mutex_unlock(&slots[i].mu);
-        if (!id) continue;
+        if (!id)
+            continue;
         switch (rnd(&seed) % 20) {
-        case 0: case 1: case 2: case 3: case 4: pgspout_registry_pause(id); usleep(500); pgspout_registry_resume(id); break;
-        case 5: { char *s = pgspout_registry_stats_json(id); pgspout_free(s); break; }
-        case 6: { char *s = pgspout_registry_list_json(); if (!s) abort(); pgspout_free(s); break; }
+        case 0:
+        case 1:
+        case 2:
+        case 3:
+        case 4:
+            pgspout_registry_pause(id);
+            usleep(500);
+            pgspout_registry_resume(id);
+            break;
+        case 5: {
+            char *s = pgspout_registry_stats_json(id);
+            pgspout_free(s);
+            break;
+        }
+        case 6: {
+            char *s = pgspout_registry_list_json();
+            if (!s)
+                abort();
+            pgspout_free(s);
+            break;
+        }
         case 7:
             if (rnd(&seed) % 8 == 0) {
                 /* cancel (or close) a stream while fetchers hammer it; replace it */
                 pthread_mutex_lock(&slots[i].mu);
                 if (slots[i].id == id) {
-                    if (rnd(&seed) % 2) pgspout_registry_cancel(id); else pgspout_registry_close(id);
+                    if (rnd(&seed) % 2)
+                        pgspout_registry_cancel(id);
+                    else
+                        pgspout_registry_close(id);
                     pgspout_registry_close(id);
                     slots[i].id = 0;
                     cancels++;
                     pthread_mutex_unlock(&slots[i].mu);
                     open_slot(i);
-                } else pthread_mutex_unlock(&slots[i].mu);
+                } else
+                    pthread_mutex_unlock(&slots[i].mu);
             }
             break;
         default: usleep(200); break;
@@ -195,7 +264,8 @@ static void *reaper(void *arg)
                 if (!s) { /* reaped */
                     pthread_mutex_lock(&slots[i].mu);
                     int mine = slots[i].id == id;
-                    if (mine) slots[i].id = 0;
+                    if (mine)
+                        slots[i].id = 0;
                     pthread_mutex_unlock(&slots[i].mu);
                     if (mine) {
                         gone++; /* reaped by us or by the background thread */
@@ -214,22 +284,33 @@ int main(int argc, char **argv)
 {
     int secs = argc > 1 ? atoi(argv[1]) : 10;
     dsn = getenv("PGSPOUT_TEST_DSN");
-    if (!dsn) return 2;
-    for (int i = 0; i < NSLOT; i++) { pthread_mutex_init(&slots[i].mu, NULL); open_slot(i); }
+    if (!dsn)
+        return 2;
+    for (int i = 0; i < NSLOT; i++) {
+        pthread_mutex_init(&slots[i].mu, NULL);
+        open_slot(i);
+    }
     pthread_t t[12];
     int nt = 0;
-    for (int i = 0; i < 8; i++) pthread_create(&t[nt++], NULL, fetcher, (void *)(uintptr_t)i);
-    for (int i = 0; i < 2; i++) pthread_create(&t[nt++], NULL, controller, (void *)(uintptr_t)i);
+    for (int i = 0; i < 8; i++)
+        pthread_create(&t[nt++], NULL, fetcher, (void *)(uintptr_t)i);
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[nt++], NULL, controller, (void *)(uintptr_t)i);
     pthread_create(&t[nt++], NULL, reaper, NULL);
     sleep((unsigned)secs);
     stop = 1;
-    for (int i = 0; i < nt; i++) pthread_join(t[i], NULL);
-    for (int i = 0; i < NSLOT; i++) if (slots[i].id) pgspout_registry_close(slots[i].id);
+    for (int i = 0; i < nt; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < NSLOT; i++)
+        if (slots[i].id)
+            pgspout_registry_close(slots[i].id);
     char *l = pgspout_registry_list_json();
     printf("registry_stress: %ld rows in %ld fetches; %ld streams completed and verified (%ld); "
-           "%ld cancelled/closed under fetchers; %ld idle streams reaped (%ld by registry_reap); %ld enotfound, "
+           "%ld cancelled/closed under fetchers; %ld idle streams reaped (%ld by registry_reap); "
+           "%ld enotfound, "
            "%ld stream errors; registry after close: %s\n",
-           (long)rows_total, (long)fetches, (long)completed, (long)verified, (long)cancels, (long)gone, (long)reaped, (long)notfound, (long)errors, l);
+           (long)rows_total, (long)fetches, (long)completed, (long)verified, (long)cancels,
+           (long)gone, (long)reaped, (long)notfound, (long)errors, l);
     int ok = l && strcmp(l, "[]") == 0;
     pgspout_free(l);
     return ok && completed > 0 && (secs < 4 || gone > 0) ? 0 : 1;
