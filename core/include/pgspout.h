@@ -279,8 +279,11 @@ PGSPOUT_EXTERN int pgspout_stream_pause(pgspout_stream *s);
 /* Undo pause. Idempotent. Any thread. Returns OK, EINVAL, ESTATE. */
 PGSPOUT_EXTERN int pgspout_stream_resume(pgspout_stream *s);
 /* Cancel the server query; the stream ends in state CANCELLED (next returns
- * ECANCELLED) and the connection is usable afterwards. Any thread; returns
- * once the cancel request was sent. Returns OK, EINVAL, ESTATE (ended). */
+ * ECANCELLED; pgspout_stream_state says CANCELLED as soon as this returns,
+ * and pause/resume give ESTATE) and the connection is usable afterwards.
+ * Any thread; returns once the server took the cancel request (at most
+ * 500 ms; past that the connection is closed for safety when the owner next
+ * calls). Returns OK, EINVAL, ESTATE (ended). */
 PGSPOUT_EXTERN int pgspout_stream_cancel(pgspout_stream *s);
 /* PGSPOUT_STATE_*. Any thread. */
 PGSPOUT_EXTERN int pgspout_stream_state(const pgspout_stream *s);
@@ -374,10 +377,13 @@ PGSPOUT_EXTERN void pgspout_metrics_reset(void);
 PGSPOUT_EXTERN int pgspout_registry_open(const char *conninfo, const char *sql, int nparams,
                                          const char *const *params, const pgspout_options *opts,
                                          uint64_t *id, char **errmsg);
-/* Next chunk of at most max_rows rows (0 = the stream's chunk) as NDJSON
- * (pgspout_row_json per row) in *out (caller frees with pgspout_free), row
- * count in *nrows. Blocks like pgspout_stream_next_chunk. Returns OK, DONE
- * (*out NULL), ENOTFOUND, or the stream's error code with the message in
+/* Next rows as NDJSON (pgspout_row_json per row, one per line) in *out
+ * (caller frees with pgspout_free), row count in *nrows. max_rows 0 hands
+ * over the stream's next chunk; max_rows > 0 waits only for the first rows,
+ * then adds rows already received without waiting, up to max_rows (a
+ * partly served chunk is kept for the next fetch: every row goes out exactly
+ * once). Returns OK, DONE (*out NULL), ENOTFOUND, or the stream's error code
+ * (reported by the fetch after the rows before it) with the message in
  * *errmsg when errmsg is not NULL. */
 PGSPOUT_EXTERN int pgspout_registry_fetch(uint64_t id, int max_rows, char **out, size_t *len,
                                           int *nrows, char **errmsg);

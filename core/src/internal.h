@@ -80,7 +80,7 @@ struct pgspout_stream {
     _Atomic int pause_req;
     _Atomic int cancel_req;
     pthread_mutex_t ctl;  /* orders cancel (any thread) against the end */
-    int server_done;      /* the query is finished on the server side */
+    _Atomic int server_done; /* the query is finished on the server side */
     int savepoint;        /* opened inside a transaction: runs under one */
     int pend_state;       /* end found while rows were still buffered */
     int pend_code;        /* ... and the code next returns for it */
@@ -88,7 +88,7 @@ struct pgspout_stream {
     int result_code;      /* what next returns after the end */
     int limit_reason;     /* PGS_LIMIT_* for a limited/limit-failed end */
     int warned;           /* memory_warn crossed already */
-    int64_t chunk_target; /* current chunk_rows (adaptive) */
+    _Atomic int64_t chunk_target; /* current chunk_rows (adaptive); stats reads it */
     pgs_wake wake;
     int epfd;         /* pgspout_stream_socket: wake fd + server socket */
     int sock_watched; /* the server socket is in epfd now */
@@ -111,7 +111,8 @@ struct pgspout_stream {
     _Atomic uint64_t rows_filtered;
     _Atomic uint64_t bytes_received;
     _Atomic uint64_t chunks;
-    uint64_t delivered_base;    /* rows delivered before the current chunk */
+    _Atomic uint64_t delivered_base; /* rows delivered before the current chunk */
+    _Atomic int nrows_pub;      /* nrows, published for stats (any thread) */
     uint64_t metrics_delivered; /* rows already flushed to the metrics */
     uint64_t rate_bytes_seen;   /* bytes_received at the last chunk */
     uint64_t filtered_seen;     /* rows_filtered at the last chunk */

@@ -17,13 +17,14 @@ int pgspout_stream_stats(const pgspout_stream *s, pgspout_stats *out)
     int64_t now = end ? end : pgs_now_ns();
     int ended = LOAD(s->ended) != 0;
     int pos = LOAD(s->pos);
-    st.chunk_rows = (int)s->chunk_target;
-    st.rows_delivered = s->delivered_base + (uint64_t)pos;
+    st.chunk_rows = (int)LOAD(s->chunk_target);
+    st.rows_delivered = LOAD(s->delivered_base) + (uint64_t)pos;
     st.rows_received = LOAD(s->rows_received);
     st.rows_filtered = LOAD(s->rows_filtered);
     st.bytes_received = LOAD(s->bytes_received);
     st.chunks = LOAD(s->chunks);
-    st.buffered_rows = ended || s->nrows < pos ? 0 : (uint64_t)(s->nrows - pos);
+    int nrows = LOAD(s->nrows_pub);
+    st.buffered_rows = ended || nrows < pos ? 0 : (uint64_t)(nrows - pos);
     st.buffered_bytes = LOAD(s->buffered_bytes);
     st.peak_buffered_bytes = LOAD(s->peak_buffered);
     st.pauses = LOAD(s->pauses);

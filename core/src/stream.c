@@ -98,13 +98,14 @@ static void set_sql_error(pgspout_stream *s, const PGresult *res)
 static void release_chunk(pgspout_stream *s)
 {
     int pos = LOAD(s->pos);
-    s->delivered_base += (uint64_t)pos;
+    ADD(s->delivered_base, (uint64_t)pos);
     uint64_t held = LOAD(s->buffered_bytes);
     if (held && s->metrics)
         pgs_metrics_buffered_delta(s->metrics, -(int64_t)held);
     STORE(s->buffered_bytes, 0);
     s->arena_used = 0;
     s->nrows = 0;
+    STORE(s->nrows_pub, 0);
     STORE(s->pos, 0);
 }
 
@@ -127,7 +128,7 @@ static void flush_received(pgspout_stream *s)
 /* Rows delivered so far, flushed to the process-wide counter. */
 static void flush_delivered(pgspout_stream *s)
 {
-    uint64_t total = s->delivered_base + (uint64_t)LOAD(s->pos);
+    uint64_t total = LOAD(s->delivered_base) + (uint64_t)LOAD(s->pos);
     if (s->metrics && total > s->metrics_delivered)
         pgs_metrics_delivered(s->metrics, total - s->metrics_delivered);
     s->metrics_delivered = total;
@@ -434,14 +435,14 @@ static int control(pgspout_stream *s, int nonblock)
 {
     if (LOAD(s->cancel_req)) {
         set_error(s, "57014", "stream cancelled by the caller after %llu rows",
-                  (unsigned long long)(s->delivered_base + (uint64_t)LOAD(s->pos)));
+                  (unsigned long long)(LOAD(s->delivered_base) + (uint64_t)LOAD(s->pos)));
         return fail(s, PGSPOUT_ECANCELLED, PGSPOUT_STATE_CANCELLED, -1);
     }
     int64_t now = pgs_now_ns();
     if (s->deadline && now >= s->deadline) {
         set_error(s, "", "timeout of %lld ms exceeded after %.3f s and %llu rows",
                   (long long)s->opt.timeout_ms, (double)(now - s->t_open) / 1e9,
-                  (unsigned long long)(s->delivered_base + (uint64_t)LOAD(s->pos)));
+                  (unsigned long long)(LOAD(s->delivered_base) + (uint64_t)LOAD(s->pos)));
         return fail(s, PGSPOUT_ETIMEOUT, PGSPOUT_STATE_FAILED, PGS_LIMIT_TIMEOUT);
     }
     if (LOAD(s->pause_req)) {
@@ -596,6 +597,7 @@ static void chunk_done(pgspout_stream *s, int64_t fill_start, int waited)
 {
     int64_t now = pgs_now_ns();
     uint64_t rows = (uint64_t)s->nrows;
+    STORE(s->nrows_pub, s->nrows);
     ADD(s->chunks, 1);
     if (LOAD(s->t_first_row) == 0) {
         STORE(s->t_first_row, now);
@@ -630,19 +632,20 @@ static void chunk_done(pgspout_stream *s, int64_t fill_start, int waited)
      * faster than the server filled the chunk (we waited on the socket):
      * grow; it lags when a full chunk was waiting for it: shrink. */
     if (s->opt.adaptive_chunking) {
-        int vote = waited ? 1 : (rows >= (uint64_t)s->chunk_target ? -1 : 0);
+        int vote = waited ? 1 : (rows >= (uint64_t)LOAD(s->chunk_target) ? -1 : 0);
         if (vote == 0 || (vote > 0) != (s->adapt_votes > 0))
             s->adapt_votes = vote;
         else
             s->adapt_votes += vote;
         if ((s->adapt_votes >= ADAPT_VOTES || s->adapt_votes <= -ADAPT_VOTES) &&
             now - s->adapt_last >= ADAPT_INTERVAL_NS) {
-            int64_t t = s->adapt_votes > 0 ? s->chunk_target * 2 : s->chunk_target / 2;
+            int64_t cur = LOAD(s->chunk_target);
+            int64_t t = s->adapt_votes > 0 ? cur * 2 : cur / 2;
             if (t < s->opt.chunk_rows_min)
                 t = s->opt.chunk_rows_min;
             if (t > s->opt.chunk_rows_max)
                 t = s->opt.chunk_rows_max;
-            s->chunk_target = t;
+            STORE(s->chunk_target, t);
             s->adapt_votes = 0;
             s->adapt_last = now;
             if (s->metrics)
@@ -650,7 +653,7 @@ static void chunk_done(pgspout_stream *s, int64_t fill_start, int waited)
         }
     }
     if (s->opt.progress) {
-        uint64_t total = s->delivered_base + rows;
+        uint64_t total = LOAD(s->delivered_base) + rows;
         int due = (s->opt.progress_rows && total >= s->progress_next_rows) ||
                   (s->opt.progress_interval_ms && now >= s->progress_next_t);
         if (due) {
@@ -674,7 +677,7 @@ static int finish_pending(pgspout_stream *s)
         LOAD(s->cancel_req) || (s->conn && atomic_load(&s->conn->cancel_gen) != s->cancel_gen);
     if (asked && (code != PGSPOUT_ESQL || strcmp(s->sqlstate, "57014") == 0)) {
         set_error(s, "57014", "stream cancelled by the caller after %llu rows",
-                  (unsigned long long)(s->delivered_base + (uint64_t)LOAD(s->pos)));
+                  (unsigned long long)(LOAD(s->delivered_base) + (uint64_t)LOAD(s->pos)));
         s->limit_reason = -1;
         state = PGSPOUT_STATE_CANCELLED;
         code = PGSPOUT_ECANCELLED;
@@ -711,8 +714,8 @@ static int fill(pgspout_stream *s, int nonblock)
     if (nonblock) /* consumed before the checks: a later signal stays pending */
         pgs_wake_drain(&s->wake);
     int waited = 0;
-    uint64_t kept_total = s->delivered_base;
-    int64_t target = s->chunk_target;
+    uint64_t kept_total = LOAD(s->delivered_base);
+    int64_t target = LOAD(s->chunk_target);
     if (s->opt.max_rate > 0) { /* small chunks keep a throttled stream smooth */
         int64_t r = (int64_t)(s->opt.max_rate / 10);
         if (r < target)
@@ -942,13 +945,14 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
         return PGSPOUT_ENOMEM;
     }
     pthread_mutex_init(&s->ctl, NULL);
-    s->chunk_target = s->opt.chunk_rows;
+    int64_t target0 = s->opt.chunk_rows;
     if (s->opt.adaptive_chunking) {
-        if (s->chunk_target < s->opt.chunk_rows_min)
-            s->chunk_target = s->opt.chunk_rows_min;
-        if (s->chunk_target > s->opt.chunk_rows_max)
-            s->chunk_target = s->opt.chunk_rows_max;
+        if (target0 < s->opt.chunk_rows_min)
+            target0 = s->opt.chunk_rows_min;
+        if (target0 > s->opt.chunk_rows_max)
+            target0 = s->opt.chunk_rows_max;
     }
+    STORE(s->chunk_target, target0);
     s->warn_bytes = (size_t)((double)s->opt.max_memory * s->opt.memory_warn);
     s->fail_bytes = (size_t)((double)s->opt.max_memory * s->opt.memory_fail);
     s->target_bytes =
@@ -964,7 +968,7 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
     *out = s;
     if (s->metrics) {
         pgs_metrics_stream_started(s->metrics);
-        pgs_metrics_chunk_rows_gauge(s->metrics, s->chunk_target);
+        pgs_metrics_chunk_rows_gauge(s->metrics, target0);
     }
 
     int rc = apply_statement_timeout(s);
@@ -987,7 +991,7 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
         return open_fail(s, rc, "sending the query");
     }
 #ifdef PGSPOUT_HAVE_CHUNKED_ROWS
-    int moded = PQsetChunkedRowsMode(conn->pg, (int)s->chunk_target);
+    int moded = PQsetChunkedRowsMode(conn->pg, (int)target0);
 #else
     int moded = PQsetSingleRowMode(conn->pg);
 #endif
@@ -1146,7 +1150,7 @@ int pgspout_stream_pause(pgspout_stream *s)
 {
     if (s == NULL)
         return PGSPOUT_EINVAL;
-    if (LOAD(s->ended))
+    if (LOAD(s->ended) || LOAD(s->cancel_req))
         return PGSPOUT_ESTATE;
     int expected = 0;
     if (atomic_compare_exchange_strong(&s->pause_req, &expected, 1)) {
@@ -1163,7 +1167,7 @@ int pgspout_stream_resume(pgspout_stream *s)
 {
     if (s == NULL)
         return PGSPOUT_EINVAL;
-    if (LOAD(s->ended))
+    if (LOAD(s->ended) || LOAD(s->cancel_req))
         return PGSPOUT_ESTATE;
     do_resume(s, pgs_now_ns());
     pgs_wake_signal(&s->wake);
@@ -1192,6 +1196,8 @@ int pgspout_stream_state(const pgspout_stream *s)
     int e = atomic_load(&s->ended);
     if (e)
         return e;
+    if (LOAD(s->cancel_req)) /* the owner finishes it at its next call */
+        return PGSPOUT_STATE_CANCELLED;
     return LOAD(s->pause_req) ? PGSPOUT_STATE_PAUSED : PGSPOUT_STATE_RUNNING;
 }
 
