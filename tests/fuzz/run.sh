@@ -39,8 +39,8 @@ for t in $targets; do
     -artifact_prefix="$art/" "${extra[@]}" "$work" "$root/tests/fuzz/corpus/$t" >"$log" 2>&1
   rc=$?
   set -e
-  execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' | tail -1)
-  cov=$(grep -Eo 'cov: [0-9]+' "$log" | tail -1)
+  execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' | tail -1 || true)
+  cov=$(grep -Eo 'cov: [0-9]+' "$log" | tail -1 || true)
   echo "   exit $rc, ${execs:-?} executions, ${cov:-cov: ?}, corpus $(ls "$work" | wc -l) inputs"
   if [ $rc -ne 0 ]; then
     status=1
