@@ -89,6 +89,9 @@ if [ -e "$build/core/libpgspout.so" ]; then
   cc "${cflags[@]}" -Icore/include -o "$bin/pgspout_c" bench/pgspout_c.c \
     -L"$build/core" -lpgspout -Wl,-rpath,"$build/core" "${pq_flags[@]}" \
     || say "WARNING: bench/pgspout_c.c did not compile"
+  cc "${cflags[@]}" -Icore/include -o "$bin/overhead" bench/overhead.c \
+    -L"$build/core" -lpgspout -Wl,-rpath,"$build/core" "${pq_flags[@]}" \
+    || say "WARNING: bench/overhead.c did not compile"
 fi
 
 if [ "$soak" != 0 ]; then
@@ -169,6 +172,13 @@ if [ "$transport" = 1 ] && [[ ",$datasets," == *,json,* || ",$datasets," == *,ty
   } >"$results/transport.md.tmp" || status=1
   mv "$results/transport.md.tmp" "$results/transport.md"
   cat "$results/transport.md"
+fi
+
+if [ "$clients" = 1 ] && [ -x "$bin/overhead" ] && [[ ",$datasets," == *,json,* ]]; then
+  # issue 3: metrics and every limit on, against the same stream without them
+  say "metrics and limits overhead"
+  "$bin/overhead" "$kv_dsn" "SELECT data FROM bench_json" "$runs" | tee "$results/overhead.md" \
+    || status=1
 fi
 
 if [ "$clients" = 1 ]; then
