@@ -88,6 +88,17 @@ void pgs_buf_free(pgs_buf *b)
     b->oom = 0;
 }
 
+void pgs_set_message(char **dst, const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
+    free(*dst);
+    *dst = strdup(msg);
+}
+
 char *pgs_buf_steal(pgs_buf *b)
 {
     if (b->oom) {

@@ -26,6 +26,11 @@ int pgs_buf_printf(pgs_buf *b, const char *fmt, ...) __attribute__((format(print
 /* Empty the buffer, keep its memory. */
 void pgs_buf_clear(pgs_buf *b);
 void pgs_buf_free(pgs_buf *b);
+/* Replace *dst (freed) with a malloc'd message formatted from fmt, trailing
+ * newlines and spaces trimmed (libpq's messages end in one): one line of
+ * text for callers. *dst is NULL if memory ran out. */
+void pgs_set_message(char **dst, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
 /* Hand the contents over as a malloc'd string (caller frees); NULL if the
  * buffer ran out of memory. The buffer is left empty. */
 char *pgs_buf_steal(pgs_buf *b);

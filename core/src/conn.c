@@ -13,16 +13,9 @@
 void pgs_conn_set_error(pgspout_conn *c, const char *fmt, ...)
 {
     va_list ap;
-    char msg[1024];
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    pgs_set_message(&c->err, fmt, ap);
     va_end(ap);
-    /* libpq messages end in a newline; callers get one line of text */
-    size_t n = strlen(msg);
-    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-        msg[--n] = '\0';
-    free(c->err);
-    c->err = strdup(msg);
 }
 
 /* libpq's conninfo parse errors quote pieces of the string, which may be a

@@ -60,16 +60,10 @@ static void set_error(pgspout_stream *s, const char *sqlstate, const char *fmt, 
 
 static void set_error(pgspout_stream *s, const char *sqlstate, const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    pgs_set_message(&s->err, fmt, ap);
     va_end(ap);
-    size_t n = strlen(msg);
-    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-        msg[--n] = '\0';
-    free(s->err);
-    s->err = strdup(msg);
     snprintf(s->sqlstate, sizeof s->sqlstate, "%s", sqlstate ? sqlstate : "");
 }
 
