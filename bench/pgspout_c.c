@@ -92,8 +92,7 @@ int main(int argc, char **argv)
         }
     }
     if (rc != PGSPOUT_DONE) {
-        fprintf(stderr, "pgspout_c: %s: %s\n", pgspout_strerror(rc),
-                pgspout_stream_error(s));
+        fprintf(stderr, "pgspout_c: %s: %s\n", pgspout_strerror(rc), pgspout_stream_error(s));
         pgspout_stream_close(s);
         pgspout_conn_close(conn);
         return 1;
@@ -102,8 +101,8 @@ int main(int argc, char **argv)
     memset(&st, 0, sizeof st);
     st.size = sizeof st;
     pgspout_stream_stats(s, &st);
-    printf("rows=%llu bytes=%llu check=%llu peak_buffered=%llu\n", rows, bytes,
-           check, (unsigned long long)st.peak_buffered_bytes);
+    printf("rows=%llu bytes=%llu check=%llu peak_buffered=%llu\n", rows, bytes, check,
+           (unsigned long long)st.peak_buffered_bytes);
     pgspout_stream_close(s);
     pgspout_conn_close(conn);
     return 0;

@@ -46,11 +46,8 @@ int main(int argc, char **argv)
             rows++;
             break;
         }
-        case PGRES_TUPLES_OK:
-            break;
-        default:
-            fprintf(stderr, "raw_libpq: %s", PQresultErrorMessage(res));
-            failed = 1;
+        case PGRES_TUPLES_OK: break;
+        default: fprintf(stderr, "raw_libpq: %s", PQresultErrorMessage(res)); failed = 1;
         }
         PQclear(res);
     }

@@ -85,8 +85,8 @@ static void *worker(void *arg)
         n++;
         int cancel_half = n % 10 == 0, close_half = !cancel_half && n % 7 == 0;
         pgspout_stream *s = NULL;
-        int rc = pgspout_stream_open(conn, "SELECT g, md5(g::text) FROM generate_series(1, $1::int) g",
-                                     1, params, opts, &s);
+        int rc = pgspout_stream_open(
+            conn, "SELECT g, md5(g::text) FROM generate_series(1, $1::int) g", 1, params, opts, &s);
         if (rc != PGSPOUT_OK) {
             fail(id, "open", s ? pgspout_stream_error(s) : pgspout_strerror(rc));
             pgspout_stream_close(s);

@@ -132,8 +132,7 @@ static int run_rowmode(PGconn *conn, const char *sql, int chunk, outcome *o)
             touch_result(res, o);
             PQclear(res);
             break;
-        default:
-            ok = fail(conn, "stream", res);
+        default: ok = fail(conn, "stream", res);
         }
     }
     return ok;
@@ -409,8 +408,8 @@ int main(int argc, char **argv)
             char server[32] = "?";
             if (best.o.server_cpu >= 0)
                 snprintf(server, sizeof server, "%.2f", best.o.server_cpu);
-            printf("| %s | %s | %llu | %.0f | %.1f | %.2fx | %.2f | %s | %.1f |\n", name,
-                   tnames[t], best.o.rows, rps, (double)best.o.bytes / 1e6 / best.o.wall,
+            printf("| %s | %s | %llu | %.0f | %.1f | %.2fx | %.2f | %s | %.1f |\n", name, tnames[t],
+                   best.o.rows, rps, (double)best.o.bytes / 1e6 / best.o.wall,
                    base > 0 ? rps / base : 0.0, best.cpu, server, best.rss_mb);
             fflush(stdout);
         }

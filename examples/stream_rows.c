@@ -35,8 +35,8 @@ static int set_option(pgspout_options *opts, const char *key, const char *value)
 {
     int rc = pgspout_options_set(opts, key, value);
     if (rc != PGSPOUT_OK)
-        fprintf(stderr, "stream_rows: option %s=%s: %s (%s)\n", key, value,
-                pgspout_strerror(rc), pgspout_options_error(opts));
+        fprintf(stderr, "stream_rows: option %s=%s: %s (%s)\n", key, value, pgspout_strerror(rc),
+                pgspout_options_error(opts));
     return rc;
 }
 
@@ -100,8 +100,7 @@ int main(int argc, char **argv)
     int ncols = pgspout_stream_ncols(s);
     fprintf(stderr, "stream_rows: columns:");
     for (int c = 0; c < ncols; c++)
-        fprintf(stderr, " %s(oid %u)", pgspout_stream_colname(s, c),
-                pgspout_stream_coltype(s, c));
+        fprintf(stderr, " %s(oid %u)", pgspout_stream_colname(s, c), pgspout_stream_coltype(s, c));
     fputc('\n', stderr);
 
     /* The pull loop: OK with a row, DONE at the end, negative on error. The
@@ -127,8 +126,8 @@ int main(int argc, char **argv)
          * says what kind of failure (PGSPOUT_ESQL, ECONN, ETIMEOUT...), the
          * SQLSTATE which server error, for programs that branch on it. */
         const char *sqlstate = pgspout_stream_sqlstate(s);
-        fprintf(stderr, "stream_rows: stream failed (%s): %s\n",
-                pgspout_code_name(rc), pgspout_stream_error(s));
+        fprintf(stderr, "stream_rows: stream failed (%s): %s\n", pgspout_code_name(rc),
+                pgspout_stream_error(s));
         if (*sqlstate)
             fprintf(stderr, "stream_rows: sqlstate=%s%s\n", sqlstate,
                     strncmp(sqlstate, "08", 2) == 0 ? " (connection problem)" : "");
@@ -142,11 +141,9 @@ int main(int argc, char **argv)
         fprintf(stderr,
                 "stream_rows: %llu rows, %llu bytes in %.3f s, state %s, "
                 "peak buffered %llu bytes, first row after %.3f s\n",
-                (unsigned long long)st.rows_delivered,
-                (unsigned long long)st.bytes_received, st.elapsed,
-                pgspout_state_name(st.state),
-                (unsigned long long)st.peak_buffered_bytes,
-                st.time_to_first_row);
+                (unsigned long long)st.rows_delivered, (unsigned long long)st.bytes_received,
+                st.elapsed, pgspout_state_name(st.state),
+                (unsigned long long)st.peak_buffered_bytes, st.time_to_first_row);
 
     pgspout_stream_close(s);
     pgspout_conn_close(conn);
