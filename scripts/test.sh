@@ -12,6 +12,8 @@
 #              pkg-config and run against the server; exported-symbol check
 #   bench-cc   bench/*.c still compile (the benchmark itself is bench/run.sh)
 #   asan       build-asan/ with -DPGSPOUT_SANITIZE=address,undefined, ctest
+#   python-asan  tests/python/run_asan.sh: the Python fault, race, GC and
+#              bad-input tests against an ASan+UBSan build of the extension
 #   valgrind   C unit tests under valgrind memcheck
 #   fuzz       tests/fuzz/run.sh: a short libFuzzer run of every target
 # The last line is "suites: N passed, M failed"; the exit code is non-zero if
@@ -325,6 +327,7 @@ else
 fi
 if [ "$quick" = 0 ]; then
   ensure_pg; run_stage asan stage_asan
+  ensure_pg; run_stage python-asan stage_script tests/python/run_asan.sh
   if [ "$build_ok" = 1 ]; then
     ensure_pg; run_stage valgrind stage_valgrind
   else
