@@ -125,7 +125,6 @@ struct pgspout_stream {
     /* adaptive chunking */
     int adapt_votes;
     int64_t adapt_last;
-    int64_t consumer_since; /* when the last chunk was handed out */
 
     /* progress hook */
     uint64_t progress_next_rows;

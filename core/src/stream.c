@@ -844,7 +844,6 @@ static int fill(pgspout_stream *s, int nonblock)
         }
         if (s->nrows > 0) {
             chunk_done(s, fill_start, waited);
-            s->consumer_since = pgs_now_ns();
             return PGSPOUT_OK;
         }
         if (s->pend_state)
