@@ -14,6 +14,12 @@
 #include <stdatomic.h>
 #include <sys/types.h>
 
+/* Relaxed atomics for the stream's counters: one writer (the owner thread),
+ * read by any-thread calls such as stats. ADD needs no lock prefix. */
+#define LOAD(x)     atomic_load_explicit(&(x), memory_order_relaxed)
+#define STORE(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
+#define ADD(x, v)   STORE(x, LOAD(x) + (v))
+
 struct pgspout_conn {
     PGconn *pg;                   /* non-blocking mode: every wait is pgspout's */
     pthread_mutex_t lock;         /* guards pg for any-thread cancels against close */
@@ -79,15 +85,15 @@ struct pgspout_stream {
     _Atomic int ended; /* 0 running, else a PGSPOUT_STATE_* end state */
     _Atomic int pause_req;
     _Atomic int cancel_req;
-    pthread_mutex_t ctl;  /* orders cancel (any thread) against the end */
-    _Atomic int server_done; /* the query is finished on the server side */
-    int savepoint;        /* opened inside a transaction: runs under one */
-    int pend_state;       /* end found while rows were still buffered */
-    int pend_code;        /* ... and the code next returns for it */
-    unsigned cancel_gen;  /* conn->cancel_gen when the stream opened */
-    int result_code;      /* what next returns after the end */
-    int limit_reason;     /* PGS_LIMIT_* for a limited/limit-failed end */
-    int warned;           /* memory_warn crossed already */
+    pthread_mutex_t ctl;          /* orders cancel (any thread) against the end */
+    _Atomic int server_done;      /* the query is finished on the server side */
+    int savepoint;                /* opened inside a transaction: runs under one */
+    int pend_state;               /* end found while rows were still buffered */
+    int pend_code;                /* ... and the code next returns for it */
+    unsigned cancel_gen;          /* conn->cancel_gen when the stream opened */
+    int result_code;              /* what next returns after the end */
+    int limit_reason;             /* PGS_LIMIT_* for a limited/limit-failed end */
+    int warned;                   /* memory_warn crossed already */
     _Atomic int64_t chunk_target; /* current chunk_rows (adaptive); stats reads it */
     pgs_wake wake;
     int epfd;         /* pgspout_stream_socket: wake fd + server socket */
@@ -112,10 +118,10 @@ struct pgspout_stream {
     _Atomic uint64_t bytes_received;
     _Atomic uint64_t chunks;
     _Atomic uint64_t delivered_base; /* rows delivered before the current chunk */
-    _Atomic int nrows_pub;      /* nrows, published for stats (any thread) */
-    uint64_t metrics_delivered; /* rows already flushed to the metrics */
-    uint64_t rate_bytes_seen;   /* bytes_received at the last chunk */
-    uint64_t filtered_seen;     /* rows_filtered at the last chunk */
+    _Atomic int nrows_pub;           /* nrows, published for stats (any thread) */
+    uint64_t metrics_delivered;      /* rows already flushed to the metrics */
+    uint64_t rate_bytes_seen;        /* bytes_received at the last chunk */
+    uint64_t filtered_seen;          /* rows_filtered at the last chunk */
 
     /* rate window for rows/s and bytes/s */
     _Atomic int64_t rate_t;

@@ -3,8 +3,6 @@
 
 #include <string.h>
 
-#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
-
 int pgspout_stream_stats(const pgspout_stream *s, pgspout_stats *out)
 {
     if (s == NULL || out == NULL || out->size < sizeof(size_t) + sizeof(int))

@@ -17,10 +17,6 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-#define LOAD(x)     atomic_load_explicit(&(x), memory_order_relaxed)
-#define STORE(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
-#define ADD(x, v)   STORE(x, LOAD(x) + (v)) /* single writer: no lock prefix */
-
 /* How long a drain after a cancel, or a utility statement between streams,
  * may take before the connection is given up as unusable. */
 #define DRAIN_NS (5 * PGS_NS_PER_S)
