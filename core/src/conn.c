@@ -57,6 +57,20 @@ static void notice_to_log(void *arg, const PGresult *res)
     pgs_log(level, "server %s: %s", sev ? sev : "NOTICE", msg ? msg : "");
 }
 
+/* Forks of this process, counted in the child: a connection opened before
+ * the latest fork carries an older generation there. Cheaper than a getpid()
+ * system call on every chunk; getpid() stays the fallback should the
+ * handler fail to register. glibc unregisters it when the library is
+ * unloaded. */
+static _Atomic unsigned fork_gen;
+static int fork_watch_failed;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static void on_fork_child(void) { atomic_fetch_add(&fork_gen, 1); }
+static void watch_forks(void)
+{
+    fork_watch_failed = pthread_atfork(NULL, NULL, on_fork_child) != 0;
+}
+
 /* Milliseconds as the whole seconds libpq wants (rounded up, at least 1). */
 static void put_seconds(char *dst, size_t n, int64_t ms)
 {
@@ -81,7 +95,9 @@ int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts, pgsp
         return PGSPOUT_ENOMEM;
     pthread_mutex_init(&c->lock, NULL);
     c->statement_timeout_ms = -1;
+    pthread_once(&fork_once, watch_forks);
     c->pid = getpid();
+    c->fork_gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
     *out = c;
 
     /* conninfo first (expand_dbname), then our keys override it */
@@ -196,7 +212,12 @@ int pgspout_conn_server_version(const pgspout_conn *c)
     return c && c->pg ? PQserverVersion(c->pg) : 0;
 }
 
-int pgs_conn_owned(const pgspout_conn *c) { return c->pid == getpid(); }
+int pgs_conn_owned(const pgspout_conn *c)
+{
+    if (fork_watch_failed)
+        return c->pid == getpid();
+    return c->fork_gen == atomic_load_explicit(&fork_gen, memory_order_relaxed);
+}
 
 /* libpq 15's PQcancel blocks without a timeout (a new connection to the
  * server, then a wait for it to close): on a silent network, forever. It

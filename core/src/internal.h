@@ -29,6 +29,7 @@ struct pgspout_conn {
     _Atomic unsigned cancel_gen;  /* bumped by pgspout_conn_cancel */
     pid_t pid;                    /* the process that connected: a forked child
                                      must not read, write or cancel on its behalf */
+    unsigned fork_gen;            /* forks seen when it connected (conn.c) */
     char *err;                    /* malloc'd message, NULL = none */
 };
 
