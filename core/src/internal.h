@@ -97,6 +97,7 @@ struct pgspout_stream {
     int warned;                   /* memory_warn crossed already */
     _Atomic int64_t chunk_target; /* current chunk_rows (adaptive); stats reads it */
     pgs_wake wake;
+    int sock_dry;     /* a read found the socket empty: wait before reading */
     int epfd;         /* pgspout_stream_socket: wake fd + server socket */
     int sock_watched; /* the server socket is in epfd now */
     char *err;

@@ -23,6 +23,8 @@
 /* Adaptive chunking: votes needed and minimum time between two changes. */
 #define ADAPT_VOTES       3
 #define ADAPT_INTERVAL_NS (250 * PGS_NS_PER_MS)
+/* A wait on the socket shorter than this found rows already there. */
+#define READY_NS (20 * PGS_NS_PER_MS / 1000)
 
 enum { RETRY = 100 }; /* internal: re-run the control checks */
 
@@ -744,26 +746,40 @@ static int fill(pgspout_stream *s, int nonblock)
                 continue;
             }
             if (PQisBusy(pg)) {
-                /* read what the socket has (never blocks); hand over a
-                 * partial chunk only when it has nothing more */
+                /* No whole message is buffered. Reads never block, but a read
+                 * that finds the socket empty is a wasted system call: once
+                 * one has, the stream hands over the rows it has, or waits for
+                 * readiness and then reads once (the pattern of libpq's own
+                 * blocking PQgetResult). When the socket was readable at
+                 * once, rows are piling up and it reads ahead again. */
                 if (LOAD(s->pause_req) || LOAD(s->cancel_req))
                     break;
-                if (!PQconsumeInput(pg))
-                    return fail_conn(s);
-                if (!PQisBusy(pg))
-                    continue;
+                if (!s->sock_dry || nonblock) {
+                    if (!PQconsumeInput(pg))
+                        return fail_conn(s);
+                    if (!PQisBusy(pg))
+                        continue;
+                    s->sock_dry = 1;
+                    if (nonblock && s->nrows == 0) {
+                        watch_socket(s, 1);
+                        return PGSPOUT_AGAIN;
+                    }
+                }
                 if (s->nrows > 0)
                     break;
-                if (nonblock) {
-                    watch_socket(s, 1);
-                    return PGSPOUT_AGAIN;
-                }
+                int64_t t0 = pgs_now_ns();
                 int w = pgs_wait(PQsocket(pg), s->wake.fd, s->deadline);
                 if (w < 0)
                     return fail_conn(s);
                 if (w & PGS_WAIT_WAKE)
                     pgs_wake_drain(&s->wake);
-                waited = 1;
+                int blocked = pgs_now_ns() - t0 >= READY_NS;
+                waited |= blocked;
+                if (w & PGS_WAIT_SOCKET) {
+                    if (!PQconsumeInput(pg))
+                        return fail_conn(s);
+                    s->sock_dry = blocked;
+                }
                 break; /* back to the control checks */
             }
             PGresult *res = PQgetResult(pg);
