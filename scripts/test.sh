@@ -14,6 +14,9 @@
 #   asan       build-asan/ with -DPGSPOUT_SANITIZE=address,undefined, ctest
 #   python-asan  tests/python/run_asan.sh: the Python fault, race, GC and
 #              bad-input tests against an ASan+UBSan build of the extension
+#   lua-asan   tests/lua/run_asan.sh: every busted spec under LuaJIT (with
+#              leak detection) and Lua 5.1, and the registry stress, against
+#              an ASan+UBSan build of the Lua module (build-lua-asan/)
 #   valgrind   C unit tests under valgrind memcheck
 #   fuzz       tests/fuzz/run.sh: a short libFuzzer run of every target
 # The last line is "suites: N passed, M failed"; the exit code is non-zero if
@@ -328,6 +331,7 @@ fi
 if [ "$quick" = 0 ]; then
   ensure_pg; run_stage asan stage_asan
   ensure_pg; run_stage python-asan stage_script tests/python/run_asan.sh
+  ensure_pg; run_stage lua-asan stage_script tests/lua/run_asan.sh
   if [ "$build_ok" = 1 ]; then
     ensure_pg; run_stage valgrind stage_valgrind
   else
