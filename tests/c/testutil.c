@@ -16,6 +16,13 @@
 
 #include "testutil.h"
 
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define TU_HAVE_VALGRIND_H 1
+#endif
+#endif
+
 /* ------------------------------------------------------------- server */
 
 const char *tu_dsn(void)
@@ -138,6 +145,24 @@ void tu_sleep_ms(int ms)
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
 }
+
+/* ------------------------------------------------------------- valgrind */
+
+int tu_valgrind(void)
+{
+#ifdef TU_HAVE_VALGRIND_H
+    /* exact, and not fooled by the variable inherited by a child that runs
+     * natively (valgrind --trace-children=no) */
+    return RUNNING_ON_VALGRIND ? 1 : 0;
+#else
+    const char *e = getenv("PGSPOUT_UNDER_VALGRIND");
+    return e && strcmp(e, "1") == 0;
+#endif
+}
+
+long tu_scaled(long native, long under_valgrind) { return tu_valgrind() ? under_valgrind : native; }
+
+double tu_slack(double s) { return tu_valgrind() ? s * TU_VALGRIND_SLACK : s; }
 
 /* ------------------------------------------------------------------ md5 */
 /* RFC 1321, written from the specification. */

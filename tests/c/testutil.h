@@ -41,6 +41,21 @@ pgspout_options *tu_opts(const char *key, ...);
 double tu_now(void); /* monotonic seconds */
 void tu_sleep_ms(int ms);
 
+/* ------------------------------------------------------------- valgrind */
+/* Under valgrind memcheck the code runs 20-50x slower and the threads take
+ * turns, so the suites keep every code path but scale big row and iteration
+ * counts down (tu_scaled) and widen upper bounds on durations (tu_slack);
+ * lower bounds (a timeout must not fire early) stay as they are.
+ * Detected with RUNNING_ON_VALGRIND when <valgrind/valgrind.h> was found at
+ * build time, else from PGSPOUT_UNDER_VALGRIND=1 (which scripts/test.sh's
+ * valgrind stage sets). */
+int tu_valgrind(void);
+/* native, or under_valgrind when running under valgrind */
+long tu_scaled(long native, long under_valgrind);
+/* an upper bound on a duration: s, or s * TU_VALGRIND_SLACK under valgrind */
+#define TU_VALGRIND_SLACK 5
+double tu_slack(double s);
+
 /* ------------------------------------------------------------------ md5 */
 typedef struct tu_md5 {
     uint32_t a, b, c, d;

@@ -18,6 +18,13 @@
 
 #include "relutil.h"
 
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define REL_HAVE_VALGRIND_H 1
+#endif
+#endif
+
 #ifndef PGSPOUT_SOURCE_DIR
 #error "PGSPOUT_SOURCE_DIR must be defined (the repository root)"
 #endif
@@ -98,8 +105,29 @@ void rel_watchdog(int seconds, const char *what)
     alarm(0);
     snprintf(watchdog_what, sizeof watchdog_what, "%s", what ? what : "?");
     if (seconds > 0)
-        alarm((unsigned)seconds);
+        alarm((unsigned)rel_slack(seconds));
 }
+
+/* ------------------------------------------------------- valgrind */
+
+int rel_valgrind(void)
+{
+#ifdef REL_HAVE_VALGRIND_H
+    /* exact, and not fooled by the variable inherited by a child that runs
+     * natively (valgrind --trace-children=no) */
+    return RUNNING_ON_VALGRIND ? 1 : 0;
+#else
+    const char *e = getenv("PGSPOUT_UNDER_VALGRIND");
+    return e && strcmp(e, "1") == 0;
+#endif
+}
+
+long rel_scaled(long native, long under_valgrind)
+{
+    return rel_valgrind() ? under_valgrind : native;
+}
+
+double rel_slack(double s) { return rel_valgrind() ? s * REL_VALGRIND_SLACK : s; }
 
 /* ----------------------------------------------------------- md5 */
 /* RFC 1321. Constant tables so that it is thread-safe without setup. */

@@ -30,8 +30,24 @@ double rel_now(void);
 void rel_sleep_ms(int ms);
 void rel_sleep_us(long us);
 /* Kill the process (exit 1, message on stderr) unless rel_watchdog is called
- * again or with 0 within `seconds`. `what` is copied. */
+ * again or with 0 within `seconds` (times REL_VALGRIND_SLACK under
+ * valgrind). `what` is copied. */
 void rel_watchdog(int seconds, const char *what);
+
+/* ------------------------------------------------------- valgrind */
+/* Under valgrind memcheck the code runs 20-50x slower and the threads take
+ * turns, so the suites keep every code path but scale big row and iteration
+ * counts down (rel_scaled) and widen upper bounds on durations (rel_slack,
+ * and the watchdog); lower bounds (a timeout must not fire early) stay as
+ * they are. Detected with RUNNING_ON_VALGRIND when <valgrind/valgrind.h>
+ * was found at build time, else from PGSPOUT_UNDER_VALGRIND=1 (which
+ * scripts/test.sh's valgrind stage sets). */
+int rel_valgrind(void);
+/* native, or under_valgrind when running under valgrind */
+long rel_scaled(long native, long under_valgrind);
+/* an upper bound on a duration: s, or s * REL_VALGRIND_SLACK under valgrind */
+#define REL_VALGRIND_SLACK 5
+double rel_slack(double s);
 
 /* ----------------------------------------------------------- md5 */
 typedef struct rel_md5 {
