@@ -213,7 +213,7 @@ static void test_max_rows(void **state)
     assert_int_equal(rows, 12345);
     assert_int_equal(pgspout_stream_state(s), PGSPOUT_STATE_LIMITED);
     pgspout_stream_close(s);
-    assert_true(tu_now() - t0 < 5);
+    assert_true(tu_now() - t0 < tu_slack(5));
     pgspout_options_free(o);
     expect_reusable(c);
     pgspout_conn_close(c);
@@ -237,7 +237,7 @@ static void test_timeout(void **state)
     if (rc != PGSPOUT_ETIMEOUT)
         fail_msg("pg_sleep(10) with timeout 500ms: %s, want ETIMEOUT", pgspout_code_name(rc));
     assert_non_null(s);
-    if (took < 0.45 || took > 3)
+    if (took < 0.45 || took > tu_slack(3))
         fail_msg("timeout of 500ms took %.2f s", took);
     const char *e = pgspout_stream_error(s);
     if (!strstr(e, "timeout") || !strstr(e, "500"))
@@ -262,7 +262,7 @@ static void test_timeout(void **state)
     assert_int_equal(rc, PGSPOUT_ETIMEOUT);
     if (rows == 0 || rows >= 1000)
         fail_msg("mid-stream timeout after %" PRIu64 " rows", rows);
-    if (took < 1.45 || took > 4)
+    if (took < 1.45 || took > tu_slack(4))
         fail_msg("timeout of 1500ms took %.2f s", took);
     pgspout_stats st = {.size = sizeof st};
     pgspout_stream_stats(s, &st);
@@ -285,7 +285,7 @@ static void test_statement_timeout(void **state)
     double took = tu_now() - t0;
     assert_int_equal(rc, PGSPOUT_ESQL);
     assert_string_equal(pgspout_stream_sqlstate(s), "57014");
-    assert_true(took < 2);
+    assert_true(took < tu_slack(2));
     assert_int_equal(pgspout_stream_state(s), PGSPOUT_STATE_FAILED);
     pgspout_stream_close(s);
     /* the next stream, without the option, runs without that limit */
@@ -328,11 +328,11 @@ static void test_pause_timeout_resume(void **state)
     double took = tu_now() - t0;
     assert_int_equal(rc, PGSPOUT_DONE);
     assert_int_equal(pgspout_stream_state(s), PGSPOUT_STATE_DONE);
-    if (took < 0.28 || took > 3)
+    if (took < 0.28 || took > tu_slack(3))
         fail_msg("pause_timeout 300ms with resume: the stream took %.2f s", took);
     pgspout_stats st = {.size = sizeof st};
     pgspout_stream_stats(s, &st);
-    assert_true(st.paused_time >= 0.28 && st.paused_time < 3);
+    assert_true(st.paused_time >= 0.28 && st.paused_time < tu_slack(3));
     assert_int_equal(st.pauses, 1);
     pgspout_stream_close(s);
     check_pairs(c, &a, n);
@@ -358,7 +358,7 @@ static void test_pause_timeout_cancel(void **state)
         assert_true(++buffered < 100000);
     double took = tu_now() - t0;
     assert_int_equal(rc, PGSPOUT_EPAUSE_TIMEOUT);
-    if (took < 0.28 || took > 3)
+    if (took < 0.28 || took > tu_slack(3))
         fail_msg("pause_timeout 300ms with cancel: took %.2f s", took);
     const char *e = pgspout_stream_error(s);
     if (!strstr(e, "pause_timeout") || !strstr(e, "300"))
@@ -392,12 +392,12 @@ static void test_pause_timeout_cancel(void **state)
         int fd = pgspout_stream_socket(s);
         struct pollfd pfd = {fd, POLLIN, 0};
         poll(&pfd, fd >= 0 ? 1 : 0, ms);
-        assert_true(tu_now() - t0 < 5);
+        assert_true(tu_now() - t0 < tu_slack(5));
     }
     assert_true(paused >= 1);
     assert_int_equal(rc, PGSPOUT_EPAUSE_TIMEOUT);
     took = tu_now() - t0;
-    assert_true(took >= 0.28 && took < 3);
+    assert_true(took >= 0.28 && took < tu_slack(3));
     pgspout_stream_close(s);
     pgspout_options_free(o);
     expect_reusable(c);
@@ -436,7 +436,7 @@ static void test_max_memory_big_row(void **state)
     const pgspout_row *r;
     assert_int_equal(pgspout_stream_next(s, &r), PGSPOUT_EMEMORY);
     pgspout_stream_close(s);
-    assert_true(tu_now() - t0 < 10);
+    assert_true(tu_now() - t0 < tu_slack(10));
     expect_reusable(c);
     pgspout_options_free(o);
     pgspout_conn_close(c);
@@ -580,13 +580,13 @@ static void test_max_rate(void **state)
     double took = tu_now() - t0;
     assert_int_equal(rc, PGSPOUT_DONE);
     print_message("2000 rows at max_rate 1000: %.3f s (1000 rows at %.3f s)\n", took, t_half);
-    if (took < 1.8 || took > 2.2)
-        fail_msg("2000 rows at max_rate 1000 took %.3f s, want 1.8-2.2", took);
+    if (took < 1.8 || took > tu_slack(2.2))
+        fail_msg("2000 rows at max_rate 1000 took %.3f s, want 1.8-%.1f", took, tu_slack(2.2));
     /* smooth: about half-way at half time */
-    assert_true(t_half > 0.8 && t_half < 1.2);
+    assert_true(t_half > 0.8 && t_half < tu_slack(1.2));
     pgspout_stats st = {.size = sizeof st};
     pgspout_stream_stats(s, &st);
-    assert_true(st.rows_per_sec > 900 && st.rows_per_sec < 1100);
+    assert_true(st.rows_per_sec > 900 / tu_slack(1) && st.rows_per_sec < 1100);
     pgspout_stream_close(s);
     check_pairs(c, &a, n);
     pgspout_options_free(o);
@@ -688,7 +688,7 @@ static void test_stats(void **state)
     s = open_sql(c, "SELECT 1 FROM pg_sleep(0.3)", NULL);
     assert_int_equal(pgspout_stream_next(s, &r), PGSPOUT_OK);
     pgspout_stream_stats(s, &st);
-    assert_true(st.time_to_first_row >= 0.29 && st.time_to_first_row < 2);
+    assert_true(st.time_to_first_row >= 0.29 && st.time_to_first_row < tu_slack(2));
     pgspout_stream_close(s);
 
     /* an empty result: no first row */
@@ -881,13 +881,23 @@ static void test_adaptive_chunking(void **state)
         adaptive_run(c, "SELECT i, pg_sleep(0.0005) FROM generate_series(1, 4000) i", 0, &lo, &hi);
     printf("server-bound: chunk_rows %d..%d, last %d\n", lo, hi, grown);
     assert_true(lo >= 200 && hi <= 8000);
-    assert_true(grown > 1000);
-    /* fast server, slow consumer (50 ms per chunk): shrinks to the min */
-    int shrunk = adaptive_run(c, "SELECT i, repeat('x', 100) FROM generate_series(1, 100000) i",
-                              50000, &lo, &hi);
+    /* The engine tells a wait on the socket from a socket that was ready by
+     * how long the wait took (20 us, stream.c READY_NS). Under valgrind
+     * every system call takes longer than that, so each chunk reads as
+     * server-bound there: the directions are not checked, the bounds and
+     * the gauge are. */
+    if (!tu_valgrind())
+        assert_true(grown > 1000);
+    /* fast server, slow consumer (50 ms per chunk): shrinks to the min
+     * (under valgrind 20k rows: ~150 chunks, 8 s) */
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT i, repeat('x', 100) FROM generate_series(1, %ld) i",
+             tu_scaled(100000, 20000));
+    int shrunk = adaptive_run(c, sql, 50000, &lo, &hi);
     printf("consumer-bound: chunk_rows %d..%d, last %d\n", lo, hi, shrunk);
     assert_true(lo >= 200 && hi <= 8000);
-    assert_true(shrunk < 1000);
+    if (!tu_valgrind())
+        assert_true(shrunk < 1000);
     char *text = pgspout_metrics_prometheus();
     char want[96];
     snprintf(want, sizeof want, "pgspout_chunk_rows_current{label=\"t_adaptive\"} %d\n", shrunk);
@@ -961,7 +971,7 @@ static void test_connect_timeout(void **state)
     print_message("connect_timeout 1s against a silent server: failed after %.2f s: %s\n", took,
                   pgspout_conn_error(c));
     /* libpq waits at least 2 s whatever the setting */
-    if (took < 0.9 || took > 4)
+    if (took < 0.9 || took > tu_slack(4))
         fail_msg("connect_timeout 1s: gave up after %.2f s", took);
     assert_null(strstr(pgspout_conn_error(c), "secret123"));
     pgspout_conn_close(c);
@@ -1059,10 +1069,10 @@ static void test_timeout_while_paused(void **state)
         ;
     double took = tu_now() - t0;
     assert_int_equal(rc, PGSPOUT_ETIMEOUT);
-    assert_true(took < 4);
+    assert_true(took < tu_slack(4));
     pgspout_stats st = {.size = sizeof st};
     pgspout_stream_stats(s, &st);
-    if (!(st.elapsed >= 1.99 && st.elapsed < 4))
+    if (!(st.elapsed >= 1.99 && st.elapsed < tu_slack(4)))
         fail_msg("paused stream with timeout 2s ended after %.3f s", st.elapsed);
     pgspout_stream_close(s);
     expect_reusable(c);

@@ -202,7 +202,8 @@ static void test_million_rows(void **state)
 {
     (void)state;
     pgspout_conn *c = tu_connect();
-    long n = 1000000;
+    /* 200k under valgrind (~25k rows/s there): still hundreds of buffers */
+    long n = tu_scaled(1000000, 200000);
     double t0 = tu_now();
     pgspout_stream *s = open_pairs(c, n, NULL);
     agg a;
@@ -210,7 +211,7 @@ static void test_million_rows(void **state)
     int rc = drain_next(s, &a);
     if (rc != PGSPOUT_DONE)
         fail_msg("next = %s: %s", pgspout_code_name(rc), pgspout_stream_error(s));
-    print_message("1M rows streamed in %.2f s\n", tu_now() - t0);
+    print_message("%ld rows streamed in %.2f s\n", n, tu_now() - t0);
     pgspout_stats st = {.size = sizeof st};
     assert_int_equal(pgspout_stream_stats(s, &st), PGSPOUT_OK);
     assert_int_equal(st.rows_delivered, (uint64_t)n);
@@ -928,7 +929,7 @@ static void *pauser_main(void *arg)
     pauser *p = arg;
     double t0 = tu_now();
     while (atomic_load(&p->rows) < 2000) {
-        if (tu_now() - t0 > 20 || atomic_load(&p->main_done)) {
+        if (tu_now() - t0 > tu_slack(20) || atomic_load(&p->main_done)) {
             p->timed_out = 1;
             return NULL;
         }
@@ -1033,7 +1034,7 @@ static void test_nonblocking_event_loop(void **state)
             assert_int_equal(pgspout_stream_resume(s), PGSPOUT_OK);
         } else
             break;
-        assert_true(tu_now() - t0 < 60);
+        assert_true(tu_now() - t0 < tu_slack(60));
     }
     if (rc != PGSPOUT_DONE)
         fail_msg("event loop ended with %s: %s", pgspout_code_name(rc), pgspout_stream_error(s));
@@ -1088,7 +1089,7 @@ static void test_event_loop_descriptor(void **state)
     assert_int_equal(poll(&pfd, 1, 5000), 1);
     double waited = tu_now() - t0;
     pthread_join(th, NULL);
-    assert_true(waited >= 0.15 && waited < 2.0);
+    assert_true(waited >= 0.15 && waited < tu_slack(2.0));
     /* and the stream goes on to the end, polling only when told to */
     uint64_t rows = (uint64_t)pgspout_chunk_nrows(ch);
     int rc, spins = 0;
@@ -1125,7 +1126,7 @@ static void *canceller_main(void *arg)
     canceller *k = arg;
     double t0 = tu_now();
     while (atomic_load(&k->rows) < k->after) {
-        if (tu_now() - t0 > 20 || atomic_load(&k->main_done)) {
+        if (tu_now() - t0 > tu_slack(20) || atomic_load(&k->main_done)) {
             k->timed_out = 1;
             return NULL;
         }
@@ -1157,7 +1158,7 @@ static void test_cancel_from_other_thread(void **state)
     while ((rc = pgspout_stream_next(s, &r)) == PGSPOUT_OK) {
         n++;
         atomic_store(&k.rows, n);
-        if (tu_now() - t0 > 60)
+        if (tu_now() - t0 > tu_slack(60))
             break;
     }
     double t_end = tu_now();
@@ -1169,7 +1170,7 @@ static void test_cancel_from_other_thread(void **state)
         fail_msg("next after cancel = %s (%d), want ECANCELLED: %s", pgspout_code_name(rc), rc,
                  pgspout_stream_error(s));
     assert_true(n >= 5000 && n < 200000000);
-    assert_true(t_end - k.t_cancel < 3.0);
+    assert_true(t_end - k.t_cancel < tu_slack(3.0));
     assert_int_equal(pgspout_stream_state(s), PGSPOUT_STATE_CANCELLED);
     assert_int_equal(pgspout_stream_errcode(s), PGSPOUT_ECANCELLED);
     assert_int_equal(pgspout_stream_next(s, &r), PGSPOUT_ECANCELLED);
@@ -1233,7 +1234,7 @@ static void test_close_mid_stream_reuse(void **state)
         double t0 = tu_now();
         pgspout_stream_close(s);
         double took = tu_now() - t0;
-        if (took > 5)
+        if (took > tu_slack(5))
             fail_msg("close mid-stream took %.1f s", took);
         assert_int_equal(pgspout_conn_ok(c), 1);
         agg a;
@@ -1778,7 +1779,7 @@ static void test_cancel_while_blocked(void **state)
     pthread_join(th, NULL);
     assert_int_equal(k.rc_cancel, PGSPOUT_OK);
     assert_int_equal(rc, PGSPOUT_ECANCELLED);
-    if (t_end - k.t_cancel > 2)
+    if (t_end - k.t_cancel > tu_slack(2))
         fail_msg("next returned %.2f s after the cancel", t_end - k.t_cancel);
     pgspout_stream_close(s);
     char *stt = backend_field(w, pid, "state");
@@ -1821,7 +1822,7 @@ static void test_conn_cancel_during_open(void **state)
     double took = tu_now() - t0;
     pthread_join(th, NULL);
     assert_int_equal(k.rc, PGSPOUT_OK);
-    assert_true(took < 5);
+    assert_true(took < tu_slack(5));
     assert_non_null(s);
     print_message("open cancelled by conn_cancel: %s, state %s, sqlstate %s: %s\n",
                   pgspout_code_name(rc), pgspout_state_name(pgspout_stream_state(s)),
