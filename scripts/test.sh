@@ -17,7 +17,9 @@
 #   lua-asan   tests/lua/run_asan.sh: every busted spec under LuaJIT (with
 #              leak detection) and Lua 5.1, and the registry stress, against
 #              an ASan+UBSan build of the Lua module (build-lua-asan/)
-#   valgrind   C unit tests under valgrind memcheck
+#   valgrind   every C suite (unit, integration, reliability) under valgrind
+#              memcheck; the server suites scale their row and iteration
+#              counts down there (tests/c/testutil.h: tu_valgrind)
 #   fuzz       tests/fuzz/run.sh: a short libFuzzer run of every target
 # The last line is "suites: N passed, M failed"; the exit code is non-zero if
 # any stage failed.
@@ -31,9 +33,11 @@
 #   PGSPOUT_PG_THROWAWAY  path of scripts/pg-throwaway.sh (for suites that
 #                         need a server of their own, e.g. TLS or restarts)
 # Test labels honoured: "nosan" tests are skipped under sanitizers,
-# "novalgrind" under valgrind; valgrind runs the tests labelled "unit".
+# "novalgrind" under valgrind; valgrind runs the tests labelled "unit",
+# "integration" and "reliability".
 # Knobs: PGSPOUT_JOBS (build parallelism, default nproc),
-#        PGSPOUT_VALGRIND_LABELS (ctest -L regex for valgrind, default unit),
+#        PGSPOUT_VALGRIND_LABELS (ctest -L regex for valgrind, default
+#          'unit|integration|reliability'),
 #        PGSPOUT_FUZZ_SECONDS (per fuzz target, default 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -272,9 +276,12 @@ stage_asan() {
 }
 
 stage_valgrind() {
-  # Unit tests by default; PGSPOUT_VALGRIND_LABELS='unit|integration' adds
-  # the server tests (slower). headertest* run the compiler, not our code.
-  local labels=${PGSPOUT_VALGRIND_LABELS:-unit} n
+  # Every C suite, the server-backed ones included: under valgrind they keep
+  # every code path but scale big row and iteration counts down and widen
+  # their upper time bounds (they detect valgrind with RUNNING_ON_VALGRIND,
+  # or PGSPOUT_UNDER_VALGRIND=1 when built without <valgrind/valgrind.h>).
+  # About 5 minutes on 2 cores. headertest* run the compiler, not our code.
+  local labels=${PGSPOUT_VALGRIND_LABELS:-unit|integration|reliability} n
   local select=(-L "$labels" -LE novalgrind -E '^headertest')
   n=$(ctest --test-dir build -N "${select[@]}" | sed -n 's/^Total Tests: //p')
   if [ "${n:-0}" = 0 ]; then
@@ -282,7 +289,7 @@ stage_valgrind() {
     return 1
   fi
   rm -f build/Testing/Temporary/MemoryChecker.*.log
-  if ! ctest --test-dir build -T memcheck --timeout 1800 "${select[@]}" \
+  if ! PGSPOUT_UNDER_VALGRIND=1 ctest --test-dir build -T memcheck --timeout 1800 --output-on-failure "${select[@]}" \
     --overwrite MemoryCheckCommand=/usr/bin/valgrind \
     --overwrite "MemoryCheckCommandOptions=--error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite --num-callers=30 --trace-children=no"; then
     local log
