@@ -72,26 +72,52 @@ pgspout_conn *tu_connect(void)
     return c;
 }
 
-char *tu_scalar(pgspout_conn *c, const char *sql, int nparams, const char *const *params)
+/* The first value of sql's first row into *out (malloc'd, "<NULL>" for SQL
+ * NULL, NULL when no rows); 0 when the stream ends in DONE, else -1 with the
+ * failure in err and *out NULL. No cmocka: safe from any thread. */
+static int scalar_run(pgspout_conn *c, const char *sql, int nparams, const char *const *params,
+                      char **out, char *err, size_t errlen)
 {
     pgspout_stream *s = NULL;
+    *out = NULL;
     int rc = pgspout_stream_open(c, sql, nparams, params, NULL, &s);
-    if (rc != PGSPOUT_OK)
-        fail_msg("open(%s) = %s: %s", sql, pgspout_code_name(rc),
+    if (rc != PGSPOUT_OK) {
+        snprintf(err, errlen, "open(%s) = %s: %s", sql, pgspout_code_name(rc),
                  s ? pgspout_stream_error(s) : pgspout_conn_error(c));
+        pgspout_stream_close(s);
+        return -1;
+    }
     const pgspout_row *r = NULL;
-    char *out = NULL;
     while ((rc = pgspout_stream_next(s, &r)) == PGSPOUT_OK) {
-        if (!out) {
+        if (!*out) {
             if (pgspout_row_isnull(r, 0) == 1)
-                out = strdup("<NULL>");
+                *out = strdup("<NULL>");
             else
-                out = strdup(pgspout_row_value(r, 0, NULL));
+                *out = strdup(pgspout_row_value(r, 0, NULL));
         }
     }
-    if (rc != PGSPOUT_DONE)
-        fail_msg("next(%s) = %s: %s", sql, pgspout_code_name(rc), pgspout_stream_error(s));
+    if (rc != PGSPOUT_DONE) {
+        snprintf(err, errlen, "next(%s) = %s: %s", sql, pgspout_code_name(rc),
+                 pgspout_stream_error(s));
+        free(*out);
+        *out = NULL;
+    }
     pgspout_stream_close(s);
+    return rc == PGSPOUT_DONE ? 0 : -1;
+}
+
+char *tu_scalar(pgspout_conn *c, const char *sql, int nparams, const char *const *params)
+{
+    char *out, err[8192];
+    if (scalar_run(c, sql, nparams, params, &out, err, sizeof err))
+        fail_msg("%s", err);
+    return out;
+}
+
+char *tu_try_scalar(pgspout_conn *c, const char *sql, int nparams, const char *const *params)
+{
+    char *out, err[8192];
+    scalar_run(c, sql, nparams, params, &out, err, sizeof err);
     return out;
 }
 
@@ -124,7 +150,8 @@ pgspout_options *tu_opts(const char *key, ...)
         const char *v = va_arg(ap, const char *);
         int rc = pgspout_options_set(o, k, v);
         if (rc != PGSPOUT_OK)
-            fail_msg("options_set(%s, %s) = %d: %s", k, v, rc, pgspout_options_error(o));
+            fail_msg("options_set(%s, %s) = %s: %s", k, v, pgspout_code_name(rc),
+                     pgspout_options_error(o));
     }
     va_end(ap);
     return o;
@@ -139,12 +166,14 @@ double tu_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-void tu_sleep_ms(int ms)
+void tu_sleep_us(long us)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
 }
+
+void tu_sleep_ms(int ms) { tu_sleep_us((long)ms * 1000); }
 
 /* ------------------------------------------------------------- valgrind */
 
@@ -165,9 +194,18 @@ long tu_scaled(long native, long under_valgrind) { return tu_valgrind() ? under_
 double tu_slack(double s) { return tu_valgrind() ? s * TU_VALGRIND_SLACK : s; }
 
 /* ------------------------------------------------------------------ md5 */
-/* RFC 1321, written from the specification. */
+/* RFC 1321, written from the specification. Constant tables (md5_k[i] is
+ * floor(|sin(i + 1)| * 2^32)), so that it is thread-safe without setup. */
 
-static uint32_t md5_k[64];
+static const uint32_t md5_k[64] = {
+    0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613, 0xfd469501,
+    0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821,
+    0xf61e2562, 0xc040b340, 0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+    0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a,
+    0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c, 0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70,
+    0x289b7ec6, 0xeaa127fa, 0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+    0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
+    0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391};
 static const unsigned md5_r[64] = {7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
                                    5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20,
                                    4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
@@ -211,9 +249,6 @@ static void md5_block(tu_md5 *m, const unsigned char *p)
 
 void tu_md5_init(tu_md5 *m)
 {
-    if (!md5_k[0])
-        for (int i = 0; i < 64; i++)
-            md5_k[i] = (uint32_t)(fabs(sin((double)(i + 1))) * 4294967296.0);
     m->a = 0x67452301;
     m->b = 0xefcdab89;
     m->c = 0x98badcfe;

@@ -1,8 +1,16 @@
-/* testutil.h - helpers shared by the pgspout cmocka suites (tests only).
+/* testutil.h - helpers shared by the pgspout cmocka suites (tests only): the
+ * C suites in tests/c and the reliability suites in tests/reliability (whose
+ * relutil.h adds what only they need). Built once, as the pgspout_testutil
+ * target in tests/CMakeLists.txt.
  *
- * Integration suites read the server from PGSPOUT_TEST_DSN. When it is
- * missing they exit with TU_SKIP_CODE (registered as SKIP_RETURN_CODE in
- * ctest) and a message, or fail when PGSPOUT_REQUIRE_DB=1.
+ * Server suites read the server from PGSPOUT_TEST_DSN. When it is missing
+ * they exit with TU_SKIP_CODE (registered as SKIP_RETURN_CODE in ctest) and
+ * a message, or fail when PGSPOUT_REQUIRE_DB=1.
+ *
+ * Functions that assert (tu_connect, tu_dsn_with, tu_scalar,
+ * tu_expect_scalar, tu_opts, tu_json_same) use cmocka and must run on the
+ * test's own thread; every other one never calls cmocka and is safe from
+ * any thread.
  *
  * Include after <cmocka.h> (and its prerequisites).
  */
@@ -31,6 +39,8 @@ char *tu_dsn_with(const char *extra);
  * first column of the first row, malloc'd ("<NULL>" for SQL NULL, NULL when
  * no rows). Asserts that the stream succeeds. */
 char *tu_scalar(pgspout_conn *c, const char *sql, int nparams, const char *const *params);
+/* The same without cmocka: NULL when the stream fails (or has no rows). */
+char *tu_try_scalar(pgspout_conn *c, const char *sql, int nparams, const char *const *params);
 /* Run sql on conn, check it succeeds and returns exactly one row with the
  * single value expected. Used to prove a connection is reusable. */
 void tu_expect_scalar(pgspout_conn *c, const char *sql, const char *expected);
@@ -40,6 +50,7 @@ pgspout_options *tu_opts(const char *key, ...);
 /* ----------------------------------------------------------------- time */
 double tu_now(void); /* monotonic seconds */
 void tu_sleep_ms(int ms);
+void tu_sleep_us(long us);
 
 /* ------------------------------------------------------------- valgrind */
 /* Under valgrind memcheck the code runs 20-50x slower and the threads take

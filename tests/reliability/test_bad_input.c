@@ -79,14 +79,14 @@ static int c_connect_null_dsn(void)
     int rc = pgspout_connect(NULL, &c);
     return rc == PGSPOUT_EINVAL && c == NULL;
 }
-CASE(c_connect_null_out, pgspout_connect(rel_dsn(), NULL) == PGSPOUT_EINVAL)
+CASE(c_connect_null_out, pgspout_connect(tu_dsn(), NULL) == PGSPOUT_EINVAL)
 static int c_connect_opts_null_dsn(void)
 {
     pgspout_conn *c = (pgspout_conn *)&F;
     int rc = pgspout_connect_opts(NULL, F.o, &c);
     return rc == PGSPOUT_EINVAL && c == NULL;
 }
-CASE(c_connect_opts_null_out, pgspout_connect_opts(rel_dsn(), NULL, NULL) == PGSPOUT_EINVAL)
+CASE(c_connect_opts_null_out, pgspout_connect_opts(tu_dsn(), NULL, NULL) == PGSPOUT_EINVAL)
 CASE(c_conn_close_null, (pgspout_conn_close(NULL), 1))
 CASE(c_conn_error_null, pgspout_conn_error(NULL) != NULL)
 CASE(c_conn_ok_null, pgspout_conn_ok(NULL) == 0)
@@ -289,19 +289,17 @@ static int c_reg_open_null_dsn(void)
 static int c_reg_open_null_sql(void)
 {
     uint64_t id = 7;
-    return pgspout_registry_open(rel_dsn(), NULL, 0, NULL, NULL, &id, NULL) == PGSPOUT_EINVAL &&
+    return pgspout_registry_open(tu_dsn(), NULL, 0, NULL, NULL, &id, NULL) == PGSPOUT_EINVAL &&
            id == 0;
 }
 static int c_reg_open_null_id(void)
 {
-    return pgspout_registry_open(rel_dsn(), "SELECT 1", 0, NULL, NULL, NULL, NULL) ==
-           PGSPOUT_EINVAL;
+    return pgspout_registry_open(tu_dsn(), "SELECT 1", 0, NULL, NULL, NULL, NULL) == PGSPOUT_EINVAL;
 }
 static int c_reg_open_null_params(void)
 {
     uint64_t id;
-    return pgspout_registry_open(rel_dsn(), "SELECT $1", 1, NULL, NULL, &id, NULL) ==
-           PGSPOUT_EINVAL;
+    return pgspout_registry_open(tu_dsn(), "SELECT $1", 1, NULL, NULL, &id, NULL) == PGSPOUT_EINVAL;
 }
 static int c_reg_fetch_unknown(void)
 {
@@ -444,10 +442,10 @@ static const null_case null_cases[] = {
 static void test_null_and_range_arguments(void **state)
 {
     (void)state;
-    assert_int_equal(rel_connect(rel_dsn(), &F.busy), PGSPOUT_OK);
-    assert_int_equal(rel_connect(rel_dsn(), &F.idle), PGSPOUT_OK);
+    assert_int_equal(rel_connect(tu_dsn(), &F.busy), PGSPOUT_OK);
+    assert_int_equal(rel_connect(tu_dsn(), &F.idle), PGSPOUT_OK);
     F.o = pgspout_options_new();
-    pgspout_options *o = rel_opts("chunk_rows", "10", NULL);
+    pgspout_options *o = tu_opts("chunk_rows", "10", NULL);
     char sql[128];
     rel_series_sql(sql, sizeof sql, 100);
     assert_int_equal(pgspout_stream_open(F.busy, sql, 0, NULL, o, &F.s), PGSPOUT_OK);
@@ -654,7 +652,7 @@ static void test_malformed_options(void **state)
  * deadline at all, not an instant timeout. */
 static void *resume_later(void *arg)
 {
-    rel_sleep_ms(200);
+    tu_sleep_ms(200);
     pgspout_stream_resume(arg);
     return NULL;
 }
@@ -663,7 +661,7 @@ static void test_huge_accepted_durations(void **state)
 {
     (void)state;
     pgspout_conn *c = NULL;
-    assert_int_equal(rel_connect(rel_dsn(), &c), PGSPOUT_OK);
+    assert_int_equal(rel_connect(tu_dsn(), &c), PGSPOUT_OK);
     static const char *const keys[] = {"timeout", "pause_timeout", "progress_interval"};
     int failed = 0;
     for (size_t k = 0; k < 3; k++) {
@@ -674,7 +672,7 @@ static void test_huge_accepted_durations(void **state)
         assert_non_null(strstr(pgspout_options_error(big), "out of range"));
         pgspout_options_free(big);
         pgspout_options *o =
-            rel_opts(keys[k], "50000d", "chunk_rows", "100", "on_pause_timeout", "cancel", NULL);
+            tu_opts(keys[k], "50000d", "chunk_rows", "100", "on_pause_timeout", "cancel", NULL);
         char sql[128], hex[33], err[512];
         rel_series_sql(sql, sizeof sql, 1000);
         uint64_t n = 0;
@@ -788,7 +786,7 @@ static void test_invalid_dsns(void **state)
     free(big);
     /* a database that does not exist, on the real server */
     char dsn[1024];
-    snprintf(dsn, sizeof dsn, "%s dbname=no_such_db_pgspout", rel_dsn());
+    snprintf(dsn, sizeof dsn, "%s dbname=no_such_db_pgspout", tu_dsn());
     c = NULL;
     rc = pgspout_connect(dsn, &c);
     if (rc != PGSPOUT_ECONNECT || !rel_contains(pgspout_conn_error(c), "no_such_db_pgspout")) {
@@ -799,7 +797,7 @@ static void test_invalid_dsns(void **state)
     check_failed_handle(c, "unknown database", &failed);
     bad_inputs_tried += 2;
     /* connect_opts with a bad connection option value */
-    pgspout_options *o = rel_opts("connect_timeout", "1s", NULL);
+    pgspout_options *o = tu_opts("connect_timeout", "1s", NULL);
     c = NULL;
     rc = pgspout_connect_opts("postgres://[bad", o, &c);
     if (rc != PGSPOUT_ECONNECT) {
@@ -967,8 +965,8 @@ static void test_sql_errors_and_params(void **state)
 {
     (void)state;
     pgspout_conn *c = NULL;
-    assert_int_equal(rel_connect(rel_dsn(), &c), PGSPOUT_OK);
-    char *t = rel_scalar(c, "CREATE TEMP TABLE rel_copy_target (i int)", 0, NULL);
+    assert_int_equal(rel_connect(tu_dsn(), &c), PGSPOUT_OK);
+    char *t = tu_try_scalar(c, "CREATE TEMP TABLE rel_copy_target (i int)", 0, NULL);
     free(t);
     int failed = 0;
     for (size_t k = 0; k < sizeof sql_cases / sizeof sql_cases[0]; k++) {
@@ -1001,7 +999,7 @@ static void test_sql_errors_and_params(void **state)
                    pgspout_conn_error(c));
             failed++;
             pgspout_conn_close(c);
-            assert_int_equal(rel_connect(rel_dsn(), &c), PGSPOUT_OK);
+            assert_int_equal(rel_connect(tu_dsn(), &c), PGSPOUT_OK);
         }
         /* inside the transaction block cases the check would abort it */
         if (q->name[0] != ' ' && strcmp(q->sql, "BEGIN") != 0)
@@ -1018,7 +1016,7 @@ static void test_huge_parameter(void **state)
 {
     (void)state;
     pgspout_conn *c = NULL;
-    assert_int_equal(rel_connect(rel_dsn(), &c), PGSPOUT_OK);
+    assert_int_equal(rel_connect(tu_dsn(), &c), PGSPOUT_OK);
     size_t n = 50u << 20;
     char *p = malloc(n + 1);
     assert_non_null(p);
@@ -1028,13 +1026,13 @@ static void test_huge_parameter(void **state)
         p[i] = (char)(' ' + x % 95);
     }
     p[n] = '\0';
-    rel_md5 m;
+    tu_md5 m;
     char want[33];
-    rel_md5_init(&m);
-    rel_md5_update(&m, p, n);
-    rel_md5_hex(&m, want);
+    tu_md5_init(&m);
+    tu_md5_update(&m, p, n);
+    tu_md5_hex(&m, want);
     const char *params[] = {p};
-    pgspout_options *o = rel_opts("max_memory", "256MB", NULL);
+    pgspout_options *o = tu_opts("max_memory", "256MB", NULL);
     pgspout_stream *s = NULL;
     int rc = pgspout_stream_open(c, "SELECT md5($1), length($1), $1", 1, params, o, &s);
     if (rc != PGSPOUT_OK)
@@ -1052,7 +1050,7 @@ static void test_huge_parameter(void **state)
     assert_int_equal(pgspout_stream_next(s, &r), PGSPOUT_DONE);
     pgspout_stream_close(s);
     /* over the stream's max_memory the value is refused, cleanly */
-    pgspout_options *small = rel_opts("max_memory", "16MB", NULL);
+    pgspout_options *small = tu_opts("max_memory", "16MB", NULL);
     s = NULL;
     rc = pgspout_stream_open(c, "SELECT $1", 1, params, small, &s);
     pgspout_options_free(small);
@@ -1074,9 +1072,9 @@ static void test_stream_after_conn_close(void **state)
     /* conn_close with a stream open: the stream reports ESTATE, state
      * CLOSED; control calls say ESTATE; stream_close is safe afterwards */
     pgspout_conn *a = NULL, *b = NULL;
-    assert_int_equal(rel_connect(rel_dsn(), &a), PGSPOUT_OK);
-    assert_int_equal(rel_connect(rel_dsn(), &b), PGSPOUT_OK);
-    pgspout_options *o = rel_opts("chunk_rows", "10", NULL);
+    assert_int_equal(rel_connect(tu_dsn(), &a), PGSPOUT_OK);
+    assert_int_equal(rel_connect(tu_dsn(), &b), PGSPOUT_OK);
+    pgspout_options *o = tu_opts("chunk_rows", "10", NULL);
     pgspout_stream *s = NULL;
     char sql[128];
     rel_series_sql(sql, sizeof sql, 100000);
@@ -1113,7 +1111,7 @@ static void test_stream_after_conn_close(void **state)
     pgspout_conn_close(b);
     /* a stream that already ended, then its connection closed */
     pgspout_conn *c = NULL;
-    assert_int_equal(rel_connect(rel_dsn(), &c), PGSPOUT_OK);
+    assert_int_equal(rel_connect(tu_dsn(), &c), PGSPOUT_OK);
     s = NULL;
     assert_int_equal(pgspout_stream_open(c, "SELECT 1", 0, NULL, NULL, &s), PGSPOUT_OK);
     while (pgspout_stream_next(s, &r) == PGSPOUT_OK)
@@ -1128,7 +1126,7 @@ static void test_stream_after_conn_close(void **state)
     assert_int_equal(pgspout_connect("host=127.0.0.1 port=1", &bad), PGSPOUT_ECONNECT);
     pgspout_conn_close(bad);
     pgspout_conn *unused = NULL;
-    assert_int_equal(rel_connect(rel_dsn(), &unused), PGSPOUT_OK);
+    assert_int_equal(rel_connect(tu_dsn(), &unused), PGSPOUT_OK);
     pgspout_conn_close(unused);
     pgspout_options_free(o);
     bad_inputs_tried += 4;
@@ -1151,28 +1149,28 @@ static void test_two_threads_one_connection(void **state)
 {
     (void)state;
     pgspout_conn *c = NULL;
-    assert_int_equal(rel_connect(rel_dsn(), &c), PGSPOUT_OK);
+    assert_int_equal(rel_connect(tu_dsn(), &c), PGSPOUT_OK);
     char sql[128], msql[128];
     rel_series_sql(sql, sizeof sql, 20000);
     rel_series_md5_sql(msql, sizeof msql, 20000);
-    char *want = rel_scalar(c, msql, 0, NULL);
+    char *want = tu_try_scalar(c, msql, 0, NULL);
     assert_non_null(want);
-    pgspout_options *o = rel_opts("chunk_rows", "100", NULL);
+    pgspout_options *o = tu_opts("chunk_rows", "100", NULL);
     pgspout_stream *s = NULL;
     assert_int_equal(pgspout_stream_open(c, sql, 0, NULL, o, &s), PGSPOUT_OK);
-    rel_md5 m;
-    rel_md5_init(&m);
+    tu_md5 m;
+    tu_md5_init(&m);
     uint64_t n = 0;
     const pgspout_row *r;
     int rc, busy = 0;
     while ((rc = pgspout_stream_next(s, &r)) == PGSPOUT_OK) {
         if (n++)
-            rel_md5_update(&m, "\n", 1);
+            tu_md5_update(&m, "\n", 1);
         size_t l0, l1;
         const char *v0 = pgspout_row_value(r, 0, &l0), *v1 = pgspout_row_value(r, 1, &l1);
-        rel_md5_update(&m, v0, l0);
-        rel_md5_update(&m, ",", 1);
-        rel_md5_update(&m, v1, l1);
+        tu_md5_update(&m, v0, l0);
+        tu_md5_update(&m, ",", 1);
+        tu_md5_update(&m, v1, l1);
         if (n % 2000 == 0) { /* another thread tries to open on the same conn */
             second_open so = {.c = c};
             pthread_t th;
@@ -1187,7 +1185,7 @@ static void test_two_threads_one_connection(void **state)
         }
     }
     char hex[33];
-    rel_md5_hex(&m, hex);
+    tu_md5_hex(&m, hex);
     assert_int_equal(rc, PGSPOUT_DONE);
     assert_int_equal(n, 20000);
     assert_string_equal(hex, want);
@@ -1220,13 +1218,13 @@ static void test_library_never_prints(void **state)
     int saved = dup(2);
     dup2(fd, 2);
     pgspout_conn *c = NULL;
-    int rc = rel_connect(rel_dsn(), &c);
+    int rc = rel_connect(tu_dsn(), &c);
     if (rc == PGSPOUT_OK) {
-        free(rel_scalar(c,
-                        "DO $$ BEGIN RAISE NOTICE 'pgspout-notice'; "
-                        "RAISE WARNING 'pgspout-warning'; END $$",
-                        0, NULL));
-        free(rel_scalar(c, "DROP TABLE IF EXISTS pgspout_no_such_table", 0, NULL));
+        free(tu_try_scalar(c,
+                           "DO $$ BEGIN RAISE NOTICE 'pgspout-notice'; "
+                           "RAISE WARNING 'pgspout-warning'; END $$",
+                           0, NULL));
+        free(tu_try_scalar(c, "DROP TABLE IF EXISTS pgspout_no_such_table", 0, NULL));
     }
     pgspout_conn_close(c);
     fflush(stderr);
@@ -1255,7 +1253,7 @@ static int group_teardown(void **state)
 
 int main(void)
 {
-    int gate = rel_db_gate("test_bad_input");
+    int gate = tu_db_gate("test_bad_input");
     if (gate >= 0)
         return gate;
     setvbuf(stdout, NULL, _IOLBF, 0);

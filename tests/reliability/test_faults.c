@@ -84,7 +84,7 @@ static void check_ended(pgspout_stream *s, int code, int state)
 
 static int backend_pid(pgspout_conn *c)
 {
-    char *v = rel_scalar(c, "SELECT pg_backend_pid()", 0, NULL);
+    char *v = tu_try_scalar(c, "SELECT pg_backend_pid()", 0, NULL);
     assert_non_null(v);
     int pid = atoi(v);
     free(v);
@@ -98,8 +98,8 @@ static int term_codes[2][3]; /* [variant][0 econn, 1 esql 57P01, 2 other] */
 
 static void terminate_once(int variant)
 {
-    pgspout_conn *victim = connect_ok(rel_dsn());
-    pgspout_conn *killer = connect_ok(rel_dsn());
+    pgspout_conn *victim = connect_ok(tu_dsn());
+    pgspout_conn *killer = connect_ok(tu_dsn());
     int pid = backend_pid(victim);
     /* 0: the backend sleeps (not blocked on the socket) and can say why it
      *    goes; 1: the backend is blocked writing to a full socket. */
@@ -108,7 +108,7 @@ static void terminate_once(int variant)
             ? "SELECT i, repeat('x', 500), pg_sleep(CASE WHEN i = 300 THEN 60 ELSE 0 END) "
               "FROM generate_series(1, 1000) i"
             : "SELECT i, repeat('x', 2000) FROM (SELECT generate_series(1, 100000000) i) t";
-    pgspout_options *o = rel_opts("chunk_rows", "100", NULL);
+    pgspout_options *o = tu_opts("chunk_rows", "100", NULL);
     pgspout_stream *s = NULL;
     assert_int_equal(pgspout_stream_open(victim, sql, 0, NULL, o, &s), PGSPOUT_OK);
     const pgspout_row *r;
@@ -118,11 +118,11 @@ static void terminate_once(int variant)
         assert_int_equal(first_col(r), (long)++n);
     }
     /* let the server reach its sleep (0) or fill the socket and block (1) */
-    rel_sleep_ms(200);
+    tu_sleep_ms(200);
     char pidtxt[32];
     snprintf(pidtxt, sizeof pidtxt, "%d", pid);
     const char *params[] = {pidtxt};
-    char *t = rel_scalar(killer, "SELECT pg_terminate_backend($1::int)", 1, params);
+    char *t = tu_try_scalar(killer, "SELECT pg_terminate_backend($1::int)", 1, params);
     assert_non_null(t);
     assert_string_equal(t, "t");
     free(t);
@@ -153,10 +153,10 @@ static void terminate_once(int variant)
     assert_true(strlen(pgspout_conn_error(victim)) > 0);
     pgspout_conn_close(victim);
     /* a fresh connection works */
-    pgspout_conn *fresh = connect_ok(rel_dsn());
+    pgspout_conn *fresh = connect_ok(tu_dsn());
     rel_expect_series(fresh, 1000);
     pgspout_conn_close(fresh);
-    rel_expect_scalar(killer, "SELECT 1", "1");
+    tu_expect_scalar(killer, "SELECT 1", "1");
     pgspout_conn_close(killer);
     pgspout_options_free(o);
     faults_tried++;
@@ -213,7 +213,7 @@ static void *consumer_main(void *arg)
 {
     consumer *cs = arg;
     pgspout_stream *s = NULL;
-    cs->t_open = rel_now();
+    cs->t_open = tu_now();
     cs->open_rc = pgspout_stream_open(cs->conn, cs->sql, cs->nparams, cs->params, cs->opts, &s);
     cs->rc = cs->open_rc;
     if (cs->open_rc == PGSPOUT_OK) {
@@ -222,10 +222,10 @@ static void *consumer_main(void *arg)
             if (++cs->rows == (uint64_t)cs->stall_after) {
                 atomic_store(&cs->stall_now, 1);
                 while (atomic_load(&cs->stall_now) == 1)
-                    rel_sleep_ms(1); /* main thread stalls the proxy */
+                    tu_sleep_ms(1); /* main thread stalls the proxy */
             }
     }
-    cs->t_end = rel_now();
+    cs->t_end = tu_now();
     snprintf(cs->err, sizeof cs->err, "%s",
              s ? pgspout_stream_error(s) : pgspout_conn_error(cs->conn));
     pgspout_stream_close(s);
@@ -236,9 +236,9 @@ static void *consumer_main(void *arg)
 /* Wait for the consumer up to secs; 1 if it finished. */
 static int wait_done(consumer *cs, double secs)
 {
-    double until = rel_now() + secs;
-    while (!atomic_load(&cs->done) && rel_now() < until)
-        rel_sleep_ms(5);
+    double until = tu_now() + secs;
+    while (!atomic_load(&cs->done) && tu_now() < until)
+        tu_sleep_ms(5);
     return atomic_load(&cs->done);
 }
 
@@ -257,16 +257,16 @@ static void test_silent_network_timeout(void **state)
     pgspout_conn *c = connect_ok(dsn);
     consumer cs = {.conn = c,
                    .sql = "SELECT i, md5(i::text) FROM (SELECT generate_series(1, 100000000) i) t",
-                   .opts = rel_opts("timeout", "2s", "chunk_rows", "100", NULL),
+                   .opts = tu_opts("timeout", "2s", "chunk_rows", "100", NULL),
                    .stall_after = 2000};
     pthread_t th;
     pthread_create(&th, NULL, consumer_main, &cs);
     while (!atomic_load(&cs.stall_now) && !atomic_load(&cs.done))
-        rel_sleep_ms(1);
+        tu_sleep_ms(1);
     rel_proxy_stall(p);
     atomic_store(&cs.stall_now, 2);
-    int finished = wait_done(&cs, rel_slack(6.0));
-    double waited = rel_now() - cs.t_open;
+    int finished = wait_done(&cs, tu_slack(6.0));
+    double waited = tu_now() - cs.t_open;
     if (!finished) {
         /* unblock it so the test can go on: the network comes back dead */
         rel_proxy_drop(p);
@@ -289,10 +289,10 @@ static void test_silent_network_timeout(void **state)
     if (!finished)
         fail_msg("the stream did not end within %.0f s of open with timeout=2s on a silent "
                  "network (still blocked after %.1f s)",
-                 rel_slack(6.0), waited);
+                 tu_slack(6.0), waited);
     assert_int_equal(cs.rc, PGSPOUT_ETIMEOUT);
     assert_true(cs.t_end - cs.t_open >= 1.9);
-    assert_true(cs.t_end - cs.t_open < rel_slack(3.0));
+    assert_true(cs.t_end - cs.t_open < tu_slack(3.0));
     (void)conn_ok_after; /* either: usable is not expected over a dead network */
 }
 
@@ -319,10 +319,10 @@ static void test_silent_network_send_timeout(void **state)
                    .sql = "SELECT length($1)",
                    .nparams = 1,
                    .params = params,
-                   .opts = rel_opts("timeout", "2s", NULL)};
+                   .opts = tu_opts("timeout", "2s", NULL)};
     pthread_t th;
     pthread_create(&th, NULL, consumer_main, &cs);
-    int finished = wait_done(&cs, rel_slack(6.0));
+    int finished = wait_done(&cs, tu_slack(6.0));
     if (!finished) {
         rel_proxy_drop(p);
         wait_done(&cs, 30);
@@ -339,7 +339,7 @@ static void test_silent_network_send_timeout(void **state)
     pgspout_options_free(cs.opts);
     assert_true(finished);
     assert_int_equal(cs.rc, PGSPOUT_ETIMEOUT);
-    assert_true(cs.t_end - cs.t_open < rel_slack(3.0));
+    assert_true(cs.t_end - cs.t_open < tu_slack(3.0));
 }
 
 /* Silent network before the first row, with statement_timeout (the session
@@ -359,11 +359,11 @@ static void test_silent_network_open_timeout(void **state)
         rel_proxy_stall(p);
         consumer cs = {.conn = c,
                        .sql = "SELECT 1",
-                       .opts = variant ? rel_opts("timeout", "2s", "statement_timeout", "5s", NULL)
-                                       : rel_opts("timeout", "2s", NULL)};
+                       .opts = variant ? tu_opts("timeout", "2s", "statement_timeout", "5s", NULL)
+                                       : tu_opts("timeout", "2s", NULL)};
         pthread_t th;
         pthread_create(&th, NULL, consumer_main, &cs);
-        int finished = wait_done(&cs, rel_slack(6.0));
+        int finished = wait_done(&cs, tu_slack(6.0));
         if (!finished) {
             rel_proxy_drop(p);
             wait_done(&cs, 30);
@@ -378,7 +378,7 @@ static void test_silent_network_open_timeout(void **state)
         rel_proxy_resume(p);
         rel_proxy_stop(p);
         pgspout_options_free(cs.opts);
-        bad += !finished || cs.rc != PGSPOUT_ETIMEOUT || cs.t_end - cs.t_open >= rel_slack(3.0);
+        bad += !finished || cs.rc != PGSPOUT_ETIMEOUT || cs.t_end - cs.t_open >= tu_slack(3.0);
     }
     assert_int_equal(bad, 0);
 }
@@ -396,24 +396,24 @@ static void test_dropped_connection(void **state)
     pgspout_conn *c = connect_ok(dsn);
     consumer cs = {.conn = c,
                    .sql = "SELECT i, md5(i::text) FROM (SELECT generate_series(1, 100000000) i) t",
-                   .opts = rel_opts("chunk_rows", "100", NULL),
+                   .opts = tu_opts("chunk_rows", "100", NULL),
                    .stall_after = 2000};
     pthread_t th;
     pthread_create(&th, NULL, consumer_main, &cs);
     while (!atomic_load(&cs.stall_now) && !atomic_load(&cs.done))
-        rel_sleep_ms(1);
+        tu_sleep_ms(1);
     rel_proxy_stall(p);
-    double t0 = rel_now();
+    double t0 = tu_now();
     rel_proxy_drop(p);
     atomic_store(&cs.stall_now, 2);
-    int finished = wait_done(&cs, rel_slack(10.0));
+    int finished = wait_done(&cs, tu_slack(10.0));
     pthread_join(th, NULL);
     printf("  dropped connection: %s %.3f s after the reset (%llu rows): %s\n",
            pgspout_code_name(cs.rc), cs.t_end - t0, (unsigned long long)cs.rows, cs.err);
     faults_tried++;
     assert_true(finished);
     assert_int_equal(cs.rc, PGSPOUT_ECONN);
-    assert_true(cs.t_end - t0 < rel_slack(2.0));
+    assert_true(cs.t_end - t0 < tu_slack(2.0));
     assert_int_equal(pgspout_conn_ok(c), 0);
     pgspout_conn_close(c);
     rel_proxy_resume(p);
@@ -450,8 +450,8 @@ static void test_tcp_user_timeout(void **state)
     char dsn[512];
     proxy_dsn(dsn, sizeof dsn, p);
     pgspout_options *co =
-        rel_opts("tcp_user_timeout", "1s", "keepalives_idle", "2s", "keepalives_interval", "1s",
-                 "keepalives_count", "3", "connect_timeout", "5s", NULL);
+        tu_opts("tcp_user_timeout", "1s", "keepalives_idle", "2s", "keepalives_interval", "1s",
+                "keepalives_count", "3", "connect_timeout", "5s", NULL);
     pgspout_conn *c = NULL;
     int rc = pgspout_connect_opts(dsn, co, &c);
     if (rc != PGSPOUT_OK)
@@ -487,7 +487,7 @@ static void test_tcp_user_timeout(void **state)
     consumer cs = {.conn = c, .sql = "SELECT length($1)", .nparams = 1, .params = params};
     pthread_t th;
     pthread_create(&th, NULL, consumer_main, &cs);
-    int finished = wait_done(&cs, rel_slack(10.0));
+    int finished = wait_done(&cs, tu_slack(10.0));
     if (!finished) { /* unblock it: the connection is reset */
         rel_proxy_drop(p);
         wait_done(&cs, 30);
@@ -547,7 +547,7 @@ static void test_server_stop_restart(void **state)
 
     /* 1: stopped while rows are streaming */
     pgspout_conn *c = connect_ok(dsn);
-    pgspout_options *o = rel_opts("chunk_rows", "100", NULL);
+    pgspout_options *o = tu_opts("chunk_rows", "100", NULL);
     pgspout_stream *s = NULL;
     assert_int_equal(pgspout_stream_open(c,
                                          "SELECT i, md5(i::text) FROM "
@@ -564,7 +564,7 @@ static void test_server_stop_restart(void **state)
     opener op = {.c = connect_ok(dsn)};
     pthread_t th;
     pthread_create(&th, NULL, open_sleep_main, &op);
-    rel_sleep_ms(300);
+    tu_sleep_ms(300);
     assert_int_equal(rel_pg_stop_immediate(dir), 0);
     rel_watchdog(60, "server stop: draining");
     int in_order;
@@ -657,23 +657,23 @@ static void *actor_main(void *arg)
 
         a->cancel_rc = 99;
         if (a->action == ACT_CONN_CANCEL) {
-            rel_sleep_us(a->delay_us);
+            tu_sleep_us(a->delay_us);
             a->cancel_rc = pgspout_conn_cancel(a->conn);
         } else {
             pgspout_stream *s;
             while ((s = atomic_load(&a->stream)) == NULL)
-                rel_sleep_us(20);
-            rel_sleep_us(a->delay_us);
+                tu_sleep_us(20);
+            tu_sleep_us(a->delay_us);
             switch (a->action) {
             case ACT_CANCEL: a->cancel_rc = pgspout_stream_cancel(s); break;
             case ACT_PAUSE_RESUME:
                 pgspout_stream_pause(s);
-                rel_sleep_us(a->delay2_us);
+                tu_sleep_us(a->delay2_us);
                 pgspout_stream_resume(s);
                 break;
             case ACT_PAUSE_CANCEL:
                 pgspout_stream_pause(s);
-                rel_sleep_us(a->delay2_us);
+                tu_sleep_us(a->delay2_us);
                 a->cancel_rc = pgspout_stream_cancel(s);
                 pgspout_stream_resume(s); /* ESTATE by now, harmless */
                 break;
@@ -686,7 +686,7 @@ static void *actor_main(void *arg)
                 for (int i = 0; i < 10; i++) {
                     pgspout_stream_pause(s);
                     pgspout_stream_pause(s);
-                    rel_sleep_us(a->delay2_us / 10);
+                    tu_sleep_us(a->delay2_us / 10);
                     pgspout_stream_resume(s);
                     pgspout_stream_state(s);
                     pgspout_stats st = PGSPOUT_STATS_INIT;
@@ -723,16 +723,16 @@ static void test_cancel_pause_race(void **state)
     static const long totals[] = {20000, 15, 3};
     /* under valgrind an iteration takes ~0.13 s instead of ~15 ms: fewer of
      * them, every action and query still drawn dozens of times */
-    const int iterations = (int)rel_scaled(1000, 300);
+    const int iterations = (int)tu_scaled(1000, 300);
     int outcome[ACT_N][4] = {{0}}; /* done, cancelled, esql 57014, open failed */
-    pgspout_conn *c = connect_ok(rel_dsn());
-    pgspout_options *o = rel_opts("chunk_rows", "500", NULL);
+    pgspout_conn *c = connect_ok(tu_dsn());
+    pgspout_options *o = tu_opts("chunk_rows", "500", NULL);
     actor a = {.conn = c};
     pthread_mutex_init(&a.mu, NULL);
     pthread_cond_init(&a.cv, NULL);
     pthread_create(&a.th, NULL, actor_main, &a);
     unsigned seed = 12345;
-    double t0 = rel_now();
+    double t0 = tu_now();
     for (int it = 0; it < iterations; it++) {
         char what[128];
         int q = it % 3;
@@ -794,14 +794,14 @@ static void test_cancel_pause_race(void **state)
             fail_msg("%s: next after the end changed its answer", what);
         pgspout_stream_close(s);
         /* the connection is reusable */
-        char *one = rel_scalar(c, "SELECT 1", 0, NULL);
+        char *one = tu_try_scalar(c, "SELECT 1", 0, NULL);
         if (one == NULL || strcmp(one, "1") != 0)
             fail_msg("%s: SELECT 1 afterwards failed: %s (conn_ok=%d)", what, pgspout_conn_error(c),
                      pgspout_conn_ok(c));
         free(one);
     }
     rel_watchdog(0, NULL);
-    double took = rel_now() - t0;
+    double took = tu_now() - t0;
     pthread_mutex_lock(&a.mu);
     a.quit = 1;
     pthread_cond_broadcast(&a.cv);
@@ -1253,12 +1253,12 @@ static const limit_case limit_cases[] = {
 static void test_limits_awkward(void **state)
 {
     (void)state;
-    pgspout_conn *c = connect_ok(rel_dsn());
-    free(rel_scalar(c,
-                    "CREATE FUNCTION pg_temp.rel_flush_sleep(secs float8) RETURNS int "
-                    "LANGUAGE plpgsql AS $$ BEGIN RAISE NOTICE 'flush'; PERFORM pg_sleep(secs); "
-                    "RETURN 0; END $$",
-                    0, NULL));
+    pgspout_conn *c = connect_ok(tu_dsn());
+    free(tu_try_scalar(c,
+                       "CREATE FUNCTION pg_temp.rel_flush_sleep(secs float8) RETURNS int "
+                       "LANGUAGE plpgsql AS $$ BEGIN RAISE NOTICE 'flush'; PERFORM pg_sleep(secs); "
+                       "RETURN 0; END $$",
+                       0, NULL));
     int failures = 0;
     for (size_t k = 0; k < sizeof limit_cases / sizeof limit_cases[0]; k++) {
         const limit_case *lc = &limit_cases[k];
@@ -1266,7 +1266,7 @@ static void test_limits_awkward(void **state)
         for (int i = 0; lc->opts[i]; i += 2)
             assert_int_equal(pgspout_options_set(o, lc->opts[i], lc->opts[i + 1]), PGSPOUT_OK);
         rel_watchdog(30, lc->name);
-        double t0 = rel_now();
+        double t0 = tu_now();
         pgspout_stream *s = NULL;
         int orc = pgspout_stream_open(c, lc->sql, 0, NULL, o, &s);
         int rc = orc;
@@ -1282,10 +1282,10 @@ static void test_limits_awkward(void **state)
                 if (lc->pause_after > 0 && n == (uint64_t)lc->pause_after)
                     pgspout_stream_pause(s);
                 if (lc->slow_after > 0 && n == (uint64_t)lc->slow_after)
-                    rel_sleep_ms(lc->slow_ms);
+                    tu_sleep_ms(lc->slow_ms);
             }
         }
-        double took = rel_now() - t0;
+        double took = tu_now() - t0;
         rel_watchdog(0, NULL);
         int st = pgspout_stream_state(s);
         const char *err = pgspout_stream_error(s);
@@ -1303,7 +1303,7 @@ static void test_limits_awkward(void **state)
         bad |= !in_order;
         bad |= lc->want_sqlstate && strcmp(sqlstate, lc->want_sqlstate) != 0;
         bad |= lc->want_in_error && !rel_contains(err, lc->want_in_error);
-        bad |= took > rel_slack(lc->max_secs);
+        bad |= took > tu_slack(lc->max_secs);
         if (rc < 0)
             bad |= pgspout_stream_errcode(s) != rc;
         const pgspout_row *r;
@@ -1322,14 +1322,14 @@ static void test_limits_awkward(void **state)
         pgspout_options_free(o);
         /* the connection is reusable, and the session has no limit left
          * over (a 600 ms statement runs to the end) */
-        rel_expect_scalar(c, "SELECT 1", "1");
+        tu_expect_scalar(c, "SELECT 1", "1");
         if (lc->want_sqlstate && strcmp(lc->want_sqlstate, "57014") == 0)
-            rel_expect_scalar(c, "SELECT pg_sleep(0.6)::text || 'ok'", "ok");
+            tu_expect_scalar(c, "SELECT pg_sleep(0.6)::text || 'ok'", "ok");
         faults_tried++;
     }
     /* max_rows == total rows, many times: the same state every time */
     int limited = 0, done = 0;
-    pgspout_options *o = rel_opts("max_rows", "1000", "chunk_rows", "100", NULL);
+    pgspout_options *o = tu_opts("max_rows", "1000", "chunk_rows", "100", NULL);
     for (int i = 0; i < 50; i++) {
         pgspout_stream *s = NULL;
         assert_int_equal(
@@ -1344,7 +1344,7 @@ static void test_limits_awkward(void **state)
         else if (pgspout_stream_state(s) == PGSPOUT_STATE_DONE)
             done++;
         pgspout_stream_close(s);
-        rel_expect_scalar(c, "SELECT 1", "1");
+        tu_expect_scalar(c, "SELECT 1", "1");
     }
     printf("  max_rows == total rows, 50 runs: LIMITED %d, DONE %d\n", limited, done);
     /* "LIMITED: ended at max_rows; the rest was cancelled": with no rest,
@@ -1361,28 +1361,28 @@ static void test_limits_awkward(void **state)
 static void fork_variant(int variant)
 {
     const long total = 20000;
-    pgspout_conn *c = connect_ok(rel_dsn());
+    pgspout_conn *c = connect_ok(tu_dsn());
     char sql[256], msql[256];
     rel_series_sql(sql, sizeof sql, total);
     rel_series_md5_sql(msql, sizeof msql, total);
-    char *want = rel_scalar(c, msql, 0, NULL);
+    char *want = tu_try_scalar(c, msql, 0, NULL);
     assert_non_null(want);
-    pgspout_options *o = rel_opts("chunk_rows", "100", NULL);
+    pgspout_options *o = tu_opts("chunk_rows", "100", NULL);
     pgspout_stream *s = NULL;
     assert_int_equal(pgspout_stream_open(c, sql, 0, NULL, o, &s), PGSPOUT_OK);
-    rel_md5 m;
-    rel_md5_init(&m);
+    tu_md5 m;
+    tu_md5_init(&m);
     uint64_t n = 0;
     const pgspout_row *r;
     /* half-read: stop in the middle of a chunk */
     while (n < 5050 && pgspout_stream_next(s, &r) == PGSPOUT_OK) {
         if (n++)
-            rel_md5_update(&m, "\n", 1);
+            tu_md5_update(&m, "\n", 1);
         size_t l0, l1;
         const char *v0 = pgspout_row_value(r, 0, &l0), *v1 = pgspout_row_value(r, 1, &l1);
-        rel_md5_update(&m, v0, l0);
-        rel_md5_update(&m, ",", 1);
-        rel_md5_update(&m, v1, l1);
+        tu_md5_update(&m, v0, l0);
+        tu_md5_update(&m, ",", 1);
+        tu_md5_update(&m, v1, l1);
     }
     fflush(NULL);
     pid_t pid = fork();
@@ -1420,19 +1420,19 @@ static void fork_variant(int variant)
     assert_int_equal(waitpid(pid, &wst, 0), pid);
     assert_true(WIFEXITED(wst));
     assert_int_equal(WEXITSTATUS(wst), 0);
-    rel_sleep_ms(50); /* let anything the child might have sent arrive */
+    tu_sleep_ms(50); /* let anything the child might have sent arrive */
     int rc;
     while ((rc = pgspout_stream_next(s, &r)) == PGSPOUT_OK) {
         if (n++)
-            rel_md5_update(&m, "\n", 1);
+            tu_md5_update(&m, "\n", 1);
         size_t l0, l1;
         const char *v0 = pgspout_row_value(r, 0, &l0), *v1 = pgspout_row_value(r, 1, &l1);
-        rel_md5_update(&m, v0, l0);
-        rel_md5_update(&m, ",", 1);
-        rel_md5_update(&m, v1, l1);
+        tu_md5_update(&m, v0, l0);
+        tu_md5_update(&m, ",", 1);
+        tu_md5_update(&m, v1, l1);
     }
     char hex[33];
-    rel_md5_hex(&m, hex);
+    tu_md5_hex(&m, hex);
     if (rc != PGSPOUT_DONE)
         fail_msg("fork variant %d: parent's stream ended with %s: %s", variant,
                  pgspout_code_name(rc), pgspout_stream_error(s));
@@ -1473,14 +1473,14 @@ static int group_setup(void **state)
 {
     (void)state;
     pgspout_conn *c = NULL;
-    if (pgspout_connect(rel_dsn(), &c) != PGSPOUT_OK) {
+    if (pgspout_connect(tu_dsn(), &c) != PGSPOUT_OK) {
         fprintf(stderr, "cannot connect to PGSPOUT_TEST_DSN: %s\n", pgspout_conn_error(c));
         pgspout_conn_close(c);
         return -1;
     }
-    char *port = rel_scalar(c, "SELECT inet_server_port()", 0, NULL);
-    char *user = rel_scalar(c, "SELECT current_user", 0, NULL);
-    char *db = rel_scalar(c, "SELECT current_database()", 0, NULL);
+    char *port = tu_try_scalar(c, "SELECT inet_server_port()", 0, NULL);
+    char *user = tu_try_scalar(c, "SELECT current_user", 0, NULL);
+    char *db = tu_try_scalar(c, "SELECT current_database()", 0, NULL);
     if (port && strcmp(port, "<NULL>") != 0)
         server_port = atoi(port);
     snprintf(server_user, sizeof server_user, "%s", user ? user : "pgspout");
@@ -1503,7 +1503,7 @@ static int group_teardown(void **state)
 
 int main(void)
 {
-    int gate = rel_db_gate("test_faults");
+    int gate = tu_db_gate("test_faults");
     if (gate >= 0)
         return gate;
     setvbuf(stdout, NULL, _IOLBF, 0);

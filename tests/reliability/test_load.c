@@ -20,7 +20,7 @@
 #include "relutil.h"
 
 #define NSTREAMS 64
-#define NROWS    rel_scaled(100000L, 10000L)
+#define NROWS    tu_scaled(100000L, 10000L)
 
 typedef struct worker {
     pthread_t th;
@@ -42,7 +42,7 @@ static void *worker_main(void *arg)
     char sql[128];
     rel_series_sql(sql, sizeof sql, NROWS);
     pgspout_conn *c = NULL;
-    w->rc = pgspout_connect(rel_dsn(), &c);
+    w->rc = pgspout_connect(tu_dsn(), &c);
     pthread_barrier_wait(w->start); /* every stream runs at the same time */
     if (w->rc != PGSPOUT_OK) {
         snprintf(w->err, sizeof w->err, "connect: %s", pgspout_conn_error(c));
@@ -57,7 +57,7 @@ static void *worker_main(void *arg)
     pgspout_options_set(o, "chunk_rows", cr);
     if (w->index % 4 == 3)
         pgspout_options_set(o, "adaptive_chunking", "on");
-    double t0 = rel_now();
+    double t0 = tu_now();
     pgspout_stream *s = NULL;
     w->rc = pgspout_stream_open(c, sql, 0, NULL, o, &s);
     if (w->rc == PGSPOUT_OK) {
@@ -71,7 +71,7 @@ static void *worker_main(void *arg)
             snprintf(w->err, sizeof w->err, "stats: delivered %llu, state %s",
                      (unsigned long long)st.rows_delivered, pgspout_state_name(st.state));
     }
-    w->secs = rel_now() - t0;
+    w->secs = tu_now() - t0;
     if (w->rc != PGSPOUT_DONE)
         snprintf(w->err, sizeof w->err, "%s: %s", pgspout_code_name(w->rc),
                  s ? pgspout_stream_error(s) : pgspout_conn_error(c));
@@ -81,12 +81,11 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static double metric(const char *text, const char *name, const char *labels)
+/* Sum of the samples named `name` with the labels (NULL: any); 0 when none. */
+static double metric(const tu_expo *e, const char *name, const char *labels)
 {
     double v = 0;
-    int n = rel_prom_sum(text, name, labels, &v);
-    if (n < 0)
-        fail_msg("malformed exposition around %s", name);
+    tu_expo_sum(e, name, labels, &v);
     return v;
 }
 
@@ -94,14 +93,14 @@ static void test_64_concurrent_streams(void **state)
 {
     (void)state;
     pgspout_conn *c = NULL;
-    assert_int_equal(rel_connect(rel_dsn(), &c), PGSPOUT_OK);
+    assert_int_equal(rel_connect(tu_dsn(), &c), PGSPOUT_OK);
     char msql[256];
     rel_series_md5_sql(msql, sizeof msql, NROWS);
-    char *want = rel_scalar(c, msql, 0, NULL);
+    char *want = tu_try_scalar(c, msql, 0, NULL);
     assert_non_null(want);
     snprintf(want_md5, sizeof want_md5, "%s", want);
     free(want);
-    char *maxc = rel_scalar(c, "SHOW max_connections", 0, NULL);
+    char *maxc = tu_try_scalar(c, "SHOW max_connections", 0, NULL);
     assert_non_null(maxc);
     if (atoi(maxc) < NSTREAMS + 5)
         fail_msg("the server allows %s connections; this test needs %d", maxc, NSTREAMS + 5);
@@ -113,14 +112,14 @@ static void test_64_concurrent_streams(void **state)
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, NSTREAMS);
     rel_watchdog(150, "64 concurrent streams");
-    double t0 = rel_now();
+    double t0 = tu_now();
     for (int i = 0; i < NSTREAMS; i++) {
         w[i] = (worker){.start = &start, .index = i};
         assert_int_equal(pthread_create(&w[i].th, NULL, worker_main, &w[i]), 0);
     }
     for (int i = 0; i < NSTREAMS; i++)
         pthread_join(w[i].th, NULL);
-    double took = rel_now() - t0;
+    double took = tu_now() - t0;
     rel_watchdog(0, NULL);
     pthread_barrier_destroy(&start);
 
@@ -149,6 +148,9 @@ static void test_64_concurrent_streams(void **state)
     /* the process-wide metrics add up exactly */
     char *text = pgspout_metrics_prometheus();
     assert_non_null(text);
+    tu_expo e;
+    if (tu_expo_parse(text, &e))
+        fail_msg("malformed exposition: %s", e.err);
     const char *L = "label=\"load\"";
     struct {
         const char *name, *labels;
@@ -174,7 +176,7 @@ static void test_64_concurrent_streams(void **state)
     };
     int mism = 0;
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
-        double got = metric(text, checks[i].name, checks[i].labels);
+        double got = metric(&e, checks[i].name, checks[i].labels);
         if (got != checks[i].want) {
             printf("  metric %s{%s} = %.0f, want %.0f\n", checks[i].name,
                    checks[i].labels ? checks[i].labels : "*", got, checks[i].want);
@@ -182,12 +184,13 @@ static void test_64_concurrent_streams(void **state)
         }
     }
     /* the chunk_rows histogram sums to the rows read */
-    double chunk_rows_sum = metric(text, "pgspout_chunk_rows_sum", L);
+    double chunk_rows_sum = metric(&e, "pgspout_chunk_rows_sum", L);
     if (chunk_rows_sum != (double)rows) {
         printf("  metric pgspout_chunk_rows_sum{load} = %.0f, want %llu\n", chunk_rows_sum,
                (unsigned long long)rows);
         mism++;
     }
+    tu_expo_free(&e);
     pgspout_free(text);
     char *js = pgspout_metrics_json();
     assert_non_null(js);
@@ -198,7 +201,7 @@ static void test_64_concurrent_streams(void **state)
 
 int main(void)
 {
-    int gate = rel_db_gate("test_load");
+    int gate = tu_db_gate("test_load");
     if (gate >= 0)
         return gate;
     setvbuf(stdout, NULL, _IOLBF, 0);

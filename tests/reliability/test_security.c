@@ -90,7 +90,7 @@ static void test_scram_login(void **state)
     if (rc != PGSPOUT_OK)
         fail_msg("SCRAM login with the right password: %s: %s", pgspout_code_name(rc),
                  pgspout_conn_error(c));
-    rel_expect_scalar(c, "SELECT current_user", role);
+    tu_expect_scalar(c, "SELECT current_user", role);
     rel_expect_series(c, 5000);
     pgspout_conn_close(c);
 
@@ -99,7 +99,7 @@ static void test_scram_login(void **state)
              server_db);
     c = NULL;
     assert_int_equal(pgspout_connect(dsn, &c), PGSPOUT_OK);
-    rel_expect_scalar(c, "SELECT 1", "1");
+    tu_expect_scalar(c, "SELECT 1", "1");
     pgspout_conn_close(c);
 
     /* wrong password: ECONNECT, a clear message, no password in it */
@@ -186,7 +186,7 @@ static void test_passwords_never_leak(void **state)
         }
         pgspout_conn_close(c);
         /* the same through pgspout_connect_opts and the registry */
-        pgspout_options *o = rel_opts("connect_timeout", "5s", "application_name", "rel_sec", NULL);
+        pgspout_options *o = tu_opts("connect_timeout", "5s", "application_name", "rel_sec", NULL);
         c = NULL;
         pgspout_connect_opts(dsn, o, &c);
         snprintf(where, sizeof where, "pgspout_connect_opts error for \"%s\"", dsn);
@@ -210,7 +210,7 @@ static void test_passwords_never_leak(void **state)
              server_db, role, RIGHT_PW);
     pgspout_conn *c = NULL;
     assert_int_equal(pgspout_connect(dsn, &c), PGSPOUT_OK);
-    pgspout_options *o = rel_opts("label", "security", NULL);
+    pgspout_options *o = tu_opts("label", "security", NULL);
     pgspout_stream *s = NULL;
     assert_int_equal(pgspout_stream_open(c, "SELECT generate_series(1, 10)", 0, NULL, o, &s),
                      PGSPOUT_OK);
@@ -275,9 +275,9 @@ static void test_parameters_sent_apart(void **state)
 {
     (void)state;
     pgspout_conn *c = NULL, *watcher = NULL;
-    assert_int_equal(rel_connect(rel_dsn(), &c), PGSPOUT_OK);
-    assert_int_equal(rel_connect(rel_dsn(), &watcher), PGSPOUT_OK);
-    char *pid = rel_scalar(c, "SELECT pg_backend_pid()", 0, NULL);
+    assert_int_equal(rel_connect(tu_dsn(), &c), PGSPOUT_OK);
+    assert_int_equal(rel_connect(tu_dsn(), &watcher), PGSPOUT_OK);
+    char *pid = tu_try_scalar(c, "SELECT pg_backend_pid()", 0, NULL);
     assert_non_null(pid);
     bg_open b = {.c = c};
     pthread_t th;
@@ -285,10 +285,10 @@ static void test_parameters_sent_apart(void **state)
     char *q = NULL;
     const char *params[] = {pid};
     for (int i = 0; i < 50 && (q == NULL || !rel_contains(q, "pg_sleep")); i++) {
-        rel_sleep_ms(20);
+        tu_sleep_ms(20);
         free(q);
-        q = rel_scalar(watcher, "SELECT query FROM pg_stat_activity WHERE pid = $1::int", 1,
-                       params);
+        q = tu_try_scalar(watcher, "SELECT query FROM pg_stat_activity WHERE pid = $1::int", 1,
+                          params);
     }
     pthread_join(th, NULL);
     printf("  the server saw: %s\n", q ? q : "(nothing)");
@@ -384,12 +384,12 @@ static void test_tls_verify_full(void **state)
             failed++;
         }
         if (rc == PGSPOUT_OK) {
-            rel_expect_scalar(c, "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                              "true");
+            tu_expect_scalar(c, "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                             "true");
             rel_expect_series(c, 20000);
             /* cancel over a TLS connection: the cancel request goes apart */
             pgspout_stream *s = NULL;
-            pgspout_options *o = rel_opts("chunk_rows", "100", NULL);
+            pgspout_options *o = tu_opts("chunk_rows", "100", NULL);
             assert_int_equal(
                 pgspout_stream_open(c, "SELECT generate_series(1, 100000000)", 0, NULL, o, &s),
                 PGSPOUT_OK);
@@ -401,7 +401,7 @@ static void test_tls_verify_full(void **state)
             assert_int_equal(rc, PGSPOUT_ECANCELLED);
             pgspout_stream_close(s);
             pgspout_options_free(o);
-            rel_expect_scalar(c, "SELECT 1", "1");
+            tu_expect_scalar(c, "SELECT 1", "1");
         }
         pgspout_conn_close(c);
     }
@@ -417,15 +417,15 @@ static int group_setup(void **state)
 {
     (void)state;
     pgspout_conn *c = NULL;
-    if (pgspout_connect(rel_dsn(), &c) != PGSPOUT_OK) {
+    if (pgspout_connect(tu_dsn(), &c) != PGSPOUT_OK) {
         fprintf(stderr, "cannot connect: %s\n", pgspout_conn_error(c));
         pgspout_conn_close(c);
         return -1;
     }
-    char *port = rel_scalar(c, "SELECT inet_server_port()", 0, NULL);
-    char *db = rel_scalar(c, "SELECT current_database()", 0, NULL);
-    char *super =
-        rel_scalar(c, "SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user", 0, NULL);
+    char *port = tu_try_scalar(c, "SELECT inet_server_port()", 0, NULL);
+    char *db = tu_try_scalar(c, "SELECT current_database()", 0, NULL);
+    char *super = tu_try_scalar(
+        c, "SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user", 0, NULL);
     if (port && strcmp(port, "<NULL>") != 0 && super && strcmp(super, "true") == 0)
         server_port = atoi(port);
     else
@@ -445,7 +445,7 @@ static int group_setup(void **state)
         snprintf(sql, sizeof sql,
                  "SELECT rolpassword LIKE 'SCRAM-SHA-256$%%' FROM pg_authid WHERE rolname = '%s'",
                  role);
-        char *scram = rel_scalar(c, sql, 0, NULL);
+        char *scram = tu_try_scalar(c, sql, 0, NULL);
         int ok = scram && strcmp(scram, "t") == 0;
         free(scram);
         if (!ok) {
@@ -463,10 +463,10 @@ static int group_teardown(void **state)
     (void)state;
     if (server_port > 0) {
         pgspout_conn *c = NULL;
-        if (pgspout_connect(rel_dsn(), &c) == PGSPOUT_OK) {
+        if (pgspout_connect(tu_dsn(), &c) == PGSPOUT_OK) {
             char sql[128];
             snprintf(sql, sizeof sql, "DROP ROLE IF EXISTS %s", role);
-            free(rel_scalar(c, sql, 0, NULL));
+            free(tu_try_scalar(c, sql, 0, NULL));
         }
         pgspout_conn_close(c);
     }
@@ -475,7 +475,7 @@ static int group_teardown(void **state)
 
 int main(void)
 {
-    int gate = rel_db_gate("test_security");
+    int gate = tu_db_gate("test_security");
     if (gate >= 0)
         return gate;
     setvbuf(stdout, NULL, _IOLBF, 0);
