@@ -44,13 +44,7 @@ jobs=${PGSPOUT_JOBS:-$(nproc 2>/dev/null || echo 2)}
 LUAJIT=${LUAJIT:-luajit}
 BUSTED=${BUSTED:-$(command -v busted || echo /usr/bin/busted)}
 
-pgdir=""
-cleanup() {
-  local rc=$?
-  [ -n "$pgdir" ] && "$root/scripts/pg-throwaway.sh" stop "$pgdir" || true
-  exit $rc
-}
-trap cleanup EXIT
+. "$here/lib.sh"
 
 # ------------------------------------------------------------------ build
 gen=()
@@ -73,62 +67,27 @@ fi
 echo "=== $so links $asan_rt and $ubsan_rt"
 
 # ----------------------------------------------------------------- server
-if [ -z "${PGSPOUT_TEST_DSN:-}" ]; then
-  pgdir=$(mktemp -d /tmp/pgspout-luaasan-pg.XXXXXX)
-  eval "$("$root/scripts/pg-throwaway.sh" start "$pgdir")"
-fi
-export PGSPOUT_TEST_DSN
+lua_server luaasan
 
 export LUA_PATH="$mod/?.lua;$here/?.lua;;"
 export LUA_CPATH="$mod/?.so;;"
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
-# run_busted INTERPRETER LABEL ASAN_OPTIONS: TAP output under the preloaded
-# sanitizers, fails on failures, a sanitizer abort or zero tests
-run_busted() {
-  local lua=$1 label=$2 opts=$3 out
-  out=$(mktemp)
-  echo "=== busted under $label + ASan/UBSan ($("$lua" -v 2>&1 | head -n1); ASAN_OPTIONS=$opts)"
-  set +e
-  (cd "$here" && LD_PRELOAD="$asan_rt $ubsan_rt" ASAN_OPTIONS=$opts \
-    "$lua" "$BUSTED" -o TAP --pattern=_spec "$here") 2>&1 | tee "$out"
-  local status=${PIPESTATUS[0]}
-  set -e
-  local okc notok
-  okc=$(grep -c '^ok ' "$out" || true)
-  notok=$(grep -c '^not ok ' "$out" || true)
-  rm -f "$out"
-  echo "=== $label + ASan/UBSan: $okc passed, $notok failed (busted exit $status)"
-  [ "$status" -eq 0 ] && [ "$notok" -eq 0 ] && [ "$okc" -gt 0 ] || {
-    echo "run_asan.sh: FAIL under $label" >&2
-    return 1
-  }
-}
-
-run_busted "$LUAJIT" LuaJIT detect_leaks=1:abort_on_error=1
+preload="LD_PRELOAD=$asan_rt $ubsan_rt"
+lua_busted "LuaJIT + ASan/UBSan" "$LUAJIT" "$preload" ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 if [ "${PGSPOUT_LUA51:-1}" != 0 ]; then
   command -v lua5.1 >/dev/null || { echo "run_asan.sh: lua5.1 not installed (PGSPOUT_LUA51=0 skips)" >&2; exit 1; }
-  run_busted "$(command -v lua5.1)" "Lua 5.1" detect_leaks=0:abort_on_error=1
+  lua_busted "Lua 5.1 + ASan/UBSan" "$(command -v lua5.1)" "$preload" \
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 fi
 
 stress_secs=${PGSPOUT_REGISTRY_STRESS:-8}
 if [ "$stress_secs" != 0 ]; then
   echo "=== registry stress under ASan/UBSan (${stress_secs}s)"
-  lib=$build/core/libpgspout.a
-  [ -f "$lib" ] || { echo "run_asan.sh: $lib not built" >&2; exit 1; }
   # the compiler the core was built with, so the sanitizer runtimes match
   cc=$(sed -n 's/^CMAKE_C_COMPILER:[A-Z]*=//p' "$build/CMakeCache.txt")
-  bin=$(mktemp /tmp/pgspout-registry-stress-asan.XXXXXX)
-  pq_libs=$(pkg-config --libs libpq 2>/dev/null || echo -lpq)
-  # shellcheck disable=SC2086
-  "${cc:-cc}" -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
-    -fno-sanitize-recover=all -Wall -Wextra -Werror -I"$root/core/include" \
-    "$here/registry_stress.c" "$lib" $pq_libs -lpthread -lm -o "$bin"
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 "$bin" "$stress_secs" || {
-    rm -f "$bin"
-    echo "run_asan.sh: FAIL: registry stress" >&2
-    exit 1
-  }
-  rm -f "$bin"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 lua_registry_stress "$stress_secs" \
+    "$build/core/libpgspout.a" "${cc:-cc}" -O1 -fsanitize=address,undefined \
+    -fno-omit-frame-pointer -fno-sanitize-recover=all
 fi
 echo "run_asan.sh: all Lua tests passed under ASan/UBSan"
