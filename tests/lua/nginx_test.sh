@@ -202,7 +202,7 @@ pass "/metrics: rows_total $rows = every row delivered, streams_completed_total 
 [ "$(sql_count active)" = 0 ] || fail "example queries still active before the abort test"
 curl -sS -o "$prefix/out/slow.ndjson" --limit-rate 200k "$base/stream?n=5000000" 2>/dev/null &
 slow=$!
-sleep 3   # long enough to fill the socket buffers between nginx and curl
+sleep 3   # the query starts and the socket buffers between nginx and curl fill
 [ "$(sql_count active)" = 1 ] || fail "the slow request's query is not running"
 python3 - "$base/streams" <<'PY' || fail "/streams during the slow request"
 import json, sys, time, urllib.request
@@ -213,7 +213,21 @@ def sample():
     assert "generate_series" in e["sql"], e
     assert e["stats"]["state"] in ("running", "paused"), e
     return e
-a = sample(); time.sleep(2); b = sample()
+def delivered(e):
+    return e["stats"]["rows_delivered"]
+# On a loaded machine the buffers (several MB on loopback) may still be
+# filling after the sleep: give them up to 15 s more, until a second passes
+# with fewer rows than the limit below. Without backpressure that never
+# happens (unthrottled, this stream keeps >100k rows/s far beyond 15 s).
+a = sample()
+for _ in range(15):
+    time.sleep(1)
+    n = sample()
+    settled = delivered(n) - delivered(a) < 25000
+    a = n
+    if settled:
+        break
+time.sleep(2); b = sample()
 assert a["id"] == b["id"]
 rate = (b["stats"]["rows_delivered"] - a["stats"]["rows_delivered"]) / 2
 # backpressure: rows leave the registry at the client's pace (200 kB/s is
