@@ -79,7 +79,8 @@ enum {
     PGSPOUT_EPAUSE_TIMEOUT = -12, /* paused past pause_timeout (on_pause_timeout=cancel) */
     PGSPOUT_EMEMORY = -13,        /* max_memory / memory_fail exceeded */
     PGSPOUT_ENOTFOUND = -14,      /* registry: no stream with that id */
-    PGSPOUT_EINTERNAL = -15       /* a bug or an unexpected libpq answer */
+    PGSPOUT_EINTERNAL = -15,      /* a bug or an unexpected libpq answer */
+    PGSPOUT_EINTR = -16           /* the interrupt hook stopped a blocking call */
 };
 
 /* Static, never-NULL text for any code (unknown codes included). Any thread. */
@@ -104,6 +105,21 @@ PGSPOUT_EXTERN void pgspout_free(void *p);
 typedef void (*pgspout_log_fn)(int level, const char *message, void *userdata);
 PGSPOUT_EXTERN void pgspout_set_log_hook(pgspout_log_fn fn, void *userdata);
 
+/* Interrupt hook of the calling thread, for hosts with their own signal
+ * handling (Python's KeyboardInterrupt, a shell's Ctrl-C). While set, every
+ * blocking wait of this thread inside pgspout (connect, stream_open, next,
+ * next_chunk, a paused or throttled wait) calls fn after a signal
+ * interrupted it and at least every 100 ms; a non-zero return makes the
+ * blocking call give up with PGSPOUT_EINTR: a server query in progress is
+ * cancelled (the stream ends in state CANCELLED and keeps returning EINTR)
+ * and the connection stays usable; an interrupted connect gives a failed
+ * handle (close it). Cleanup waits (draining a cancelled query, at most
+ * cancel_timeout plus a few seconds) do not consult it. fn runs on the
+ * calling thread and must not call into pgspout. NULL removes it. Without
+ * a hook, waits retry after signals (EINTR) as before. Thread-local. */
+typedef int (*pgspout_interrupt_fn)(void *userdata);
+PGSPOUT_EXTERN void pgspout_set_interrupt_hook(pgspout_interrupt_fn fn, void *userdata);
+
 /* ---------------------------------------------------------------- options */
 /*
  * String key/value options; values accept units where they make sense.
@@ -116,12 +132,24 @@ PGSPOUT_EXTERN void pgspout_set_log_hook(pgspout_log_fn fn, void *userdata);
  *   chunk_bytes (1MB)        a chunk also closes at this many bytes
  *   adaptive_chunking (off)  grow/shrink chunk_rows between
  *   chunk_rows_min (100), chunk_rows_max (100000)
- *   max_memory (64MB)        hard bound on bytes a stream buffers
+ *   max_memory (64MB)        hard bound on bytes a stream buffers: row
+ *                            values, their per-row index and field table
  *   memory_warn (0.8)        fraction of max_memory: log + metric once
- *   memory_fail (1.0)        fraction of max_memory: fail with EMEMORY
+ *   memory_fail (1.0)        fraction of max_memory: fail with EMEMORY;
+ *                            at least memory_warn (else stream_open EVALUE)
  *   max_rows (0 = none)      deliver at most N rows, then state LIMITED
  *   timeout (0 = none)       whole-stream deadline -> ETIMEOUT
- *   statement_timeout (0)    sent to the server (SET statement_timeout)
+ *   statement_timeout (0)    the server's statement_timeout for this stream's
+ *                            statement (SET before it when it differs from
+ *                            what the session has; 0 = leave the session's
+ *                            own value, restoring it with RESET if an
+ *                            earlier stream had set one). Not sent inside
+ *                            an aborted transaction, where only ROLLBACK
+ *                            can run anyway.
+ *   cancel_timeout (5s)      how long a cancel may wait for the server to
+ *                            take the request; past it the connection is
+ *                            closed for safety (a late cancel could hit a
+ *                            later query). Also applies to connection keys.
  *   pause_timeout (0 = none) how long a pause may last
  *   on_pause_timeout (resume) resume | cancel (-> EPAUSE_TIMEOUT)
  *   max_rate (0 = none)      rows per second delivered, at most
@@ -132,7 +160,8 @@ PGSPOUT_EXTERN void pgspout_set_log_hook(pgspout_log_fn fn, void *userdata);
  *   progress_rows (0), progress_interval (0): when the progress hook fires
  *   idle_timeout (60s)       registry streams idle longer are reaped
  * Connection keys (pgspout_connect_opts): connect_timeout, keepalives_idle,
- *   keepalives_interval, keepalives_count, tcp_user_timeout, application_name.
+ *   keepalives_interval, keepalives_count, tcp_user_timeout, application_name,
+ *   cancel_timeout (for pgspout_conn_cancel).
  */
 
 /* New option set with every key at its default; NULL on ENOMEM. Owner thread. */
@@ -157,7 +186,12 @@ PGSPOUT_EXTERN int pgspout_options_set_filter(pgspout_options *o, pgspout_filter
 /* ------------------------------------------------------------ connections */
 
 /* Connect with a libpq conninfo string or URI ("" uses PG* environment
- * variables). Sets client_encoding to UTF8. Blocks. On PGSPOUT_ECONNECT *out
+ * variables). Sets client_encoding to UTF8, and runs SET extra_float_digits
+ * = 3 so that floats arrive exact whatever the role's or database's defaults
+ * (a RESET ALL or DISCARD ALL you run undoes it). Server notifications
+ * (LISTEN/NOTIFY) arriving on a pgspout connection are consumed and dropped,
+ * counted in pgspout_notifications_dropped_total. Blocks (interruptible with
+ * pgspout_set_interrupt_hook; then EINTR). On PGSPOUT_ECONNECT *out
  * is a failed handle whose pgspout_conn_error() says why (passwords are
  * never included); close it. Returns OK, EINVAL, ENOMEM, ECONNECT. */
 PGSPOUT_EXTERN int pgspout_connect(const char *conninfo, pgspout_conn **out);
@@ -282,8 +316,8 @@ PGSPOUT_EXTERN int pgspout_stream_resume(pgspout_stream *s);
  * ECANCELLED; pgspout_stream_state says CANCELLED as soon as this returns,
  * and pause/resume give ESTATE) and the connection is usable afterwards.
  * Any thread; returns once the server took the cancel request (at most
- * 500 ms; past that the connection is closed for safety when the owner next
- * calls). Returns OK, EINVAL, ESTATE (ended). */
+ * cancel_timeout; past that the connection is closed for safety when the
+ * owner next calls). Returns OK, EINVAL, ESTATE (ended). */
 PGSPOUT_EXTERN int pgspout_stream_cancel(pgspout_stream *s);
 /* PGSPOUT_STATE_*. Any thread. */
 PGSPOUT_EXTERN int pgspout_stream_state(const pgspout_stream *s);
@@ -300,6 +334,12 @@ PGSPOUT_EXTERN const char *pgspout_stream_error(const pgspout_stream *s);
 PGSPOUT_EXTERN const char *pgspout_stream_sqlstate(const pgspout_stream *s);
 /* The negative code the stream failed with, or PGSPOUT_OK. */
 PGSPOUT_EXTERN int pgspout_stream_errcode(const pgspout_stream *s);
+/* The server's command tag for the stream's statement once it completed
+ * ("SELECT 3", "INSERT 0 1", "COMMIT"; "" before that, or when it failed or
+ * was stopped early). A COMMIT of a transaction that had failed completes
+ * with the tag "ROLLBACK": check it, it is not an error. Owned by s, valid
+ * until close. Owner thread. */
+PGSPOUT_EXTERN const char *pgspout_stream_command_tag(const pgspout_stream *s);
 
 /* ------------------------------------------------------------------ stats */
 

@@ -83,6 +83,133 @@ int pgspout_connect(const char *conninfo, pgspout_conn **out)
     return pgspout_connect_opts(conninfo, NULL, out);
 }
 
+/* What PQconnectdbParams gets: conninfo first (expand_dbname), then our keys
+ * override it. Owns copies of every string, so that a connect running on a
+ * thread of its own can outlive the caller's arguments. */
+typedef struct connect_job {
+    const char *keys[10], *vals[10];
+    char *conninfo;
+    char connect_timeout[24], ka_idle[24], ka_int[24], ka_cnt[24], tcp_ut[24];
+    char application_name[PGS_LABEL_MAX + 1];
+    PGconn *pg;
+    /* the threaded path (an interrupt hook is set): freed by whichever of
+     * the caller and the thread lets go last */
+    pthread_mutex_t mu;
+    int refs, done, abandoned;
+    pgs_wake wake;
+} connect_job;
+
+static void job_params(connect_job *j, const pgspout_options *opts)
+{
+    int n = 0;
+    j->keys[n] = "dbname", j->vals[n++] = j->conninfo;
+    j->keys[n] = "client_encoding", j->vals[n++] = "UTF8";
+    if (opts && opts->connect_timeout_ms >= 0) {
+        put_seconds(j->connect_timeout, sizeof j->connect_timeout, opts->connect_timeout_ms);
+        j->keys[n] = "connect_timeout", j->vals[n++] = j->connect_timeout;
+    }
+    if (opts && opts->keepalives_idle_ms >= 0) {
+        put_seconds(j->ka_idle, sizeof j->ka_idle, opts->keepalives_idle_ms);
+        j->keys[n] = "keepalives_idle", j->vals[n++] = j->ka_idle;
+    }
+    if (opts && opts->keepalives_interval_ms >= 0) {
+        put_seconds(j->ka_int, sizeof j->ka_int, opts->keepalives_interval_ms);
+        j->keys[n] = "keepalives_interval", j->vals[n++] = j->ka_int;
+    }
+    if (opts && opts->keepalives_count >= 0) {
+        snprintf(j->ka_cnt, sizeof j->ka_cnt, "%lld", (long long)opts->keepalives_count);
+        j->keys[n] = "keepalives_count", j->vals[n++] = j->ka_cnt;
+    }
+    if (opts && opts->tcp_user_timeout_ms >= 0) {
+        snprintf(j->tcp_ut, sizeof j->tcp_ut, "%lld", (long long)opts->tcp_user_timeout_ms);
+        j->keys[n] = "tcp_user_timeout", j->vals[n++] = j->tcp_ut;
+    }
+    if (opts && opts->application_name[0]) {
+        memcpy(j->application_name, opts->application_name, sizeof j->application_name);
+        j->keys[n] = "application_name", j->vals[n++] = j->application_name;
+    }
+    j->keys[n] = NULL, j->vals[n] = NULL;
+}
+
+/* libpq's blocking connect, then the session setting every stream relies
+ * on: exact float output whatever the role's or database's default
+ * (shortest-exact on PostgreSQL >= 12, where any value >= 1 means that).
+ * A failure here shows as the connection's status. */
+static void job_connect(connect_job *j)
+{
+    j->pg = PQconnectdbParams(j->keys, j->vals, 1);
+    if (j->pg && PQstatus(j->pg) == CONNECTION_OK)
+        PQclear(PQexec(j->pg, "SET extra_float_digits = 3"));
+}
+
+static void job_release(connect_job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    int left = --j->refs;
+    pthread_mutex_unlock(&j->mu);
+    if (left)
+        return;
+    if (j->abandoned && j->pg)
+        PQfinish(j->pg);
+    pgs_wake_close(&j->wake);
+    pthread_mutex_destroy(&j->mu);
+    free(j->conninfo);
+    free(j);
+}
+
+static void *connect_thread(void *arg)
+{
+    connect_job *j = arg;
+    job_connect(j);
+    pthread_mutex_lock(&j->mu);
+    j->done = 1;
+    pthread_mutex_unlock(&j->mu);
+    pgs_wake_signal(&j->wake);
+    job_release(j);
+    return NULL;
+}
+
+/* Connect on a thread of its own and wait for it here, where the calling
+ * thread's interrupt hook can stop the wait (libpq's connect loop retries
+ * after signals). 0, or -1 when interrupted: the thread then finishes the
+ * connect and closes it. Without a thread to be had, connects here. */
+static int connect_interruptible(connect_job *j)
+{
+    if (pgs_wake_open(&j->wake) != 0) {
+        job_connect(j);
+        return 0;
+    }
+    j->refs = 2;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* signals stay with the caller */
+    pthread_t t;
+    int started = pthread_create(&t, &attr, connect_thread, j) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (!started) {
+        j->refs = 1;
+        job_connect(j);
+        return 0;
+    }
+    for (;;) {
+        int w = pgs_wait(-1, j->wake.fd, 0);
+        pthread_mutex_lock(&j->mu);
+        int done = j->done;
+        if (!done && (w == PGS_WAIT_INTERRUPTED || w < 0))
+            j->abandoned = 1; /* a failed poll leaves no way to wait either */
+        int abandoned = j->abandoned;
+        pthread_mutex_unlock(&j->mu);
+        if (done)
+            return 0;
+        if (abandoned)
+            return -1;
+    }
+}
+
 int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts, pgspout_conn **out)
 {
     if (out == NULL)
@@ -94,41 +221,11 @@ int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts, pgsp
     if (c == NULL)
         return PGSPOUT_ENOMEM;
     pthread_mutex_init(&c->lock, NULL);
-    c->statement_timeout_ms = -1;
+    c->cancel_timeout_ms = opts ? opts->cancel_timeout_ms : PGS_CANCEL_TIMEOUT_MS;
     pthread_once(&fork_once, watch_forks);
     c->pid = getpid();
     c->fork_gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
     *out = c;
-
-    /* conninfo first (expand_dbname), then our keys override it */
-    const char *keys[10], *vals[10];
-    char connect_timeout[24], ka_idle[24], ka_int[24], ka_cnt[24], tcp_ut[24];
-    int n = 0;
-    keys[n] = "dbname", vals[n++] = conninfo;
-    keys[n] = "client_encoding", vals[n++] = "UTF8";
-    if (opts && opts->connect_timeout_ms >= 0) {
-        put_seconds(connect_timeout, sizeof connect_timeout, opts->connect_timeout_ms);
-        keys[n] = "connect_timeout", vals[n++] = connect_timeout;
-    }
-    if (opts && opts->keepalives_idle_ms >= 0) {
-        put_seconds(ka_idle, sizeof ka_idle, opts->keepalives_idle_ms);
-        keys[n] = "keepalives_idle", vals[n++] = ka_idle;
-    }
-    if (opts && opts->keepalives_interval_ms >= 0) {
-        put_seconds(ka_int, sizeof ka_int, opts->keepalives_interval_ms);
-        keys[n] = "keepalives_interval", vals[n++] = ka_int;
-    }
-    if (opts && opts->keepalives_count >= 0) {
-        snprintf(ka_cnt, sizeof ka_cnt, "%lld", (long long)opts->keepalives_count);
-        keys[n] = "keepalives_count", vals[n++] = ka_cnt;
-    }
-    if (opts && opts->tcp_user_timeout_ms >= 0) {
-        snprintf(tcp_ut, sizeof tcp_ut, "%lld", (long long)opts->tcp_user_timeout_ms);
-        keys[n] = "tcp_user_timeout", vals[n++] = tcp_ut;
-    }
-    if (opts && opts->application_name[0])
-        keys[n] = "application_name", vals[n++] = opts->application_name;
-    keys[n] = NULL, vals[n] = NULL;
 
     /* A conninfo libpq cannot parse is a value error, with libpq's reason
      * (which quotes no password: it names the bad syntax only). */
@@ -147,12 +244,37 @@ int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts, pgsp
     }
     PQconninfoFree(parsed);
 
+    connect_job *j = calloc(1, sizeof *j);
+    if (j == NULL || (j->conninfo = strdup(conninfo)) == NULL) {
+        free(j);
+        c->broken = 1;
+        pgs_conn_set_error(c, "out of memory");
+        return PGSPOUT_ENOMEM;
+    }
+    pthread_mutex_init(&j->mu, NULL);
+    j->wake.fd = -1;
+    j->refs = 1;
+    job_params(j, opts);
+
     int64_t t0 = pgs_now_ns();
-    c->pg = PQconnectdbParams(keys, vals, 1);
+    int interrupted = 0;
+    if (pgs_interrupt_armed())
+        interrupted = connect_interruptible(j) != 0;
+    else
+        job_connect(j);
     double secs = (double)(pgs_now_ns() - t0) / 1e9;
+    c->pg = interrupted ? NULL : j->pg;
+    job_release(j);
+    if (interrupted) {
+        pgs_metrics_connect(0, secs);
+        pgs_conn_set_error(c, "connect interrupted");
+        c->broken = 1;
+        return PGSPOUT_EINTR;
+    }
     if (c->pg == NULL) {
         pgs_metrics_connect(0, secs);
         pgs_conn_set_error(c, "out of memory");
+        c->broken = 1;
         return PGSPOUT_ENOMEM;
     }
     if (PQstatus(c->pg) != CONNECTION_OK) {
@@ -167,6 +289,25 @@ int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts, pgsp
     PQsetnonblocking(c->pg, 1);
     pgs_metrics_connect(1, secs);
     return PGSPOUT_OK;
+}
+
+/* Notifications (LISTEN/NOTIFY) pile up in libpq until read: drop them,
+ * counted, with a log line for the first on each connection. */
+void pgs_conn_drop_notifies(pgspout_conn *c)
+{
+    PGnotify *n;
+    uint64_t dropped = 0;
+    while ((n = PQnotifies(c->pg)) != NULL) {
+        if (!c->notified++)
+            pgs_log(2,
+                    "server notification on channel \"%.64s\" dropped: pgspout does not "
+                    "deliver LISTEN/NOTIFY (counted in pgspout_notifications_dropped_total)",
+                    n->relname);
+        PQfreemem(n);
+        dropped++;
+    }
+    if (dropped)
+        pgs_metrics_notifications_dropped(dropped);
 }
 
 void pgspout_conn_close(pgspout_conn *c)
@@ -257,7 +398,7 @@ static void *cancel_thread(void *arg)
     return NULL;
 }
 
-int pgs_conn_send_cancel(pgspout_conn *c, int timeout_ms)
+int pgs_conn_send_cancel(pgspout_conn *c, int64_t timeout_ms)
 {
     if (!pgs_conn_owned(c))
         return -1; /* it would cancel the parent's query */
@@ -316,5 +457,5 @@ int pgspout_conn_cancel(pgspout_conn *c)
     if (c == NULL)
         return PGSPOUT_EINVAL;
     atomic_fetch_add(&c->cancel_gen, 1); /* the stream reports ECANCELLED, not ESQL */
-    return pgs_conn_send_cancel(c, PGS_CANCEL_WAIT_MS) == 0 ? PGSPOUT_OK : PGSPOUT_ECONN;
+    return pgs_conn_send_cancel(c, c->cancel_timeout_ms) == 0 ? PGSPOUT_OK : PGSPOUT_ECONN;
 }

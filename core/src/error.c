@@ -27,6 +27,7 @@ static const struct {
     {PGSPOUT_EMEMORY, "ememory", "the stream exceeded its memory limit"},
     {PGSPOUT_ENOTFOUND, "enotfound", "no such stream"},
     {PGSPOUT_EINTERNAL, "einternal", "internal error"},
+    {PGSPOUT_EINTR, "eintr", "interrupted (the interrupt hook stopped a blocking call)"},
 };
 
 static int find(int code)

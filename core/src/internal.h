@@ -25,7 +25,13 @@ struct pgspout_conn {
     pthread_mutex_t lock;         /* guards pg for any-thread cancels against close */
     pgspout_stream *active;       /* the stream running on this connection */
     int broken;                   /* desynchronised or lost: no more streams */
-    int64_t statement_timeout_ms; /* value last SET on the session, -1 unknown */
+    /* statement_timeout as pgspout left it on the session: > 0 a value it
+     * SET, 0 the session's own (never touched, or RESET), -1 unknown (a SET
+     * or RESET inside a transaction that may have been rolled back) */
+    int64_t statement_timeout_ms;
+    int statement_timeout_in_tx;  /* ... and that SET/RESET ran in a transaction block */
+    int64_t cancel_timeout_ms;    /* for pgspout_conn_cancel */
+    uint64_t notified;            /* notifications dropped (pgs_conn_drop_notifies) */
     _Atomic unsigned cancel_gen;  /* bumped by pgspout_conn_cancel */
     pid_t pid;                    /* the process that connected: a forked child
                                      must not read, write or cancel on its behalf */
@@ -89,10 +95,13 @@ struct pgspout_stream {
     pthread_mutex_t ctl;          /* orders cancel (any thread) against the end */
     _Atomic int server_done;      /* the query is finished on the server side */
     int savepoint;                /* opened inside a transaction: runs under one */
+    int commits;                  /* the statement is a COMMIT (or END) */
     int pend_state;               /* end found while rows were still buffered */
     int pend_code;                /* ... and the code next returns for it */
     unsigned cancel_gen;          /* conn->cancel_gen when the stream opened */
     int result_code;              /* what next returns after the end */
+    int limit_more;               /* max_rows cut rows of a result short */
+    char cmd_tag[64];             /* the statement's command tag, once complete */
     int limit_reason;             /* PGS_LIMIT_* for a limited/limit-failed end */
     int warned;                   /* memory_warn crossed already */
     _Atomic int64_t chunk_target; /* current chunk_rows (adaptive); stats reads it */
@@ -147,8 +156,9 @@ void pgs_conn_set_error(pgspout_conn *c, const char *fmt, ...)
 /* Send a cancel request for whatever runs on c and wait up to timeout_ms
  * for the server to take it: 0, or -1 (failed, or not within the time: the
  * cancel may still land later). Any thread. */
-int pgs_conn_send_cancel(pgspout_conn *c, int timeout_ms);
-#define PGS_CANCEL_WAIT_MS 500
+int pgs_conn_send_cancel(pgspout_conn *c, int64_t timeout_ms);
+/* Consume and drop the notifications libpq has queued (counted, logged). */
+void pgs_conn_drop_notifies(pgspout_conn *c);
 
 /* stream.c: end a stream whose connection is closing (it stays allocated) */
 void pgs_stream_detach(pgspout_stream *s);

@@ -245,3 +245,7 @@ void pgspout_metrics_reset(void)
         atomic_store(&pgs_metrics.sqlstate[i].n, 0);
     pthread_mutex_unlock(&lock);
 }
+
+/* temporary until the exported counter lands */
+static _Atomic uint64_t notifications_dropped;
+void pgs_metrics_notifications_dropped(uint64_t n) { atomic_fetch_add(&notifications_dropped, n); }

@@ -33,6 +33,8 @@ void pgs_metrics_pause_timeout(pgs_label_metrics *m);
 void pgs_metrics_memory_warning(pgs_label_metrics *m);
 void pgs_metrics_memory_limit(pgs_label_metrics *m);
 void pgs_metrics_sqlstate(const char *sqlstate);
+/* Server notifications consumed and dropped (process-wide). */
+void pgs_metrics_notifications_dropped(uint64_t n);
 void pgs_metrics_chunk_rows_gauge(pgs_label_metrics *m, int64_t chunk_rows);
 
 #endif

@@ -34,6 +34,7 @@ static const opt_def defs[] = {
     {"max_rows", K_INT, OFF(max_rows), 0, I64MAX, NULL},
     {"timeout", K_DUR, OFF(timeout_ms), 0, DURMAX, NULL},
     {"statement_timeout", K_DUR, OFF(statement_timeout_ms), 0, INT32_MAX, NULL},
+    {"cancel_timeout", K_DUR, OFF(cancel_timeout_ms), 1, INT32_MAX, NULL},
     {"pause_timeout", K_DUR, OFF(pause_timeout_ms), 0, DURMAX, NULL},
     {"on_pause_timeout", K_ENUM, OFF(on_pause_timeout_cancel), 0, 0, "resume|cancel"},
     {"max_rate", K_RATE, OFF(max_rate), 0, 0, NULL},
@@ -68,6 +69,7 @@ void pgs_options_defaults(pgspout_options *o)
     o->rows_mode = PGS_ROWS_TUPLE;
     o->metrics = 1;
     o->idle_timeout_ms = 60000;
+    o->cancel_timeout_ms = PGS_CANCEL_TIMEOUT_MS;
     o->connect_timeout_ms = -1;
     o->keepalives_idle_ms = -1;
     o->keepalives_interval_ms = -1;

@@ -8,6 +8,10 @@
 enum { PGS_ROWS_TUPLE = 0, PGS_ROWS_DICT = 1, PGS_ROWS_JSON = 2 };
 
 #define PGS_LABEL_MAX 64
+/* cancel_timeout's default: generous, so that a cancel request still gets
+ * through on a loaded machine (a new connection to the postmaster, which
+ * forks a process for it). */
+#define PGS_CANCEL_TIMEOUT_MS 5000
 
 struct pgspout_options {
     /* stream */
@@ -22,6 +26,7 @@ struct pgspout_options {
     int64_t max_rows;   /* 0 = none */
     int64_t timeout_ms; /* 0 = none */
     int64_t statement_timeout_ms;
+    int64_t cancel_timeout_ms;
     int64_t pause_timeout_ms; /* 0 = none */
     int on_pause_timeout_cancel;
     double max_rate; /* rows/s, 0 = none */

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -84,6 +85,18 @@ static void set_sql_error(pgspout_stream *s, const PGresult *res)
     pgs_metrics_sqlstate(state);
 }
 
+/* The connection cannot run another statement; why goes on the connection
+ * (pgspout_conn_error), with libpq's reason when it has one. */
+static void mark_broken(pgspout_conn *c, const char *why)
+{
+    const char *pq = c->pg ? PQerrorMessage(c->pg) : "";
+    c->broken = 1;
+    if (pq && *pq)
+        pgs_conn_set_error(c, "%s: %s", why, pq);
+    else
+        pgs_conn_set_error(c, "%s", why);
+}
+
 /* ------------------------------------------------------------ the buffer */
 
 /* Forget the rows of the current chunk (the arena is reused). */
@@ -126,18 +139,39 @@ static void flush_delivered(pgspout_stream *s)
     s->metrics_delivered = total;
 }
 
-/* p grown to hold need elements (doubling); NULL if realloc failed. */
-static void *grow(void *p, int *cap, int need, size_t elem)
+/* Bytes the current chunk holds: its values and field tables in the arena,
+ * and one index entry per row. max_memory bounds this. */
+static size_t held_bytes(const pgspout_stream *s)
 {
-    if (need <= *cap)
-        return p;
-    int n = *cap ? *cap : 64;
+    return s->arena_used + (size_t)s->nrows * sizeof(pgspout_row);
+}
+
+/* Most rows a chunk can index within its byte budget (the first row of a
+ * chunk is always taken, whatever it costs). */
+static int rows_limit(const pgspout_stream *s)
+{
+    size_t n = s->target_bytes / sizeof(pgspout_row) + 1;
+    return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+/* The row index grown to hold need rows (doubling, never past rows_limit);
+ * -1 if realloc failed. */
+static int reserve_rows(pgspout_stream *s, int need)
+{
+    if (need <= s->cap)
+        return 0;
+    int lim = rows_limit(s);
+    int64_t n = s->cap ? (int64_t)s->cap * 2 : 64;
     while (n < need)
         n *= 2;
-    void *q = realloc(p, (size_t)n * elem);
-    if (q != NULL)
-        *cap = n;
-    return q;
+    if (n > lim)
+        n = lim > need ? lim : need;
+    pgspout_row *rows = realloc(s->rows, (size_t)n * sizeof *rows);
+    if (rows == NULL)
+        return -1;
+    s->rows = rows;
+    s->cap = (int)n;
+    return 0;
 }
 
 static int set_meta(pgspout_stream *s, const PGresult *res)
@@ -222,10 +256,7 @@ static void stream_end(pgspout_stream *s, int state, int code)
 
 enum { DRAINED_ROWS = 1, DRAINED_ERROR = 2 };
 
-/* Read and discard what is left of the current query. A mask of what it
- * discarded (DRAINED_*), or -1 if the connection could not be brought back
- * to idle before the deadline. */
-static int drain(PGconn *pg, int64_t deadline)
+static int drain_suspended(PGconn *pg, int64_t deadline)
 {
     int saw = 0;
     for (;;) {
@@ -259,8 +290,19 @@ static int drain(PGconn *pg, int64_t deadline)
     }
 }
 
+/* Read and discard what is left of the current query. A mask of what it
+ * discarded (DRAINED_*), or -1 if the connection could not be brought back
+ * to idle before the deadline. A cleanup: the interrupt hook is not asked. */
+static int drain(PGconn *pg, int64_t deadline)
+{
+    pgs_interrupt_suspend();
+    int saw = drain_suspended(pg, deadline);
+    pgs_interrupt_resume();
+    return saw;
+}
+
 /* Send what libpq has queued, waiting at most until deadline (0 = none).
- * PGSPOUT_OK, ETIMEOUT or ECONN. */
+ * PGSPOUT_OK, ETIMEOUT, EINTR (the interrupt hook) or ECONN. */
 static int flush_out(PGconn *pg, int64_t deadline)
 {
     for (;;) {
@@ -272,6 +314,8 @@ static int flush_out(PGconn *pg, int64_t deadline)
         int w = pgs_wait_rw(PQsocket(pg), 1, -1, deadline);
         if (w == 0)
             return PGSPOUT_ETIMEOUT;
+        if (w == PGS_WAIT_INTERRUPTED)
+            return PGSPOUT_EINTR;
         if (w < 0)
             return PGSPOUT_ECONN;
         if ((w & PGS_WAIT_SOCKET) && !PQconsumeInput(pg))
@@ -279,9 +323,26 @@ static int flush_out(PGconn *pg, int64_t deadline)
     }
 }
 
+/* Stop the statement running on c (a cancel, then a drain); 0 when the
+ * connection is idle again, else it is marked broken. */
+static int abort_statement(pgspout_conn *c, int64_t cancel_ms)
+{
+    if (pgs_conn_send_cancel(c, cancel_ms) != 0) {
+        mark_broken(c, "the server did not take a cancel request in time; connection closed "
+                       "for safety");
+        return -1;
+    }
+    if (drain(c->pg, pgs_now_ns() + DRAIN_NS) < 0) {
+        mark_broken(c, "connection lost while stopping a statement");
+        return -1;
+    }
+    return 0;
+}
+
 /* Run a utility statement (SET, SAVEPOINT...) with a deadline; the server's
- * error goes on errs when given. PGSPOUT_OK, ESQL, ETIMEOUT or ECONN; on the
- * last two the connection is marked broken (it may be mid-statement). */
+ * error goes on errs when given. PGSPOUT_OK, ESQL, ETIMEOUT, EINTR or ECONN;
+ * on ETIMEOUT and ECONN the connection is marked broken (it may be
+ * mid-statement); EINTR stopped the statement and left it usable. */
 static int exec_utility(pgspout_conn *c, const char *sql, int64_t deadline, pgspout_stream *errs)
 {
     PGconn *pg = c->pg;
@@ -301,9 +362,16 @@ static int exec_utility(pgspout_conn *c, const char *sql, int64_t deadline, pgsp
             rc = PGSPOUT_ECONN;
         else if (PQisBusy(pg)) {
             int w = pgs_wait(PQsocket(pg), -1, deadline);
-            rc = w == 0 ? PGSPOUT_ETIMEOUT : w < 0 ? PGSPOUT_ECONN : PGSPOUT_OK;
+            rc = w == 0                      ? PGSPOUT_ETIMEOUT
+                 : w == PGS_WAIT_INTERRUPTED ? PGSPOUT_EINTR
+                 : w < 0                     ? PGSPOUT_ECONN
+                                             : PGSPOUT_OK;
         }
     }
+    if (rc == PGSPOUT_EINTR && abort_statement(c, c->cancel_timeout_ms) == 0)
+        return rc;
+    if (rc == PGSPOUT_EINTR)
+        return rc; /* abort_statement said why */
     c->broken = 1;
     pgs_conn_set_error(c, "connection unusable after %s: %s", sql,
                        rc == PGSPOUT_ETIMEOUT ? "timed out" : PQerrorMessage(pg));
@@ -312,7 +380,11 @@ static int exec_utility(pgspout_conn *c, const char *sql, int64_t deadline, pgsp
 
 /* Inside the caller's transaction block a stream runs under a savepoint, so
  * that cancelling it (cancel, close, a limit) does not abort the caller's
- * transaction: rollback undoes just the stream's statement. */
+ * transaction: rollback undoes just the stream's statement. Transaction
+ * control statements run bare, exactly as through libpq: a savepoint
+ * around them would be released or rolled back with theirs (SAVEPOINT a
+ * inside ours dies with ours), or refused (SET TRANSACTION in a
+ * subtransaction), or gone (COMMIT). */
 #define SAVEPOINT_NAME "pgspout_stream_sp"
 
 static void savepoint_end(pgspout_stream *s, int rollback)
@@ -321,13 +393,18 @@ static void savepoint_end(pgspout_stream *s, int rollback)
     if (!s->savepoint || c == NULL || c->broken)
         return;
     s->savepoint = 0;
-    if (PQtransactionStatus(c->pg) == PQTRANS_INERROR && !rollback)
+    PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+    if (ts == PQTRANS_INERROR && !rollback)
         return; /* the server's own error: the caller's transaction is aborted, as usual */
+    if (ts != PQTRANS_INTRANS && ts != PQTRANS_INERROR)
+        return; /* the transaction ended: the savepoint went with it */
+    pgs_interrupt_suspend();
     exec_utility(c,
                  rollback ? "ROLLBACK TO SAVEPOINT " SAVEPOINT_NAME
                             "; RELEASE SAVEPOINT " SAVEPOINT_NAME
                           : "RELEASE SAVEPOINT " SAVEPOINT_NAME,
                  pgs_now_ns() + DRAIN_NS, NULL);
+    pgs_interrupt_resume();
 }
 
 /* Stop the server side now: send a cancel unless the server is finished,
@@ -343,12 +420,12 @@ static int stop_server(pgspout_stream *s)
     s->server_done = 1;
     if (!pgs_conn_owned(c)) /* a fork child: the query is the parent's */
         return 0;
-    if (pgs_conn_send_cancel(c, PGS_CANCEL_WAIT_MS) != 0) {
+    if (pgs_conn_send_cancel(c, s->opt.cancel_timeout_ms) != 0) {
         c->broken = 1;
         pgs_conn_set_error(c,
-                           "the server did not take a cancel request within %d ms; "
-                           "connection closed for safety",
-                           PGS_CANCEL_WAIT_MS);
+                           "the server did not take a cancel request within cancel_timeout "
+                           "(%lld ms); connection closed for safety",
+                           (long long)s->opt.cancel_timeout_ms);
         return DRAINED_ROWS | DRAINED_ERROR;
     }
     int saw = drain(c->pg, pgs_now_ns() + DRAIN_NS);
@@ -379,7 +456,7 @@ static int fail_conn(pgspout_stream *s)
     pgspout_conn *c = s->conn;
     set_error(s, "08006", "connection lost: %s", c ? PQerrorMessage(c->pg) : "closed");
     if (c)
-        c->broken = 1;
+        mark_broken(c, "connection lost");
     s->server_done = 1;
     release_chunk(s);
     stream_end(s, PGSPOUT_STATE_FAILED, PGSPOUT_ECONN);
@@ -419,6 +496,15 @@ static void do_resume(pgspout_stream *s, int64_t now)
         if (s->metrics)
             pgs_metrics_resume(s->metrics, (double)d / 1e9);
     }
+}
+
+/* The calling thread's interrupt hook stopped a wait: cancel the server
+ * query; the stream ends cancelled and keeps returning EINTR. */
+static int interrupted(pgspout_stream *s)
+{
+    set_error(s, "57014", "interrupted after %llu rows; the server query was cancelled",
+              (unsigned long long)(LOAD(s->delivered_base) + (uint64_t)LOAD(s->pos)));
+    return fail(s, PGSPOUT_EINTR, PGSPOUT_STATE_CANCELLED, -1);
 }
 
 /* Cancel, deadline, pause and throttle, checked whenever the pump is about to
@@ -461,7 +547,8 @@ static int control(pgspout_stream *s, int nonblock)
             watch_socket(s, 0);
             return PGSPOUT_PAUSED;
         }
-        pgs_wait(-1, s->wake.fd, s->wait_until);
+        if (pgs_wait(-1, s->wake.fd, s->wait_until) == PGS_WAIT_INTERRUPTED)
+            return interrupted(s);
         pgs_wake_drain(&s->wake);
         return RETRY;
     }
@@ -471,7 +558,8 @@ static int control(pgspout_stream *s, int nonblock)
             watch_socket(s, 0);
             return PGSPOUT_AGAIN;
         }
-        pgs_wait(-1, s->wake.fd, s->wait_until);
+        if (pgs_wait(-1, s->wake.fd, s->wait_until) == PGS_WAIT_INTERRUPTED)
+            return interrupted(s);
         pgs_wake_drain(&s->wake);
         return RETRY;
     }
@@ -484,20 +572,20 @@ enum { ADD_FULL = 1 }; /* add_result: the chunk is full, res kept as carry */
 
 /* Copy the rows of res (from the carry position) into the arena, applying the
  * filter and max_rows. Returns 0 when every row was taken (res is cleared),
- * ADD_FULL when the arena filled first (res becomes the carry), or
- * PGSPOUT_ENOMEM / PGSPOUT_EMEMORY (res is cleared, the error set). */
+ * ADD_FULL when the chunk's byte budget filled first (res becomes the
+ * carry), or PGSPOUT_ENOMEM / PGSPOUT_EMEMORY (res is cleared, the error
+ * set). A row costs its values, its field table and its index entry. */
 static int add_result(pgspout_stream *s, PGresult *res, uint64_t *kept_total)
 {
     int n = PQntuples(res), ncols = s->ncols, rc = 0;
     int i = res == s->carry ? s->carry_idx : 0;
     s->carry = NULL;
-    pgspout_row *rows = grow(s->rows, &s->cap, s->nrows + (n - i), sizeof *rows);
-    if (rows == NULL) {
+    int want = s->nrows + (n - i), lim = rows_limit(s);
+    if (reserve_rows(s, want < lim ? want : lim) != 0) {
         PQclear(res);
         set_error(s, "", "out of memory");
         return PGSPOUT_ENOMEM;
     }
-    s->rows = rows;
     const size_t head = ALIGN8((size_t)ncols * sizeof(pgs_field));
     uint64_t bytes = 0, received = 0, filtered = 0;
     for (; i < n; i++) {
@@ -508,23 +596,34 @@ static int add_result(pgspout_stream *s, PGresult *res, uint64_t *kept_total)
             need += (size_t)l + 1;
         }
         need = ALIGN8(need);
-        if (s->arena_used + need > s->arena_cap) {
+        size_t index = (size_t)(s->nrows + 1) * sizeof(pgspout_row);
+        if (s->arena_used + need > s->arena_cap || s->arena_used + need + index > s->target_bytes ||
+            s->nrows >= s->cap) {
             if (s->nrows > 0) { /* chunk full: the rest waits for the next one */
                 s->carry = res;
                 s->carry_idx = i;
-                if (s->arena_cap < s->target_bytes)
+                if (s->arena_cap < s->target_bytes && s->arena_used + need > s->arena_cap)
                     s->grow_arena = 1;
                 rc = ADD_FULL;
                 goto out;
             }
-            if (need > s->fail_bytes) {
+            if (need + index > s->fail_bytes) {
                 set_error(s, "53200",
                           "max_memory of %lld bytes exceeded: a row needs %zu bytes "
                           "(memory_fail %.2f)",
-                          (long long)s->opt.max_memory, need, s->opt.memory_fail);
+                          (long long)s->opt.max_memory, need + index, s->opt.memory_fail);
                 PQclear(res);
                 rc = PGSPOUT_EMEMORY;
                 goto out;
+            }
+        }
+        if (s->arena_used + need > s->arena_cap) {
+            /* one row larger than the arena, alone in its chunk: make room
+             * for it within memory_fail, giving back a large index first */
+            if (need + (size_t)s->cap * sizeof(pgspout_row) > s->fail_bytes && s->cap > 1) {
+                pgspout_row *one = realloc(s->rows, sizeof *one);
+                if (one != NULL)
+                    s->rows = one, s->cap = 1;
             }
             char *a = realloc(s->arena, need); /* empty arena: nothing points into it */
             if (a == NULL) {
@@ -535,14 +634,14 @@ static int add_result(pgspout_stream *s, PGresult *res, uint64_t *kept_total)
             }
             s->arena = a;
             s->arena_cap = need;
-            if (need > s->warn_bytes && !s->warned) {
+            if (need + index > s->warn_bytes && !s->warned) {
                 s->warned = 1;
                 if (s->metrics)
                     pgs_metrics_memory_warning(s->metrics);
                 pgs_log(
                     2,
                     "stream %s: a row of %zu bytes is over memory_warn (%.2f of max_memory %lld)",
-                    s->opt.label, need, s->opt.memory_warn, (long long)s->opt.max_memory);
+                    s->opt.label, need + index, s->opt.memory_warn, (long long)s->opt.max_memory);
             }
         }
         char *base = s->arena + s->arena_used;
@@ -569,7 +668,7 @@ static int add_result(pgspout_stream *s, PGresult *res, uint64_t *kept_total)
         s->arena_used += need;
         s->nrows++;
         if (s->opt.max_rows && ++*kept_total >= (uint64_t)s->opt.max_rows) {
-            i = n;
+            s->limit_more = i + 1 < n; /* rows of this result cut off */
             break;
         }
     }
@@ -578,9 +677,9 @@ out:
     ADD(s->rows_received, received);
     ADD(s->rows_filtered, filtered);
     ADD(s->bytes_received, bytes);
-    STORE(s->buffered_bytes, s->arena_used);
-    if (s->arena_used > LOAD(s->peak_buffered))
-        STORE(s->peak_buffered, s->arena_used);
+    STORE(s->buffered_bytes, held_bytes(s));
+    if (held_bytes(s) > LOAD(s->peak_buffered))
+        STORE(s->peak_buffered, held_bytes(s));
     return rc;
 }
 
@@ -588,6 +687,7 @@ out:
 static void chunk_done(pgspout_stream *s, int64_t fill_start, int waited)
 {
     int64_t now = pgs_now_ns();
+    pgs_conn_drop_notifies(s->conn);
     uint64_t rows = (uint64_t)s->nrows;
     STORE(s->nrows_pub, s->nrows);
     ADD(s->chunks, 1);
@@ -678,6 +778,22 @@ static int finish_pending(pgspout_stream *s)
     return code;
 }
 
+/* The server finished the stream's statement (PQgetResult gave NULL). */
+static void statement_done(pgspout_stream *s)
+{
+    pgspout_conn *c = s->conn;
+    s->server_done = 1;
+    savepoint_end(s, 0);
+    pgs_conn_drop_notifies(c);
+    if (c->statement_timeout_in_tx && strncmp(s->cmd_tag, "ROLLBACK", 8) == 0)
+        c->statement_timeout_ms = -1; /* it may have undone a SET of ours */
+    else if (strcmp(s->cmd_tag, "COMMIT") == 0)
+        c->statement_timeout_in_tx = 0; /* ... or made it the session's */
+    if (s->commits && strcmp(s->cmd_tag, "ROLLBACK") == 0)
+        pgs_log(2, "stream %s: COMMIT ended in ROLLBACK (the transaction had failed)",
+                s->opt.label);
+}
+
 /* Read one chunk. Returns PGSPOUT_OK with rows in the buffer, DONE, AGAIN,
  * PAUSED or a negative code (the stream has then ended). */
 static int fill(pgspout_stream *s, int nonblock)
@@ -713,11 +829,13 @@ static int fill(pgspout_stream *s, int nonblock)
         if (r < target)
             target = r < 1 ? 1 : r;
     }
-    if (s->arena_cap == 0 || s->grow_arena) { /* the arena is empty here */
+    if (s->arena_cap == 0 || s->grow_arena || s->arena_cap > s->target_bytes) {
+        /* the arena is empty here; one larger than the chunk budget (left by
+         * a single big row) goes back to the budget */
         size_t cap = s->arena_cap ? s->arena_cap * 2 : 65536;
         if (cap > s->target_bytes)
             cap = s->target_bytes;
-        if (cap > s->arena_cap) {
+        if (cap != s->arena_cap) {
             char *a = realloc(s->arena, cap);
             if (a == NULL) {
                 set_error(s, "", "out of memory");
@@ -735,7 +853,21 @@ static int fill(pgspout_stream *s, int nonblock)
             continue;
         if (rc != 0)
             return rc;
-        while (s->nrows < target && s->arena_used < s->target_bytes) {
+        for (;;) {
+            if (s->opt.max_rows && kept_total >= (uint64_t)s->opt.max_rows) {
+                /* limited only if the server had more to send; checked
+                 * before taking anything more, a carried row included */
+                int more = s->limit_more || s->carry != NULL;
+                drop_carry(s);
+                if (!s->server_done)
+                    more |= stop_server(s) != 0;
+                s->limit_reason = more ? PGS_LIMIT_ROWS : -1;
+                s->pend_state = more ? PGSPOUT_STATE_LIMITED : PGSPOUT_STATE_DONE;
+                s->pend_code = PGSPOUT_DONE;
+                break;
+            }
+            if (s->nrows >= target || held_bytes(s) >= s->target_bytes)
+                break;
             if (s->carry) {
                 int ar = add_result(s, s->carry, &kept_total);
                 if (ar == ADD_FULL)
@@ -769,6 +901,8 @@ static int fill(pgspout_stream *s, int nonblock)
                     break;
                 int64_t t0 = pgs_now_ns();
                 int w = pgs_wait(PQsocket(pg), s->wake.fd, s->deadline);
+                if (w == PGS_WAIT_INTERRUPTED)
+                    return interrupted(s);
                 if (w < 0)
                     return fail_conn(s);
                 if (w & PGS_WAIT_WAKE)
@@ -784,8 +918,7 @@ static int fill(pgspout_stream *s, int nonblock)
             }
             PGresult *res = PQgetResult(pg);
             if (res == NULL) {
-                s->server_done = 1;
-                savepoint_end(s, 0);
+                statement_done(s);
                 break;
             }
             switch (PQresultStatus(res)) {
@@ -811,6 +944,7 @@ static int fill(pgspout_stream *s, int nonblock)
                     set_error(s, "", "out of memory");
                     return fail(s, PGSPOUT_ENOMEM, PGSPOUT_STATE_FAILED, -1);
                 }
+                snprintf(s->cmd_tag, sizeof s->cmd_tag, "%s", PQcmdStatus(res));
                 PQclear(res);
                 break;
             case PGRES_COPY_OUT:
@@ -823,7 +957,7 @@ static int fill(pgspout_stream *s, int nonblock)
                 s->pend_state = PGSPOUT_STATE_FAILED;
                 s->pend_code = PGSPOUT_ESQL;
                 if (drain(pg, pgs_now_ns() + DRAIN_NS) < 0)
-                    s->conn->broken = 1;
+                    mark_broken(s->conn, "connection lost while skipping a COPY");
                 s->server_done = 1;
                 savepoint_end(s, 0);
                 break;
@@ -836,7 +970,7 @@ static int fill(pgspout_stream *s, int nonblock)
                     /* e.g. 57P01 from pg_terminate_backend: the connection is
                      * gone, which is what the caller must act on; the
                      * SQLSTATE stays readable */
-                    s->conn->broken = 1;
+                    mark_broken(s->conn, "connection lost after a server error");
                     s->pend_code = PGSPOUT_ECONN;
                 }
                 s->server_done = 1;
@@ -845,14 +979,6 @@ static int fill(pgspout_stream *s, int nonblock)
             }
             if (s->server_done || s->carry)
                 break;
-            if (s->opt.max_rows && kept_total >= (uint64_t)s->opt.max_rows) {
-                /* limited only if the server had more to send */
-                int more = stop_server(s) != 0;
-                s->limit_reason = more ? PGS_LIMIT_ROWS : -1;
-                s->pend_state = more ? PGSPOUT_STATE_LIMITED : PGSPOUT_STATE_DONE;
-                s->pend_code = PGSPOUT_DONE;
-                break;
-            }
         }
         if (s->nrows > 0) {
             chunk_done(s, fill_start, waited);
@@ -876,29 +1002,102 @@ static int open_fail(pgspout_stream *s, int code, const char *what)
     if (what && code == PGSPOUT_ETIMEOUT)
         set_error(s, "", "timeout of %lld ms exceeded while %s", (long long)s->opt.timeout_ms,
                   what);
+    else if (what && code == PGSPOUT_EINTR)
+        set_error(s, "57014", "interrupted while %s", what);
     else if (what && code == PGSPOUT_ECONN)
         set_error(s, "08006", "connection lost while %s: %s", what,
                   s->conn->err ? s->conn->err : "");
     if (code == PGSPOUT_ETIMEOUT)
         s->limit_reason = PGS_LIMIT_TIMEOUT;
     s->server_done = 1;
-    stream_end(s, PGSPOUT_STATE_FAILED, code);
+    stream_end(s, code == PGSPOUT_EINTR ? PGSPOUT_STATE_CANCELLED : PGSPOUT_STATE_FAILED, code);
     return code;
 }
 
-/* Bring the session's statement_timeout to what this stream asks for. */
-static int apply_statement_timeout(pgspout_stream *s)
+/* Bring the session's statement_timeout to what this stream asks for: SET
+ * to its value, or RESET to the session's own when it asks for none and an
+ * earlier stream had set one. A SET inside a transaction lasts only if the
+ * transaction commits, so once that transaction ended (or a ROLLBACK ran in
+ * it: statement_done) the value on the server is unknown and the next
+ * stream sets it again. Nothing is sent inside an aborted transaction: the
+ * server would refuse it, and only ROLLBACK can run there anyway. */
+static int apply_statement_timeout(pgspout_stream *s, PGTransactionStatusType ts)
 {
     pgspout_conn *c = s->conn;
+    if (c->statement_timeout_in_tx && ts == PQTRANS_IDLE) {
+        c->statement_timeout_ms = -1;
+        c->statement_timeout_in_tx = 0;
+    }
     int64_t want = s->opt.statement_timeout_ms;
-    if (want == c->statement_timeout_ms || (want == 0 && c->statement_timeout_ms < 0))
-        return 0;
-    char sql[64];
-    snprintf(sql, sizeof sql, "SET statement_timeout = %lld", (long long)want);
+    if (want == c->statement_timeout_ms || ts == PQTRANS_INERROR)
+        return PGSPOUT_OK;
+    char sql[64] = "RESET statement_timeout";
+    if (want > 0)
+        snprintf(sql, sizeof sql, "SET statement_timeout = %lld", (long long)want);
     int rc = exec_utility(c, sql, s->deadline, s);
-    if (rc == PGSPOUT_OK)
-        c->statement_timeout_ms = want;
+    c->statement_timeout_ms = rc == PGSPOUT_OK ? want : -1;
+    c->statement_timeout_in_tx = ts == PQTRANS_INTRANS;
     return rc;
+}
+
+/* Skip white space and comments (-- to the end of the line, nested C-style). */
+static const char *skip_blank(const char *p)
+{
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v')
+            p++;
+        if (p[0] == '-' && p[1] == '-') {
+            while (*p && *p != '\n')
+                p++;
+        } else if (p[0] == '/' && p[1] == '*') {
+            int depth = 0;
+            do {
+                if (p[0] == '/' && p[1] == '*')
+                    depth++, p += 2;
+                else if (p[0] == '*' && p[1] == '/')
+                    depth--, p += 2;
+                else
+                    p++;
+            } while (depth > 0 && *p);
+        } else {
+            return p;
+        }
+    }
+}
+
+/* 1 if p starts with keyword w (any case) as a whole word; *end after it. */
+static int keyword(const char *p, const char *w, const char **end)
+{
+    size_t n = strlen(w);
+    if (strncasecmp(p, w, n) != 0)
+        return 0;
+    char c = p[n];
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+        c == '$' || (unsigned char)c >= 0x80)
+        return 0;
+    *end = skip_blank(p + n);
+    return 1;
+}
+
+enum { TXC_NONE, TXC_CONTROL, TXC_COMMIT };
+
+/* Is sql a transaction control statement (by its leading keywords)? */
+static int tx_control(const char *sql)
+{
+    static const char *const control[] = {"begin",     "start",   "rollback",
+                                          "abort",     "release", "savepoint"};
+    const char *p = skip_blank(sql), *q;
+    if (keyword(p, "commit", &q) || keyword(p, "end", &q))
+        return TXC_COMMIT;
+    for (size_t i = 0; i < sizeof control / sizeof control[0]; i++)
+        if (keyword(p, control[i], &q))
+            return TXC_CONTROL;
+    if (keyword(p, "prepare", &q) && keyword(q, "transaction", &q))
+        return TXC_CONTROL;
+    if (keyword(p, "set", &q) && (keyword(q, "transaction", &q) ||
+                                  (keyword(q, "session", &q) && keyword(q, "characteristics", &q))))
+        return TXC_CONTROL;
+    return TXC_NONE;
 }
 
 int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const char *const *params,
@@ -924,6 +1123,11 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
         pgs_conn_set_error(conn, "connection is not usable (%s); reconnect",
                            conn->err ? conn->err : "broken");
         return PGSPOUT_ECONN;
+    }
+    if (opts && opts->memory_fail < opts->memory_warn) {
+        pgs_conn_set_error(conn, "memory_fail (%g) is below memory_warn (%g)", opts->memory_fail,
+                           opts->memory_warn);
+        return PGSPOUT_EVALUE;
     }
     if (opts && opts->chunk_rows_min > opts->chunk_rows_max) {
         pgs_conn_set_error(conn, "chunk_rows_min (%lld) is larger than chunk_rows_max (%lld)",
@@ -960,8 +1164,14 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
     STORE(s->chunk_target, target0);
     s->warn_bytes = (size_t)((double)s->opt.max_memory * s->opt.memory_warn);
     s->fail_bytes = (size_t)((double)s->opt.max_memory * s->opt.memory_fail);
-    s->target_bytes =
-        (uint64_t)s->opt.chunk_bytes < s->warn_bytes ? (size_t)s->opt.chunk_bytes : s->warn_bytes;
+    /* A chunk closes at chunk_bytes, or at memory_warn, or at half of
+     * memory_fail, whichever is smallest: values and row index each get at
+     * most that much room, so together they stay within memory_fail. */
+    s->target_bytes = s->fail_bytes / 2;
+    if (s->warn_bytes < s->target_bytes)
+        s->target_bytes = s->warn_bytes;
+    if ((uint64_t)s->opt.chunk_bytes < s->target_bytes)
+        s->target_bytes = (size_t)s->opt.chunk_bytes;
     s->t_open = pgs_now_ns();
     s->deadline = s->opt.timeout_ms ? s->t_open + s->opt.timeout_ms * PGS_NS_PER_MS : 0;
     s->progress_next_rows = (uint64_t)s->opt.progress_rows;
@@ -976,8 +1186,11 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
         pgs_metrics_chunk_rows_gauge(s->metrics, target0);
     }
 
-    int rc = apply_statement_timeout(s);
-    if (rc == PGSPOUT_OK && PQtransactionStatus(conn->pg) == PQTRANS_INTRANS) {
+    PGTransactionStatusType ts = PQtransactionStatus(conn->pg);
+    int txc = tx_control(sql);
+    s->commits = txc == TXC_COMMIT;
+    int rc = apply_statement_timeout(s, ts);
+    if (rc == PGSPOUT_OK && ts == PQTRANS_INTRANS && txc == TXC_NONE) {
         rc = exec_utility(conn, "SAVEPOINT " SAVEPOINT_NAME, s->deadline, s);
         s->savepoint = rc == PGSPOUT_OK;
     }
@@ -986,20 +1199,32 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
     if (!PQsendQueryParams(conn->pg, sql, nparams, NULL, params, NULL, NULL, 0)) {
         set_error(s, "", "could not send the query: %s", PQerrorMessage(conn->pg));
         if (PQstatus(conn->pg) != CONNECTION_OK)
-            conn->broken = 1;
+            mark_broken(conn, "could not send the query");
         return open_fail(s, conn->broken ? PGSPOUT_ECONN : PGSPOUT_EINTERNAL, NULL);
-    }
-    /* large parameters may not fit the socket at once: send them within the
-     * stream's deadline */
-    if ((rc = flush_out(conn->pg, s->deadline)) != PGSPOUT_OK) {
-        conn->broken = 1;
-        return open_fail(s, rc, "sending the query");
     }
 #ifdef PGSPOUT_HAVE_CHUNKED_ROWS
     int moded = PQsetChunkedRowsMode(conn->pg, (int)target0);
 #else
     int moded = PQsetSingleRowMode(conn->pg);
 #endif
+    /* large parameters may not fit the socket at once: send them within the
+     * stream's deadline; an interrupt lets the send finish (the protocol
+     * cannot stop mid-message), then cancels */
+    rc = flush_out(conn->pg, s->deadline);
+    if (rc == PGSPOUT_EINTR) {
+        pgs_interrupt_suspend();
+        int sent = flush_out(conn->pg, pgs_now_ns() + DRAIN_NS);
+        pgs_interrupt_resume();
+        if (sent == PGSPOUT_OK) {
+            stop_server(s);
+            return open_fail(s, PGSPOUT_EINTR, "sending the query");
+        }
+        rc = sent;
+    }
+    if (rc != PGSPOUT_OK) {
+        mark_broken(conn, "could not send the query");
+        return open_fail(s, rc, "sending the query");
+    }
     if (!moded) {
         set_error(s, "", "could not switch libpq to %s mode", pgspout_transport());
         stop_server(s);
@@ -1188,7 +1413,7 @@ int pgspout_stream_cancel(pgspout_stream *s)
     if (LOAD(s->ended))
         rc = PGSPOUT_ESTATE;
     else if (!atomic_exchange(&s->cancel_req, 1) && s->conn && !s->server_done)
-        pgs_conn_send_cancel(s->conn, PGS_CANCEL_WAIT_MS);
+        pgs_conn_send_cancel(s->conn, s->opt.cancel_timeout_ms);
     pthread_mutex_unlock(&s->ctl);
     pgs_wake_signal(&s->wake);
     return rc;
@@ -1214,6 +1439,8 @@ const char *pgspout_stream_error(const pgspout_stream *s)
 }
 
 const char *pgspout_stream_sqlstate(const pgspout_stream *s) { return s ? s->sqlstate : ""; }
+
+const char *pgspout_stream_command_tag(const pgspout_stream *s) { return s ? s->cmd_tag : ""; }
 
 int pgspout_stream_errcode(const pgspout_stream *s)
 {

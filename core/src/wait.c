@@ -1,5 +1,6 @@
 /* wait.c - monotonic time and interruptible waits. */
 #include "wait.h"
+#include "pgspout.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -46,6 +47,22 @@ void pgs_wake_drain(pgs_wake *w)
     }
 }
 
+/* The calling thread's interrupt hook (pgspout_set_interrupt_hook). */
+static _Thread_local pgspout_interrupt_fn intr_fn;
+static _Thread_local void *intr_ud;
+static _Thread_local int intr_suspended;
+
+void pgspout_set_interrupt_hook(pgspout_interrupt_fn fn, void *userdata)
+{
+    intr_fn = fn;
+    intr_ud = userdata;
+}
+
+void pgs_interrupt_suspend(void) { intr_suspended++; }
+void pgs_interrupt_resume(void) { intr_suspended--; }
+int pgs_interrupt_armed(void) { return intr_fn != NULL && intr_suspended == 0; }
+int pgs_interrupted(void) { return pgs_interrupt_armed() && intr_fn(intr_ud) != 0; }
+
 int pgs_wait_rw(int sock, int want_write, int wake_fd, int64_t deadline_ns)
 {
     struct pollfd p[2];
@@ -60,6 +77,7 @@ int pgs_wait_rw(int sock, int want_write, int wake_fd, int64_t deadline_ns)
         p[n].events = POLLIN;
         iw = n++;
     }
+    int armed = pgs_interrupt_armed();
     for (;;) {
         int timeout = -1;
         if (deadline_ns > 0) {
@@ -69,14 +87,22 @@ int pgs_wait_rw(int sock, int want_write, int wake_fd, int64_t deadline_ns)
             int64_t ms = (left + PGS_NS_PER_MS - 1) / PGS_NS_PER_MS;
             timeout = ms > INT32_MAX ? INT32_MAX : (int)ms;
         }
+        /* with a hook, wake up now and then: a signal that arrived just
+         * before poll() would otherwise go unnoticed until the wait ends */
+        if (armed && (timeout < 0 || timeout > PGS_INTERRUPT_POLL_MS))
+            timeout = PGS_INTERRUPT_POLL_MS;
         int r = poll(p, (nfds_t)n, timeout);
         if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
+            if (errno != EINTR)
+                return -1;
+            if (armed && pgs_interrupted())
+                return PGS_WAIT_INTERRUPTED;
+            continue;
         }
         if (r == 0) {
-            if (deadline_ns > 0 && pgs_now_ns() < deadline_ns)
+            if (armed && pgs_interrupted())
+                return PGS_WAIT_INTERRUPTED;
+            if (deadline_ns == 0 || pgs_now_ns() < deadline_ns)
                 continue;
             return 0;
         }

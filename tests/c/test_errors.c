@@ -38,6 +38,7 @@ static const struct {
     {PGSPOUT_EMEMORY, "ememory"},
     {PGSPOUT_ENOTFOUND, "enotfound"},
     {PGSPOUT_EINTERNAL, "einternal"},
+    {PGSPOUT_EINTR, "eintr"},
 };
 #define NCODES (sizeof codes / sizeof codes[0])
 
@@ -55,14 +56,14 @@ static void test_strerror_every_code(void **state)
         /* static storage: the same pointer every time */
         assert_ptr_equal(t, pgspout_strerror(codes[i].code));
     }
-    /* the codes cover -15..3 without holes */
-    assert_int_equal(NCODES, 19);
+    /* the codes cover -16..3 without holes */
+    assert_int_equal(NCODES, 20);
 }
 
 static void test_strerror_unknown(void **state)
 {
     (void)state;
-    static const int unknown[] = {4, 5, 99, -16, -100, 1000, INT_MAX, INT_MIN};
+    static const int unknown[] = {4, 5, 99, -17, -100, 1000, INT_MAX, INT_MIN};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         const char *t = pgspout_strerror(unknown[i]);
         assert_non_null(t);

@@ -244,7 +244,8 @@ static int wait_done(consumer *cs, double secs)
 
 /* The network goes silent mid-stream; timeout=2s must end the stream with
  * ETIMEOUT about 2 s after open, not hang (nothing ever arrives again, and
- * a cancel request cannot get through either). */
+ * a cancel request cannot get through either: stopping the server side
+ * takes cancel_timeout more, 500 ms here). */
 static void test_silent_network_timeout(void **state)
 {
     (void)state;
@@ -257,7 +258,7 @@ static void test_silent_network_timeout(void **state)
     pgspout_conn *c = connect_ok(dsn);
     consumer cs = {.conn = c,
                    .sql = "SELECT i, md5(i::text) FROM (SELECT generate_series(1, 100000000) i) t",
-                   .opts = tu_opts("timeout", "2s", "chunk_rows", "100", NULL),
+                   .opts = tu_opts("timeout", "2s", "chunk_rows", "100", "cancel_timeout", "500ms", NULL),
                    .stall_after = 2000};
     pthread_t th;
     pthread_create(&th, NULL, consumer_main, &cs);
@@ -319,7 +320,7 @@ static void test_silent_network_send_timeout(void **state)
                    .sql = "SELECT length($1)",
                    .nparams = 1,
                    .params = params,
-                   .opts = tu_opts("timeout", "2s", NULL)};
+                   .opts = tu_opts("timeout", "2s", "cancel_timeout", "500ms", NULL)};
     pthread_t th;
     pthread_create(&th, NULL, consumer_main, &cs);
     int finished = wait_done(&cs, tu_slack(6.0));
@@ -359,8 +360,9 @@ static void test_silent_network_open_timeout(void **state)
         rel_proxy_stall(p);
         consumer cs = {.conn = c,
                        .sql = "SELECT 1",
-                       .opts = variant ? tu_opts("timeout", "2s", "statement_timeout", "5s", NULL)
-                                       : tu_opts("timeout", "2s", NULL)};
+                       .opts = variant ? tu_opts("timeout", "2s", "statement_timeout", "5s",
+                                                 "cancel_timeout", "500ms", NULL)
+                                       : tu_opts("timeout", "2s", "cancel_timeout", "500ms", NULL)};
         pthread_t th;
         pthread_create(&th, NULL, consumer_main, &cs);
         int finished = wait_done(&cs, tu_slack(6.0));
