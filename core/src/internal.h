@@ -21,22 +21,22 @@
 #define ADD(x, v)   STORE(x, LOAD(x) + (v))
 
 struct pgspout_conn {
-    PGconn *pg;                   /* non-blocking mode: every wait is pgspout's */
-    pthread_mutex_t lock;         /* guards pg for any-thread cancels against close */
-    pgspout_stream *active;       /* the stream running on this connection */
-    int broken;                   /* desynchronised or lost: no more streams */
+    PGconn *pg;             /* non-blocking mode: every wait is pgspout's */
+    pthread_mutex_t lock;   /* guards pg for any-thread cancels against close */
+    pgspout_stream *active; /* the stream running on this connection */
+    int broken;             /* desynchronised or lost: no more streams */
     /* statement_timeout as pgspout left it on the session: > 0 a value it
      * SET, 0 the session's own (never touched, or RESET), -1 unknown (a SET
      * or RESET inside a transaction that may have been rolled back) */
     int64_t statement_timeout_ms;
-    int statement_timeout_in_tx;  /* ... and that SET/RESET ran in a transaction block */
-    int64_t cancel_timeout_ms;    /* for pgspout_conn_cancel */
-    uint64_t notified;            /* notifications dropped (pgs_conn_drop_notifies) */
-    _Atomic unsigned cancel_gen;  /* bumped by pgspout_conn_cancel */
-    pid_t pid;                    /* the process that connected: a forked child
-                                     must not read, write or cancel on its behalf */
-    unsigned fork_gen;            /* forks seen when it connected (conn.c) */
-    char *err;                    /* malloc'd message, NULL = none */
+    int statement_timeout_in_tx; /* ... and that SET/RESET ran in a transaction block */
+    int64_t cancel_timeout_ms;   /* for pgspout_conn_cancel */
+    uint64_t notified;           /* notifications dropped (pgs_conn_drop_notifies) */
+    _Atomic unsigned cancel_gen; /* bumped by pgspout_conn_cancel */
+    pid_t pid;                   /* the process that connected: a forked child
+                                    must not read, write or cancel on its behalf */
+    unsigned fork_gen;           /* forks seen when it connected (conn.c) */
+    char *err;                   /* malloc'd message, NULL = none */
 };
 
 /* A field of a buffered row: value at data + off, len -1 for SQL NULL. */

@@ -353,8 +353,13 @@ static int exec_utility(pgspout_conn *c, const char *sql, int64_t deadline, pgsp
             PGresult *r = PQgetResult(pg);
             if (r == NULL)
                 return failed ? PGSPOUT_ESQL : PGSPOUT_OK;
-            if (PQresultStatus(r) != PGRES_COMMAND_OK && !failed++ && errs)
-                set_sql_error(errs, r);
+            if (PQresultStatus(r) != PGRES_COMMAND_OK && !failed++) {
+                /* every statement pgspout adds is meant to succeed */
+                pgs_log(3, "the server refused \"%s\", which pgspout sent: %s", sql,
+                        PQresultErrorMessage(r));
+                if (errs)
+                    set_sql_error(errs, r);
+            }
             PQclear(r);
             continue;
         }
@@ -1084,8 +1089,8 @@ enum { TXC_NONE, TXC_CONTROL, TXC_COMMIT };
 /* Is sql a transaction control statement (by its leading keywords)? */
 static int tx_control(const char *sql)
 {
-    static const char *const control[] = {"begin",     "start",   "rollback",
-                                          "abort",     "release", "savepoint"};
+    static const char *const control[] = {"begin", "start",   "rollback",
+                                          "abort", "release", "savepoint"};
     const char *p = skip_blank(sql), *q;
     if (keyword(p, "commit", &q) || keyword(p, "end", &q))
         return TXC_COMMIT;

@@ -28,8 +28,8 @@ enum { PGS_WAIT_SOCKET = 1, PGS_WAIT_WAKE = 2, PGS_WAIT_WRITABLE = 4 };
  * (pgspout_set_interrupt_hook) asked to give up: it is consulted after a
  * signal interrupted the wait and every PGS_INTERRUPT_POLL_MS while set. */
 int pgs_wait_rw(int sock, int want_write, int wake_fd, int64_t deadline_ns);
-#define PGS_WAIT_INTERRUPTED  (-2)
-#define PGS_INTERRUPT_POLL_MS 100
+#define PGS_WAIT_INTERRUPTED                 (-2)
+#define PGS_INTERRUPT_POLL_MS                100
 #define pgs_wait(sock, wake_fd, deadline_ns) pgs_wait_rw(sock, 0, wake_fd, deadline_ns)
 
 /* Cleanup waits (a drain after a cancel) must finish even after an

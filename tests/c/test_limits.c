@@ -221,6 +221,114 @@ static void test_max_rows(void **state)
         fail_msg("%d max_rows case(s) ended in the wrong state", wrong_state);
 }
 
+/* max_rows against every small chunk shape: the row that reaches the limit
+ * may be carried over from the previous chunk (chunk_bytes smaller than a
+ * row), and the next chunk must not take more (issue 10, item 3). */
+static void test_max_rows_chunk_sweep(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    static const char *const bytes[] = {"1", "24", "40", "64", "100", "1MB"};
+    static const char *const crows[] = {"1", "2", "3", "4", "1000"};
+    int wrong = 0, tried = 0;
+    for (int max = 1; max <= 6; max++)
+        for (size_t b = 0; b < sizeof bytes / sizeof bytes[0]; b++)
+            for (size_t r = 0; r < sizeof crows / sizeof crows[0]; r++) {
+                char mb[16];
+                snprintf(mb, sizeof mb, "%d", max);
+                pgspout_options *o =
+                    tu_opts("max_rows", mb, "chunk_bytes", bytes[b], "chunk_rows", crows[r], NULL);
+                pgspout_stream *s = open_pairs(c, 100, o);
+                agg a;
+                agg_init(&a);
+                const pgspout_chunk *ch;
+                int rc;
+                while ((rc = pgspout_stream_next_chunk(s, 0, &ch)) == PGSPOUT_OK)
+                    for (int j = 0; j < pgspout_chunk_nrows(ch); j++)
+                        agg_row(&a, pgspout_chunk_row(ch, j));
+                tried++;
+                if (rc != PGSPOUT_DONE || a.rows != (uint64_t)max ||
+                    pgspout_stream_state(s) != PGSPOUT_STATE_LIMITED) {
+                    print_error("max_rows=%d chunk_bytes=%s chunk_rows=%s: %s, %llu rows, %s\n",
+                                max, bytes[b], crows[r], pgspout_code_name(rc),
+                                (unsigned long long)a.rows,
+                                pgspout_state_name(pgspout_stream_state(s)));
+                    wrong++;
+                }
+                pgspout_stream_close(s);
+                if (a.rows == (uint64_t)max)
+                    check_pairs(c, &a, max); /* exactly rows 1..max */
+                pgspout_options_free(o);
+            }
+    pgspout_conn_close(c);
+    if (wrong)
+        fail_msg("%d of %d max_rows x chunk_bytes x chunk_rows cases wrong", wrong, tried);
+}
+
+/* max_memory bounds what the buffer really holds: the row index counts, and
+ * zero-column rows cost their index entry (issue 10, item 5). */
+static void test_max_memory_counts_row_index(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    static const char *const sqls[] = {
+        "SELECT FROM generate_series(1, 300000)",         /* zero columns */
+        "SELECT 1::int2 FROM generate_series(1, 300000)", /* tiny values */
+    };
+    for (size_t i = 0; i < sizeof sqls / sizeof sqls[0]; i++) {
+        pgspout_options *o =
+            tu_opts("max_memory", "1MB", "chunk_rows", "10000000", "chunk_bytes", "1TB", NULL);
+        pgspout_stream *s;
+        uint64_t rows;
+        int rc = run_to_end(c, sqls[i], o, &s, &rows);
+        if (rc != PGSPOUT_DONE)
+            fail_msg("%s: %s: %s", sqls[i], pgspout_code_name(rc), pgspout_stream_error(s));
+        assert_int_equal(rows, 300000);
+        pgspout_stats st = {.size = sizeof st};
+        pgspout_stream_stats(s, &st);
+        print_message("%s: peak %" PRIu64 " bytes in %" PRIu64 " chunks (max_memory 1MB)\n",
+                      sqls[i], st.peak_buffered_bytes, st.chunks);
+        /* 300k rows index alone would be 7 MB: many chunks, each within 1MB */
+        assert_true(st.peak_buffered_bytes <= 1048576);
+        assert_true(st.peak_buffered_bytes >= 300000 / st.chunks * 24);
+        assert_true(st.chunks >= 8);
+        pgspout_stream_close(s);
+        pgspout_options_free(o);
+    }
+    expect_reusable(c);
+    pgspout_conn_close(c);
+}
+
+/* memory_fail below memory_warn is refused; the fail fraction bounds what
+ * is buffered, not only single rows (issue 10, item 6). */
+static void test_memory_fail_below_warn(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    pgspout_options *o = tu_opts("max_memory", "1MB", "memory_fail", "0.1", NULL);
+    pgspout_stream *s = NULL;
+    assert_int_equal(pgspout_stream_open(c, "SELECT 1", 0, NULL, o, &s), PGSPOUT_EVALUE);
+    assert_null(s);
+    if (!strstr(pgspout_conn_error(c), "memory_fail") ||
+        !strstr(pgspout_conn_error(c), "memory_warn"))
+        fail_msg("the error does not name both options: %s", pgspout_conn_error(c));
+    pgspout_options_free(o);
+    o = tu_opts("max_memory", "1MB", "memory_warn", "0.1", "memory_fail", "0.1", "chunk_rows",
+                "1000000", "chunk_bytes", "1TB", NULL);
+    uint64_t rows;
+    int rc =
+        run_to_end(c, "SELECT g, repeat('x', 100) FROM generate_series(1, 100000) g", o, &s, &rows);
+    assert_int_equal(rc, PGSPOUT_DONE);
+    assert_int_equal(rows, 100000);
+    pgspout_stats st = {.size = sizeof st};
+    pgspout_stream_stats(s, &st);
+    assert_true(st.peak_buffered_bytes <= 104857); /* 0.1 of 1MB */
+    pgspout_stream_close(s);
+    pgspout_options_free(o);
+    expect_reusable(c);
+    pgspout_conn_close(c);
+}
+
 /* --------------------------------------------------------------- timeout */
 
 static void test_timeout(void **state)
@@ -1428,6 +1536,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_expo_parser_self_check),
         cmocka_unit_test(test_max_rows),
+        cmocka_unit_test(test_max_rows_chunk_sweep),
+        cmocka_unit_test(test_max_memory_counts_row_index),
+        cmocka_unit_test(test_memory_fail_below_warn),
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_statement_timeout),
         cmocka_unit_test(test_pause_timeout_resume),

@@ -256,10 +256,11 @@ static void test_silent_network_timeout(void **state)
     char dsn[512];
     proxy_dsn(dsn, sizeof dsn, p);
     pgspout_conn *c = connect_ok(dsn);
-    consumer cs = {.conn = c,
-                   .sql = "SELECT i, md5(i::text) FROM (SELECT generate_series(1, 100000000) i) t",
-                   .opts = tu_opts("timeout", "2s", "chunk_rows", "100", "cancel_timeout", "500ms", NULL),
-                   .stall_after = 2000};
+    consumer cs = {
+        .conn = c,
+        .sql = "SELECT i, md5(i::text) FROM (SELECT generate_series(1, 100000000) i) t",
+        .opts = tu_opts("timeout", "2s", "chunk_rows", "100", "cancel_timeout", "500ms", NULL),
+        .stall_after = 2000};
     pthread_t th;
     pthread_create(&th, NULL, consumer_main, &cs);
     while (!atomic_load(&cs.stall_now) && !atomic_load(&cs.done))
@@ -727,6 +728,7 @@ static void test_cancel_pause_race(void **state)
      * them, every action and query still drawn dozens of times */
     const int iterations = (int)tu_scaled(1000, 300);
     int outcome[ACT_N][4] = {{0}}; /* done, cancelled, esql 57014, open failed */
+    int closed_for_safety = 0;
     pgspout_conn *c = connect_ok(tu_dsn());
     pgspout_options *o = tu_opts("chunk_rows", "500", NULL);
     actor a = {.conn = c};
@@ -795,7 +797,17 @@ static void test_cancel_pause_race(void **state)
         if (s && pgspout_stream_next(s, &r) != rc)
             fail_msg("%s: next after the end changed its answer", what);
         pgspout_stream_close(s);
-        /* the connection is reusable */
+        /* The connection is reusable, unless a cancel request was not taken
+         * within cancel_timeout (a loaded machine can delay the postmaster's
+         * fork for the request): then it must say so and be closed for
+         * safety, never silently reused. Which of the two is the clock's
+         * call; both are correct outcomes. */
+        if (!pgspout_conn_ok(c) && strstr(pgspout_conn_error(c), "cancel_timeout") != NULL) {
+            closed_for_safety++;
+            pgspout_conn_close(c);
+            c = connect_ok(tu_dsn());
+            a.conn = c;
+        }
         char *one = tu_try_scalar(c, "SELECT 1", 0, NULL);
         if (one == NULL || strcmp(one, "1") != 0)
             fail_msg("%s: SELECT 1 afterwards failed: %s (conn_ok=%d)", what, pgspout_conn_error(c),
@@ -809,8 +821,9 @@ static void test_cancel_pause_race(void **state)
     pthread_cond_broadcast(&a.cv);
     pthread_mutex_unlock(&a.mu);
     pthread_join(a.th, NULL);
-    printf("  %d race iterations in %.1f s; per action done/cancelled/esql57014/open-failed:\n",
-           iterations, took);
+    printf("  %d race iterations in %.1f s (%d connections closed for safety after a cancel "
+           "not taken within cancel_timeout); per action done/cancelled/esql57014/open-failed:\n",
+           iterations, took, closed_for_safety);
     for (int i = 0; i < ACT_N; i++)
         printf("    %-17s %4d %4d %4d %4d\n", act_names[i], outcome[i][0], outcome[i][1],
                outcome[i][2], outcome[i][3]);
