@@ -373,10 +373,10 @@ static int exec_utility(pgspout_conn *c, const char *sql, int64_t deadline, pgsp
                                              : PGSPOUT_OK;
         }
     }
-    if (rc == PGSPOUT_EINTR && abort_statement(c, c->cancel_timeout_ms) == 0)
+    if (rc == PGSPOUT_EINTR) {
+        abort_statement(c, c->cancel_timeout_ms); /* says why if it breaks c */
         return rc;
-    if (rc == PGSPOUT_EINTR)
-        return rc; /* abort_statement said why */
+    }
     c->broken = 1;
     pgs_conn_set_error(c, "connection unusable after %s: %s", sql,
                        rc == PGSPOUT_ETIMEOUT ? "timed out" : PQerrorMessage(pg));
