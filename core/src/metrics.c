@@ -96,11 +96,32 @@ static void hist_reset(pgs_hist *h)
     atomic_store_explicit(&h->sum_bits, 0, R); /* the bits of 0.0 */
 }
 
+/* What options.c accepts for the label option: [A-Za-z0-9_.:-]{1,64}. */
+static int label_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > PGS_LABEL_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || strchr("_.:-", s[i])))
+            return 0;
+    return 1;
+}
+
+/* Slots 0..PGS_MAX_LABELS-2 hold one label each, in the order first seen;
+ * the last is the overflow, named PGS_OTHER_LABEL. The label "other" itself
+ * goes straight to the overflow slot: were it given a slot of its own, the
+ * exposition would carry every label="other" series twice once the bound is
+ * reached, and Prometheus rejects such a scrape. A label the option parser
+ * would refuse (it cannot reach here) goes there too, so that nothing
+ * recorded can break the exposition. */
 pgs_label_metrics *pgs_metrics_label(const char *label)
 {
     pgs_label_metrics *slots = pgs_metrics.labels, *m = NULL;
+    int to_other = !label_ok(label) || strcmp(label, PGS_OTHER_LABEL) == 0;
     pthread_mutex_lock(&lock);
-    for (int i = 0; i < PGS_MAX_LABELS - 1 && m == NULL; i++) {
+    for (int i = 0; i < PGS_MAX_LABELS - 1 && m == NULL && !to_other; i++) {
         if (!atomic_load(&slots[i].used)) {
             strcpy(slots[i].name, label);
             atomic_store(&slots[i].used, 1);
@@ -109,10 +130,10 @@ pgs_label_metrics *pgs_metrics_label(const char *label)
             m = &slots[i];
         }
     }
-    if (m == NULL) { /* cardinality bound reached */
+    if (m == NULL) { /* "other", or the cardinality bound reached */
         m = &slots[PGS_MAX_LABELS - 1];
         if (!atomic_load(&m->used)) {
-            strcpy(m->name, "other");
+            strcpy(m->name, PGS_OTHER_LABEL);
             atomic_store(&m->used, 1);
         }
     }

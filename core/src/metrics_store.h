@@ -8,7 +8,10 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
-#define PGS_MAX_LABELS           32 /* the last slot is the shared "other" */
+/* Label slots: the last is the overflow, PGS_OTHER_LABEL, where a stream
+ * labelled "other" is counted too, so no two series carry label="other". */
+#define PGS_MAX_LABELS           32
+#define PGS_OTHER_LABEL          "other"
 #define PGS_MAX_SQLSTATE_CLASSES 64
 #define PGS_HIST_MAX_BUCKETS     16
 
