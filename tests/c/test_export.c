@@ -180,10 +180,12 @@ static void test_exposition_check_self_check(void **state)
         "# HELP x_total T.\n# TYPE x_total counter\nx_total{a=\"1\",b=\"2\"} 1\n"
         "x_total{b=\"2\",a=\"1\"} 1\n",
         /* a family announced without its TYPE */
-        "# HELP x_total T.\n# TYPE x_total counter\nx_total 1\n# HELP y_total Y.\n",
+        "# HELP x_total T.\n# TYPE x_total counter\nx_total 1\n# HELP y_total "
+        "Y.\n",
         /* a pgspout histogram series short of buckets */
         "# HELP pgspout_chunk_rows R.\n# TYPE pgspout_chunk_rows histogram\n"
-        "pgspout_chunk_rows_bucket{le=\"1\"} 0\npgspout_chunk_rows_bucket{le=\"+Inf\"} 0\n"
+        "pgspout_chunk_rows_bucket{le=\"1\"} "
+        "0\npgspout_chunk_rows_bucket{le=\"+Inf\"} 0\n"
         "pgspout_chunk_rows_sum 0\npgspout_chunk_rows_count 0\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -373,6 +375,47 @@ static void test_reset(void **state)
     tu_expo_free(&e);
 }
 
+/* Labels made of every allowed character ([A-Za-z0-9_.:-]), at the maximum
+ * length (64) and of one character, each come out as exactly one series of
+ * their own in a valid exposition and as one key of valid JSON. */
+static void test_adversarial_labels(void **state)
+{
+    (void)state;
+    pgspout_metrics_reset();
+    static const char allowed[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-";
+    assert_int_equal(strlen(allowed), 66);
+    char first64[65], last64[65];
+    snprintf(first64, sizeof first64, "%.64s", allowed);
+    snprintf(last64, sizeof last64, "%s", allowed + 2);
+    assert_int_equal(strlen(last64), PGS_LABEL_MAX);
+    const char *labels[] = {first64, last64, "-", ".", ":", "_", "0", "-.:_", "a-b.c:d_e"};
+    size_t nl = sizeof labels / sizeof labels[0];
+    for (size_t i = 0; i < nl; i++)
+        feed(pgs_metrics_label(labels[i]));
+    tu_expo e = parse_checked();
+    double v;
+    for (size_t i = 0; i < nl; i++) {
+        if (series_of(&e, "pgspout_rows_total", labels[i], &v) != 1 || v != 9)
+            fail_msg("label \"%s\": want one rows_total series of 9", labels[i]);
+        if (series_of(&e, "pgspout_chunk_rows_count", labels[i], &v) != 1 || v != 1)
+            fail_msg("label \"%s\": want one chunk_rows_count series of 1", labels[i]);
+    }
+    tu_expo_free(&e);
+
+    char *js = pgspout_metrics_json();
+    assert_non_null(js);
+    if (!tu_json_valid(js, strlen(js)))
+        fail_msg("metrics JSON is not valid: %s", js);
+    for (size_t i = 0; i < nl; i++) {
+        char key[80];
+        snprintf(key, sizeof key, "\"%s\":{", labels[i]);
+        if (occurrences(js, key) != 1)
+            fail_msg("JSON: %d objects for label \"%s\"", occurrences(js, key), labels[i]);
+    }
+    pgspout_free(js);
+}
+
 /* Issue 10, item 8: a user label named "other" and the overflow bucket
  * past the label bound are one series, not two. Runs last: label slots are
  * process-wide and this fills them. */
@@ -420,6 +463,7 @@ int main(void)
         cmocka_unit_test(test_bucket_bounds_exact),
         cmocka_unit_test(test_counters_and_json),
         cmocka_unit_test(test_reset),
+        cmocka_unit_test(test_adversarial_labels),
         cmocka_unit_test(test_label_other_and_overflow), /* last: fills the label slots */
     };
     return cmocka_run_group_tests_name("export", tests, NULL, NULL);
