@@ -44,7 +44,7 @@ static void prom_hist(pgs_buf *b, const char *name, const pgs_hist_def *d, const
     }
     cum += get(&h->bucket[d->nb]);
     pgs_buf_printf(b, "pgspout_%s_bucket{%sle=\"+Inf\"} %llu\n", name, labels,
-                   (unsigned long long)cum);
+                   (unsigned long long)cum); /* also the count: +Inf == _count */
     /* _sum/_count: the label set without the trailing comma */
     size_t n = 0;
     while (labels[n])
@@ -53,7 +53,7 @@ static void prom_hist(pgs_buf *b, const char *name, const pgs_hist_def *d, const
     pgs_buf_printf(b, "pgspout_%s_sum%s%.*s%s %.17g\n", name, ln ? "{" : "", ln, labels,
                    ln ? "}" : "", pgs_hist_sum(h));
     pgs_buf_printf(b, "pgspout_%s_count%s%.*s%s %llu\n", name, ln ? "{" : "", ln, labels,
-                   ln ? "}" : "", (unsigned long long)get(&h->count));
+                   ln ? "}" : "", (unsigned long long)cum);
 }
 
 static int nlabels_used(void)
@@ -121,17 +121,15 @@ char *pgspout_metrics_prometheus(void)
 
 static void json_hist(pgs_buf *b, const pgs_hist_def *d, const pgs_hist *h)
 {
-    pgs_buf_printf(b, "{\"count\":%llu,\"sum\":%.17g,\"buckets\":[",
-                   (unsigned long long)get(&h->count), pgs_hist_sum(h));
-    uint64_t cum = 0;
-    for (int i = 0; i <= d->nb; i++) {
-        cum += get(&h->bucket[i]);
-        if (i < d->nb)
-            pgs_buf_printf(b, "%s[%.15g,%llu]", i ? "," : "", d->le[i], (unsigned long long)cum);
-        else
-            pgs_buf_printf(b, ",[\"+Inf\",%llu]", (unsigned long long)cum);
-    }
-    pgs_buf_puts(b, "]}");
+    /* one read of each bucket, so that count == the +Inf bucket */
+    uint64_t cum[PGS_HIST_MAX_BUCKETS + 1], c = 0;
+    for (int i = 0; i <= d->nb; i++)
+        cum[i] = c += get(&h->bucket[i]);
+    pgs_buf_printf(b, "{\"count\":%llu,\"sum\":%.17g,\"buckets\":[", (unsigned long long)c,
+                   pgs_hist_sum(h));
+    for (int i = 0; i < d->nb; i++)
+        pgs_buf_printf(b, "%s[%.15g,%llu]", i ? "," : "", d->le[i], (unsigned long long)cum[i]);
+    pgs_buf_printf(b, ",[\"+Inf\",%llu]]}", (unsigned long long)c);
 }
 
 char *pgspout_metrics_json(void)

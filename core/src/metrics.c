@@ -70,7 +70,6 @@ static void hist_observe(pgs_hist *h, const pgs_hist_def *d, double v)
     while (i < d->nb && v > d->le[i])
         i++;
     atomic_fetch_add_explicit(&h->bucket[i], 1, R);
-    atomic_fetch_add_explicit(&h->count, 1, R);
     uint64_t old = atomic_load_explicit(&h->sum_bits, R), upd;
     do {
         double sum;
@@ -92,7 +91,6 @@ static void hist_reset(pgs_hist *h)
 {
     for (int i = 0; i <= PGS_HIST_MAX_BUCKETS; i++)
         atomic_store_explicit(&h->bucket[i], 0, R);
-    atomic_store_explicit(&h->count, 0, R);
     atomic_store_explicit(&h->sum_bits, 0, R); /* the bits of 0.0 */
 }
 

@@ -22,10 +22,11 @@ typedef struct pgs_hist_def {
     double le[PGS_HIST_MAX_BUCKETS];
 } pgs_hist_def;
 
+/* The count is not stored: exporters take it as the sum of the buckets, so
+ * that a scrape taken while observations land still has +Inf == _count. */
 typedef struct pgs_hist {
     _Atomic uint64_t bucket[PGS_HIST_MAX_BUCKETS + 1]; /* not cumulative; +Inf last */
-    _Atomic uint64_t count;
-    _Atomic uint64_t sum_bits; /* a double, updated by compare-and-swap */
+    _Atomic uint64_t sum_bits;                         /* a double, updated by compare-and-swap */
 } pgs_hist;
 
 enum { H_TTFR, H_DURATION, H_CHUNK_ROWS, H_PAUSE, H_BUFFER, H_LABEL_N };

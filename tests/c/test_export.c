@@ -8,6 +8,8 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -416,6 +418,49 @@ static void test_adversarial_labels(void **state)
     pgspout_free(js);
 }
 
+/* Under concurrent recording every scrape stays valid: a histogram's +Inf
+ * bucket equals its _count even while observations land (issue 10). */
+static atomic_int hammer_stop;
+static void *hammer(void *arg)
+{
+    pgs_label_metrics *m = arg;
+    while (!atomic_load(&hammer_stop)) {
+        pgs_metrics_chunk(m, 50, 4096);
+        pgs_metrics_first_row(m, 0.01);
+        pgs_metrics_connect(1, 0.002);
+    }
+    return NULL;
+}
+
+static void test_scrape_while_recording(void **state)
+{
+    (void)state;
+    pgspout_metrics_reset();
+    pgs_label_metrics *m = pgs_metrics_label("unit_race");
+    pthread_t th;
+    atomic_store(&hammer_stop, 0);
+    assert_int_equal(pthread_create(&th, NULL, hammer, m), 0);
+    int bad = 0;
+    for (int i = 0; i < 200; i++) {
+        char *text = pgspout_metrics_prometheus();
+        tu_expo e;
+        if (tu_expo_parse(text, &e)) {
+            if (bad++ < 3)
+                print_error("scrape %d: %s\n", i, e.err);
+        }
+        tu_expo_free(&e);
+        pgspout_free(text);
+        char *js = pgspout_metrics_json();
+        if (!tu_json_valid(js, strlen(js)))
+            bad++;
+        pgspout_free(js);
+    }
+    atomic_store(&hammer_stop, 1);
+    pthread_join(th, NULL);
+    if (bad)
+        fail_msg("%d of 200 scrapes taken during recording were invalid", bad);
+}
+
 /* Issue 10, item 8: a user label named "other" and the overflow bucket
  * past the label bound are one series, not two. Runs last: label slots are
  * process-wide and this fills them. */
@@ -464,6 +509,7 @@ int main(void)
         cmocka_unit_test(test_counters_and_json),
         cmocka_unit_test(test_reset),
         cmocka_unit_test(test_adversarial_labels),
+        cmocka_unit_test(test_scrape_while_recording),
         cmocka_unit_test(test_label_other_and_overflow), /* last: fills the label slots */
     };
     return cmocka_run_group_tests_name("export", tests, NULL, NULL);
