@@ -226,10 +226,15 @@ void pgs_metrics_chunk_rows_gauge(pgs_label_metrics *m, int64_t chunk_rows)
     atomic_store_explicit(&m->gauge[G_CHUNK_ROWS], chunk_rows, R);
 }
 
+static int sqlstate_char(char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z'); }
+
 void pgs_metrics_sqlstate(const char *sqlstate)
 {
-    char cls[3] = "XX"; /* no SQLSTATE: counted as internal */
-    if (sqlstate && strlen(sqlstate) >= 2)
+    /* The class is two of [0-9A-Z], as the standard defines SQLSTATE. None,
+     * or anything else (a server may send any bytes), counts as XX,
+     * internal: no byte from the server reaches a label value. */
+    char cls[3] = "XX";
+    if (sqlstate && sqlstate_char(sqlstate[0]) && sqlstate_char(sqlstate[1]))
         cls[0] = sqlstate[0], cls[1] = sqlstate[1];
     pthread_mutex_lock(&lock);
     int n = atomic_load(&pgs_metrics.nsqlstate), i;

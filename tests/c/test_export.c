@@ -418,6 +418,31 @@ static void test_adversarial_labels(void **state)
     pgspout_free(js);
 }
 
+/* A server may send anything as a SQLSTATE: the errors_total series stay
+ * valid label values and every error is counted. */
+static void test_bad_sqlstate(void **state)
+{
+    (void)state;
+    pgspout_metrics_reset();
+    pgs_metrics_sqlstate("\"\\\n{}");
+    pgs_metrics_sqlstate("a\"");
+    pgs_metrics_sqlstate("\\");
+    pgs_metrics_sqlstate("");
+    pgs_metrics_sqlstate("42P01");
+    tu_expo e = parse_checked();
+    double v;
+    assert_true(tu_expo_sum(&e, "pgspout_errors_total", NULL, &v) >= 2);
+    assert_true(v == 5);
+    assert_int_equal(tu_expo_sum(&e, "pgspout_errors_total", "sqlstate_class=\"42\"", &v), 1);
+    assert_true(v == 1);
+    tu_expo_free(&e);
+    char *js = pgspout_metrics_json();
+    assert_non_null(js);
+    if (!tu_json_valid(js, strlen(js)))
+        fail_msg("metrics JSON is not valid: %s", js);
+    pgspout_free(js);
+}
+
 /* Under concurrent recording every scrape stays valid: a histogram's +Inf
  * bucket equals its _count even while observations land (issue 10). */
 static atomic_int hammer_stop;
@@ -510,6 +535,7 @@ int main(void)
         cmocka_unit_test(test_reset),
         cmocka_unit_test(test_adversarial_labels),
         cmocka_unit_test(test_scrape_while_recording),
+        cmocka_unit_test(test_bad_sqlstate),
         cmocka_unit_test(test_label_other_and_overflow), /* last: fills the label slots */
     };
     return cmocka_run_group_tests_name("export", tests, NULL, NULL);
