@@ -1,6 +1,7 @@
 /* metrics.c - process-wide counters, gauges and histograms. */
 #include "metrics_store.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -66,6 +67,8 @@ const char *const pgs_limit_names[PGS_LIMIT_N] = {
 
 static void hist_observe(pgs_hist *h, const pgs_hist_def *d, double v)
 {
+    if (!isfinite(v)) /* a clock gone wrong: NaN or Inf would poison _sum for good */
+        return;
     int i = 0;
     while (i < d->nb && v > d->le[i])
         i++;

@@ -418,6 +418,31 @@ static void test_adversarial_labels(void **state)
     pgspout_free(js);
 }
 
+/* A histogram observation that is not finite (a clock gone wrong) cannot
+ * break either format: JSON has no NaN or Infinity. */
+static void test_non_finite_observations(void **state)
+{
+    (void)state;
+    pgspout_metrics_reset();
+    pgs_label_metrics *m = pgs_metrics_label("unit_nonfinite");
+    pgs_metrics_first_row(m, NAN);
+    pgs_metrics_resume(m, INFINITY);
+    pgs_metrics_stream_ended(m, PGS_END_FAILED, -1, -INFINITY);
+    pgs_metrics_connect(1, NAN);
+    pgs_metrics_first_row(m, 0.5);
+    tu_expo e = parse_checked();
+    double v;
+    assert_int_equal(series_of(&e, "pgspout_time_to_first_row_seconds_sum", "unit_nonfinite", &v),
+                     1);
+    assert_true(v == 0.5); /* the finite observation, alone */
+    tu_expo_free(&e);
+    char *js = pgspout_metrics_json();
+    assert_non_null(js);
+    if (!tu_json_valid(js, strlen(js)))
+        fail_msg("metrics JSON is not valid: %s", js);
+    pgspout_free(js);
+}
+
 /* A server may send anything as a SQLSTATE: the errors_total series stay
  * valid label values and every error is counted. */
 static void test_bad_sqlstate(void **state)
@@ -444,7 +469,7 @@ static void test_bad_sqlstate(void **state)
 }
 
 /* Under concurrent recording every scrape stays valid: a histogram's +Inf
- * bucket equals its _count even while observations land (issue 10). */
+ * bucket equals its _count even while observations land. */
 static atomic_int hammer_stop;
 static void *hammer(void *arg)
 {
@@ -534,6 +559,7 @@ int main(void)
         cmocka_unit_test(test_counters_and_json),
         cmocka_unit_test(test_reset),
         cmocka_unit_test(test_adversarial_labels),
+        cmocka_unit_test(test_non_finite_observations),
         cmocka_unit_test(test_scrape_while_recording),
         cmocka_unit_test(test_bad_sqlstate),
         cmocka_unit_test(test_label_other_and_overflow), /* last: fills the label slots */
