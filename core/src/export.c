@@ -1,7 +1,8 @@
 /* export.c - metrics as Prometheus text exposition (0.0.4) and as JSON.
  *
  * Names (all prefixed pgspout_; per-label series carry label="..."):
- *  counters   connections_opened_total, connections_failed_total (no label);
+ *  counters   connections_opened_total, connections_failed_total,
+ *             notifications_dropped_total (no label);
  *             streams_started_total, streams_completed_total,
  *             streams_failed_total, streams_cancelled_total,
  *             streams_limited_total{reason=max_rows|max_memory|timeout|pause_timeout},
@@ -77,6 +78,11 @@ char *pgspout_metrics_prometheus(void)
     header(&b, "connections_failed_total", "Connection attempts that failed.", "counter");
     pgs_buf_printf(&b, "pgspout_connections_failed_total %llu\n",
                    (unsigned long long)get(&pgs_metrics.connections_failed));
+    header(&b, "notifications_dropped_total",
+           "Server notifications (LISTEN/NOTIFY) received on pgspout connections and dropped",
+           "counter");
+    pgs_buf_printf(&b, "pgspout_notifications_dropped_total %llu\n",
+                   (unsigned long long)get(&pgs_metrics.notifications_dropped));
     header(&b, pgs_connect_hist_def.name, pgs_connect_hist_def.help, "histogram");
     prom_hist(&b, pgs_connect_hist_def.name, &pgs_connect_hist_def, &pgs_metrics.connect_time, "");
 
@@ -136,9 +142,12 @@ char *pgspout_metrics_json(void)
 {
     pgs_buf b = PGS_BUF_INIT;
     const pgs_label_metrics *L = pgs_metrics.labels;
-    pgs_buf_printf(&b, "{\"connections_opened_total\":%llu,\"connections_failed_total\":%llu,",
+    pgs_buf_printf(&b,
+                   "{\"connections_opened_total\":%llu,\"connections_failed_total\":%llu,"
+                   "\"notifications_dropped_total\":%llu,",
                    (unsigned long long)get(&pgs_metrics.connections_opened),
-                   (unsigned long long)get(&pgs_metrics.connections_failed));
+                   (unsigned long long)get(&pgs_metrics.connections_failed),
+                   (unsigned long long)get(&pgs_metrics.notifications_dropped));
     pgs_buf_puts(&b, "\"connect_seconds\":");
     json_hist(&b, &pgs_connect_hist_def, &pgs_metrics.connect_time);
     pgs_buf_puts(&b, ",\"errors_total\":{");

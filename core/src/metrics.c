@@ -159,6 +159,12 @@ void pgs_metrics_connect(int ok, double seconds)
     hist_observe(&pgs_metrics.connect_time, &pgs_connect_hist_def, seconds);
 }
 
+void pgs_metrics_notifications_dropped(uint64_t n)
+{
+    if (n)
+        atomic_fetch_add_explicit(&pgs_metrics.notifications_dropped, n, R);
+}
+
 void pgs_metrics_stream_started(pgs_label_metrics *m)
 {
     inc(m, C_STARTED, 1);
@@ -258,6 +264,7 @@ void pgspout_metrics_reset(void)
     pthread_mutex_lock(&lock);
     atomic_store(&pgs_metrics.connections_opened, 0);
     atomic_store(&pgs_metrics.connections_failed, 0);
+    atomic_store(&pgs_metrics.notifications_dropped, 0);
     hist_reset(&pgs_metrics.connect_time);
     for (int i = 0; i < PGS_MAX_LABELS; i++) {
         pgs_label_metrics *m = &pgs_metrics.labels[i];
@@ -272,7 +279,3 @@ void pgspout_metrics_reset(void)
         atomic_store(&pgs_metrics.sqlstate[i].n, 0);
     pthread_mutex_unlock(&lock);
 }
-
-/* temporary until the exported counter lands */
-static _Atomic uint64_t notifications_dropped;
-void pgs_metrics_notifications_dropped(uint64_t n) { atomic_fetch_add(&notifications_dropped, n); }

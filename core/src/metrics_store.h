@@ -73,6 +73,7 @@ extern const char *const pgs_limit_names[PGS_LIMIT_N];
 typedef struct pgs_metrics_global {
     _Atomic uint64_t connections_opened;
     _Atomic uint64_t connections_failed;
+    _Atomic uint64_t notifications_dropped;
     pgs_hist connect_time;
     struct pgs_label_metrics labels[PGS_MAX_LABELS];
     struct {

@@ -362,6 +362,7 @@ static void test_reset(void **state)
     pgs_metrics_received(m, 10, 0);
     pgs_metrics_connect(1, 0.01);
     pgs_metrics_connect(0, 0.02);
+    pgs_metrics_notifications_dropped(7);
     pgspout_metrics_reset();
     tu_expo e = parse_checked();
     for (int i = 0; i < e.ns; i++) {
@@ -375,6 +376,47 @@ static void test_reset(void **state)
             fail_msg("after reset %s{%s} = %g", e.s[i].name, e.s[i].labels, e.s[i].value);
     }
     tu_expo_free(&e);
+}
+
+/* pgspout_notifications_dropped_total: one series, no label, in both
+ * formats; adds up, and reset zeroes it. */
+static void test_notifications_dropped(void **state)
+{
+    (void)state;
+    pgspout_metrics_reset();
+    pgs_metrics_notifications_dropped(3);
+    pgs_metrics_notifications_dropped(0);
+    pgs_metrics_notifications_dropped(2);
+    char *text = pgspout_metrics_prometheus();
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\n# HELP pgspout_notifications_dropped_total Server "
+                                 "notifications (LISTEN/NOTIFY) received on pgspout connections "
+                                 "and dropped\n# TYPE pgspout_notifications_dropped_total "
+                                 "counter\npgspout_notifications_dropped_total 5\n"));
+    pgspout_free(text);
+    tu_expo e = parse_checked();
+    double v;
+    assert_int_equal(tu_expo_sum(&e, "pgspout_notifications_dropped_total", NULL, &v), 1);
+    assert_true(v == 5);
+    const tu_family *f = tu_expo_family(&e, "pgspout_notifications_dropped_total");
+    assert_non_null(f);
+    assert_string_equal(f->type, "counter");
+    tu_expo_free(&e);
+    char *js = pgspout_metrics_json();
+    assert_non_null(js);
+    if (!tu_json_valid(js, strlen(js)))
+        fail_msg("metrics JSON is not valid: %s", js);
+    assert_int_equal(occurrences(js, "\"notifications_dropped_total\":5,"), 1);
+    pgspout_free(js);
+
+    pgspout_metrics_reset();
+    e = parse_checked();
+    assert_int_equal(tu_expo_sum(&e, "pgspout_notifications_dropped_total", NULL, &v), 1);
+    assert_true(v == 0);
+    tu_expo_free(&e);
+    js = pgspout_metrics_json();
+    assert_int_equal(occurrences(js, "\"notifications_dropped_total\":0,"), 1);
+    pgspout_free(js);
 }
 
 /* Labels made of every allowed character ([A-Za-z0-9_.:-]), at the maximum
@@ -559,6 +601,7 @@ int main(void)
         cmocka_unit_test(test_bucket_bounds_exact),
         cmocka_unit_test(test_counters_and_json),
         cmocka_unit_test(test_reset),
+        cmocka_unit_test(test_notifications_dropped),
         cmocka_unit_test(test_adversarial_labels),
         cmocka_unit_test(test_non_finite_observations),
         cmocka_unit_test(test_bad_sqlstate),

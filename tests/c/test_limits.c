@@ -1127,6 +1127,7 @@ static const struct {
 } families[] = {
     {"pgspout_connections_opened_total", "counter"},
     {"pgspout_connections_failed_total", "counter"},
+    {"pgspout_notifications_dropped_total", "counter"},
     {"pgspout_connect_seconds", "histogram"},
     {"pgspout_streams_started_total", "counter"},
     {"pgspout_streams_completed_total", "counter"},
