@@ -1,7 +1,8 @@
 /* export.c - metrics as Prometheus text exposition (0.0.4) and as JSON.
  *
  * Names (all prefixed pgspout_; per-label series carry label="..."):
- *  counters   connections_opened_total, connections_failed_total (no label);
+ *  counters   connections_opened_total, connections_failed_total,
+ *             notifications_dropped_total (no label);
  *             streams_started_total, streams_completed_total,
  *             streams_failed_total, streams_cancelled_total,
  *             streams_limited_total{reason=max_rows|max_memory|timeout|pause_timeout},
@@ -44,7 +45,7 @@ static void prom_hist(pgs_buf *b, const char *name, const pgs_hist_def *d, const
     }
     cum += get(&h->bucket[d->nb]);
     pgs_buf_printf(b, "pgspout_%s_bucket{%sle=\"+Inf\"} %llu\n", name, labels,
-                   (unsigned long long)cum);
+                   (unsigned long long)cum); /* also the count: +Inf == _count */
     /* _sum/_count: the label set without the trailing comma */
     size_t n = 0;
     while (labels[n])
@@ -53,7 +54,7 @@ static void prom_hist(pgs_buf *b, const char *name, const pgs_hist_def *d, const
     pgs_buf_printf(b, "pgspout_%s_sum%s%.*s%s %.17g\n", name, ln ? "{" : "", ln, labels,
                    ln ? "}" : "", pgs_hist_sum(h));
     pgs_buf_printf(b, "pgspout_%s_count%s%.*s%s %llu\n", name, ln ? "{" : "", ln, labels,
-                   ln ? "}" : "", (unsigned long long)get(&h->count));
+                   ln ? "}" : "", (unsigned long long)cum);
 }
 
 static int nlabels_used(void)
@@ -77,6 +78,11 @@ char *pgspout_metrics_prometheus(void)
     header(&b, "connections_failed_total", "Connection attempts that failed.", "counter");
     pgs_buf_printf(&b, "pgspout_connections_failed_total %llu\n",
                    (unsigned long long)get(&pgs_metrics.connections_failed));
+    header(&b, "notifications_dropped_total",
+           "Server notifications (LISTEN/NOTIFY) received on pgspout connections and dropped",
+           "counter");
+    pgs_buf_printf(&b, "pgspout_notifications_dropped_total %llu\n",
+                   (unsigned long long)get(&pgs_metrics.notifications_dropped));
     header(&b, pgs_connect_hist_def.name, pgs_connect_hist_def.help, "histogram");
     prom_hist(&b, pgs_connect_hist_def.name, &pgs_connect_hist_def, &pgs_metrics.connect_time, "");
 
@@ -121,26 +127,27 @@ char *pgspout_metrics_prometheus(void)
 
 static void json_hist(pgs_buf *b, const pgs_hist_def *d, const pgs_hist *h)
 {
-    pgs_buf_printf(b, "{\"count\":%llu,\"sum\":%.17g,\"buckets\":[",
-                   (unsigned long long)get(&h->count), pgs_hist_sum(h));
-    uint64_t cum = 0;
-    for (int i = 0; i <= d->nb; i++) {
-        cum += get(&h->bucket[i]);
-        if (i < d->nb)
-            pgs_buf_printf(b, "%s[%.15g,%llu]", i ? "," : "", d->le[i], (unsigned long long)cum);
-        else
-            pgs_buf_printf(b, ",[\"+Inf\",%llu]", (unsigned long long)cum);
-    }
-    pgs_buf_puts(b, "]}");
+    /* one read of each bucket, so that count == the +Inf bucket */
+    uint64_t cum[PGS_HIST_MAX_BUCKETS + 1], c = 0;
+    for (int i = 0; i <= d->nb; i++)
+        cum[i] = c += get(&h->bucket[i]);
+    pgs_buf_printf(b, "{\"count\":%llu,\"sum\":%.17g,\"buckets\":[", (unsigned long long)c,
+                   pgs_hist_sum(h));
+    for (int i = 0; i < d->nb; i++)
+        pgs_buf_printf(b, "%s[%.15g,%llu]", i ? "," : "", d->le[i], (unsigned long long)cum[i]);
+    pgs_buf_printf(b, ",[\"+Inf\",%llu]]}", (unsigned long long)c);
 }
 
 char *pgspout_metrics_json(void)
 {
     pgs_buf b = PGS_BUF_INIT;
     const pgs_label_metrics *L = pgs_metrics.labels;
-    pgs_buf_printf(&b, "{\"connections_opened_total\":%llu,\"connections_failed_total\":%llu,",
+    pgs_buf_printf(&b,
+                   "{\"connections_opened_total\":%llu,\"connections_failed_total\":%llu,"
+                   "\"notifications_dropped_total\":%llu,",
                    (unsigned long long)get(&pgs_metrics.connections_opened),
-                   (unsigned long long)get(&pgs_metrics.connections_failed));
+                   (unsigned long long)get(&pgs_metrics.connections_failed),
+                   (unsigned long long)get(&pgs_metrics.notifications_dropped));
     pgs_buf_puts(&b, "\"connect_seconds\":");
     json_hist(&b, &pgs_connect_hist_def, &pgs_metrics.connect_time);
     pgs_buf_puts(&b, ",\"errors_total\":{");

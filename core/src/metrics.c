@@ -1,6 +1,7 @@
 /* metrics.c - process-wide counters, gauges and histograms. */
 #include "metrics_store.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -66,11 +67,12 @@ const char *const pgs_limit_names[PGS_LIMIT_N] = {
 
 static void hist_observe(pgs_hist *h, const pgs_hist_def *d, double v)
 {
+    if (!isfinite(v)) /* a clock gone wrong: NaN or Inf would poison _sum for good */
+        return;
     int i = 0;
     while (i < d->nb && v > d->le[i])
         i++;
     atomic_fetch_add_explicit(&h->bucket[i], 1, R);
-    atomic_fetch_add_explicit(&h->count, 1, R);
     uint64_t old = atomic_load_explicit(&h->sum_bits, R), upd;
     do {
         double sum;
@@ -92,15 +94,35 @@ static void hist_reset(pgs_hist *h)
 {
     for (int i = 0; i <= PGS_HIST_MAX_BUCKETS; i++)
         atomic_store_explicit(&h->bucket[i], 0, R);
-    atomic_store_explicit(&h->count, 0, R);
     atomic_store_explicit(&h->sum_bits, 0, R); /* the bits of 0.0 */
 }
 
+/* What options.c accepts for the label option: [A-Za-z0-9_.:-]{1,64}. */
+static int label_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > PGS_LABEL_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || strchr("_.:-", s[i])))
+            return 0;
+    return 1;
+}
+
+/* Slots 0..PGS_MAX_LABELS-2 hold one label each, in the order first seen;
+ * the last is the overflow, named PGS_OTHER_LABEL. The label "other" itself
+ * goes straight to the overflow slot: were it given a slot of its own, the
+ * exposition would carry every label="other" series twice once the bound is
+ * reached, and Prometheus rejects such a scrape. A label the option parser
+ * would refuse (it cannot reach here) goes there too, so that nothing
+ * recorded can break the exposition. */
 pgs_label_metrics *pgs_metrics_label(const char *label)
 {
     pgs_label_metrics *slots = pgs_metrics.labels, *m = NULL;
+    int to_other = !label_ok(label) || strcmp(label, PGS_OTHER_LABEL) == 0;
     pthread_mutex_lock(&lock);
-    for (int i = 0; i < PGS_MAX_LABELS - 1 && m == NULL; i++) {
+    for (int i = 0; i < PGS_MAX_LABELS - 1 && m == NULL && !to_other; i++) {
         if (!atomic_load(&slots[i].used)) {
             strcpy(slots[i].name, label);
             atomic_store(&slots[i].used, 1);
@@ -109,10 +131,10 @@ pgs_label_metrics *pgs_metrics_label(const char *label)
             m = &slots[i];
         }
     }
-    if (m == NULL) { /* cardinality bound reached */
+    if (m == NULL) { /* "other", or the cardinality bound reached */
         m = &slots[PGS_MAX_LABELS - 1];
         if (!atomic_load(&m->used)) {
-            strcpy(m->name, "other");
+            strcpy(m->name, PGS_OTHER_LABEL);
             atomic_store(&m->used, 1);
         }
     }
@@ -135,6 +157,12 @@ void pgs_metrics_connect(int ok, double seconds)
     atomic_fetch_add_explicit(
         ok ? &pgs_metrics.connections_opened : &pgs_metrics.connections_failed, 1, R);
     hist_observe(&pgs_metrics.connect_time, &pgs_connect_hist_def, seconds);
+}
+
+void pgs_metrics_notifications_dropped(uint64_t n)
+{
+    if (n)
+        atomic_fetch_add_explicit(&pgs_metrics.notifications_dropped, n, R);
 }
 
 void pgs_metrics_stream_started(pgs_label_metrics *m)
@@ -207,10 +235,15 @@ void pgs_metrics_chunk_rows_gauge(pgs_label_metrics *m, int64_t chunk_rows)
     atomic_store_explicit(&m->gauge[G_CHUNK_ROWS], chunk_rows, R);
 }
 
+static int sqlstate_char(char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z'); }
+
 void pgs_metrics_sqlstate(const char *sqlstate)
 {
-    char cls[3] = "XX"; /* no SQLSTATE: counted as internal */
-    if (sqlstate && strlen(sqlstate) >= 2)
+    /* The class is two of [0-9A-Z], as the standard defines SQLSTATE. None,
+     * or anything else (a server may send any bytes), counts as XX,
+     * internal: no byte from the server reaches a label value. */
+    char cls[3] = "XX";
+    if (sqlstate && sqlstate_char(sqlstate[0]) && sqlstate_char(sqlstate[1]))
         cls[0] = sqlstate[0], cls[1] = sqlstate[1];
     pthread_mutex_lock(&lock);
     int n = atomic_load(&pgs_metrics.nsqlstate), i;
@@ -231,6 +264,7 @@ void pgspout_metrics_reset(void)
     pthread_mutex_lock(&lock);
     atomic_store(&pgs_metrics.connections_opened, 0);
     atomic_store(&pgs_metrics.connections_failed, 0);
+    atomic_store(&pgs_metrics.notifications_dropped, 0);
     hist_reset(&pgs_metrics.connect_time);
     for (int i = 0; i < PGS_MAX_LABELS; i++) {
         pgs_label_metrics *m = &pgs_metrics.labels[i];
@@ -245,7 +279,3 @@ void pgspout_metrics_reset(void)
         atomic_store(&pgs_metrics.sqlstate[i].n, 0);
     pthread_mutex_unlock(&lock);
 }
-
-/* temporary until the exported counter lands */
-static _Atomic uint64_t notifications_dropped;
-void pgs_metrics_notifications_dropped(uint64_t n) { atomic_fetch_add(&notifications_dropped, n); }

@@ -33,7 +33,8 @@ void pgs_metrics_pause_timeout(pgs_label_metrics *m);
 void pgs_metrics_memory_warning(pgs_label_metrics *m);
 void pgs_metrics_memory_limit(pgs_label_metrics *m);
 void pgs_metrics_sqlstate(const char *sqlstate);
-/* Server notifications consumed and dropped (process-wide). */
+/* Server notifications (LISTEN/NOTIFY) received on pgspout connections and
+ * dropped: process-wide, no label. */
 void pgs_metrics_notifications_dropped(uint64_t n);
 void pgs_metrics_chunk_rows_gauge(pgs_label_metrics *m, int64_t chunk_rows);
 

@@ -8,7 +8,10 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
-#define PGS_MAX_LABELS           32 /* the last slot is the shared "other" */
+/* Label slots: the last is the overflow, PGS_OTHER_LABEL, where a stream
+ * labelled "other" is counted too, so no two series carry label="other". */
+#define PGS_MAX_LABELS           32
+#define PGS_OTHER_LABEL          "other"
 #define PGS_MAX_SQLSTATE_CLASSES 64
 #define PGS_HIST_MAX_BUCKETS     16
 
@@ -19,10 +22,11 @@ typedef struct pgs_hist_def {
     double le[PGS_HIST_MAX_BUCKETS];
 } pgs_hist_def;
 
+/* The count is not stored: exporters take it as the sum of the buckets, so
+ * that a scrape taken while observations land still has +Inf == _count. */
 typedef struct pgs_hist {
     _Atomic uint64_t bucket[PGS_HIST_MAX_BUCKETS + 1]; /* not cumulative; +Inf last */
-    _Atomic uint64_t count;
-    _Atomic uint64_t sum_bits; /* a double, updated by compare-and-swap */
+    _Atomic uint64_t sum_bits;                         /* a double, updated by compare-and-swap */
 } pgs_hist;
 
 enum { H_TTFR, H_DURATION, H_CHUNK_ROWS, H_PAUSE, H_BUFFER, H_LABEL_N };
@@ -69,6 +73,7 @@ extern const char *const pgs_limit_names[PGS_LIMIT_N];
 typedef struct pgs_metrics_global {
     _Atomic uint64_t connections_opened;
     _Atomic uint64_t connections_failed;
+    _Atomic uint64_t notifications_dropped;
     pgs_hist connect_time;
     struct pgs_label_metrics labels[PGS_MAX_LABELS];
     struct {

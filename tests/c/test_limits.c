@@ -1235,6 +1235,7 @@ static const struct {
 } families[] = {
     {"pgspout_connections_opened_total", "counter"},
     {"pgspout_connections_failed_total", "counter"},
+    {"pgspout_notifications_dropped_total", "counter"},
     {"pgspout_connect_seconds", "histogram"},
     {"pgspout_streams_started_total", "counter"},
     {"pgspout_streams_completed_total", "counter"},
@@ -1454,6 +1455,30 @@ static void test_metrics_limits_and_gauges(void **state)
     pgspout_conn_close(c);
 }
 
+/* A notification the server sends to a pgspout connection is dropped and
+ * counted in pgspout_notifications_dropped_total (issue 10, item 9): the
+ * session LISTENs and NOTIFYs itself, then runs another query. */
+static void test_metrics_notifications_dropped(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    pgspout_metrics_reset();
+    free(tu_scalar(c, "LISTEN pgspout_t_notify", 0, NULL));
+    free(tu_scalar(c, "NOTIFY pgspout_t_notify, 'one'", 0, NULL));
+    free(tu_scalar(c, "NOTIFY pgspout_t_notify, 'two'", 0, NULL));
+    tu_expect_scalar(c, "SELECT 1", "1");
+    tu_expect_scalar(c, "SELECT 2", "2");
+    char *text = pgspout_metrics_prometheus();
+    tu_expo e;
+    if (tu_expo_parse(text, &e))
+        fail_msg("exposition: %s", e.err);
+    expect_metric(&e, "pgspout_notifications_dropped_total", NULL, 2);
+    tu_expo_free(&e);
+    pgspout_free(text);
+    free(tu_scalar(c, "UNLISTEN *", 0, NULL));
+    pgspout_conn_close(c);
+}
+
 /* Label cardinality is bounded; the overflow goes to "other". Runs last:
  * label slots are process-wide. */
 static void test_metrics_label_overflow(void **state)
@@ -1561,6 +1586,7 @@ int main(void)
         cmocka_unit_test(test_max_rows_in_transaction),
         cmocka_unit_test(test_metrics_workload),
         cmocka_unit_test(test_metrics_limits_and_gauges),
+        cmocka_unit_test(test_metrics_notifications_dropped),
         cmocka_unit_test(test_metrics_label_overflow),
     };
     return cmocka_run_group_tests_name("limits", tests, NULL, NULL);
