@@ -153,7 +153,9 @@ PGSPOUT_EXTERN void pgspout_set_interrupt_hook(pgspout_interrupt_fn fn, void *us
  *   pause_timeout (0 = none) how long a pause may last
  *   on_pause_timeout (resume) resume | cancel (-> EPAUSE_TIMEOUT)
  *   max_rate (0 = none)      rows per second delivered, at most
- *   label ("default")        metrics label, [A-Za-z0-9_.:-]{1,64}
+ *   label ("default")        metrics label, [A-Za-z0-9_.:-]{1,64}; at most 31
+ *                            distinct: the rest, and "other" itself, share
+ *                            label="other"
  *   expected_rows (0)        enables progress and ETA in stats
  *   rows (tuple)             tuple | dict | json: how bindings shape rows
  *   metrics (on)             off = this stream records no metrics
