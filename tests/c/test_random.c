@@ -27,12 +27,14 @@
  * fails at the end.
  *
  * Knobs (environment):
- *   PGSPOUT_RANDOM_ITERATIONS=N  iterations (default 250, 12 under valgrind)
+ *   PGSPOUT_RANDOM_ITERATIONS=N  iterations (default 300, 40 under valgrind)
  *   PGSPOUT_RANDOM_SEED=S        master seed (default: from the clock; printed)
  *   PGSPOUT_RANDOM_ONLY=I        run only iteration I of seed S (a replay)
+ *   PGSPOUT_RANDOM_VERBOSE=1     print every iteration's parameters
  * An iteration's parameters depend only on S and I, so
  *   PGSPOUT_RANDOM_SEED=S PGSPOUT_RANDOM_ONLY=I build/tests/test_random
- * replays it (thread timing aside).
+ * replays it (thread timing aside). Row counts and widths are scaled down
+ * under valgrind (tu_valgrind), so replay a valgrind failure under valgrind.
  *
  * A second test is a deterministic sweep of small max_rows x chunk_rows x
  * chunk_bytes x result size x consumption mode, through the same checks.
@@ -299,7 +301,11 @@ static void random_params(params *p, uint64_t seed, long iter)
     }
     long max_memory = 64L << 20;
     double fail = 1.0;
-    if (chance(&r, 50)) {
+    if (p->ncols == 0 && chance(&r, 60)) {
+        /* zero-column rows hold no values, only their row handles */
+        max_memory = rnd_log(&r, 1024, 16 << 10);
+        opt_add(p, "max_memory", "%ld", max_memory);
+    } else if (chance(&r, 50)) {
         /* half of them tight: a few kB, where per-row overhead matters */
         max_memory = chance(&r, 50) ? rnd_log(&r, 1024, 64 << 10) : rnd_log(&r, 64 << 10, 8 << 20);
         opt_add(p, "max_memory", "%ld", max_memory);
@@ -487,6 +493,10 @@ static const char *const kind_names[] = {"rows (count/checksum)",
 typedef struct report {
     tu_buf msg;
     unsigned kinds; /* bit per F_* */
+    int state;      /* the stream's end state */
+    int ememory;    /* ended with EMEMORY */
+    int pauses;     /* by the pause thread */
+    uint64_t rows;  /* delivered */
 } report;
 
 static void flag(report *rp, int kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -606,7 +616,7 @@ static int consume(consumer *cs)
                 return rc;
             }
             int ms = pgspout_stream_wait_ms(s);
-            int cap = (int)tu_slack(5000);
+            int cap = (int)tu_slack(15000); /* a lost wake-up fails before the timeout */
             struct pollfd pfd = {pgspout_stream_socket(s), POLLIN, 0};
             int pr = poll(&pfd, 1, ms < 0 || ms > cap ? cap : ms);
             if (pr == 0 && (ms < 0 || ms > cap)) {
@@ -826,6 +836,10 @@ static void run_params(pgspout_conn **cp, const params *p, report *rp)
         if (atomic_load(&warn_logs) > 1)
             flag(rp, F_STATS, "memory_warn logged %d times", atomic_load(&warn_logs));
     }
+    rp->state = state;
+    rp->ememory = ememory;
+    rp->pauses = pz.pauses;
+    rp->rows = cs.rows;
     pgspout_stream_close(s);
     group_free(&cs.grp);
     tu_buf_free(&sql);
@@ -847,11 +861,18 @@ typedef struct tally {
     long runs, failed;
     long by_kind[F_NKINDS];
     int printed;
+    long done, limited, ememory, pauses; /* coverage */
+    uint64_t rows;
 } tally;
 
 static void record(tally *t, const params *p, report *rp, const char *what)
 {
     t->runs++;
+    t->done += rp->state == PGSPOUT_STATE_DONE;
+    t->limited += rp->state == PGSPOUT_STATE_LIMITED;
+    t->ememory += rp->ememory;
+    t->pauses += rp->pauses;
+    t->rows += rp->rows;
     if (!rp->kinds)
         return;
     t->failed++;
@@ -922,8 +943,9 @@ static void test_random_streams(void **state)
         uint64_t t = (uint64_t)(tu_now() * 1e9) ^ ((uint64_t)getpid() << 32);
         seed = mix64(&t) % 1000000000000ULL;
     }
-    long iters = env_long("PGSPOUT_RANDOM_ITERATIONS", tu_scaled(250, 12));
+    long iters = env_long("PGSPOUT_RANDOM_ITERATIONS", tu_scaled(300, 40));
     long only = env_long("PGSPOUT_RANDOM_ONLY", -1);
+    int verbose = env_long("PGSPOUT_RANDOM_VERBOSE", 0) != 0;
     print_message("seed %" PRIu64 ", %ld iterations (replay: PGSPOUT_RANDOM_SEED=%" PRIu64 ")\n",
                   seed, only >= 0 ? 1 : iters, seed);
     pgspout_set_log_hook(log_hook, NULL);
@@ -933,7 +955,14 @@ static void test_random_streams(void **state)
     for (long i = only >= 0 ? only : 0; i < (only >= 0 ? only + 1 : iters); i++) {
         params p;
         random_params(&p, seed, i);
-        report rp = {{0}, 0};
+        report rp = {0};
+        if (verbose) {
+            tu_buf d = {0};
+            describe(&p, &d);
+            tu_buf_addc(&d, '\0');
+            print_message("iteration %ld:\n%s", i, d.data);
+            tu_buf_free(&d);
+        }
         run_params(&c, &p, &rp);
         char what[96];
         snprintf(what, sizeof what, "seed %" PRIu64 " iteration %ld", seed, i);
@@ -942,7 +971,9 @@ static void test_random_streams(void **state)
     }
     pgspout_set_log_hook(NULL, NULL);
     pgspout_conn_close(c);
-    print_message("%ld iterations in %.1f s, %ld failed\n", t.runs, tu_now() - t0, t.failed);
+    print_message("%ld iterations in %.1f s, %ld failed; ended done %ld, limited %ld, EMEMORY "
+                  "%ld; %" PRIu64 " rows, %ld pauses from the other thread\n",
+                  t.runs, tu_now() - t0, t.failed, t.done, t.limited, t.ememory, t.rows, t.pauses);
     char replay[96];
     snprintf(replay, sizeof replay, "seed %" PRIu64 ": PGSPOUT_RANDOM_SEED=%" PRIu64, seed, seed);
     conclude(&t, "random streams", replay);
@@ -984,7 +1015,7 @@ static void test_max_rows_sweep(void **state)
                             p.max_rows = mr;
                             p.fail_bytes = 64u << 20;
                             p.mode = mode;
-                            report rp = {{0}, 0};
+                            report rp = {0};
                             run_params(&c, &p, &rp);
                             record(&t, &p, &rp, "sweep");
                             tu_buf_free(&rp.msg);
