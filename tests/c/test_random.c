@@ -896,7 +896,9 @@ static void record(tally *t, const params *p, report *rp, const char *what)
             snprintf(tmp, sizeof tmp, " %s=%s", p->okey[i], p->oval[i]);
             tu_buf_adds(&d, tmp);
         }
-        tu_buf_adds(&d, ":");
+        snprintf(tmp, sizeof tmp, " -> %" PRIu64 " rows, %s%s:", rp->rows,
+                 pgspout_state_name(rp->state), rp->ememory ? " (EMEMORY)" : "");
+        tu_buf_adds(&d, tmp);
         for (int k = 0; k < F_NKINDS; k++)
             if (rp->kinds & (1u << k)) {
                 tu_buf_adds(&d, " [");
