@@ -932,17 +932,14 @@ static void conclude(const tally *t, const char *what, const char *replay)
 {
     if (!t->failed)
         return;
-    tu_buf b = {0};
-    char tmp[256];
-    for (int k = 0; k < F_NKINDS; k++) {
-        if (!t->by_kind[k])
-            continue;
-        snprintf(tmp, sizeof tmp, "\n  %ld: %s", t->by_kind[k], kind_names[k]);
-        tu_buf_adds(&b, tmp);
-    }
-    tu_buf_addc(&b, '\0');
+    char kinds[1024] = ""; /* on the stack: fail_msg does not return */
+    size_t len = 0;
+    for (int k = 0; k < F_NKINDS; k++)
+        if (t->by_kind[k] && len < sizeof kinds)
+            len += (size_t)snprintf(kinds + len, sizeof kinds - len, "\n  %ld: %s", t->by_kind[k],
+                                    kind_names[k]);
     fail_msg("%s: %ld of %ld runs failed (%s); by kind:%s", what, t->failed, t->runs, replay,
-             b.data);
+             kinds);
 }
 
 static long env_long(const char *name, long dflt)
