@@ -913,6 +913,10 @@ static void record(tally *t, const params *p, report *rp, const char *what)
             snprintf(tmp, sizeof tmp, " %s=%s", p->okey[i], p->oval[i]);
             tu_buf_adds(&d, tmp);
         }
+        if (p->filter_mod) {
+            snprintf(tmp, sizeof tmp, " filter(g %% %d <> %d)", p->filter_mod, p->filter_res);
+            tu_buf_adds(&d, tmp);
+        }
         snprintf(tmp, sizeof tmp, " -> %" PRIu64 " rows, %s%s:", rp->rows,
                  pgspout_state_name(rp->state), rp->ememory ? " (EMEMORY)" : "");
         tu_buf_adds(&d, tmp);
