@@ -260,10 +260,17 @@ static const char *unusable_option(const char *key)
     return NULL;
 }
 
-static int is_progress_key(const char *key)
+/* The name to quote for a key only the progress line uses (static storage:
+ * key itself may be freed), or NULL. */
+static const char *progress_only(int ch, const char *key)
 {
-    return strcmp(key, "progress_rows") == 0 || strcmp(key, "progress_interval") == 0 ||
-           strcmp(key, "expected_rows") == 0;
+    static const char *const keys[] = {"expected_rows", "progress_rows", "progress_interval"};
+    if (ch == 'e')
+        return "--expected-rows";
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (strcmp(key, keys[i]) == 0)
+            return keys[i];
+    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -355,8 +362,9 @@ int main(int argc, char **argv)
             exit_code = EXIT_USAGE;
             goto done;
         }
-        if (is_progress_key(key)) {
-            progress_key = ch == 'e' ? "--expected-rows" : key;
+        const char *only = progress_only(ch, key);
+        if (only) {
+            progress_key = only;
             expected_given |= strcmp(key, "expected_rows") == 0;
             interval_given |= strcmp(key, "expected_rows") != 0;
         }
