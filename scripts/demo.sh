@@ -12,6 +12,8 @@
 # (OUT defaults to /tmp/pgspout-demo.ndjson) and checks the rows against the
 # server: count, an md5 of every typed value, and a byte-exact md5 of the
 # jsonb column streamed on its own. Exit code 0 only if everything matched.
+# The progress line's bytes are the values' bytes received from the server;
+# the summary shows them beside the (larger) size of the NDJSON written.
 # PGSPOUT_CLI=/path/to/pgspout uses that binary (e.g. installed) and skips the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,8 +48,10 @@ for d in /usr/lib/postgresql/*/bin; do [ -x "$d/psql" ] && bindir=$d; done
 psql_bin=${bindir:+$bindir/}psql
 pgdir=""
 own_table=0
+metrics=""
 # shellcheck disable=SC2317  # invoked by the trap
 cleanup() {
+  if [ -n "$metrics" ]; then rm -f "$metrics"; fi
   if [ "$own_table" = 1 ] && [ -z "$pgdir" ]; then
     "$psql_bin" -X -q -d "$dsn" -c "DROP TABLE IF EXISTS pgspout_demo_events" >/dev/null 2>&1 || true
   fi
@@ -107,10 +111,14 @@ SQL
 
 # ----------------------------------------------------------------- stream
 query="SELECT id, created_at, kind, amount, score, ok, user_id, day, note, payload FROM pgspout_demo_events ORDER BY id"
+metrics=$(mktemp "${TMPDIR:-/tmp}/pgspout-demo-metrics.XXXXXX")
 say "streaming: pgspout --dsn ... --format ndjson --progress \"$query\" > $out"
 t0=$(date +%s.%N)
-"$cli" --dsn "$dsn" --format ndjson --progress --expected-rows "$rows" "$query" >"$out"
+"$cli" --dsn "$dsn" --format ndjson --progress --expected-rows "$rows" --metrics "$metrics" \
+  "$query" >"$out"
 t1=$(date +%s.%N)
+# value bytes received from the server, as counted by the progress line
+value_bytes=$(awk '/^pgspout_bytes_total[{ ]/ { s += $NF } END { printf "%.0f", s }' "$metrics")
 
 # ------------------------------------------------------------------ check
 server_count=$(sql -tAc "SELECT count(*) FROM pgspout_demo_events")
@@ -147,6 +155,8 @@ json_client=$("$cli" --dsn "$dsn" --format ndjson "SELECT payload FROM pgspout_d
 
 secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
 size=$(du -h "$out" | cut -f1)
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1048576 }'; }
+out_bytes=$(wc -c <"$out")
 ok=1
 verdict() { if [ "$1" = "$2" ]; then echo OK; else echo MISMATCH; fi; }
 v_count=$(verdict "$server_count" "$file_rows")
@@ -157,6 +167,8 @@ case "$v_count$v_typed$v_json" in *MISMATCH*) ok=0 ;; esac
 echo
 echo "pgspout demo"
 echo "  streamed     $file_rows rows ($size) in ${secs}s to $out"
+echo "  bytes        $(mib "$value_bytes") of values received from the server (the progress line's"
+echo "               figure); $(mib "$out_bytes") of NDJSON written (keys, quotes, separators added)"
 echo "  first row    $(head -n 1 "$out" | cut -c 1-300)"
 echo "  row count    server $server_count, file $file_rows: $v_count"
 [ "$bad" = 0 ] || echo "  invalid JSON lines: $bad"

@@ -68,7 +68,7 @@ int out_header(FILE *f, int fmt, const pgspout_stream *s)
         (fmt == FMT_CSV ? csv_field : tsv_field)(f, name, strlen(name), 0);
     }
     putc('\n', f);
-    return ferror(f) ? -1 : 0;
+    return ferror(f) ? OUT_EWRITE : 0;
 }
 
 int out_chunk(FILE *f, int fmt, pgspout_stream *s, const pgspout_chunk *c)
@@ -77,8 +77,8 @@ int out_chunk(FILE *f, int fmt, pgspout_stream *s, const pgspout_chunk *c)
         const char *text;
         size_t len;
         if (pgspout_chunk_ndjson(s, c, &text, &len) != PGSPOUT_OK)
-            return -1;
-        return fwrite(text, 1, len, f) == len ? 0 : -1;
+            return OUT_ENOMEM;
+        return fwrite(text, 1, len, f) == len ? 0 : OUT_EWRITE;
     }
     char sep = fmt == FMT_CSV ? ',' : '\t';
     int nrows = pgspout_chunk_nrows(c);
@@ -94,5 +94,5 @@ int out_chunk(FILE *f, int fmt, pgspout_stream *s, const pgspout_chunk *c)
         }
         putc('\n', f);
     }
-    return ferror(f) ? -1 : 0;
+    return ferror(f) ? OUT_EWRITE : 0;
 }

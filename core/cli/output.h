@@ -6,12 +6,16 @@
 #include <stdio.h>
 
 enum { FMT_NDJSON, FMT_CSV, FMT_TSV };
+/* out_chunk's failures */
+enum { OUT_EWRITE = -1, OUT_ENOMEM = -2 };
 
 /* Parse "ndjson" | "csv" | "tsv"; -1 if unknown. */
 int out_format(const char *name);
-/* The column-name line for CSV/TSV. 0, or -1 on a write error. */
+/* The column-name line for CSV/TSV. 0, or OUT_EWRITE on a write error
+ * (errno says why). */
 int out_header(FILE *f, int fmt, const pgspout_stream *s);
-/* Every row of chunk c in format fmt. 0, or -1 on a write error. */
+/* Every row of chunk c in format fmt. 0, OUT_EWRITE on a write error (errno
+ * says why) or OUT_ENOMEM when the rows could not be rendered. */
 int out_chunk(FILE *f, int fmt, pgspout_stream *s, const pgspout_chunk *c);
 
 #endif
