@@ -87,6 +87,18 @@ SWIGEXPORT int luaopen_pgspout_core(lua_State *L) { return SWIG_init(L); }
 %typemap(in, numinputs=0) int *nrows (int tmp = 0) { $1 = &tmp; }
 %typemap(argout) int *nrows { lua_pushnumber(L, (lua_Number)*$1); SWIG_arg++; }
 
+/* Every string argument SWIG wraps itself (registry_open's conninfo and
+ * sql): a string or number (nil passes NULL, as SWIG's default does), and
+ * a string with a NUL byte raises "pgspout: einval: <name> contains a NUL
+ * byte" instead of being cut short (pgspout_lua_cstring, shared with the
+ * natives). conninfo is called dsn in the Lua API. */
+%typemap(in, checkfn="SWIG_lua_isnilstring") const char * {
+  $1 = ($1_ltype)pgspout_lua_cstring(L, $input, "%s", "$1_name");
+}
+%typemap(in, checkfn="SWIG_lua_isnilstring") const char *conninfo {
+  $1 = ($1_ltype)pgspout_lua_cstring(L, $input, "dsn");
+}
+
 /* (nparams, params) from a Lua array (or nil), see pgspout_lua_params */
 %typemap(in) (int nparams, const char *const *params) {
   $2 = ($2_ltype)pgspout_lua_params(L, $input, &$1);
