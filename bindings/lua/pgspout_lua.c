@@ -630,12 +630,14 @@ static void push_value(lua_State *L, const pgspout_row *row, int col, int kind)
 int pgspout_lua_stream_chunk(lua_State *L)
 {
     lstream *ls = check_stream(L, 1);
-    int mode = (int)luaL_optinteger(L, 2, 0);
-    int raise = lua_toboolean(L, 3);
+    int mode, raise = lua_toboolean(L, 3);
     const pgspout_chunk *c = NULL;
     int rc, n, i, col, ncols;
     const unsigned char *kinds;
 
+    if (lua_type(L, 2) == LUA_TSTRING) /* Lua 5.1 would read "1\0x" as 1 */
+        pgspout_lua_cstring(L, 2, "mode");
+    mode = (int)luaL_optinteger(L, 2, 0);
     if (mode < 0 || mode > 2)
         return luaL_argerror(L, 2, "mode must be 0 (array), 1 (map) or 2 (json)");
     if (!ls->s) {

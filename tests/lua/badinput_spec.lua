@@ -266,6 +266,45 @@ describe("bad input", function()
             end)
         end
 
+        -- Numbers may be passed as numeric strings; PUC Lua 5.1 converts them
+        -- with strtod on the C string, so "1\0junk" read as 1 and e.g.
+        -- registry_close("1\0junk") closed stream 1.
+        it("in a numeric string: registry ids, max_rows, the chunk mode", function()
+            local id = assert(pgspout.registry_open(H.dsn, "SELECT g FROM generate_series(1, 3) g",
+                                                    nil, { chunk_rows = 1 }))
+            local sid = tostring(id)
+            local calls = {
+                { "id", function() pgspout.registry_close(sid .. "\0junk") end },
+                { "id", function() pgspout.registry_cancel(sid .. "\0") end },
+                { "id", function() pgspout.registry_pause(sid .. "\0") end },
+                { "id", function() pgspout.registry_resume(sid .. "\0") end },
+                { "id", function() pgspout.registry_stats(sid .. "\0") end },
+                { "id", function() pgspout.registry_fetch(sid .. "\0x") end },
+                { "max_rows", function() pgspout.registry_fetch(id, "1\0x") end },
+            }
+            for _, c in ipairs(calls) do
+                local ok, err = pcall(c[2])
+                assert.is_false(ok, c[1])
+                assert.are.equal("pgspout: einval: " .. c[1] .. " contains a NUL byte", err)
+            end
+            -- the stream was not touched: every row is still there
+            local out, n = assert(pgspout.registry_fetch(id, 10))
+            while n < 3 do
+                local more, m = assert(pgspout.registry_fetch(id, 10))
+                out, n = out .. more, n + m
+            end
+            assert.are.equal('{"g":1}\n{"g":2}\n{"g":3}\n', out)
+            assert.is_nil(pgspout.registry_fetch(id))
+            assert(pgspout.registry_close(id))
+
+            local s = assert(conn:stream("SELECT 1"))
+            local ok, err = pcall(core.stream_chunk, s, "1\0x")
+            assert.is_false(ok)
+            assert.are.equal("pgspout: einval: mode contains a NUL byte", err)
+            assert.are.same({ { 1 } }, core.stream_chunk(s, "0"))  -- numeric strings still work
+            s:close()
+        end)
+
         it("still sends numbers, booleans, NULLs and NUL-free strings as before", function()
             local s = assert(conn:stream(
                 "INSERT INTO " .. tbl .. " VALUES ($1), ($2), ($3), ($4), ($5), ($6) RETURNING v",
