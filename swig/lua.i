@@ -61,15 +61,33 @@ SWIGEXPORT int luaopen_pgspout_core(lua_State *L) { return SWIG_init(L); }
 
 /* ------------------------------------------------------------ typemaps */
 
+/* Numbers may come as numeric strings (Lua's coercion, as lua_isnumber
+ * allows). PUC Lua 5.1 converts those with strtod on the C string, so
+ * "1\0junk" would read as 1 and act on another stream than the one written:
+ * a numeric string with a NUL byte raises "pgspout: einval: <name> contains
+ * a NUL byte" (pgspout_lua_cstring) before the type check, under LuaJIT too
+ * (which would call it a wrong type). */
+%define PGSPOUT_LUA_NUMBER_CHECK
+  if (lua_type(L, $input) == LUA_TSTRING)
+    pgspout_lua_cstring(L, $input, "%s", "$1_name");
+  if (!lua_isnumber(L, $input))
+    SWIG_fail_arg("$symname", $argnum, "$1_type");
+%enddef
+
 /* Registry ids: Lua numbers holding positive integers (ids count up from 1
  * and stay far below 2^53). */
-%typemap(in, checkfn="lua_isnumber") uint64_t id {
+%typemap(in) uint64_t id {
+  PGSPOUT_LUA_NUMBER_CHECK
   lua_Number v_ = lua_tonumber(L, $input);
   if (!(v_ >= 0 && v_ < 9007199254740992.0) || v_ != (lua_Number)(uint64_t)v_) {
     SWIG_Lua_pushferrstring(L, "Error in %s (arg %d), expected a registry id (positive integer)", "$symname", $argnum);
     SWIG_fail;
   }
   $1 = (uint64_t)v_;
+}
+%typemap(in) int max_rows {
+  PGSPOUT_LUA_NUMBER_CHECK
+  $1 = ($1_ltype)lua_tonumber(L, $input);
 }
 %typemap(in, numinputs=0) uint64_t *id (uint64_t tmp = 0) { $1 = &tmp; }
 %typemap(argout) uint64_t *id { lua_pushnumber(L, (lua_Number)*$1); SWIG_arg++; }
@@ -86,6 +104,18 @@ SWIGEXPORT int luaopen_pgspout_core(lua_State *L) { return SWIG_init(L); }
 
 %typemap(in, numinputs=0) int *nrows (int tmp = 0) { $1 = &tmp; }
 %typemap(argout) int *nrows { lua_pushnumber(L, (lua_Number)*$1); SWIG_arg++; }
+
+/* Every string argument SWIG wraps itself (registry_open's conninfo and
+ * sql): a string or number (nil passes NULL, as SWIG's default does), and
+ * a string with a NUL byte raises "pgspout: einval: <name> contains a NUL
+ * byte" instead of being cut short (pgspout_lua_cstring, shared with the
+ * natives). conninfo is called dsn in the Lua API. */
+%typemap(in, checkfn="SWIG_lua_isnilstring") const char * {
+  $1 = ($1_ltype)pgspout_lua_cstring(L, $input, "%s", "$1_name");
+}
+%typemap(in, checkfn="SWIG_lua_isnilstring") const char *conninfo {
+  $1 = ($1_ltype)pgspout_lua_cstring(L, $input, "dsn");
+}
 
 /* (nparams, params) from a Lua array (or nil), see pgspout_lua_params */
 %typemap(in) (int nparams, const char *const *params) {

@@ -16,7 +16,10 @@
 --    "eoption", "estate", ...). Messages of server errors end in
 --    "(SQLSTATE xxxxx)".
 --  * Programming errors - an argument of the wrong Lua type - raise, like
---    the Lua standard library does.
+--    the Lua standard library does. So does a string with an embedded NUL
+--    byte (SQL, DSN, parameter, option name or value), which the C library
+--    would cut short: "pgspout: einval: sql contains a NUL byte"; nothing
+--    is sent.
 --  * `for row in s:rows()` raises when the stream fails (message
 --    "pgspout: <code>: <text> (SQLSTATE xxxxx)"); the loop never just ends
 --    early. Wrap it in pcall to handle the error.

@@ -37,6 +37,7 @@
 #include <locale.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,6 +173,25 @@ static int opts_gc(lua_State *L)
 
 /* ------------------------------------------------------ params, options */
 
+const char *pgspout_lua_cstring(lua_State *L, int idx, const char *fmt, ...)
+{
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    va_list ap;
+
+    if (!s || !memchr(s, '\0', len))
+        return s;
+    luaL_checkstack(L, 3, "pgspout: einval message");
+    lua_pushfstring(L, "pgspout: %s: ", pgspout_code_name(PGSPOUT_EINVAL));
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    lua_pushliteral(L, " contains a NUL byte");
+    lua_concat(L, 3);
+    lua_error(L);
+    return NULL; /* not reached */
+}
+
 const char *const *pgspout_lua_params(lua_State *L, int idx, int *n)
 {
     const char **arr;
@@ -224,7 +244,7 @@ const char *const *pgspout_lua_params(lua_State *L, int idx, int *n)
             arr[i] = lua_tostring(L, -1); /* kept alive on the stack */
             break;
         case LUA_TSTRING:
-            arr[i] = lua_tostring(L, -1); /* kept alive on the stack */
+            arr[i] = pgspout_lua_cstring(L, -1, "parameter #%d", i + 1); /* kept on the stack */
             break;
         default:
             luaL_error(
@@ -263,9 +283,9 @@ int pgspout_lua_options(lua_State *L, int idx, pgspout_options **out, const char
     while (lua_next(L, idx) != 0) {
         if (lua_type(L, -2) != LUA_TSTRING)
             luaL_error(L, "bad option name (string expected, got %s)", luaL_typename(L, -2));
-        key = lua_tostring(L, -2);
+        key = pgspout_lua_cstring(L, -2, "option name");
         switch (lua_type(L, -1)) {
-        case LUA_TSTRING: val = lua_tostring(L, -1); break;
+        case LUA_TSTRING: val = pgspout_lua_cstring(L, -1, "value of option '%s'", key); break;
         case LUA_TNUMBER: val = number_text(lua_tonumber(L, -1), num, sizeof num); break;
         case LUA_TBOOLEAN: val = lua_toboolean(L, -1) ? "on" : "off"; break;
         default:
@@ -407,6 +427,8 @@ int pgspout_lua_connect(lua_State *L)
     lconn *c;
     int rc;
 
+    if (!lua_isnoneornil(L, 1))
+        dsn = pgspout_lua_cstring(L, 1, "dsn");
     rc = pgspout_lua_options(L, 2, &o, &err);
     if (rc < 0)
         return fail3(L, err, NULL, rc);
@@ -485,6 +507,7 @@ int pgspout_lua_stream_open(lua_State *L)
     unsigned char *kinds;
     int nparams, rc, i, ncols, st;
 
+    sql = pgspout_lua_cstring(L, 2, "sql");
     params = pgspout_lua_params(L, 3, &nparams);
     rc = pgspout_lua_options(L, 4, &o, &err);
     if (rc < 0)
@@ -607,12 +630,14 @@ static void push_value(lua_State *L, const pgspout_row *row, int col, int kind)
 int pgspout_lua_stream_chunk(lua_State *L)
 {
     lstream *ls = check_stream(L, 1);
-    int mode = (int)luaL_optinteger(L, 2, 0);
-    int raise = lua_toboolean(L, 3);
+    int mode, raise = lua_toboolean(L, 3);
     const pgspout_chunk *c = NULL;
     int rc, n, i, col, ncols;
     const unsigned char *kinds;
 
+    if (lua_type(L, 2) == LUA_TSTRING) /* Lua 5.1 would read "1\0x" as 1 */
+        pgspout_lua_cstring(L, 2, "mode");
+    mode = (int)luaL_optinteger(L, 2, 0);
     if (mode < 0 || mode > 2)
         return luaL_argerror(L, 2, "mode must be 0 (array), 1 (map) or 2 (json)");
     if (!ls->s) {

@@ -21,19 +21,29 @@ void **pgspout_lua_box(lua_State *L);
  * free it and empty the box. */
 void pgspout_lua_push_boxed(lua_State *L, void **box, size_t len);
 
+/* The string (or number) at idx as a C string, for every Lua string the
+ * binding hands to the library: lua_tolstring, except that a string with an
+ * embedded NUL byte - which the C side would silently cut short - raises
+ * "pgspout: einval: <what> contains a NUL byte", what being formatted from
+ * fmt and the arguments as by lua_pushfstring (only on that error). Returns
+ * NULL for values that are not strings or numbers (callers check types). */
+const char *pgspout_lua_cstring(lua_State *L, int idx, const char *fmt, ...);
+
 /* Convert the Lua value at idx (a table of parameters or nil) into a C
  * array of text values: strings as they are, numbers exactly (integers
  * without exponent), booleans "true"/"false", pgspout.null/nil holes as SQL
  * NULL. The length is t.n when present, else #t. The array and converted
  * strings are kept alive by values pushed on the stack. Raises on a value
- * of another type. Returns NULL when there are no parameters. */
+ * of another type or a string with a NUL byte. Returns NULL when there are
+ * no parameters. */
 const char *const *pgspout_lua_params(lua_State *L, int idx, int *n);
 
 /* Convert the Lua table at idx (or nil) into options owned by a GC'd box
  * pushed on the stack. Values: strings, numbers, booleans (raises on other
- * types or non-string keys). Returns PGSPOUT_OK with *out (NULL for nil) or
- * the pgspout_options_set code with *err describing the key and value (the
- * text lives as long as the box). */
+ * types, non-string keys, or a NUL byte in a key or a string value).
+ * Returns PGSPOUT_OK with *out (NULL for nil) or the pgspout_options_set
+ * code with *err describing the key and value (the text lives as long as
+ * the box). */
 int pgspout_lua_options(lua_State *L, int idx, pgspout_options **out, const char **err);
 
 /* Native functions registered through %native in swig/lua.i. */

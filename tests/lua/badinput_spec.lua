@@ -178,4 +178,148 @@ describe("bad input", function()
         assert.are.equal("econnect", code)
         assert.matches("connect", err)
     end)
+
+    -- A Lua string may hold NUL bytes; the C API takes NUL-terminated text.
+    -- Cutting at the NUL would run or send something other than what the
+    -- caller wrote ("SELECT 1\0; DROP ..." runs "SELECT 1", a parameter
+    -- "a\0b" is sent as "a"), so every string argument with a NUL raises
+    -- "pgspout: einval: <argument> contains a NUL byte" before anything
+    -- reaches the server. There is no binary parameter path: bytea goes as
+    -- text ('\x...' hex).
+    describe("embedded NUL", function()
+        local tbl = string.format("pgspout_test_nul_%d_%d", os.time(), math.random(1e9))
+        local ins = "INSERT INTO " .. tbl .. " VALUES ($1) RETURNING 1"
+        setup(function()
+            H.query("CREATE TABLE " .. tbl .. " (v text)")
+        end)
+        teardown(function()
+            H.query("DROP TABLE IF EXISTS " .. tbl)
+        end)
+        before_each(function()
+            H.query("TRUNCATE " .. tbl)
+        end)
+
+        local function inserted()
+            return H.scalar("SELECT count(*)::int FROM " .. tbl)
+        end
+
+        -- { what the message names, call }: each must raise and run nothing
+        local mark = H.marker("nul_sql")
+        local app = H.marker("nul_dsn")
+        local cases = {
+            -- conn:stream: SQL, parameters, option names and values
+            { "sql", function()
+                conn:stream("INSERT INTO " .. tbl .. " VALUES ('x') RETURNING 1\0; SELECT pg_sleep(100) -- " .. mark)
+            end },
+            { "sql", function() conn:stream("\0") end },
+            { "sql", function()
+                conn:stream("INSERT INTO " .. tbl .. " VALUES ('x') RETURNING 1\0", nil, { chunk_rows = 1 })
+            end },
+            { "parameter #1", function() conn:stream(ins, { "a\0b" }) end },
+            { "parameter #1", function() conn:stream(ins, { "trailing\0" }) end },
+            { "parameter #3", function()
+                conn:stream("INSERT INTO " .. tbl .. " SELECT $1::text || $2::text || $3::text RETURNING 1",
+                            { "a", 2, "\0", n = 3 })
+            end },
+            { "option name", function() conn:stream(ins, { "x" }, { ["chunk_rows\0junk"] = 5 }) end },
+            { "value of option 'label'", function()
+                conn:stream(ins, { "x" }, { label = "ok\0 bad label!" })
+            end },
+            { "value of option 'max_memory'", function()
+                conn:stream(ins, { "x" }, { max_memory = "64MB\0x" })
+            end },
+            -- pgspout.connect: DSN, option names and values
+            { "dsn", function() pgspout.connect(H.dsn .. " application_name=" .. app .. "\0x") end },
+            { "dsn", function() pgspout.connect("\0" .. H.dsn) end },
+            { "value of option 'application_name'", function()
+                pgspout.connect(H.dsn, { application_name = app .. "\0x" })
+            end },
+            { "option name", function() pgspout.connect(H.dsn, { ["application_name\0"] = app }) end },
+            -- registry_open: DSN, SQL, parameters, option names and values
+            { "dsn", function() pgspout.registry_open(H.dsn .. "\0 port=1", ins, { "x" }) end },
+            { "sql", function()
+                pgspout.registry_open(H.dsn, "INSERT INTO " .. tbl .. " VALUES ('x') RETURNING 1\0 x")
+            end },
+            { "parameter #1", function() pgspout.registry_open(H.dsn, ins, { "a\0b" }) end },
+            { "option name", function()
+                pgspout.registry_open(H.dsn, ins, { "x" }, { ["idle_timeout\0"] = 0 })
+            end },
+            { "value of option 'label'", function()
+                pgspout.registry_open(H.dsn, ins, { "x" }, { label = "ok\0!" })
+            end },
+        }
+        local function registered()
+            return select(2, assert(pgspout.registry_list()):gsub('"id":', ""))
+        end
+        for i, case in ipairs(cases) do
+            local what, f = case[1], case[2]
+            it(string.format("raises on a NUL in the %s (case %d)", what, i), function()
+                local before = registered()
+                local ok, err = pcall(f)
+                assert.is_false(ok, "did not raise")
+                assert.are.equal("pgspout: einval: " .. what .. " contains a NUL byte", err)
+                -- nothing ran on the server, nothing was registered or left running
+                assert.are.equal(0, inserted(), "something ran on the server")
+                assert.are.equal(before, registered())
+                assert.are.equal(0, H.running(mark))
+                assert.are.equal(0, H.backends(app))
+            end)
+        end
+
+        -- Numbers may be passed as numeric strings; PUC Lua 5.1 converts them
+        -- with strtod on the C string, so "1\0junk" read as 1 and e.g.
+        -- registry_close("1\0junk") closed stream 1.
+        it("in a numeric string: registry ids, max_rows, the chunk mode", function()
+            local id = assert(pgspout.registry_open(H.dsn, "SELECT g FROM generate_series(1, 3) g",
+                                                    nil, { chunk_rows = 1 }))
+            local sid = tostring(id)
+            local calls = {
+                { "id", function() pgspout.registry_close(sid .. "\0junk") end },
+                { "id", function() pgspout.registry_cancel(sid .. "\0") end },
+                { "id", function() pgspout.registry_pause(sid .. "\0") end },
+                { "id", function() pgspout.registry_resume(sid .. "\0") end },
+                { "id", function() pgspout.registry_stats(sid .. "\0") end },
+                { "id", function() pgspout.registry_fetch(sid .. "\0x") end },
+                { "max_rows", function() pgspout.registry_fetch(id, "1\0x") end },
+            }
+            for _, c in ipairs(calls) do
+                local ok, err = pcall(c[2])
+                assert.is_false(ok, c[1])
+                assert.are.equal("pgspout: einval: " .. c[1] .. " contains a NUL byte", err)
+            end
+            -- the stream was not touched: every row is still there
+            local out, n = assert(pgspout.registry_fetch(id, 10))
+            while n < 3 do
+                local more, m = assert(pgspout.registry_fetch(id, 10))
+                out, n = out .. more, n + m
+            end
+            assert.are.equal('{"g":1}\n{"g":2}\n{"g":3}\n', out)
+            assert.is_nil(pgspout.registry_fetch(id))
+            assert(pgspout.registry_close(id))
+
+            local s = assert(conn:stream("SELECT 1"))
+            local ok, err = pcall(core.stream_chunk, s, "1\0x")
+            assert.is_false(ok)
+            assert.are.equal("pgspout: einval: mode contains a NUL byte", err)
+            assert.are.same({ { 1 } }, core.stream_chunk(s, "0"))  -- numeric strings still work
+            s:close()
+        end)
+
+        it("still sends numbers, booleans, NULLs and NUL-free strings as before", function()
+            local s = assert(conn:stream(
+                "INSERT INTO " .. tbl .. " VALUES ($1), ($2), ($3), ($4), ($5), ($6) RETURNING v",
+                { "a b", 42, 1.5, true, pgspout.null, nil, n = 6 }, { label = "nul_ok" }))
+            local got = {}
+            for row in s:rows() do got[#got + 1] = row[1] end
+            s:close()
+            assert.are.same({ "a b", "42", "1.5", "true", pgspout.null, pgspout.null }, got)
+            -- a NUL-free string of a NUL byte's escape is fine: bytea as hex text
+            assert.are.same({ { "\\x00" } }, H.query("SELECT $1::bytea::text", { "\\x00" }, nil, conn))
+            local id = assert(pgspout.registry_open(H.dsn, "SELECT $1::text, $2::int",
+                                                    { "reg", 7 }, { label = "nul_ok" }))
+            local out = assert(pgspout.registry_fetch(id))
+            assert.matches('"reg"', out, 1, true)
+            assert(pgspout.registry_close(id))
+        end)
+    end)
 end)
