@@ -58,6 +58,7 @@ SWIGEXPORT int luaopen_pgspout_core(lua_State *L) { return SWIG_init(L); }
 %native(stream_close) int pgspout_lua_stream_close(lua_State *L);
 %native(stream_columns) int pgspout_lua_stream_columns(lua_State *L);
 %native(stream_error) int pgspout_lua_stream_error(lua_State *L);
+%native(stream_command_tag) int pgspout_lua_stream_command_tag(lua_State *L);
 
 /* ------------------------------------------------------------ typemaps */
 

@@ -160,6 +160,7 @@ Stream.stats = core.stream_stats        -- table (final snapshot after close)
 Stream.close = core.stream_close        -- idempotent
 Stream.columns = core.stream_columns    -- names, type oids
 Stream.error = core.stream_error        -- message, sqlstate, code
+Stream.command_tag = core.stream_command_tag -- "SELECT 3", "COMMIT", "ROLLBACK"...
 
 ---------------------------------------------------------------- registry
 -- A process-wide table of streams addressed by a numeric id, usable from

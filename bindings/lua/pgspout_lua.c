@@ -69,7 +69,8 @@ struct lstream {
     int ncols;
     unsigned char *kinds; /* lives in the environment table */
     int have_final;
-    pgspout_stats final; /* snapshot taken at close */
+    pgspout_stats final;  /* snapshot taken at close */
+    char command_tag[64]; /* ... and the command tag */
 };
 
 typedef struct lbox {
@@ -360,6 +361,7 @@ static void lstream_release(lstream *ls)
         memset(&ls->final, 0, sizeof ls->final);
         ls->final.size = sizeof ls->final;
         ls->have_final = pgspout_stream_stats(ls->s, &ls->final) == PGSPOUT_OK;
+        snprintf(ls->command_tag, sizeof ls->command_tag, "%s", pgspout_stream_command_tag(ls->s));
         pgspout_stream_close(ls->s);
         ls->s = NULL;
     }
@@ -814,6 +816,16 @@ int pgspout_lua_stream_columns(lua_State *L)
         lua_rawseti(L, -2, i + 1);
     }
     return 2;
+}
+
+/* command_tag(s) -> the server's command tag once the statement completed
+ * ("SELECT 3", "COMMIT", "ROLLBACK" for a COMMIT of a failed transaction),
+ * "" before; kept after close */
+int pgspout_lua_stream_command_tag(lua_State *L)
+{
+    lstream *ls = check_stream(L, 1);
+    lua_pushstring(L, ls->s ? pgspout_stream_command_tag(ls->s) : ls->command_tag);
+    return 1;
 }
 
 /* error(s) -> message, sqlstate, code ("" and "ok" when none) */

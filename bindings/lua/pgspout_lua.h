@@ -63,5 +63,6 @@ int pgspout_lua_stream_stats(lua_State *L);
 int pgspout_lua_stream_close(lua_State *L);
 int pgspout_lua_stream_columns(lua_State *L);
 int pgspout_lua_stream_error(lua_State *L);
+int pgspout_lua_stream_command_tag(lua_State *L);
 
 #endif

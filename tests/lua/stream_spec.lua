@@ -39,6 +39,28 @@ describe("streams", function()
         end
     end)
 
+    it("reports the command tag; a COMMIT of a failed transaction reads ROLLBACK", function()
+        local function run(sql)
+            local s = assert(conn:stream(sql))
+            for _ in s:rows() do end
+            local tag = s:command_tag()
+            s:close()
+            assert.are.equal(tag, s:command_tag()) -- kept after close
+            return tag
+        end
+        local s0 = assert(conn:stream("SELECT generate_series(1, 1000000)", nil, { chunk_rows = 10 }))
+        assert.are.equal("", s0:command_tag()) -- not complete yet
+        s0:close()
+        assert.are.equal("SELECT 3", (run("SELECT generate_series(1, 3)")))
+        assert.are.equal("BEGIN", (run("BEGIN")))
+        assert.are.equal("SAVEPOINT", (run("SAVEPOINT a")))
+        local failed, err = conn:stream("SELECT 1 / 0") -- fails at open
+        assert.is_nil(failed)
+        assert.matches("22012", err)
+        assert.are.equal("ROLLBACK", (run("COMMIT")))
+        assert.is_true(conn:ok())
+    end)
+
     it("gives chunks with s:chunk() and nil at the end", function()
         local s = assert(conn:stream("SELECT g FROM generate_series(1, 2500) g", nil, { chunk_rows = 1000 }))
         local total, chunks = 0, 0
