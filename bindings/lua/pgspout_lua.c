@@ -352,6 +352,26 @@ static int closed_fail(lua_State *L, const char *what)
     return 3;
 }
 
+/* ------------------------------------------------------------- Ctrl-C */
+
+/* The standalone lua and luajit interpreters answer SIGINT by setting a
+ * count hook of 1 on the main state (lua.c's laction), which raises
+ * "interrupted!" at the next instruction: never while a C call blocks. The
+ * core's interrupt hook asks, after a signal and every 100 ms, whether that
+ * hook is now set; if so the blocking call gives up (EINTR, the server
+ * query cancelled) and Lua raises "interrupted!" as it returns. In
+ * OpenResty, signals never reach the threads that drive streams. */
+static int lua_interrupted(void *ud)
+{
+    lua_State *L = ud;
+    return lua_gethook(L) != NULL && lua_gethookcount(L) == 1 &&
+           (lua_gethookmask(L) & LUA_MASKCOUNT) != 0;
+}
+
+/* Make the blocking calls that follow on this thread interruptible by the
+ * interpreter's Ctrl-C; the caller removes the hook after the call. */
+static void interruptible(lua_State *L) { pgspout_set_interrupt_hook(lua_interrupted, L); }
+
 /* --------------------------------------------------------- object release */
 
 /* Close the stream (idempotent, no Lua calls: used by __gc too). */
@@ -439,7 +459,9 @@ int pgspout_lua_connect(lua_State *L)
     c->active = NULL;
     luaL_getmetatable(L, MT_CONN);
     lua_setmetatable(L, -2);
+    interruptible(L);
     rc = pgspout_connect_opts(dsn, o, &c->conn);
+    pgspout_set_interrupt_hook(NULL, NULL);
     if (rc < 0) {
         /* the failed handle stays owned by c (closed by __gc if this raises) */
         fail3(L, c->conn ? pgspout_conn_error(c->conn) : NULL, NULL, rc);
@@ -539,7 +561,9 @@ int pgspout_lua_stream_open(lua_State *L)
         /* the previous stream ended: close it so the connection is free */
         lstream_release(c->active);
     }
+    interruptible(L);
     rc = pgspout_stream_open(c->conn, sql, nparams, params, o, &ls->s);
+    pgspout_set_interrupt_hook(NULL, NULL);
     ls->conn = c;
     c->active = ls;
     if (rc < 0) {
@@ -647,7 +671,9 @@ int pgspout_lua_stream_chunk(lua_State *L)
             return luaL_error(L, "pgspout: stream is closed");
         return closed_fail(L, "stream");
     }
+    interruptible(L);
     rc = pgspout_stream_next_chunk(ls->s, 0, &c);
+    pgspout_set_interrupt_hook(NULL, NULL);
     if (rc == PGSPOUT_DONE) {
         lua_pushboolean(L, 0);
         return 1;
