@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
+#include "alloc.h" /* last: wraps the allocators in fault-injection builds */
 
 void pgs_conn_set_error(pgspout_conn *c, const char *fmt, ...)
 {

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
+#include "alloc.h" /* last: wraps the allocators in fault-injection builds */
 
 /* How long a drain after a cancel, or a utility statement between streams,
  * may take before the connection is given up as unusable. */
