@@ -1211,6 +1211,8 @@ const char *pgspout_stream_error(const pgspout_stream *s)
 {
     if (s == NULL)
         return "stream handle is NULL";
+    if (s->err == NULL && LOAD(s->ended) && s->result_code < 0)
+        return pgspout_strerror(s->result_code); /* the message could not be allocated */
     return s->err ? s->err : "";
 }
 
