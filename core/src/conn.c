@@ -200,6 +200,8 @@ const char *pgspout_conn_error(const pgspout_conn *c)
 {
     if (c == NULL)
         return "connection handle is NULL";
+    if (c->err == NULL && c->pg == NULL)
+        return "out of memory"; /* a failed connect whose message could not be allocated */
     return c->err ? c->err : "";
 }
 
