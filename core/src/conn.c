@@ -266,13 +266,14 @@ int pgs_conn_send_cancel(pgspout_conn *c, int timeout_ms)
         return -1; /* it would cancel the parent's query */
     cancel_job *j = calloc(1, sizeof *j);
     if (j == NULL)
-        return -1;
+        return -2;
     pthread_mutex_lock(&c->lock);
+    int nosock = c->pg == NULL || PQsocket(c->pg) < 0;
     j->cancel = c->pg ? PQgetCancel(c->pg) : NULL;
     pthread_mutex_unlock(&c->lock);
     if (j->cancel == NULL) {
         free(j);
-        return -1;
+        return nosock ? -1 : -2; /* with a socket, PQgetCancel fails only for memory */
     }
     pthread_mutex_init(&j->mu, NULL);
     pthread_condattr_t ca;
@@ -319,5 +320,6 @@ int pgspout_conn_cancel(pgspout_conn *c)
     if (c == NULL)
         return PGSPOUT_EINVAL;
     atomic_fetch_add(&c->cancel_gen, 1); /* the stream reports ECANCELLED, not ESQL */
-    return pgs_conn_send_cancel(c, PGS_CANCEL_WAIT_MS) == 0 ? PGSPOUT_OK : PGSPOUT_ECONN;
+    int r = pgs_conn_send_cancel(c, PGS_CANCEL_WAIT_MS);
+    return r == 0 ? PGSPOUT_OK : r == -2 ? PGSPOUT_ENOMEM : PGSPOUT_ECONN;
 }
