@@ -93,7 +93,9 @@ static void release_chunk(pgspout_stream *s)
     int pos = LOAD(s->pos);
     ADD(s->delivered_base, (uint64_t)pos);
     uint64_t held = LOAD(s->buffered_bytes);
-    if (held && s->metrics)
+    /* only a chunk that chunk_done published is in the gauge: a fill that
+     * failed half-way (out of memory, connection lost) never added it */
+    if (held && s->metrics && LOAD(s->nrows_pub))
         pgs_metrics_buffered_delta(s->metrics, -(int64_t)held);
     STORE(s->buffered_bytes, 0);
     s->arena_used = 0;
