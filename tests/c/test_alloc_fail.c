@@ -31,11 +31,13 @@
  */
 #define _GNU_SOURCE
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics_store.h" /* active streams, read without allocating */
 #include "pgspout.h"
 #include "testutil.h"
 
@@ -306,6 +308,66 @@ static void stream_big(pgspout_conn *c, pgspout_options *o)
     pgspout_stream_close(s);
 }
 
+static int keep_even(const pgspout_row *r, void *ud)
+{
+    (void)ud;
+    return strtol(pgspout_row_value(r, 0, NULL), NULL, 10) % 2 == 0;
+}
+
+static void count_progress(const pgspout_stats *st, void *ud)
+{
+    (void)st;
+    (*(int *)ud)++;
+}
+
+/* An event loop's way: next_chunk(PGSPOUT_NONBLOCK) and poll on the stream's
+ * descriptor, with a filter keeping even rows and a progress hook. */
+static void stream_nonblock(pgspout_conn *c, pgspout_options *o)
+{
+    set_step("stream non-blocking: open");
+    int progress_calls = 0;
+    pgspout_options_set_filter(o, keep_even, NULL);
+    pgspout_options_set_progress(o, count_progress, &progress_calls);
+    pgspout_options_set(o, "progress_rows", "5");
+    pgspout_stream *s = open_stream(c, "SELECT g FROM generate_series(1, 40) g", o, 0);
+    pgspout_options_set_filter(o, NULL, NULL);
+    pgspout_options_set_progress(o, NULL, NULL);
+    pgspout_options_set(o, "progress_rows", "0");
+    if (s == NULL)
+        return;
+    long expect = 2;
+    int rc;
+    for (;;) {
+        set_step("stream non-blocking: next_chunk");
+        const pgspout_chunk *ch;
+        rc = pgspout_stream_next_chunk(s, PGSPOUT_NONBLOCK, &ch);
+        if (rc == PGSPOUT_AGAIN) {
+            struct pollfd pfd = {.fd = pgspout_stream_socket(s), .events = POLLIN};
+            int ms = pgspout_stream_wait_ms(s);
+            CHECK(poll(&pfd, 1, ms < 0 || ms > 5000 ? 5000 : ms) >= 0, "poll");
+            continue;
+        }
+        if (rc != PGSPOUT_OK)
+            break;
+        for (int i = 0; i < pgspout_chunk_nrows(ch); i++) {
+            check_row(pgspout_chunk_row(ch, i), &expect);
+            expect++; /* odd rows are filtered out */
+        }
+    }
+    if (rc == PGSPOUT_DONE) {
+        CHECK(expect == 42, "all even rows: DONE at %ld", expect);
+        pgspout_stats st = PGSPOUT_STATS_INIT;
+        pgspout_stream_stats(s, &st);
+        CHECK(st.rows_filtered == 20 && st.rows_delivered == 20,
+              "filtered %" PRIu64 ", delivered %" PRIu64, st.rows_filtered, st.rows_delivered);
+        CHECK(progress_calls > 0, "progress hook called");
+    } else {
+        CHECK_RC(rc, is_enomem(rc));
+        check_failed(s, rc, PGSPOUT_STATE_FAILED);
+    }
+    pgspout_stream_close(s);
+}
+
 /* Read a stream to its end, rows numbered from 1: returns the end code. */
 static int drain_rows(pgspout_stream *s, long *expect)
 {
@@ -487,6 +549,33 @@ static void registry(const pgspout_options *o)
     CHECK_RC(rc, rc == PGSPOUT_OK);
 }
 
+/* A connection closed under its running stream (on a connection of its
+ * own): the stream ends CLOSED and is closed after it. */
+static void conn_close_under_stream(const pgspout_options *o)
+{
+    set_step("conn_close under a stream: connect");
+    pgspout_conn *c = NULL;
+    int rc = pgspout_connect_opts(dsn, o, &c);
+    CHECK_RC(rc, rc == PGSPOUT_OK || is_enomem(rc));
+    if (rc != PGSPOUT_OK) {
+        pgspout_conn_close(c);
+        return;
+    }
+    set_step("conn_close under a stream: open");
+    pgspout_stream *s = open_stream(c, STOP_SQL, o, 0);
+    const pgspout_row *r;
+    rc = s ? pgspout_stream_next(s, &r) : PGSPOUT_OK;
+    CHECK_RC(rc, rc == PGSPOUT_OK || is_enomem(rc));
+    set_step("conn_close under a stream: conn_close");
+    pgspout_conn_close(c);
+    if (s) {
+        int want = rc == PGSPOUT_OK ? PGSPOUT_STATE_CLOSED : PGSPOUT_STATE_FAILED;
+        check_failed(s, rc == PGSPOUT_OK ? PGSPOUT_ESTATE : rc, want);
+        set_step("conn_close under a stream: stream_close");
+        pgspout_stream_close(s);
+    }
+}
+
 /* Inside the caller's transaction a stream runs under a savepoint: when it
  * fails (out of memory included) the transaction goes on. */
 static void stream_in_transaction(pgspout_conn *c, const pgspout_options *o)
@@ -531,6 +620,45 @@ static void stream_in_transaction(pgspout_conn *c, const pgspout_options *o)
     }
 }
 
+/* Streams open and not ended, from the metrics store itself (no allocation,
+ * so it can be read while injection is armed). */
+static long active_streams(void)
+{
+    long n = 0;
+    for (int i = 0; i < PGS_MAX_LABELS; i++)
+        n += (long)atomic_load(&pgs_metrics.labels[i].gauge[G_ACTIVE]);
+    return n;
+}
+
+/* A registry stream idle past its idle_timeout is reaped (by this call or
+ * by the background reaper): gone from the table, its id unknown. */
+static void registry_reap(pgspout_options *o)
+{
+    set_step("registry reap: open");
+    uint64_t id = 0;
+    char *err = NULL;
+    pgspout_options_set(o, "idle_timeout", "1ms");
+    int rc = pgspout_registry_open(dsn, STOP_SQL, 0, NULL, o, &id, &err);
+    pgspout_options_set(o, "idle_timeout", "60s");
+    pgspout_free(err);
+    CHECK_RC(rc, rc == PGSPOUT_OK || is_enomem(rc));
+    if (rc != PGSPOUT_OK)
+        return;
+    tu_sleep_ms(3);
+    set_step("registry reap: reap");
+    int n = pgspout_registry_reap();
+    CHECK(n == 0 || n == 1, "reaped %d", n);
+    char *out = NULL;
+    rc = pgspout_registry_fetch(id, 0, &out, NULL, NULL, NULL);
+    CHECK(rc == PGSPOUT_ENOTFOUND, "fetch after reap: %s", pgspout_code_name(rc));
+    rc = pgspout_registry_close(id);
+    CHECK(rc == PGSPOUT_ENOTFOUND, "close after reap: %s", pgspout_code_name(rc));
+    /* n == 0: the background reaper took it first and may still be closing
+     * it (cancel, drain) */
+    for (int i = 0; n == 0 && active_streams() != 0 && i < 1000; i++)
+        tu_sleep_ms(2);
+}
+
 /* --------------------------------------------------------------- session */
 
 /* Everything a session does with injection armed; what is left open (the
@@ -569,6 +697,7 @@ static void session(pgspout_conn **conn, pgspout_options **opts)
         if (o) {
             stream_limited(c, o);
             stream_big(c, o);
+            stream_nonblock(c, o);
             stream_memory_limit(c, o);
         }
         stream_sql_error(c, o);
@@ -579,8 +708,11 @@ static void session(pgspout_conn **conn, pgspout_options **opts)
         rc = pgspout_conn_cancel(c);
         CHECK_RC(rc, rc == PGSPOUT_OK || is_enomem(rc));
     }
+    conn_close_under_stream(o);
     metrics_texts();
     registry(o);
+    if (o)
+        registry_reap(o);
 }
 
 /* With injection off: a connection that says it is usable is; close all. */
