@@ -346,12 +346,17 @@ static int stop_server(pgspout_stream *s)
     s->server_done = 1;
     if (!pgs_conn_owned(c)) /* a fork child: the query is the parent's */
         return 0;
-    if (pgs_conn_send_cancel(c, PGS_CANCEL_WAIT_MS) != 0) {
+    int sent = pgs_conn_send_cancel(c, PGS_CANCEL_WAIT_MS);
+    if (sent != 0) {
         c->broken = 1;
-        pgs_conn_set_error(c,
-                           "the server did not take a cancel request within %d ms; "
-                           "connection closed for safety",
-                           PGS_CANCEL_WAIT_MS);
+        if (sent == -2)
+            pgs_conn_set_error(c, "out of memory while cancelling the query; "
+                                  "connection closed for safety");
+        else
+            pgs_conn_set_error(c,
+                               "the server did not take a cancel request within %d ms; "
+                               "connection closed for safety",
+                               PGS_CANCEL_WAIT_MS);
         return DRAINED_ROWS | DRAINED_ERROR;
     }
     int saw = drain(c->pg, pgs_now_ns() + DRAIN_NS);
