@@ -929,8 +929,9 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
         return PGSPOUT_EBUSY;
     }
     if (!pgspout_conn_ok(conn)) {
-        pgs_conn_set_error(conn, "connection is not usable (%s); reconnect",
-                           conn->err ? conn->err : "broken");
+        if (conn->err == NULL || strncmp(conn->err, "connection is not usable (", 26) != 0)
+            pgs_conn_set_error(conn, "connection is not usable (%s); reconnect",
+                               conn->err ? conn->err : "broken");
         return PGSPOUT_ECONN;
     }
     if (opts && opts->chunk_rows_min > opts->chunk_rows_max) {
