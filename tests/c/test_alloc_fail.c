@@ -169,6 +169,11 @@ static pgspout_stream *open_stream(pgspout_conn *c, const char *sql, const pgspo
         return s;
     }
     CHECK_RC(rc, is_enomem(rc) || (rc == PGSPOUT_ECONN && !usable) || (other_ok && rc == other_ok));
+    if (rc == PGSPOUT_ECONN) { /* the reason once, not wrapped again by every open */
+        const char *why = strstr(pgspout_conn_error(c), "not usable");
+        CHECK(why == NULL || strstr(why + 1, "not usable") == NULL, "conn_error \"%s\"",
+              pgspout_conn_error(c));
+    }
     if (s) {
         int state = rc == PGSPOUT_ECANCELLED ? PGSPOUT_STATE_CANCELLED : PGSPOUT_STATE_FAILED;
         check_failed(s, rc, state);
@@ -720,6 +725,11 @@ static void session_after(pgspout_conn *c, pgspout_options *o)
 {
     if (c) {
         set_step("after: connection usable or reported unusable");
+        /* On this local server only memory can have made it unusable: it
+         * says so (when, with one failure, its message could be allocated). */
+        const char *why = pgspout_conn_error(c);
+        CHECK(pgspout_conn_ok(c) || cur_persist || (*why && !strstr(why, "within")),
+              "unusable, with the error \"%s\"", why);
         if (pgspout_conn_ok(c)) {
             char *v = tu_try_scalar(c, "SELECT 42", 0, NULL);
             CHECK(v && strcmp(v, "42") == 0, "usable: SELECT 42 gave %s: %s", v ? v : "NULL",
