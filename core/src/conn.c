@@ -202,6 +202,8 @@ const char *pgspout_conn_error(const pgspout_conn *c)
         return "connection handle is NULL";
     if (c->err == NULL && c->pg == NULL)
         return "out of memory"; /* a failed connect whose message could not be allocated */
+    if (c->err == NULL && PQstatus(c->pg) == CONNECTION_BAD)
+        return PQerrorMessage(c->pg); /* the same, when libpq has its own reason */
     return c->err ? c->err : "";
 }
 
