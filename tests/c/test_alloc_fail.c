@@ -625,6 +625,36 @@ static void stream_in_transaction(pgspout_conn *c, const pgspout_options *o)
     }
 }
 
+/* Connections that fail: a malformed conninfo and a refused port (no
+ * server needed), directly and through the registry. ECONNECT or ENOMEM,
+ * with a message. */
+static void connect_failures(const pgspout_options *o)
+{
+    const char *bad[] = {"host=127.0.0.1 port=1 connect_timeout=2 password=secret",
+                         "port=5432 password='unterminated"};
+    for (int i = 0; i < 2; i++) {
+        set_step(i ? "connect failure: malformed conninfo" : "connect failure: refused");
+        pgspout_conn *c = NULL;
+        int rc = pgspout_connect_opts(bad[i], o, &c);
+        CHECK_RC(rc, rc == PGSPOUT_ECONNECT || is_enomem(rc));
+        CHECK(c == NULL || !pgspout_conn_ok(c), "a failed connection is not usable");
+        const char *why = pgspout_conn_error(c);
+        CHECK(c == NULL || cur_persist || *why, "error text: empty");
+        CHECK(strstr(why, "secret") == NULL, "no password in \"%s\"", why);
+        pgspout_conn_close(c);
+
+        set_step(i ? "registry open failure: malformed conninfo"
+                   : "registry open failure: refused");
+        uint64_t id = 0;
+        char *err = NULL;
+        rc = pgspout_registry_open(bad[i], "SELECT 1", 0, NULL, o, &id, &err);
+        CHECK_RC(rc, rc == PGSPOUT_ECONNECT || is_enomem(rc));
+        CHECK(id == 0, "no id on failure");
+        CHECK(err == NULL || strstr(err, "secret") == NULL, "no password in \"%s\"", err);
+        pgspout_free(err);
+    }
+}
+
 /* Streams open and not ended, from the metrics store itself (no allocation,
  * so it can be read while injection is armed). */
 static long active_streams(void)
@@ -714,6 +744,7 @@ static void session(pgspout_conn **conn, pgspout_options **opts)
         CHECK_RC(rc, rc == PGSPOUT_OK || is_enomem(rc));
     }
     conn_close_under_stream(o);
+    connect_failures(o);
     metrics_texts();
     registry(o);
     if (o)
