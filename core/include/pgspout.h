@@ -213,7 +213,8 @@ PGSPOUT_EXTERN const char *pgspout_conn_error(const pgspout_conn *conn);
 /* 1 if the connection can run a stream now, 0 if broken/closed. */
 PGSPOUT_EXTERN int pgspout_conn_ok(const pgspout_conn *conn);
 /* Ask the server to cancel whatever runs on conn (also a pgspout_stream_open
- * still waiting for its first result). Any thread. Returns OK, EINVAL, ECONN. */
+ * still waiting for its first result). Any thread. Returns OK, EINVAL, ECONN,
+ * ENOMEM (nothing was sent; the connection is unaffected). */
 PGSPOUT_EXTERN int pgspout_conn_cancel(pgspout_conn *conn);
 /* Server version (e.g. 150018) or 0. Owner thread. */
 PGSPOUT_EXTERN int pgspout_conn_server_version(const pgspout_conn *conn);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "alloc.h" /* last: wraps the allocators in fault-injection builds */
 
 int pgs_buf_reserve(pgs_buf *b, size_t extra)
 {

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
+#include "alloc.h" /* last: wraps the allocators in fault-injection builds */
 
 void pgs_conn_set_error(pgspout_conn *c, const char *fmt, ...)
 {
@@ -340,6 +341,10 @@ const char *pgspout_conn_error(const pgspout_conn *c)
 {
     if (c == NULL)
         return "connection handle is NULL";
+    if (c->err == NULL && c->pg == NULL)
+        return "out of memory"; /* a failed connect whose message could not be allocated */
+    if (c->err == NULL && PQstatus(c->pg) == CONNECTION_BAD)
+        return PQerrorMessage(c->pg); /* the same, when libpq has its own reason */
     return c->err ? c->err : "";
 }
 
@@ -404,13 +409,14 @@ int pgs_conn_send_cancel(pgspout_conn *c, int64_t timeout_ms)
         return -1; /* it would cancel the parent's query */
     cancel_job *j = calloc(1, sizeof *j);
     if (j == NULL)
-        return -1;
+        return -2;
     pthread_mutex_lock(&c->lock);
+    int nosock = c->pg == NULL || PQsocket(c->pg) < 0;
     j->cancel = c->pg ? PQgetCancel(c->pg) : NULL;
     pthread_mutex_unlock(&c->lock);
     if (j->cancel == NULL) {
         free(j);
-        return -1;
+        return nosock ? -1 : -2; /* with a socket, PQgetCancel fails only for memory */
     }
     pthread_mutex_init(&j->mu, NULL);
     pthread_condattr_t ca;
@@ -457,5 +463,6 @@ int pgspout_conn_cancel(pgspout_conn *c)
     if (c == NULL)
         return PGSPOUT_EINVAL;
     atomic_fetch_add(&c->cancel_gen, 1); /* the stream reports ECANCELLED, not ESQL */
-    return pgs_conn_send_cancel(c, c->cancel_timeout_ms) == 0 ? PGSPOUT_OK : PGSPOUT_ECONN;
+    int r = pgs_conn_send_cancel(c, c->cancel_timeout_ms);
+    return r == 0 ? PGSPOUT_OK : r == -2 ? PGSPOUT_ENOMEM : PGSPOUT_ECONN;
 }

@@ -155,7 +155,8 @@ void pgs_conn_set_error(pgspout_conn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Send a cancel request for whatever runs on c and wait up to timeout_ms
  * for the server to take it: 0, or -1 (failed, or not within the time: the
- * cancel may still land later). Any thread. */
+ * cancel may still land later), or -2 (out of memory: nothing was sent).
+ * Any thread. */
 int pgs_conn_send_cancel(pgspout_conn *c, int64_t timeout_ms);
 /* Consume and drop the notifications libpq has queued (counted, logged). */
 void pgs_conn_drop_notifies(pgspout_conn *c);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include "alloc.h" /* last: wraps the allocators in fault-injection builds */
 
 enum kind { K_INT, K_SIZE, K_DUR, K_FRAC, K_RATE, K_BOOL, K_ENUM, K_LABEL };
 

@@ -82,6 +82,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "alloc.h" /* last: wraps the allocators in fault-injection builds */
 
 #define REG_BUCKETS         256u
 #define REG_DEFAULT_IDLE_MS 60000

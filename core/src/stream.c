@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <unistd.h>
+#include "alloc.h" /* last: wraps the allocators in fault-injection builds */
 
 /* How long a drain after a cancel, or a utility statement between streams,
  * may take before the connection is given up as unusable. */
@@ -105,7 +106,9 @@ static void release_chunk(pgspout_stream *s)
     int pos = LOAD(s->pos);
     ADD(s->delivered_base, (uint64_t)pos);
     uint64_t held = LOAD(s->buffered_bytes);
-    if (held && s->metrics)
+    /* only a chunk that chunk_done published is in the gauge: a fill that
+     * failed half-way (out of memory, connection lost) never added it */
+    if (held && s->metrics && LOAD(s->nrows_pub))
         pgs_metrics_buffered_delta(s->metrics, -(int64_t)held);
     STORE(s->buffered_bytes, 0);
     s->arena_used = 0;
@@ -425,12 +428,17 @@ static int stop_server(pgspout_stream *s)
     s->server_done = 1;
     if (!pgs_conn_owned(c)) /* a fork child: the query is the parent's */
         return 0;
-    if (pgs_conn_send_cancel(c, s->opt.cancel_timeout_ms) != 0) {
+    int sent = pgs_conn_send_cancel(c, s->opt.cancel_timeout_ms);
+    if (sent != 0) {
         c->broken = 1;
-        pgs_conn_set_error(c,
-                           "the server did not take a cancel request within cancel_timeout "
-                           "(%lld ms); connection closed for safety",
-                           (long long)s->opt.cancel_timeout_ms);
+        if (sent == -2)
+            pgs_conn_set_error(c, "out of memory while cancelling the query; "
+                                  "connection closed for safety");
+        else
+            pgs_conn_set_error(c,
+                               "the server did not take a cancel request within cancel_timeout "
+                               "(%lld ms); connection closed for safety",
+                               (long long)s->opt.cancel_timeout_ms);
         return DRAINED_ROWS | DRAINED_ERROR;
     }
     int saw = drain(c->pg, pgs_now_ns() + DRAIN_NS);
@@ -1125,8 +1133,9 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
         return PGSPOUT_EBUSY;
     }
     if (!pgspout_conn_ok(conn)) {
-        pgs_conn_set_error(conn, "connection is not usable (%s); reconnect",
-                           conn->err ? conn->err : "broken");
+        if (conn->err == NULL || strncmp(conn->err, "connection is not usable (", 26) != 0)
+            pgs_conn_set_error(conn, "connection is not usable (%s); reconnect",
+                               conn->err ? conn->err : "broken");
         return PGSPOUT_ECONN;
     }
     if (opts && opts->memory_fail < opts->memory_warn) {
@@ -1440,6 +1449,8 @@ const char *pgspout_stream_error(const pgspout_stream *s)
 {
     if (s == NULL)
         return "stream handle is NULL";
+    if (s->err == NULL && LOAD(s->ended) && s->result_code < 0)
+        return pgspout_strerror(s->result_code); /* the message could not be allocated */
     return s->err ? s->err : "";
 }
 

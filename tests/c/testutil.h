@@ -97,6 +97,7 @@ void tu_buf_free(tu_buf *b);
  * and re-encoded with a fixed escaping, numbers verbatim. Returns 0 if valid,
  * -1 otherwise. */
 int tu_json_canon(const char *s, size_t n, tu_buf *out);
+/* 1 if valid, 0 otherwise (note: not tu_json_canon's 0/-1). */
 int tu_json_valid(const char *s, size_t n);
 /* 1 if both texts are valid JSON with the same canonical form. */
 int tu_json_same(const char *a, size_t an, const char *b, size_t bn);
