@@ -11,6 +11,8 @@
 #   install    cmake --install, then examples/ built via find_package and via
 #              pkg-config and run against the server; exported-symbol check
 #   bench-cc   bench/*.c still compile (the benchmark itself is bench/run.sh)
+#   no-cmocka  with cmocka hidden, the default configure builds the library
+#              and CLI without tests; -DPGSPOUT_BUILD_TESTS=ON fails clearly
 #   asan       build-asan/ with -DPGSPOUT_SANITIZE=address,undefined, ctest
 #   python-asan  tests/python/run_asan.sh: the Python fault, race, GC and
 #              bad-input tests against an ASan+UBSan build of the extension
@@ -247,6 +249,48 @@ stage_install() {
   fi
 }
 
+# The library alone, for a C user without cmocka: configuring with the
+# defaults must not require it (tests are built only when it is found, with a
+# STATUS line saying so), the library and the CLI must build, and asking for
+# the tests explicitly (-DPGSPOUT_BUILD_TESTS=ON) must fail with a clear
+# message. cmocka is hidden from both ways CMakeLists.txt looks for it:
+# pkg-config (a PKG_CONFIG_LIBDIR holding every .pc file but cmocka.pc) and
+# find_package (CMAKE_DISABLE_FIND_PACKAGE_cmocka).
+stage_no_cmocka() {
+  local pc="$work/pc-no-cmocka" dir="$work/build-no-cmocka" out="$work/no-cmocka.log" d f
+  rm -rf "$pc" "$dir" "$dir-on"
+  mkdir -p "$pc"
+  for d in $(pkg-config --variable pc_path pkg-config | tr : ' '); do
+    for f in "$d"/*.pc; do
+      [ -e "$f" ] && [ "$(basename "$f")" != cmocka.pc ] && [ ! -e "$pc/$(basename "$f")" ] && ln -s "$f" "$pc/"
+    done
+  done
+  local hide=(env PKG_CONFIG_LIBDIR="$pc" PKG_CONFIG_PATH=)
+  if "${hide[@]}" pkg-config --exists cmocka; then
+    echo "could not hide cmocka from pkg-config" >&2
+    return 1
+  fi
+  "${hide[@]}" cmake -S . -B "$dir" -DCMAKE_DISABLE_FIND_PACKAGE_cmocka=ON -DPGSPOUT_WERROR=ON >"$out" 2>&1 \
+    || { cat "$out" >&2; echo "configuring with the defaults failed without cmocka" >&2; return 1; }
+  grep -q 'cmocka not found: the test suites are not built' "$out" \
+    || { cat "$out" >&2; echo "no STATUS line saying the tests are not built" >&2; return 1; }
+  grep 'cmocka not found' "$out"
+  cmake --build "$dir" -j "$jobs"
+  [ -f "$dir/core/libpgspout.so" ] || { echo "libpgspout.so not built" >&2; return 1; }
+  [ ! -e "$dir/tests" ] || { echo "tests were configured although cmocka was not found" >&2; return 1; }
+  echo "without cmocka, defaults: library built, tests not configured"
+  if "${hide[@]}" cmake -S . -B "$dir-on" -DCMAKE_DISABLE_FIND_PACKAGE_cmocka=ON \
+    -DPGSPOUT_BUILD_TESTS=ON >"$out" 2>&1; then
+    cat "$out" >&2
+    echo "-DPGSPOUT_BUILD_TESTS=ON configured although cmocka was not found" >&2
+    return 1
+  fi
+  grep -q 'PGSPOUT_BUILD_TESTS=ON but cmocka was not found' "$out" \
+    || { cat "$out" >&2; echo "-DPGSPOUT_BUILD_TESTS=ON failed, but not with the cmocka message" >&2; return 1; }
+  echo "without cmocka, -DPGSPOUT_BUILD_TESTS=ON: configuring fails with the cmocka message"
+  rm -rf "$dir" "$dir-on" "$pc"
+}
+
 stage_bench_cc() {
   local out="$work/bench-cc" f
   mkdir -p "$out"
@@ -335,6 +379,7 @@ else
   skip_stage install "not run: the build failed"
   skip_stage bench-cc "not run: the build failed"
 fi
+run_stage no-cmocka stage_no_cmocka
 if [ "$quick" = 0 ]; then
   ensure_pg; run_stage asan stage_asan
   ensure_pg; run_stage python-asan stage_script tests/python/run_asan.sh
