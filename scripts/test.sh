@@ -7,6 +7,9 @@
 # Stages, each reported on its own and all run even when one fails:
 #   c          ctest in build/ (cmocka unit + integration tests)
 #   python     tests/python/run.sh (makes its own venv, installs the package)
+#   sdist      python -m build in a fresh venv, with untracked junk in the
+#              tree: the sdist is exactly `git ls-files` + PKG-INFO, and a
+#              wheel builds from it
 #   lua        tests/lua/run.sh (busted under LuaJIT, nginx integration)
 #   install    cmake --install, then examples/ built via find_package and via
 #              pkg-config and run against the server; exported-symbol check
@@ -291,6 +294,44 @@ stage_no_cmocka() {
   rm -rf "$dir" "$dir-on" "$pc"
 }
 
+# The Python sdist holds exactly the files git tracks (plus PKG-INFO), even
+# with untracked directories lying around (scripts/pep517/pgspout_backend.py),
+# and a wheel builds from it: `python -m build` in a fresh venv, as a release
+# would run it.
+stage_sdist() {
+  local venv="$work/sdist-venv" dist="$work/dist" junk build_junk tarball
+  git rev-parse --show-toplevel >/dev/null 2>&1 && [ "$(git rev-parse --show-toplevel)" = "$root" ] \
+    || { echo "the sdist check needs a git checkout at $root" >&2; return 1; }
+  # An untracked scratch directory and an untracked (and ignored) build-*
+  # directory: neither may reach the sdist.
+  junk=$(mktemp -d "$root/sdist-junk.XXXXXX")
+  build_junk=$(mktemp -d "$root/build-sdist-junk.XXXXXX")
+  # shellcheck disable=SC2064  # expanded now: the locals are gone at exit
+  trap "rm -rf '$junk' '$build_junk'" EXIT
+  echo junk >"$junk/file.txt"
+  mkdir "$build_junk/CMakeFiles"
+  echo junk >"$build_junk/CMakeFiles/object.o"
+  rm -rf "$venv" "$dist"
+  "$PYTHON" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check build
+  "$venv/bin/python" -m build -o "$dist" . >"$work/sdist-build.log" 2>&1 \
+    || { tail -40 "$work/sdist-build.log" >&2; echo "python -m build failed" >&2; return 1; }
+  tarball=$(find "$dist" -name 'pgspout-*.tar.gz' -print -quit)
+  [ -n "$tarball" ] || { echo "no sdist in $dist" >&2; return 1; }
+  find "$dist" -name 'pgspout-*.whl' | grep -q . || { echo "no wheel built from the sdist" >&2; return 1; }
+  # Files only (directory entries end with /), without the pgspout-X.Y.Z/ prefix.
+  tar tzf "$tarball" | grep -v '/$' | sed 's|^[^/]*/||' | LC_ALL=C sort >"$work/sdist.files"
+  { git ls-files | while IFS= read -r f; do [ -e "$f" ] && echo "$f"; done; echo PKG-INFO; } \
+    | LC_ALL=C sort >"$work/sdist.want"
+  if ! diff -u "$work/sdist.want" "$work/sdist.files" >"$work/sdist.diff"; then
+    echo "the sdist is not exactly git ls-files + PKG-INFO ('-' missing, '+' extra):" >&2
+    sed -n '3,$p' "$work/sdist.diff" | grep '^[-+]' | head -40 >&2
+    return 1
+  fi
+  echo "sdist $(basename "$tarball"): $(wc -l <"$work/sdist.files") files = git ls-files + PKG-INFO" \
+    "(untracked $(basename "$junk")/ and $(basename "$build_junk")/ left out); wheel built from it"
+}
+
 stage_bench_cc() {
   local out="$work/bench-cc" f
   mkdir -p "$out"
@@ -371,6 +412,7 @@ else
   skip_stage c "not run: the build failed"
 fi
 ensure_pg; run_stage python stage_script tests/python/run.sh
+run_stage sdist stage_sdist
 ensure_pg; run_stage lua stage_script tests/lua/run.sh
 if [ "$build_ok" = 1 ]; then
   ensure_pg; run_stage install stage_install
