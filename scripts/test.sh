@@ -387,6 +387,71 @@ stage_valgrind() {
   fi
 }
 
+# ThreadSanitizer over what runs pgspout from several threads at once: the
+# C suites with the any-thread calls racing next (pause/resume/cancel/close,
+# stats and metrics from other threads: test_stream, test_limits,
+# test_faults), the 64-stream load test, and the registry stress. Any report
+# fails the stage: halt_on_error stops the process (exit 66), and log_path
+# collects reports from every process, forked children included, so none
+# can hide behind an exit status nobody checks. The suites detect TSan
+# (tests/c/testutil.h: tu_tsan) and scale their counts down as under
+# valgrind. No suppressions: a report is a bug to fix, in core or in a test.
+stage_tsan() {
+  local dir=build-tsan reports="$work/tsan" cc rt rc=0 f
+  configure_build "$dir" -DPGSPOUT_WERROR=ON -DPGSPOUT_BUILD_TESTS=ON -DPGSPOUT_SANITIZE=thread
+  rt=$(ldd "$dir/core/libpgspout.so" | awk '$1 ~ /^libtsan\.so/ && $3 ~ /^\// { print $3 }')
+  [ -n "$rt" ] || { echo "$dir/core/libpgspout.so does not link libtsan: not a TSan build" >&2; return 1; }
+  echo "TSan runtime: $rt"
+  rm -rf "$reports"
+  mkdir -p "$reports"
+  export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$reports/report"
+
+  # TSan's fixed memory layout does not fit every randomised mapping on
+  # newer kernels ("FATAL: ThreadSanitizer: unexpected memory mapping"):
+  # then everything runs with ASLR off (setarch -R, inherited by children).
+  local run=()
+  probe() { "$@" "$dir/tests/test_options" >/dev/null 2>"$work/tsan-probe.err"; }
+  if ! probe; then
+    if grep -qs 'unexpected memory mapping' "$work/tsan-probe.err" "$reports"/report.*; then
+      note "TSan: unexpected memory mapping with ASLR on; running under setarch -R"
+      run=(setarch "$(uname -m)" -R)
+      rm -f "$reports"/report.*
+    fi
+    probe "${run[@]}" || {
+      cat "$work/tsan-probe.err" "$reports"/report.* >&2 2>/dev/null || true
+      echo "the TSan build of test_options does not run" >&2
+      return 1
+    }
+  fi
+
+  PGSPOUT_BUILD_DIR="$root/$dir" "${run[@]}" ctest --test-dir "$dir" --output-on-failure --timeout 1800 \
+    -R '^(test_stream|test_limits|reliability_test_faults|reliability_test_load)$' || rc=1
+
+  # The registry stress, built and run by tests/lua/lib.sh against the TSan
+  # core, with the compiler the core was built with (matching runtimes).
+  local secs=${PGSPOUT_REGISTRY_STRESS:-15}
+  if [ "$secs" != 0 ]; then
+    echo "=== registry stress under TSan (${secs}s)"
+    cc=$(sed -n 's/^CMAKE_C_COMPILER:[A-Z]*=//p' "$dir/CMakeCache.txt")
+    # shellcheck disable=SC2016  # expanded by the inner bash
+    "${run[@]}" env root="$root" here="$root/tests/lua" bash -c '
+      set -euo pipefail
+      . "$here/lib.sh"
+      trap - EXIT
+      lua_registry_stress "$@"' tsan "$secs" "$root/$dir/core/libpgspout.a" "${cc:-cc}" \
+      -O1 -fsanitize=thread -fno-omit-frame-pointer || rc=1
+  fi
+
+  for f in "$reports"/report.*; do
+    [ -e "$f" ] || continue
+    echo "----- ThreadSanitizer report $f" >&2
+    cat "$f" >&2
+    rc=1
+  done
+  [ "$rc" = 0 ] && echo "tsan: no ThreadSanitizer report"
+  return "$rc"
+}
+
 # ------------------------------------------------------------------- main
 banner "dependencies"
 bash scripts/deps.sh
@@ -431,6 +496,7 @@ if [ "$quick" = 0 ]; then
   else
     skip_stage valgrind "not run: the build failed"
   fi
+  ensure_pg; run_stage tsan stage_tsan
   run_stage fuzz stage_script tests/fuzz/run.sh "${PGSPOUT_FUZZ_SECONDS:-30}"
 else
   note "--quick: sanitizer, valgrind and fuzz stages not run"
