@@ -48,8 +48,8 @@
 # Knobs: PGSPOUT_JOBS (build parallelism, default nproc),
 #        PGSPOUT_VALGRIND_LABELS (ctest -L regex for valgrind, default
 #          'unit|integration|reliability'),
-#        PGSPOUT_REGISTRY_STRESS (seconds of registry stress in the tsan
-#          stage, default 30; tests/lua/run*.sh read it too, default 8),
+#        PGSPOUT_TSAN_STRESS (seconds of registry stress in the tsan
+#          stage, default 30; 0 skips it),
 #        PGSPOUT_FUZZ_SECONDS (per fuzz target, default 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -438,7 +438,7 @@ stage_tsan() {
   # core, with the compiler the core was built with (matching runtimes).
   # 30 s: it must see a stream complete (registry_stress.c), and under TSan
   # on 2 busy cores 15 s saw 1 to 3 of them, 30 s 7 or 8.
-  local secs=${PGSPOUT_REGISTRY_STRESS:-30}
+  local secs=${PGSPOUT_TSAN_STRESS:-30}
   if [ "$secs" != 0 ]; then
     echo "=== registry stress under TSan (${secs}s)"
     cc=$(sed -n 's/^CMAKE_C_COMPILER:[A-Z]*=//p' "$dir/CMakeCache.txt")
