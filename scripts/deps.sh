@@ -16,6 +16,7 @@ packages=(
   libpq-dev postgresql
   swig python3-dev python3-venv
   libcmocka-dev clang clang-format libclang-rt-14-dev valgrind
+  libtsan2 # gcc ThreadSanitizer runtime (tsan stage; libgcc-12-dev pulls it in too)
   curl openssl
   nginx-light libnginx-mod-http-lua lua-resty-core
   luajit2 libluajit2-5.1-dev lua5.1 liblua5.1-0-dev
@@ -62,6 +63,7 @@ need /usr/bin/swig swig
 need /usr/include/cmocka.h libcmocka-dev
 need /usr/include/postgresql/libpq-fe.h libpq-dev
 need /usr/bin/valgrind valgrind
+need /usr/bin/setarch util-linux
 need /usr/bin/time time
 need /usr/bin/python3 python3
 pg_ctl=""

@@ -5,12 +5,18 @@
 #   bash scripts/test.sh --quick    # skip the sanitizer, valgrind and fuzz stages
 #
 # Stages, each reported on its own and all run even when one fails:
+#   build      build/ with -Werror, the Lua module and the tests
 #   c          ctest in build/ (cmocka unit + integration tests)
 #   python     tests/python/run.sh (makes its own venv, installs the package)
+#   sdist      python -m build in a fresh venv, with untracked junk in the
+#              tree: the sdist is exactly `git ls-files` + PKG-INFO, and a
+#              wheel builds from it
 #   lua        tests/lua/run.sh (busted under LuaJIT, nginx integration)
 #   install    cmake --install, then examples/ built via find_package and via
 #              pkg-config and run against the server; exported-symbol check
 #   bench-cc   bench/*.c still compile (the benchmark itself is bench/run.sh)
+#   no-cmocka  with cmocka hidden, the default configure builds the library
+#              and CLI without tests; -DPGSPOUT_BUILD_TESTS=ON fails clearly
 #   asan       build-asan/ with -DPGSPOUT_SANITIZE=address,undefined, ctest
 #   python-asan  tests/python/run_asan.sh: the Python fault, race, GC and
 #              bad-input tests against an ASan+UBSan build of the extension
@@ -20,6 +26,10 @@
 #   valgrind   every C suite (unit, integration, reliability) under valgrind
 #              memcheck; the server suites scale their row and iteration
 #              counts down there (tests/c/testutil.h: tu_valgrind)
+#   tsan       build-tsan/ with -DPGSPOUT_SANITIZE=thread: test_stream,
+#              test_limits, test_faults (the any-thread race tests), test_load
+#              (64 streams) and the registry stress under ThreadSanitizer; any
+#              report fails it (scaled down like valgrind: tu_tsan)
 #   fuzz       tests/fuzz/run.sh: a short libFuzzer run of every target
 # The last line is "suites: N passed, M failed"; the exit code is non-zero if
 # any stage failed.
@@ -38,6 +48,8 @@
 # Knobs: PGSPOUT_JOBS (build parallelism, default nproc),
 #        PGSPOUT_VALGRIND_LABELS (ctest -L regex for valgrind, default
 #          'unit|integration|reliability'),
+#        PGSPOUT_TSAN_STRESS (seconds of registry stress in the tsan
+#          stage, default 30; 0 skips it),
 #        PGSPOUT_FUZZ_SECONDS (per fuzz target, default 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -247,6 +259,86 @@ stage_install() {
   fi
 }
 
+# The library alone, for a C user without cmocka: configuring with the
+# defaults must not require it (tests are built only when it is found, with a
+# STATUS line saying so), the library and the CLI must build, and asking for
+# the tests explicitly (-DPGSPOUT_BUILD_TESTS=ON) must fail with a clear
+# message. cmocka is hidden from both ways CMakeLists.txt looks for it:
+# pkg-config (a PKG_CONFIG_LIBDIR holding every .pc file but cmocka.pc) and
+# find_package (CMAKE_DISABLE_FIND_PACKAGE_cmocka).
+stage_no_cmocka() {
+  local pc="$work/pc-no-cmocka" dir="$work/build-no-cmocka" out="$work/no-cmocka.log" d f
+  rm -rf "$pc" "$dir" "$dir-on"
+  mkdir -p "$pc"
+  for d in $(pkg-config --variable pc_path pkg-config | tr : ' '); do
+    for f in "$d"/*.pc; do
+      [ -e "$f" ] && [ "$(basename "$f")" != cmocka.pc ] && [ ! -e "$pc/$(basename "$f")" ] && ln -s "$f" "$pc/"
+    done
+  done
+  local hide=(env PKG_CONFIG_LIBDIR="$pc" PKG_CONFIG_PATH=)
+  if "${hide[@]}" pkg-config --exists cmocka; then
+    echo "could not hide cmocka from pkg-config" >&2
+    return 1
+  fi
+  "${hide[@]}" cmake -S . -B "$dir" -DCMAKE_DISABLE_FIND_PACKAGE_cmocka=ON -DPGSPOUT_WERROR=ON >"$out" 2>&1 \
+    || { cat "$out" >&2; echo "configuring with the defaults failed without cmocka" >&2; return 1; }
+  grep -q 'cmocka not found: the test suites are not built' "$out" \
+    || { cat "$out" >&2; echo "no STATUS line saying the tests are not built" >&2; return 1; }
+  grep 'cmocka not found' "$out"
+  cmake --build "$dir" -j "$jobs"
+  [ -f "$dir/core/libpgspout.so" ] || { echo "libpgspout.so not built" >&2; return 1; }
+  [ ! -e "$dir/tests" ] || { echo "tests were configured although cmocka was not found" >&2; return 1; }
+  echo "without cmocka, defaults: library built, tests not configured"
+  if "${hide[@]}" cmake -S . -B "$dir-on" -DCMAKE_DISABLE_FIND_PACKAGE_cmocka=ON \
+    -DPGSPOUT_BUILD_TESTS=ON >"$out" 2>&1; then
+    cat "$out" >&2
+    echo "-DPGSPOUT_BUILD_TESTS=ON configured although cmocka was not found" >&2
+    return 1
+  fi
+  grep -q 'PGSPOUT_BUILD_TESTS=ON but cmocka was not found' "$out" \
+    || { cat "$out" >&2; echo "-DPGSPOUT_BUILD_TESTS=ON failed, but not with the cmocka message" >&2; return 1; }
+  echo "without cmocka, -DPGSPOUT_BUILD_TESTS=ON: configuring fails with the cmocka message"
+  rm -rf "$dir" "$dir-on" "$pc"
+}
+
+# The Python sdist holds exactly the files git tracks (plus PKG-INFO), even
+# with untracked directories lying around (scripts/pep517/pgspout_backend.py),
+# and a wheel builds from it: `python -m build` in a fresh venv, as a release
+# would run it.
+stage_sdist() {
+  local venv="$work/sdist-venv" dist="$work/dist" junk build_junk tarball
+  git rev-parse --show-toplevel >/dev/null 2>&1 && [ "$(git rev-parse --show-toplevel)" = "$root" ] \
+    || { echo "the sdist check needs a git checkout at $root" >&2; return 1; }
+  # An untracked scratch directory and an untracked (and ignored) build-*
+  # directory: neither may reach the sdist.
+  junk=$(mktemp -d "$root/sdist-junk.XXXXXX")
+  build_junk=$(mktemp -d "$root/build-sdist-junk.XXXXXX")
+  # shellcheck disable=SC2064  # expanded now: the locals are gone at exit
+  trap "rm -rf '$junk' '$build_junk'" EXIT
+  echo junk >"$junk/file.txt"
+  mkdir "$build_junk/CMakeFiles"
+  echo junk >"$build_junk/CMakeFiles/object.o"
+  rm -rf "$venv" "$dist"
+  "$PYTHON" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check build
+  "$venv/bin/python" -m build -o "$dist" . >"$work/sdist-build.log" 2>&1 \
+    || { tail -40 "$work/sdist-build.log" >&2; echo "python -m build failed" >&2; return 1; }
+  tarball=$(find "$dist" -name 'pgspout-*.tar.gz' -print -quit)
+  [ -n "$tarball" ] || { echo "no sdist in $dist" >&2; return 1; }
+  find "$dist" -name 'pgspout-*.whl' | grep -q . || { echo "no wheel built from the sdist" >&2; return 1; }
+  # Files only (directory entries end with /), without the pgspout-X.Y.Z/ prefix.
+  tar tzf "$tarball" | grep -v '/$' | sed 's|^[^/]*/||' | LC_ALL=C sort >"$work/sdist.files"
+  { git ls-files | while IFS= read -r f; do [ -e "$f" ] && echo "$f"; done; echo PKG-INFO; } \
+    | LC_ALL=C sort >"$work/sdist.want"
+  if ! diff -u "$work/sdist.want" "$work/sdist.files" >"$work/sdist.diff"; then
+    echo "the sdist is not exactly git ls-files + PKG-INFO ('-' missing, '+' extra):" >&2
+    sed -n '3,$p' "$work/sdist.diff" | grep '^[-+]' | head -40 >&2
+    return 1
+  fi
+  echo "sdist $(basename "$tarball"): $(wc -l <"$work/sdist.files") files = git ls-files + PKG-INFO" \
+    "(untracked $(basename "$junk")/ and $(basename "$build_junk")/ left out); wheel built from it"
+}
+
 stage_bench_cc() {
   local out="$work/bench-cc" f
   mkdir -p "$out"
@@ -302,6 +394,73 @@ stage_valgrind() {
   fi
 }
 
+# ThreadSanitizer over what runs pgspout from several threads at once: the
+# C suites with the any-thread calls racing next (pause/resume/cancel/close,
+# stats and metrics from other threads: test_stream, test_limits,
+# test_faults), the 64-stream load test, and the registry stress. Any report
+# fails the stage: halt_on_error stops the process (exit 66), and log_path
+# collects reports from every process, forked children included, so none
+# can hide behind an exit status nobody checks. The suites detect TSan
+# (tests/c/testutil.h: tu_tsan) and scale their counts down as under
+# valgrind. No suppressions: a report is a bug to fix, in core or in a test.
+stage_tsan() {
+  local dir=build-tsan reports="$work/tsan" cc rt rc=0 f
+  configure_build "$dir" -DPGSPOUT_WERROR=ON -DPGSPOUT_BUILD_TESTS=ON -DPGSPOUT_SANITIZE=thread
+  rt=$(ldd "$dir/core/libpgspout.so" | awk '$1 ~ /^libtsan\.so/ && $3 ~ /^\// { print $3 }')
+  [ -n "$rt" ] || { echo "$dir/core/libpgspout.so does not link libtsan: not a TSan build" >&2; return 1; }
+  echo "TSan runtime: $rt"
+  rm -rf "$reports"
+  mkdir -p "$reports"
+  export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$reports/report"
+
+  # TSan's fixed memory layout does not fit every randomised mapping on
+  # newer kernels ("FATAL: ThreadSanitizer: unexpected memory mapping"):
+  # then everything runs with ASLR off (setarch -R, inherited by children).
+  local run=()
+  probe() { "$@" "$dir/tests/test_options" >/dev/null 2>"$work/tsan-probe.err"; }
+  if ! probe; then
+    if grep -qs 'unexpected memory mapping' "$work/tsan-probe.err" "$reports"/report.*; then
+      note "TSan: unexpected memory mapping with ASLR on; running under setarch -R"
+      run=(setarch "$(uname -m)" -R)
+      rm -f "$reports"/report.*
+    fi
+    probe "${run[@]}" || {
+      cat "$work/tsan-probe.err" "$reports"/report.* >&2 2>/dev/null || true
+      echo "the TSan build of test_options does not run" >&2
+      return 1
+    }
+  fi
+
+  PGSPOUT_BUILD_DIR="$root/$dir" "${run[@]}" ctest --test-dir "$dir" --output-on-failure --timeout 1800 \
+    -R '^(test_stream|test_limits|reliability_test_faults|reliability_test_load)$' || rc=1
+
+  # The registry stress, built and run by tests/lua/lib.sh against the TSan
+  # core, with the compiler the core was built with (matching runtimes).
+  # 30 s: it must see a stream complete (registry_stress.c), and under TSan
+  # on 2 busy cores 15 s saw 1 to 3 of them, 30 s 7 or 8.
+  local secs=${PGSPOUT_TSAN_STRESS:-30}
+  if [ "$secs" != 0 ]; then
+    echo "=== registry stress under TSan (${secs}s)"
+    cc=$(sed -n 's/^CMAKE_C_COMPILER:[A-Z]*=//p' "$dir/CMakeCache.txt")
+    # shellcheck disable=SC2016  # expanded by the inner bash
+    "${run[@]}" env root="$root" here="$root/tests/lua" bash -c '
+      set -euo pipefail
+      . "$here/lib.sh"
+      trap - EXIT
+      lua_registry_stress "$@"' tsan "$secs" "$root/$dir/core/libpgspout.a" "${cc:-cc}" \
+      -O1 -fsanitize=thread -fno-omit-frame-pointer || rc=1
+  fi
+
+  for f in "$reports"/report.*; do
+    [ -e "$f" ] || continue
+    echo "----- ThreadSanitizer report $f" >&2
+    cat "$f" >&2
+    rc=1
+  done
+  [ "$rc" = 0 ] && echo "tsan: no ThreadSanitizer report"
+  return "$rc"
+}
+
 # ------------------------------------------------------------------- main
 banner "dependencies"
 bash scripts/deps.sh
@@ -327,6 +486,7 @@ else
   skip_stage c "not run: the build failed"
 fi
 ensure_pg; run_stage python stage_script tests/python/run.sh
+run_stage sdist stage_sdist
 ensure_pg; run_stage lua stage_script tests/lua/run.sh
 if [ "$build_ok" = 1 ]; then
   ensure_pg; run_stage install stage_install
@@ -335,6 +495,7 @@ else
   skip_stage install "not run: the build failed"
   skip_stage bench-cc "not run: the build failed"
 fi
+run_stage no-cmocka stage_no_cmocka
 if [ "$quick" = 0 ]; then
   ensure_pg; run_stage asan stage_asan
   ensure_pg; run_stage python-asan stage_script tests/python/run_asan.sh
@@ -344,6 +505,7 @@ if [ "$quick" = 0 ]; then
   else
     skip_stage valgrind "not run: the build failed"
   fi
+  ensure_pg; run_stage tsan stage_tsan
   run_stage fuzz stage_script tests/fuzz/run.sh "${PGSPOUT_FUZZ_SECONDS:-30}"
 else
   note "--quick: sanitizer, valgrind and fuzz stages not run"

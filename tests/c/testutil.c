@@ -23,6 +23,16 @@
 #endif
 #endif
 
+/* Built with -fsanitize=thread (gcc defines __SANITIZE_THREAD__, clang has
+ * __has_feature(thread_sanitizer)). */
+#if defined(__SANITIZE_THREAD__)
+#define TU_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TU_TSAN 1
+#endif
+#endif
+
 /* ------------------------------------------------------------- server */
 
 const char *tu_dsn(void)
@@ -189,9 +199,24 @@ int tu_valgrind(void)
 #endif
 }
 
-long tu_scaled(long native, long under_valgrind) { return tu_valgrind() ? under_valgrind : native; }
+int tu_tsan(void)
+{
+#ifdef TU_TSAN
+    return 1;
+#else
+    const char *e = getenv("PGSPOUT_UNDER_TSAN");
+    return e && strcmp(e, "1") == 0;
+#endif
+}
 
-double tu_slack(double s) { return tu_valgrind() ? s * TU_VALGRIND_SLACK : s; }
+static int tu_slow_tool(void) { return tu_valgrind() || tu_tsan(); }
+
+long tu_scaled(long native, long under_valgrind)
+{
+    return tu_slow_tool() ? under_valgrind : native;
+}
+
+double tu_slack(double s) { return tu_slow_tool() ? s * TU_VALGRIND_SLACK : s; }
 
 /* ------------------------------------------------------------------ md5 */
 /* RFC 1321, written from the specification. Constant tables (md5_k[i] is
