@@ -27,9 +27,16 @@
 #              memcheck; the server suites scale their row and iteration
 #              counts down there (tests/c/testutil.h: tu_valgrind)
 #   tsan       build-tsan/ with -DPGSPOUT_SANITIZE=thread: test_stream,
-#              test_limits, test_faults (the any-thread race tests), test_load
-#              (64 streams) and the registry stress under ThreadSanitizer; any
-#              report fails it (scaled down like valgrind: tu_tsan)
+#              test_limits, test_session, test_random (pause/resume from
+#              another thread), test_faults (the any-thread race tests),
+#              test_load (64 streams) and the registry stress under
+#              ThreadSanitizer; any report fails it (scaled down like
+#              valgrind: tu_tsan)
+#   faultinject  build-fi-asan/ with -DPGSPOUT_FAULT_INJECTION=ON and
+#              ASan+UBSan: test_alloc_fail makes the N-th core allocation
+#              fail for every N of a representative session (and every one
+#              from N on); alloc_wrapped checks no core file allocates
+#              around the counter
 #   fuzz       tests/fuzz/run.sh: a short libFuzzer run of every target
 # The last line is "suites: N passed, M failed"; the exit code is non-zero if
 # any stage failed.
@@ -403,6 +410,15 @@ stage_valgrind() {
 # can hide behind an exit status nobody checks. The suites detect TSan
 # (tests/c/testutil.h: tu_tsan) and scale their counts down as under
 # valgrind. No suppressions: a report is a bug to fix, in core or in a test.
+stage_faultinject() {
+  configure_build build-fi-asan -DPGSPOUT_WERROR=ON -DPGSPOUT_BUILD_TESTS=ON \
+    -DPGSPOUT_SANITIZE=address,undefined -DPGSPOUT_FAULT_INJECTION=ON
+  ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    PGSPOUT_BUILD_DIR="$root/build-fi-asan" \
+    ctest --test-dir build-fi-asan --output-on-failure --timeout 900 -L faultinject -V
+}
+
 stage_tsan() {
   local dir=build-tsan reports="$work/tsan" cc rt rc=0 f
   configure_build "$dir" -DPGSPOUT_WERROR=ON -DPGSPOUT_BUILD_TESTS=ON -DPGSPOUT_SANITIZE=thread
@@ -432,7 +448,7 @@ stage_tsan() {
   fi
 
   PGSPOUT_BUILD_DIR="$root/$dir" "${run[@]}" ctest --test-dir "$dir" --output-on-failure --timeout 1800 \
-    -R '^(test_stream|test_limits|reliability_test_faults|reliability_test_load)$' || rc=1
+    -R '^(test_stream|test_limits|test_session|test_random|reliability_test_faults|reliability_test_load)$' || rc=1
 
   # The registry stress, built and run by tests/lua/lib.sh against the TSan
   # core, with the compiler the core was built with (matching runtimes).
@@ -506,6 +522,7 @@ if [ "$quick" = 0 ]; then
     skip_stage valgrind "not run: the build failed"
   fi
   ensure_pg; run_stage tsan stage_tsan
+  ensure_pg; run_stage faultinject stage_faultinject
   run_stage fuzz stage_script tests/fuzz/run.sh "${PGSPOUT_FUZZ_SECONDS:-30}"
 else
   note "--quick: sanitizer, valgrind and fuzz stages not run"
