@@ -84,6 +84,26 @@ int pgspout_connect(const char *conninfo, pgspout_conn **out)
     return pgspout_connect_opts(conninfo, NULL, out);
 }
 
+/* A detached thread for a blocking libpq call (stack_size 0: the default).
+ * It takes no signals: they stay with the threads that can act on them.
+ * 0, or -1 when no thread could be started. */
+static int start_helper_thread(void *(*fn)(void *), void *arg, size_t stack_size)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (stack_size)
+        pthread_attr_setstacksize(&attr, stack_size);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t t;
+    int started = pthread_create(&t, &attr, fn, arg) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    return started ? 0 : -1;
+}
+
 /* What PQconnectdbParams gets: conninfo first (expand_dbname), then our keys
  * override it. Owns copies of every string, so that a connect running on a
  * thread of its own can outlive the caller's arguments. */
@@ -181,17 +201,7 @@ static int connect_interruptible(connect_job *j)
         return 0;
     }
     j->refs = 2;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old); /* signals stay with the caller */
-    pthread_t t;
-    int started = pthread_create(&t, &attr, connect_thread, j) == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
-    if (!started) {
+    if (start_helper_thread(connect_thread, j, 0) != 0) {
         j->refs = 1;
         job_connect(j);
         return 0;
@@ -425,18 +435,7 @@ int pgs_conn_send_cancel(pgspout_conn *c, int64_t timeout_ms)
     pthread_cond_init(&j->cv, &ca);
     pthread_condattr_destroy(&ca);
     j->refs = 2;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 128 * 1024);
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old); /* the helper takes no signals */
-    pthread_t t;
-    int started = pthread_create(&t, &attr, cancel_thread, j) == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
-    if (!started) {
+    if (start_helper_thread(cancel_thread, j, 128 * 1024) != 0) {
         j->refs = 1;
         cancel_thread(j); /* no thread to be had: do it here, unbounded */
         return 0;

@@ -259,7 +259,7 @@ static void stream_end(pgspout_stream *s, int state, int code)
 
 enum { DRAINED_ROWS = 1, DRAINED_ERROR = 2 };
 
-static int drain_suspended(PGconn *pg, int64_t deadline)
+static int drain_body(PGconn *pg, int64_t deadline)
 {
     int saw = 0;
     for (;;) {
@@ -299,7 +299,7 @@ static int drain_suspended(PGconn *pg, int64_t deadline)
 static int drain(PGconn *pg, int64_t deadline)
 {
     pgs_interrupt_suspend();
-    int saw = drain_suspended(pg, deadline);
+    int saw = drain_body(pg, deadline);
     pgs_interrupt_resume();
     return saw;
 }
