@@ -191,6 +191,12 @@ _BY_NAME: Dict[str, Type[Error]] = {
     "etimeout": TimeoutError,
     "epause_timeout": TimeoutError,
     "ecancelled": CancelledError,
+    # A blocking call stopped by a signal handler raises that handler's
+    # exception (KeyboardInterrupt); EINTR itself surfaces only from a
+    # stream that such an interrupt already ended (a registry stream read
+    # again): it was cancelled, and a second KeyboardInterrupt nobody typed
+    # would mislead.
+    "eintr": CancelledError,
     "estate": StateError,
     "ebusy": StateError,
     "eoption": OptionError,
