@@ -216,6 +216,7 @@ for _code, _name, _text in _c.error_table():
     error_codes[_code] = (_name, _text)
     globals()[_name.upper()] = _code
 del _code, _name, _text
+_EVALUE = next(c for c, n in _NAMES.items() if n == "evalue")
 
 
 def _make_error(code: int, message: str, sqlstate: Optional[str]) -> Error:
@@ -278,17 +279,33 @@ def _params(params: Optional[Sequence[Param]]) -> Optional[List[Optional[str]]]:
     return [_param(i, v) for i, v in enumerate(params)]
 
 
+_ONE_US = _dt.timedelta(microseconds=1)
+
+
 def _optval(key: str, v: Any) -> str:
+    """The option text for a Python value. Durations: a timedelta becomes
+    whole milliseconds rounded up, so that a positive duration never turns
+    into "0" (which means "no limit"); a negative one is an OptionError
+    (a ValueError). A float is written as a plain decimal ("0.00001", never
+    "1e-05", which the C parser would refuse); the C library reads a
+    positive number of seconds below 1 ms as 1 ms, never as 0."""
     if isinstance(v, bool):
         return "on" if v else "off"
     if isinstance(v, int):
         return int.__repr__(v)
     if isinstance(v, float):
-        return float.__repr__(v)
+        if v == 0:
+            return "0"  # -0.0 too
+        # the shortest repr's digits, positionally: exact, no exponent
+        return format(_decimal.Decimal(float.__repr__(v)), "f")
     if isinstance(v, str):
         return v
     if isinstance(v, _dt.timedelta):
-        return "%dms" % round(v.total_seconds() * 1000)
+        us = v // _ONE_US  # exact: timedelta holds whole microseconds
+        if us < 0:
+            raise OptionError("invalid value for option %s: %s (a duration cannot be negative)"
+                              % (key, v), _EVALUE, None)
+        return "%dms" % -(-us // 1000)
     raise TypeError("option %s: expected str, int, float, bool or timedelta, not %s"
                     % (key, type(v).__name__))
 
