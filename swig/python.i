@@ -191,9 +191,9 @@ static PyObject *pgs_raise(int code, const char *msg, const char *sqlstate)
  * Python signal handlers, so the hook is set on the main thread only (other
  * threads would take the GIL ten times a second for nothing). A handler
  * that returns normally interrupts nothing. */
-/* > 0 while this thread runs a signal handler called back from inside a
- * core wait. Thread-local: other threads may run while the handler
- * releases the GIL. */
+/* > 0 while this thread runs Python code called back from inside the core
+ * (a signal handler in a wait, a log message). Thread-local: other threads
+ * may run while that code releases the GIL. */
 static _Thread_local int pgs_in_hook;
 static unsigned long pgs_main_ident;
 static pid_t pgs_main_pid;
@@ -260,6 +260,49 @@ static int pgs_reentered(void)
               "pgspout; only cancel, pause, resume, state and stats may be called there",
               NULL);
     return 1;
+}
+
+/* ------------------------------------------------------------- logging */
+/* The core's log hook (warnings such as memory_warn crossed or a COMMIT
+ * that ended in ROLLBACK) forwarded to a Python callable (level, message)
+ * that pgspout/__init__.py sets: the "pgspout" logger. It runs on whichever
+ * thread drives the stream, GIL released there, so it takes the GIL; not
+ * once the interpreter is shutting down (a registry reaper thread could
+ * still log then). A pending exception of the thread is kept aside. */
+static PyObject *pgs_log_target;
+
+static int pgs_finalizing(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsFinalizing();
+#else
+    return _Py_IsFinalizing();
+#endif
+}
+
+static void pgs_log_cb(int level, const char *message, void *ud)
+{
+    (void)ud;
+    if (!Py_IsInitialized() || pgs_finalizing())
+        return;
+    PyGILState_STATE g = PyGILState_Ensure();
+    if (pgs_log_target != NULL) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyObject *m = PyUnicode_DecodeUTF8(message, (Py_ssize_t)strlen(message), "replace");
+        PyObject *r = NULL;
+        if (m != NULL) {
+            pgs_in_hook++;
+            r = PyObject_CallFunction(pgs_log_target, "iO", level, m);
+            pgs_in_hook--;
+            Py_DECREF(m);
+        }
+        if (r == NULL)
+            PyErr_WriteUnraisable(pgs_log_target);
+        Py_XDECREF(r);
+        PyErr_Restore(et, ev, tb);
+    }
+    PyGILState_Release(g);
 }
 
 /* Release the GIL and give other threads a moment: used while waiting for a
@@ -1097,6 +1140,7 @@ struct PgsStream {
     PyObject *err_msg, *err_sqlstate;
     PyObject *err_type, *err_value; /* a Python error from conversion */
     PyObject *final_stats;
+    PyObject *cmd_tag;   /* the command tag when released (str), or NULL */
     pid_t pid;           /* the process that opened it */
 };
 
@@ -1177,6 +1221,12 @@ static void stream_release(PgsStream *w, int closed)
     if (pgspout_stream_stats(s, &st) == PGSPOUT_OK) {
         Py_XSETREF(w->final_stats, stats_dict(&st));
         if (w->final_stats == NULL)
+            PyErr_Clear();
+    }
+    if (w->cmd_tag == NULL) {
+        const char *tag = pgspout_stream_command_tag(s);
+        w->cmd_tag = PyUnicode_DecodeUTF8(tag, (Py_ssize_t)strlen(tag), "replace");
+        if (w->cmd_tag == NULL)
             PyErr_Clear();
     }
     w->s = NULL;
@@ -1432,6 +1482,7 @@ static void stream_free(PgsStream *w)
     Py_XDECREF(w->err_type);
     Py_XDECREF(w->err_value);
     Py_XDECREF(w->final_stats);
+    Py_XDECREF(w->cmd_tag);
     PyMem_Free(w);
 }
 
@@ -1963,6 +2014,21 @@ typedef struct PgsStream {} PgsStream;
             return pgs_raise(rc, "stats failed", NULL);
         return stats_dict(&st);
     }
+    /* The server's command tag once the statement completed ("SELECT 3",
+     * "ROLLBACK" for a COMMIT of a failed transaction), "" before. An owner
+     * call: while another thread is inside a call on the stream, "" (the
+     * statement has not completed as far as this thread can know). */
+    PyObject *command_tag() {
+        if ($self->s != NULL && !$self->busy && !pgs_forked($self->pid)) {
+            const char *tag = pgspout_stream_command_tag($self->s);
+            return PyUnicode_DecodeUTF8(tag, (Py_ssize_t)strlen(tag), "replace");
+        }
+        if ($self->s == NULL && $self->cmd_tag != NULL) {
+            Py_INCREF($self->cmd_tag);
+            return $self->cmd_tag;
+        }
+        return PyUnicode_FromString("");
+    }
     PyObject *columns() {
         Py_INCREF($self->columns);
         return $self->columns;
@@ -1996,6 +2062,26 @@ static PyObject *pgspy_set_error_factory(PyObject *fn)
     }
     Py_INCREF(fn);
     Py_XSETREF(G.error_factory, fn);
+    PGS_RETURN_NONE;
+}
+
+/* Forward the core's log messages to fn(level, message); None stops it.
+ * Set once at import, before any stream (the core's hook is not
+ * synchronised with running streams). */
+static PyObject *pgspy_set_log_function(PyObject *fn)
+{
+    if (fn != Py_None && !PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "log function must be callable or None");
+        return NULL;
+    }
+    if (fn == Py_None) {
+        pgspout_set_log_hook(NULL, NULL);
+        Py_CLEAR(pgs_log_target);
+    } else {
+        Py_INCREF(fn);
+        Py_XSETREF(pgs_log_target, fn);
+        pgspout_set_log_hook(pgs_log_cb, NULL);
+    }
     PGS_RETURN_NONE;
 }
 

@@ -57,6 +57,7 @@ import builtins
 import datetime as _dt
 import decimal as _decimal
 import json as _json
+import logging as _logging
 import uuid as _uuid
 from itertools import islice
 from typing import (
@@ -225,6 +226,18 @@ def _make_error(code: int, message: str, sqlstate: Optional[str]) -> Error:
 
 
 _c.set_error_factory(_make_error)
+
+# The C library's log messages (memory_warn crossed, a COMMIT that ended in
+# ROLLBACK, server NOTICEs...) go to the "pgspout" logger.
+_logger = _logging.getLogger("pgspout")
+_LOG_LEVELS = {1: _logging.INFO, 2: _logging.WARNING, 3: _logging.ERROR}
+
+
+def _log_from_c(level: int, message: str) -> None:
+    _logger.log(_LOG_LEVELS.get(level, _logging.WARNING), "%s", message)
+
+
+_c.set_log_function(_log_from_c)
 
 
 # ------------------------------------------------------ values to text
@@ -407,6 +420,15 @@ class Stream:
         """Snapshot of the stream's counters (pgspout_stream_stats); times in
         seconds, None when unknown."""
         return self._raw.stats()
+
+    @property
+    def command_tag(self) -> str:
+        """The server's command tag once the statement completed ("SELECT 3",
+        "INSERT 0 1", "COMMIT"), "" before that and for a stream that failed
+        or was stopped early. A COMMIT of a transaction that had already
+        failed ends normally (no exception) with the tag "ROLLBACK": check
+        it when the outcome of a COMMIT matters."""
+        return self._raw.command_tag()
 
     @property
     def columns(self) -> List[Column]:
