@@ -245,6 +245,61 @@ def test_sigint_during_registry_open(dsn, admin):
     assert query_running(admin, marker) == 0
 
 
+def test_sigint_during_registry_fetch_cancels_that_stream(dsn, admin):
+    # 49 rows of 1 kB (enough for the server to flush most), then a sleep
+    marker = "pgspout_sigint_fetch_%d" % os.getpid()
+    child = Child("""
+        import os, pgspout
+        reg = pgspout.registry
+        sid = reg.open(os.environ["PGSPOUT_TEST_DSN"],
+                       "SELECT i, repeat('x', 1000) FROM generate_series(1, 50) i, "
+                       "pg_sleep(CASE WHEN i = 50 THEN 600 ELSE 0 END) /* %s */",
+                       chunk_rows=1)
+        n = 0
+        while True:
+            try:
+                text = reg.fetch(sid)
+                n += text.count("\\n")
+                if n == 1:
+                    print("fetching", flush=True)
+            except KeyboardInterrupt:
+                if reg.stats(sid)["state"] == "cancelled":
+                    print("interrupted", n, flush=True)
+                    break
+                print("too early", flush=True)  # not inside a fetch: again
+        try:
+            reg.fetch(sid)
+        except pgspout.CancelledError as e:
+            print("then", e.code_name, flush=True)
+        reg.close(sid)
+        print("streams", len(reg.list()), flush=True)
+    """ % marker)
+    try:
+        child.wait_line("fetching")
+        for _ in range(20):
+            time.sleep(0.5)  # not a bound: lets the child reach the blocked fetch
+            with child._cv:
+                seen = len(child.lines)
+            child.sigint()
+            with child._cv:
+                child._cv.wait_for(lambda: len(child.lines) > seen, CHILD_WAIT)
+                last = child.lines[-1]
+            if last != "too early":
+                break
+        lines = child.finish()
+    finally:
+        child.kill()
+        cancel_leftovers(admin, marker)
+    lines = [x for x in lines if x != "too early"]
+    # how many of the 49 rows reached the child depends on the server's
+    # output buffering (it flushes every 8 kB), not on pgspout
+    assert len(lines) == 4 and lines[0] == "fetching", lines
+    word, n = lines[1].split()
+    assert word == "interrupted" and 1 <= int(n) <= 49, lines
+    assert lines[2:] == ["then eintr", "streams 0"]
+    assert query_running(admin, marker) == 0
+
+
 def test_signal_handler_that_does_not_raise_does_not_interrupt(conn, admin):
     # a handler that returns normally (SIGWINCH in a terminal app, a
     # reload signal...) must not cancel anything
