@@ -19,6 +19,13 @@
  * counted in `inflight`; a handle is closed only after they returned. Owner
  * calls (fetch, close, open) mark the object `busy`, and a second owner call
  * from another thread meanwhile gets StateError instead of racing.
+ *
+ * Signals. Iteration drives next_chunk non-blocking and runs Python's signal
+ * handlers between 100 ms poll slices (the stream stays as it was). The
+ * other blocking calls (connect, open, registry open/fetch) set the core's
+ * interrupt hook on the main thread (pgs_interrupt_cb): a handler that
+ * raises stops the wait, the core cancels the query (PGSPOUT_EINTR), and
+ * the call returns NULL with the handler's exception.
  */
 
 %{
@@ -172,6 +179,130 @@ static PyObject *pgs_raise(int code, const char *msg, const char *sqlstate)
     Py_DECREF(m);
     Py_DECREF(st);
     return NULL;
+}
+
+/* ------------------------------------------------------ interruptions */
+/* Ctrl-C while the core blocks (connect, stream open, registry open and
+ * fetch): the core's interrupt hook calls pgs_interrupt_cb after a signal
+ * interrupted its wait and every 100 ms; the callback takes the GIL, runs
+ * Python's signal handlers and stops the wait if one raised. The exception
+ * stays set: the binding returns NULL with it once the core gave up
+ * (PGSPOUT_EINTR, the server query cancelled). Only the main thread runs
+ * Python signal handlers, so the hook is set on the main thread only (other
+ * threads would take the GIL ten times a second for nothing). A handler
+ * that returns normally interrupts nothing. */
+/* > 0 while this thread runs Python code called back from inside the core
+ * (a signal handler in a wait, a log message). Thread-local: other threads
+ * may run while that code releases the GIL. */
+static _Thread_local int pgs_in_hook;
+static unsigned long pgs_main_ident;
+static pid_t pgs_main_pid;
+
+static int pgs_interrupt_cb(void *ud)
+{
+    (void)ud;
+    PyGILState_STATE g = PyGILState_Ensure();
+    int stop = PyErr_Occurred() != NULL;
+    if (!stop) {
+        pgs_in_hook++;
+        stop = PyErr_CheckSignals() < 0;
+        pgs_in_hook--;
+    }
+    PyGILState_Release(g);
+    return stop;
+}
+
+/* Is this the thread that runs Python's signal handlers? GIL held. */
+static int pgs_main_thread(void)
+{
+    if (pgs_main_pid != getpid()) { /* first call, or a fork child */
+        PyObject *t = pgs_import_attr("threading", "main_thread");
+        PyObject *mt = t ? PyObject_CallNoArgs(t) : NULL;
+        PyObject *id = mt ? PyObject_GetAttrString(mt, "ident") : NULL;
+        unsigned long v = id && PyLong_Check(id) ? PyLong_AsUnsignedLong(id) : 0;
+        Py_XDECREF(t);
+        Py_XDECREF(mt);
+        Py_XDECREF(id);
+        if (PyErr_Occurred() || v == 0) {
+            PyErr_Clear();
+            return 0;
+        }
+        pgs_main_ident = v;
+        pgs_main_pid = getpid();
+    }
+    return PyThread_get_thread_ident() == pgs_main_ident;
+}
+
+/* Set the hook around one blocking core call (GIL held when called). */
+static int pgs_hook_on(void)
+{
+    if (!pgs_main_thread())
+        return 0;
+    pgspout_set_interrupt_hook(pgs_interrupt_cb, NULL);
+    return 1;
+}
+
+static void pgs_hook_off(int on)
+{
+    if (on)
+        pgspout_set_interrupt_hook(NULL, NULL);
+}
+
+/* Blocking owner calls refuse to run from a signal handler that runs inside
+ * a core wait of this same thread: the core is not re-entrant there (and a
+ * registry fetch of the same id would deadlock on its own lock). */
+static int pgs_reentered(void)
+{
+    if (pgs_in_hook == 0)
+        return 0;
+    pgs_raise(PGSPOUT_EBUSY,
+              "pgspout was called from a signal handler while this thread waits inside "
+              "pgspout; only cancel, pause, resume, state and stats may be called there",
+              NULL);
+    return 1;
+}
+
+/* ------------------------------------------------------------- logging */
+/* The core's log hook (warnings such as memory_warn crossed or a COMMIT
+ * that ended in ROLLBACK) forwarded to a Python callable (level, message)
+ * that pgspout/__init__.py sets: the "pgspout" logger. It runs on whichever
+ * thread drives the stream, GIL released there, so it takes the GIL; not
+ * once the interpreter is shutting down (a registry reaper thread could
+ * still log then). A pending exception of the thread is kept aside. */
+static PyObject *pgs_log_target;
+
+static int pgs_finalizing(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsFinalizing();
+#else
+    return _Py_IsFinalizing();
+#endif
+}
+
+static void pgs_log_cb(int level, const char *message, void *ud)
+{
+    (void)ud;
+    if (!Py_IsInitialized() || pgs_finalizing())
+        return;
+    PyGILState_STATE g = PyGILState_Ensure();
+    if (pgs_log_target != NULL) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyObject *m = PyUnicode_DecodeUTF8(message, (Py_ssize_t)strlen(message), "replace");
+        PyObject *r = NULL;
+        if (m != NULL) {
+            pgs_in_hook++;
+            r = PyObject_CallFunction(pgs_log_target, "iO", level, m);
+            pgs_in_hook--;
+            Py_DECREF(m);
+        }
+        if (r == NULL)
+            PyErr_WriteUnraisable(pgs_log_target);
+        Py_XDECREF(r);
+        PyErr_Restore(et, ev, tb);
+    }
+    PyGILState_Release(g);
 }
 
 /* Release the GIL and give other threads a moment: used while waiting for a
@@ -1009,6 +1140,7 @@ struct PgsStream {
     PyObject *err_msg, *err_sqlstate;
     PyObject *err_type, *err_value; /* a Python error from conversion */
     PyObject *final_stats;
+    PyObject *cmd_tag;   /* the command tag when released (str), or NULL */
     pid_t pid;           /* the process that opened it */
 };
 
@@ -1089,6 +1221,12 @@ static void stream_release(PgsStream *w, int closed)
     if (pgspout_stream_stats(s, &st) == PGSPOUT_OK) {
         Py_XSETREF(w->final_stats, stats_dict(&st));
         if (w->final_stats == NULL)
+            PyErr_Clear();
+    }
+    if (w->cmd_tag == NULL) {
+        const char *tag = pgspout_stream_command_tag(s);
+        w->cmd_tag = PyUnicode_DecodeUTF8(tag, (Py_ssize_t)strlen(tag), "replace");
+        if (w->cmd_tag == NULL)
             PyErr_Clear();
     }
     w->s = NULL;
@@ -1253,6 +1391,8 @@ static int stream_fill(PgsStream *w)
         pgs_raise_forked();
         return -1;
     }
+    if (pgs_reentered())
+        return -1;
     if (w->busy) {
         pgs_raise(PGSPOUT_EBUSY, "the stream is being read by another thread", NULL);
         return -1;
@@ -1342,6 +1482,7 @@ static void stream_free(PgsStream *w)
     Py_XDECREF(w->err_type);
     Py_XDECREF(w->err_value);
     Py_XDECREF(w->final_stats);
+    Py_XDECREF(w->cmd_tag);
     PyMem_Free(w);
 }
 
@@ -1503,19 +1644,24 @@ static int pgs_id(PyObject *o, uint64_t *id)
 static PgsConn *pgs_conn_new(PyObject *dsn, PyObject *opts)
 {
     const char *conninfo = pgs_cstr(dsn, "dsn");
-    if (conninfo == NULL || pgs_ready() < 0)
+    if (conninfo == NULL || pgs_reentered() || pgs_ready() < 0)
         return NULL;
     pgspout_options *o = pgs_options(opts);
     if (o == NULL)
         return NULL;
     pgspout_conn *c = NULL;
     int rc;
+    int hook = pgs_hook_on();
     Py_BEGIN_ALLOW_THREADS
     rc = pgspout_connect_opts(conninfo, o, &c);
     Py_END_ALLOW_THREADS
+    pgs_hook_off(hook);
     pgspout_options_free(o);
-    if (rc < 0) {
-        pgs_raise(rc, c ? pgspout_conn_error(c) : NULL, NULL);
+    /* a signal handler raised (KeyboardInterrupt): that is the answer, even
+     * when the connect got through just as it ran */
+    if (rc < 0 || PyErr_Occurred()) {
+        if (!PyErr_Occurred())
+            pgs_raise(rc, c ? pgspout_conn_error(c) : NULL, NULL);
         Py_BEGIN_ALLOW_THREADS
         pgspout_conn_close(c);
         Py_END_ALLOW_THREADS
@@ -1584,6 +1730,8 @@ static int pgs_conn_shutdown(PgsConn *w, int wait)
 
 static PgsStream *pgs_conn_open(PgsConn *cw, PyObject *sql, PyObject *params, PyObject *opts)
 {
+    if (pgs_reentered())
+        return NULL;
     if (cw->c == NULL || cw->closing) {
         pgs_raise(PGSPOUT_ESTATE, "the connection is closed", NULL);
         return NULL;
@@ -1627,18 +1775,26 @@ static PgsStream *pgs_conn_open(PgsConn *cw, PyObject *sql, PyObject *params, Py
     pgspout_stream *s = NULL;
     int rc;
     cw->busy++;
+    int hook = pgs_hook_on();
     Py_BEGIN_ALLOW_THREADS
     rc = pgspout_stream_open(c, q, np, (const char *const *)pv, o, &s);
     Py_END_ALLOW_THREADS
+    pgs_hook_off(hook);
     cw->busy--;
     pgspout_options_free(o);
     PyMem_Free(pv);
     Py_XDECREF(keep);
-    if (rc < 0) {
-        if (s != NULL)
+    /* PGSPOUT_EINTR: a signal handler raised (KeyboardInterrupt) and the
+     * core cancelled the query; the handler's exception is the answer, and
+     * it stays the answer should the open have finished regardless */
+    if (rc < 0 || PyErr_Occurred()) {
+        if (PyErr_Occurred()) {
+            /* keep it */
+        } else if (s != NULL) {
             pgs_raise(rc, pgspout_stream_error(s), pgspout_stream_sqlstate(s));
-        else
+        } else {
             pgs_raise(rc, pgspout_conn_error(c), NULL);
+        }
         if (s != NULL) {
             cw->busy++;
             Py_BEGIN_ALLOW_THREADS
@@ -1738,6 +1894,8 @@ typedef struct PgsStream {} PgsStream;
         return pgs_conn_open($self, sql, params, options);
     }
     PyObject *close() {
+        if ($self->c != NULL && pgs_reentered())
+            return NULL;
         if (pgs_conn_shutdown($self, 0) < 0)
             return NULL;
         PGS_RETURN_NONE;
@@ -1805,6 +1963,8 @@ typedef struct PgsStream {} PgsStream;
     PyObject *resume() { return stream_anythread($self, pgspout_stream_resume, "the stream has ended"); }
     PyObject *cancel() { return stream_anythread($self, pgspout_stream_cancel, "the stream has ended"); }
     PyObject *close() {
+        if ($self->s != NULL && pgs_reentered())
+            return NULL;
         if ($self->busy)
             return pgs_raise(PGSPOUT_EBUSY,
                              "the stream is being read by another thread (cancel it instead)", NULL);
@@ -1854,6 +2014,21 @@ typedef struct PgsStream {} PgsStream;
             return pgs_raise(rc, "stats failed", NULL);
         return stats_dict(&st);
     }
+    /* The server's command tag once the statement completed ("SELECT 3",
+     * "ROLLBACK" for a COMMIT of a failed transaction), "" before. An owner
+     * call: while another thread is inside a call on the stream, "" (the
+     * statement has not completed as far as this thread can know). */
+    PyObject *command_tag() {
+        if ($self->s != NULL && !$self->busy && !pgs_forked($self->pid)) {
+            const char *tag = pgspout_stream_command_tag($self->s);
+            return PyUnicode_DecodeUTF8(tag, (Py_ssize_t)strlen(tag), "replace");
+        }
+        if ($self->s == NULL && $self->cmd_tag != NULL) {
+            Py_INCREF($self->cmd_tag);
+            return $self->cmd_tag;
+        }
+        return PyUnicode_FromString("");
+    }
     PyObject *columns() {
         Py_INCREF($self->columns);
         return $self->columns;
@@ -1887,6 +2062,26 @@ static PyObject *pgspy_set_error_factory(PyObject *fn)
     }
     Py_INCREF(fn);
     Py_XSETREF(G.error_factory, fn);
+    PGS_RETURN_NONE;
+}
+
+/* Forward the core's log messages to fn(level, message); None stops it.
+ * Set once at import, before any stream (the core's hook is not
+ * synchronised with running streams). */
+static PyObject *pgspy_set_log_function(PyObject *fn)
+{
+    if (fn != Py_None && !PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "log function must be callable or None");
+        return NULL;
+    }
+    if (fn == Py_None) {
+        pgspout_set_log_hook(NULL, NULL);
+        Py_CLEAR(pgs_log_target);
+    } else {
+        Py_INCREF(fn);
+        Py_XSETREF(pgs_log_target, fn);
+        pgspout_set_log_hook(pgs_log_cb, NULL);
+    }
     PGS_RETURN_NONE;
 }
 
@@ -1931,7 +2126,7 @@ static PyObject *pgspy_registry_open(PyObject *dsn, PyObject *sql, PyObject *par
 {
     const char *conninfo = pgs_cstr(dsn, "dsn");
     const char *q = conninfo ? pgs_cstr(sql, "sql") : NULL;
-    if (q == NULL)
+    if (q == NULL || pgs_reentered())
         return NULL;
     PyObject *keep = NULL;
     const char **pv = NULL;
@@ -1947,12 +2142,23 @@ static PyObject *pgspy_registry_open(PyObject *dsn, PyObject *sql, PyObject *par
     uint64_t id = 0;
     char *err = NULL;
     int rc;
+    int hook = pgs_hook_on();
     Py_BEGIN_ALLOW_THREADS
     rc = pgspout_registry_open(conninfo, q, np, (const char *const *)pv, o, &id, &err);
     Py_END_ALLOW_THREADS
+    pgs_hook_off(hook);
     pgspout_options_free(o);
     PyMem_Free(pv);
     Py_XDECREF(keep);
+    if (PyErr_Occurred()) { /* a signal handler raised: the core gave up (EINTR) */
+        pgspout_free(err);
+        if (rc >= 0) { /* ... or had just got through: nobody will know the id */
+            Py_BEGIN_ALLOW_THREADS
+            pgspout_registry_close(id);
+            Py_END_ALLOW_THREADS
+        }
+        return NULL;
+    }
     if (rc < 0) {
         pgs_raise(rc, err, NULL);
         pgspout_free(err);
@@ -1966,14 +2172,30 @@ static PyObject *pgspy_registry_open(PyObject *dsn, PyObject *sql, PyObject *par
 static PyObject *pgspy_registry_fetch(PyObject *idobj, int max_rows)
 {
     uint64_t id;
-    if (pgs_id(idobj, &id) < 0)
+    if (pgs_id(idobj, &id) < 0 || pgs_reentered())
         return NULL;
     char *out = NULL, *err = NULL;
     size_t len = 0;
     int nrows = 0, rc;
+    int hook = pgs_hook_on();
     Py_BEGIN_ALLOW_THREADS
     rc = pgspout_registry_fetch(id, max_rows, &out, &len, &nrows, &err);
     Py_END_ALLOW_THREADS
+    pgs_hook_off(hook);
+    if (PyErr_Occurred()) {
+        /* a signal handler raised: the core cancelled the stream (EINTR),
+         * later fetches raise CancelledError. Should rows have come anyway,
+         * they are lost with this exception: cancel the stream so that the
+         * gap can never pass for a complete result. */
+        if (rc >= 0) {
+            Py_BEGIN_ALLOW_THREADS
+            pgspout_registry_cancel(id);
+            Py_END_ALLOW_THREADS
+        }
+        pgspout_free(out);
+        pgspout_free(err);
+        return NULL;
+    }
     if (rc < 0) {
         pgs_raise(rc, err, NULL);
         pgspout_free(out);

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# run_asan.sh - the Python fault, race, GC and bad-input tests against an
-# AddressSanitizer + UndefinedBehaviorSanitizer build of the extension
-# (issue 6). Installs the package from the repo root into a fresh venv with
-# PGSPOUT_SANITIZE=address,undefined and preloads the sanitizer runtimes into
-# Python. Leak detection is off: CPython itself keeps memory until exit.
-# Needs PGSPOUT_TEST_DSN (scripts/test.sh provides it).
+# run_asan.sh - the Python fault, race, GC, interrupt, log hook and
+# bad-input tests against an AddressSanitizer + UndefinedBehaviorSanitizer
+# build of the extension (issue 6; the interrupt tests' child interpreters
+# inherit the preloaded runtimes). Installs the package from the repo root
+# into a fresh venv with PGSPOUT_SANITIZE=address,undefined and preloads the
+# sanitizer runtimes into Python. Leak detection is off: CPython itself
+# keeps memory until exit. Needs PGSPOUT_TEST_DSN (scripts/test.sh provides it).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 python=$(command -v "${PYTHON:-python3}")
@@ -24,6 +25,7 @@ LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.s
   "$work/venv/bin/python" -m pytest -q -p no:cacheprovider \
   "$root/tests/python/test_races.py" "$root/tests/python/test_control.py" \
   "$root/tests/python/test_gc_memory.py" "$root/tests/python/test_bad_input.py" \
+  "$root/tests/python/test_interrupt.py" "$root/tests/python/test_command_tag.py" \
   -k "not rss and not peak" || rc=$?
 [ "$rc" = 5 ] && { echo "run_asan.sh: pytest collected no tests" >&2; exit 1; }
 exit "$rc"

@@ -57,6 +57,7 @@ import builtins
 import datetime as _dt
 import decimal as _decimal
 import json as _json
+import logging as _logging
 import uuid as _uuid
 from itertools import islice
 from typing import (
@@ -191,6 +192,12 @@ _BY_NAME: Dict[str, Type[Error]] = {
     "etimeout": TimeoutError,
     "epause_timeout": TimeoutError,
     "ecancelled": CancelledError,
+    # A blocking call stopped by a signal handler raises that handler's
+    # exception (KeyboardInterrupt); EINTR itself surfaces only from a
+    # stream that such an interrupt already ended (a registry stream read
+    # again): it was cancelled, and a second KeyboardInterrupt nobody typed
+    # would mislead.
+    "eintr": CancelledError,
     "estate": StateError,
     "ebusy": StateError,
     "eoption": OptionError,
@@ -210,6 +217,7 @@ for _code, _name, _text in _c.error_table():
     error_codes[_code] = (_name, _text)
     globals()[_name.upper()] = _code
 del _code, _name, _text
+_EVALUE = next(c for c, n in _NAMES.items() if n == "evalue")
 
 
 def _make_error(code: int, message: str, sqlstate: Optional[str]) -> Error:
@@ -218,6 +226,18 @@ def _make_error(code: int, message: str, sqlstate: Optional[str]) -> Error:
 
 
 _c.set_error_factory(_make_error)
+
+# The C library's log messages (memory_warn crossed, a COMMIT that ended in
+# ROLLBACK, server NOTICEs...) go to the "pgspout" logger.
+_logger = _logging.getLogger("pgspout")
+_LOG_LEVELS = {1: _logging.INFO, 2: _logging.WARNING, 3: _logging.ERROR}
+
+
+def _log_from_c(level: int, message: str) -> None:
+    _logger.log(_LOG_LEVELS.get(level, _logging.WARNING), "%s", message)
+
+
+_c.set_log_function(_log_from_c)
 
 
 # ------------------------------------------------------ values to text
@@ -272,17 +292,33 @@ def _params(params: Optional[Sequence[Param]]) -> Optional[List[Optional[str]]]:
     return [_param(i, v) for i, v in enumerate(params)]
 
 
+_ONE_US = _dt.timedelta(microseconds=1)
+
+
 def _optval(key: str, v: Any) -> str:
+    """The option text for a Python value. Durations: a timedelta becomes
+    whole milliseconds rounded up, so that a positive duration never turns
+    into "0" (which means "no limit"); a negative one is an OptionError
+    (a ValueError). A float is written as a plain decimal ("0.00001", never
+    "1e-05", which the C parser would refuse); the C library reads a
+    positive number of seconds below 1 ms as 1 ms, never as 0."""
     if isinstance(v, bool):
         return "on" if v else "off"
     if isinstance(v, int):
         return int.__repr__(v)
     if isinstance(v, float):
-        return float.__repr__(v)
+        if v == 0:
+            return "0"  # -0.0 too
+        # the shortest repr's digits, positionally: exact, no exponent
+        return format(_decimal.Decimal(float.__repr__(v)), "f")
     if isinstance(v, str):
         return v
     if isinstance(v, _dt.timedelta):
-        return "%dms" % round(v.total_seconds() * 1000)
+        us = v // _ONE_US  # exact: timedelta holds whole microseconds
+        if us < 0:
+            raise OptionError("invalid value for option %s: %s (a duration cannot be negative)"
+                              % (key, v), _EVALUE, None)
+        return "%dms" % -(-us // 1000)
     raise TypeError("option %s: expected str, int, float, bool or timedelta, not %s"
                     % (key, type(v).__name__))
 
@@ -384,6 +420,15 @@ class Stream:
         """Snapshot of the stream's counters (pgspout_stream_stats); times in
         seconds, None when unknown."""
         return self._raw.stats()
+
+    @property
+    def command_tag(self) -> str:
+        """The server's command tag once the statement completed ("SELECT 3",
+        "INSERT 0 1", "COMMIT"), "" before that and for a stream that failed
+        or was stopped early. A COMMIT of a transaction that had already
+        failed ends normally (no exception) with the tag "ROLLBACK": check
+        it when the outcome of a COMMIT matters."""
+        return self._raw.command_tag()
 
     @property
     def columns(self) -> List[Column]:
