@@ -28,6 +28,13 @@ from conftest import one, query_running
 CHILD_WAIT = 60.0
 
 
+def _sigint_default():
+    """A child of a background job (CI, `cmd &` in a script) inherits SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler: give the
+    child the disposition an interactive shell gives it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Child:
     """A Python child running script; lines it prints are collected."""
 
@@ -36,7 +43,8 @@ class Child:
         e.update(env)
         self.proc = subprocess.Popen(
             [sys.executable, "-u", "-c", textwrap.dedent(script)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e,
+            preexec_fn=_sigint_default)
         self.lines = []
         self.err = ""
         self._cv = threading.Condition()
