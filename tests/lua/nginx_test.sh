@@ -28,13 +28,19 @@ LUAJIT=${LUAJIT:-luajit}
 # /ping must answer within PING_MAX seconds ("well under a second"), or - on
 # a machine so loaded that even an idle nginx (the control, pinged in the
 # same loop) stalls - within the control's worst latency + PING_SLACK. A
-# blocked event loop would stall /ping for a whole stream (seconds). On a
-# 2-core machine saturated by 16 full-speed streams (PostgreSQL backends,
-# pool threads, curl), typical figures are a mean of 10-60 ms and a max of
-# 0.2-0.5 s: scheduling delay, not a blocked loop (the loop itself uses ~5%
-# of a core).
+# blocked event loop would stall /ping for a whole stream (seconds), and
+# every /ping sent meanwhile with it. On a 2-core machine saturated by 16
+# full-speed streams (PostgreSQL backends, pool threads, curl), typical
+# figures are a mean of 10-60 ms and a max of 0.2-0.5 s: scheduling delay,
+# not a blocked loop (the loop itself uses ~5% of a core). On a machine
+# oversubscribed several times over (CI beside other work), the first /ping
+# lands in the storm of 16 connects at once (16 backends forked, 16 pool
+# threads) and was seen at 0.55-0.9 s, while the control, pinged only after
+# it, was not: so one /ping over the limit is scheduling; two or more, or
+# any over PING_HARD (a whole 200k-row stream), is a blocked loop.
 PING_MAX=${PGSPOUT_PING_MAX:-0.75}
 PING_SLACK=${PGSPOUT_PING_SLACK:-0.25}
+PING_HARD=${PGSPOUT_PING_HARD:-3}
 
 [ -f "$mod/pgspout_core.so" ] || { echo "nginx_test: $mod/pgspout_core.so not built" >&2; exit 1; }
 for m in ndk_http_module ngx_http_lua_module; do
@@ -186,9 +192,12 @@ limit=$(awk -v a="$PING_MAX" -v c="$cmax" -v s="$PING_SLACK" 'BEGIN { l = c + s;
 pass "$nc concurrent requests x $n2 rows: all complete and in order ($(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') s)"
 echo "nginx_test: /ping latency during them: max ${pmax}s, p95 ${p95}s, mean ${pavg}s over $pings requests"
 echo "nginx_test: control (idle nginx, same loop): max ${cmax}s, p95 ${cp95}s, mean ${cavg}s; load $(cut -d' ' -f1-3 /proc/loadavg)"
-awk -v m="$pmax" -v lim="$limit" 'BEGIN { exit !(m < lim) }' \
-  || fail "/ping max latency ${pmax}s >= ${limit}s: the event loop was blocked"
-pass "/ping answered in under ${limit}s throughout (limit: max(${PING_MAX}, control max + ${PING_SLACK}))"
+slow=$(awk -v lim="$limit" '$2 >= lim { n++ } END { print n + 0 }' "$prefix/out/ping.txt")
+[ "$slow" -le 1 ] \
+  || fail "$slow /ping requests took ${limit}s or more (max ${pmax}s): the event loop was blocked"
+awk -v m="$pmax" -v h="$PING_HARD" 'BEGIN { exit !(m < h) }' \
+  || fail "/ping max latency ${pmax}s >= ${PING_HARD}s: the event loop was blocked"
+pass "/ping answered in under ${limit}s (limit: max(${PING_MAX}, control max + ${PING_SLACK})) but for $slow of $pings, all under ${PING_HARD}s"
 
 # 4. metrics (before the aborted stream adds partial counts) ------------
 rows=$(metric pgspout_rows_total)
