@@ -332,7 +332,7 @@ stage_sdist() {
     || { tail -40 "$work/sdist-build.log" >&2; echo "python -m build failed" >&2; return 1; }
   tarball=$(find "$dist" -name 'pgspout-*.tar.gz' -print -quit)
   [ -n "$tarball" ] || { echo "no sdist in $dist" >&2; return 1; }
-  find "$dist" -name 'pgspout-*.whl' | grep -q . || { echo "no wheel built from the sdist" >&2; return 1; }
+  find "$dist" -name 'pgspout-*.whl' | grep . >/dev/null || { echo "no wheel built from the sdist" >&2; return 1; }
   # Files only (directory entries end with /), without the pgspout-X.Y.Z/ prefix.
   tar tzf "$tarball" | grep -v '/$' | sed 's|^[^/]*/||' | LC_ALL=C sort >"$work/sdist.files"
   { git ls-files | while IFS= read -r f; do [ -e "$f" ] && echo "$f"; done; echo PKG-INFO; } \

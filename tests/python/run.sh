@@ -59,10 +59,10 @@ case "$so" in
   *) echo "run.sh: pgspout imported from $so, not from the venv" >&2; exit 1 ;;
 esac
 if command -v ldd >/dev/null; then
-  if ldd "$so" | grep -q 'libpgspout'; then
+  if ldd "$so" | grep 'libpgspout' >/dev/null; then
     echo "run.sh: $so links libpgspout dynamically" >&2; exit 1
   fi
-  ldd "$so" | grep -q 'libpq\.so' || { echo "run.sh: $so does not link libpq" >&2; exit 1; }
+  ldd "$so" | grep 'libpq\.so' >/dev/null || { echo "run.sh: $so does not link libpq" >&2; exit 1; }
 fi
 
 if [ -z "${PGSPOUT_TEST_DSN:-}" ]; then

@@ -17,7 +17,7 @@ trap 'rm -rf "$work"' EXIT
 "$work/venv/bin/pip" install -q --config-settings=cmake.define.PGSPOUT_SANITIZE=address,undefined \
   pytest "$root"
 ext=$(ls "$work"/venv/lib/python*/site-packages/pgspout/_pgspout*.so)
-ldd "$ext" | grep -q libasan || { echo "run_asan.sh: the extension is not built with ASan" >&2; exit 1; }
+ldd "$ext" | grep libasan >/dev/null || { echo "run_asan.sh: the extension is not built with ASan" >&2; exit 1; }
 cd "$work" # import the installed package, not the source tree
 rc=0
 LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
