@@ -157,7 +157,6 @@ PGSPOUT_EXTERN void pgspout_set_interrupt_hook(pgspout_interrupt_fn fn, void *us
  *                            distinct: the rest, and "other" itself, share
  *                            label="other"
  *   expected_rows (0)        enables progress and ETA in stats
- *   rows (tuple)             tuple | dict | json: how bindings shape rows
  *   metrics (on)             off = this stream records no metrics
  *   progress_rows (0), progress_interval (0): when the progress hook fires
  *   idle_timeout (60s)       registry streams idle longer are reaped
@@ -207,6 +206,12 @@ PGSPOUT_EXTERN int pgspout_connect_opts(const char *conninfo, const pgspout_opti
  * pgspout_stream_close it as usual, before or after this call. NULL is a
  * no-op. Owner thread. */
 PGSPOUT_EXTERN void pgspout_conn_close(pgspout_conn *conn);
+/* Give up the caller's handle without ending a stream that runs on it (like
+ * sqlite3_close_v2): with no stream open the connection closes now, else it
+ * closes as soon as that stream ends or is closed, whichever comes first. For
+ * garbage-collected bindings, whose destructors run in any order. Do not use
+ * conn afterwards. NULL is a no-op. Owner thread. */
+PGSPOUT_EXTERN void pgspout_conn_release(pgspout_conn *conn);
 /* Last error on the connection ("" if none); valid until the next call on
  * conn. Owner thread. */
 PGSPOUT_EXTERN const char *pgspout_conn_error(const pgspout_conn *conn);
@@ -258,6 +263,10 @@ PGSPOUT_EXTERN int pgspout_stream_next(pgspout_stream *s, const pgspout_row **ro
 
 /* flags for pgspout_stream_next_chunk */
 #define PGSPOUT_NONBLOCK 1
+/* The chunk's rows count as delivered only as pgspout_stream_handout hands
+ * them on: for bindings that convert a whole chunk in one call and then give
+ * their user one row at a time. */
+#define PGSPOUT_HANDOUT 2
 
 /* Every buffered row not yet delivered, as one chunk of at least one row
  * (reading more from the server first when the buffer is empty). The chunk
@@ -268,6 +277,16 @@ PGSPOUT_EXTERN int pgspout_stream_next(pgspout_stream *s, const pgspout_row **ro
  * Returns as pgspout_stream_next otherwise. Owner thread. */
 PGSPOUT_EXTERN int pgspout_stream_next_chunk(pgspout_stream *s, int flags,
                                              const pgspout_chunk **chunk);
+/* After pgspout_stream_next_chunk(PGSPOUT_HANDOUT): count the next n rows of
+ * that chunk as handed to the caller (stats rows_delivered, the
+ * pgspout_rows_total metric). Call it before giving each row (or batch) away:
+ * if the stream was cancelled since (from any thread) or its connection
+ * closed, it counts nothing and returns the code pgspout_stream_next would
+ * return now (ECANCELLED, ESTATE): the rows still held must then be dropped,
+ * exactly as C callers of pgspout_stream_next never see them. Returns OK,
+ * EINVAL (NULL, n < 0, or more rows than the chunk has left), or that code.
+ * Owner thread. */
+PGSPOUT_EXTERN int pgspout_stream_handout(pgspout_stream *s, int n);
 PGSPOUT_EXTERN int pgspout_chunk_nrows(const pgspout_chunk *c);
 /* Row i (0-based) of c, NULL if out of range; lives as long as c. */
 PGSPOUT_EXTERN const pgspout_row *pgspout_chunk_row(const pgspout_chunk *c, int i);
@@ -288,6 +307,31 @@ PGSPOUT_EXTERN int pgspout_stream_ncols(const pgspout_stream *s);
 PGSPOUT_EXTERN const char *pgspout_stream_colname(const pgspout_stream *s, int col);
 /* Column type OID (e.g. 23 int4, 25 text, 3802 jsonb) or 0 if out of range. */
 PGSPOUT_EXTERN unsigned int pgspout_stream_coltype(const pgspout_stream *s, int col);
+
+/* How bindings convert a column, by type OID: one classifier for every
+ * language (pgspout_type_kind). Values not listed are KIND_TEXT. */
+enum {
+    PGSPOUT_KIND_TEXT = 0,    /* text, varchar, bpchar, name, char and the rest */
+    PGSPOUT_KIND_BOOL = 1,    /* bool: "t" / "f" */
+    PGSPOUT_KIND_INT = 2,     /* int2, int4, oid: fit in 32 bits (oid unsigned) */
+    PGSPOUT_KIND_INT8 = 3,    /* int8 */
+    PGSPOUT_KIND_FLOAT = 4,   /* float4, float8 (NaN, Infinity, -Infinity) */
+    PGSPOUT_KIND_NUMERIC = 5, /* numeric: exact decimal text, or NaN/Infinity */
+    PGSPOUT_KIND_BYTEA = 6,   /* bytea in hex ("\\x...") */
+    PGSPOUT_KIND_DATE = 7,
+    PGSPOUT_KIND_TIME = 8,
+    PGSPOUT_KIND_TIMETZ = 9,
+    PGSPOUT_KIND_TIMESTAMP = 10,
+    PGSPOUT_KIND_TIMESTAMPTZ = 11,
+    PGSPOUT_KIND_INTERVAL = 12,
+    PGSPOUT_KIND_UUID = 13,
+    PGSPOUT_KIND_JSON = 14,   /* json, jsonb */
+    PGSPOUT_KIND_ARRAY = 0x100 /* flag: a one-or-more-dimensional array whose
+                                  elements have the kind in the low byte */
+};
+/* PGSPOUT_KIND_* of a type OID, with PGSPOUT_KIND_ARRAY set for the arrays
+ * of the scalar kinds above (and of text types). Any thread. */
+PGSPOUT_EXTERN int pgspout_type_kind(unsigned int oid);
 
 /* Row accessors; a row lives as said where it was returned. */
 PGSPOUT_EXTERN int pgspout_row_ncols(const pgspout_row *row);
@@ -382,6 +426,24 @@ typedef struct pgspout_stats {
         .size = sizeof(pgspout_stats)                                                              \
     }
 #endif
+
+/* The members of pgspout_stats after size, in order, for bindings that build
+ * their dict/table from it: name (as in pgspout_stream_stats_json), type,
+ * offsetof. Doubles may be -1 (unknown): every language gives -1 too. */
+enum {
+    PGSPOUT_FIELD_INT = 1,    /* int */
+    PGSPOUT_FIELD_UINT64 = 2, /* uint64_t */
+    PGSPOUT_FIELD_INT64 = 3,  /* int64_t */
+    PGSPOUT_FIELD_DOUBLE = 4, /* double */
+    PGSPOUT_FIELD_STATE = 5   /* int PGSPOUT_STATE_*; bindings give its name */
+};
+typedef struct pgspout_stats_field {
+    const char *name;
+    int type;
+    size_t offset;
+} pgspout_stats_field;
+/* The static table; *n (when not NULL) gets its length. Any thread. */
+PGSPOUT_EXTERN const pgspout_stats_field *pgspout_stats_fields(int *n);
 
 /* Fill *st (st->size bytes of it). Any thread. Returns OK or EINVAL. */
 PGSPOUT_EXTERN int pgspout_stream_stats(const pgspout_stream *s, pgspout_stats *st);
