@@ -6,7 +6,6 @@
 
 #include <datetime.h>
 #include <poll.h>
-#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -24,6 +23,9 @@ static struct {
     int last_tz_off;
     PyObject *last_tz;
     PyObject *date_min, *date_max, *dt_min, *dt_max, *dtz_min, *dtz_max;
+    PyObject *d_int, *d_is_safe; /* uuid.UUID's slot descriptors */
+    descrsetfunc set_int, set_is_safe;
+    signed char hex[256]; /* hex digit values, -1 for other bytes */
 } G;
 
 static PyObject *import_attr(const char *mod, const char *attr)
@@ -37,7 +39,7 @@ static PyObject *import_attr(const char *mod, const char *attr)
 }
 
 static PyObject *cv_uuid_fast(const char *v, size_t n);
-static void uuid_fast_setup(void);
+static int hexval(char c);
 
 int pgspy_convert_ready(void)
 {
@@ -93,7 +95,14 @@ int pgspy_convert_ready(void)
      * ends up doing): use it only if it round-trips on this Python. */
     {
         static const char probe[] = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
-        uuid_fast_setup();
+        for (int i = 0; i < 256; i++)
+            G.hex[i] = (signed char)hexval((char)i);
+        G.d_int = PyObject_GetAttrString(G.UUID, "int");
+        G.d_is_safe = PyObject_GetAttrString(G.UUID, "is_safe");
+        G.set_int = G.d_int ? Py_TYPE(G.d_int)->tp_descr_set : NULL;
+        G.set_is_safe = G.d_is_safe ? Py_TYPE(G.d_is_safe)->tp_descr_set : NULL;
+        G.uuid_fast = G.set_int && G.set_is_safe && PyType_Check(G.UUID) &&
+                      ((PyTypeObject *)G.UUID)->tp_new == PyBaseObject_Type.tp_new;
         PyObject *u = cv_uuid_fast(probe, 36);
         PyObject *s = u ? PyObject_Str(u) : NULL;
         PyObject *want = PyUnicode_FromString(probe);
@@ -607,69 +616,40 @@ static PyObject *cv_interval(const char *v, size_t n)
     return res;
 }
 
-/* uuid.UUID without running its Python __init__: allocate the instance and
- * fill its 'int' and 'is_safe' slots (what UUID.__init__ ends up doing), the
- * slot offsets read from the class's member descriptors at start-up. */
-static Py_ssize_t uuid_off_int = -1, uuid_off_safe = -1;
-static signed char hexv[256];
-
-static Py_ssize_t slot_offset(PyObject *type, const char *name)
-{
-    PyObject *d = PyDict_GetItemString(((PyTypeObject *)type)->tp_dict, name);
-    if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type))
-        return -1;
-    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-    return m->type == T_OBJECT_EX && !(m->flags & READONLY) ? m->offset : -1;
-}
-
-static void uuid_fast_setup(void)
-{
-    for (int i = 0; i < 256; i++)
-        hexv[i] = (signed char)hexval((char)i);
-    uuid_off_int = slot_offset(G.UUID, "int");
-    uuid_off_safe = slot_offset(G.UUID, "is_safe");
-    G.uuid_fast = PyType_Check(G.UUID) && uuid_off_int > 0 && uuid_off_safe > 0 &&
-                  ((PyTypeObject *)G.UUID)->tp_new == PyBaseObject_Type.tp_new;
-}
-
+/* uuid.UUID without running its Python __init__: a new instance whose 'int'
+ * and 'is_safe' slots are set through the class's slot descriptors (what
+ * UUID.__init__ ends up doing). NULL, maybe without an error, when that is
+ * not possible; the caller then calls uuid.UUID. */
 static PyObject *cv_uuid_fast(const char *v, size_t n)
 {
     unsigned char b[16];
     int k = 0;
     if (n != 36 || !G.uuid_fast)
         return NULL;
-    for (size_t i = 0; i < 36;) {
+    for (size_t i = 0; i < 36; i += 2) {
         if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (v[i] != '-')
+            if (v[i++] != '-')
                 return NULL;
-            i++;
-            continue;
         }
-        int hi = hexv[(unsigned char)v[i]], lo = hexv[(unsigned char)v[i + 1]];
+        int hi = G.hex[(unsigned char)v[i]], lo = G.hex[(unsigned char)v[i + 1]];
         if ((hi | lo) < 0)
             return NULL;
         b[k++] = (unsigned char)(hi << 4 | lo);
-        i += 2;
     }
 #if PY_VERSION_HEX >= 0x030D0000
     PyObject *iv = PyLong_FromUnsignedNativeBytes(
         b, 16, Py_ASNATIVEBYTES_BIG_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER);
-#else
+#else /* the same, before Python 3.13 made it public */
     PyObject *iv = _PyLong_FromByteArray(b, 16, 0, 0);
 #endif
-    if (iv == NULL)
-        return NULL;
     PyTypeObject *t = (PyTypeObject *)G.UUID;
-    PyObject *u = t->tp_alloc(t, 0);
-    if (u == NULL) {
-        Py_DECREF(iv);
-        return NULL;
-    }
-    *(PyObject **)((char *)u + uuid_off_int) = iv;
-    Py_INCREF(G.uuid_unknown);
-    *(PyObject **)((char *)u + uuid_off_safe) = G.uuid_unknown;
+    PyObject *u = iv ? t->tp_alloc(t, 0) : NULL;
+    if (u != NULL &&
+        (G.set_int(G.d_int, u, iv) < 0 || G.set_is_safe(G.d_is_safe, u, G.uuid_unknown) < 0))
+        Py_CLEAR(u);
+    Py_XDECREF(iv);
     /* immutable, refers to an int and an enum member only: no cycles */
-    if (PyObject_GC_IsTracked(u))
+    if (u != NULL && PyObject_GC_IsTracked(u))
         PyObject_GC_UnTrack(u);
     return u;
 }
