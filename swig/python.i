@@ -74,6 +74,7 @@ PyObject *pgspy_raise(int code, const char *msg, const char *sqlstate)
 /* -------------------------------------------- signals, blocking, logging */
 %{
 static unsigned long pgspy_main_thread; /* threading.main_thread().ident */
+_Thread_local int pgspy_here;
 /* > 0 while this thread runs Python code called from inside a core wait (a
  * signal handler, a log message), where the core is not re-entrant. */
 static _Thread_local int pgspy_in_hook;
@@ -350,12 +351,12 @@ static PyObject *pgspy_close_conn(pgspy_conn *w)
                            "the connection is in use by another thread (cancel its stream first)",
                            NULL);
     w->c = NULL;
-    w->busy++;
+    pgspy_busy(w, 1);
     pgspy_wait(&w->inflight);
     Py_BEGIN_ALLOW_THREADS
     pgspout_conn_close(c);
     Py_END_ALLOW_THREADS
-    w->busy--;
+    pgspy_busy(w, -1);
     Py_RETURN_NONE;
 }
 
@@ -365,7 +366,8 @@ static void pgspy_conn_drop(pgspy_conn *w)
 {
     pgspout_conn *c = w->c;
     w->c = NULL;
-    pgspy_wait(&w->busy);
+    if (pgspy_here == 0) /* else this thread is inside a call (a signal handler) */
+        pgspy_wait(&w->busy);
     pgspy_wait(&w->inflight);
     Py_BEGIN_ALLOW_THREADS
     pgspout_conn_release(c);
@@ -401,7 +403,7 @@ static pgspy_stream *pgspy_open(pgspy_conn *cw, const char *sql, int np, const c
                                            "the connection is in use by another thread", NULL);
     if (pgspy_reentered() || pgspy_convert_ready() < 0)
         return NULL;
-    cw->busy++;
+    pgspy_busy(cw, 1);
     PGSPY_BLOCK(rc = pgspout_stream_open(cw->c, sql, np, pv, o, &s));
     pgspy_stream *w = rc < 0 || PyErr_Occurred() ? NULL : pgspy_stream_new(s, mode);
     if (w == NULL) {
@@ -415,7 +417,7 @@ static pgspy_stream *pgspy_open(pgspy_conn *cw, const char *sql, int np, const c
         w->conn = cw;
         cw->refs++;
     }
-    cw->busy--;
+    pgspy_busy(cw, -1);
     return w;
 }
 
@@ -433,12 +435,12 @@ void pgspy_stream_end(pgspy_stream *w, int state)
     w->s = NULL;
     w->end_state = state;
     Py_CLEAR(w->rows);
-    w->conn->busy++;
+    pgspy_busy(w->conn, 1);
     pgspy_wait(&w->conn->inflight);
     Py_BEGIN_ALLOW_THREADS
     pgspout_stream_close(s);
     Py_END_ALLOW_THREADS
-    w->conn->busy--;
+    pgspy_busy(w->conn, -1);
 }
 
 static PyObject *pgspy_close_stream(pgspy_stream *w)
@@ -454,7 +456,8 @@ static PyObject *pgspy_close_stream(pgspy_stream *w)
 
 static void pgspy_stream_drop(pgspy_stream *w)
 {
-    pgspy_wait(&w->conn->busy);
+    if (pgspy_here == 0)
+        pgspy_wait(&w->conn->busy);
     pgspy_stream_end(w, PGSPOUT_STATE_CLOSED);
     pgspy_conn_unref(w->conn);
     pgspy_stream_free(w);

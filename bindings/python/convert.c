@@ -339,6 +339,23 @@ static int parse_date(const char *p, const char *e, int *y, int *m, int *d)
     return 0;
 }
 
+/* "[.ffffff]" at *pp: microseconds (0 without); advances *pp. */
+static int parse_frac(const char **pp, const char *e, int *us)
+{
+    const char *p = *pp;
+    int k = 0;
+    *us = 0;
+    if (p == e || *p != '.')
+        return 0;
+    for (p++; p < e && *p >= '0' && *p <= '9'; p++)
+        if (k++ < 6)
+            *us = *us * 10 + (*p - '0');
+    for (int i = k; i < 6; i++)
+        *us *= 10;
+    *pp = p;
+    return k > 0 ? 0 : -1;
+}
+
 /* "HH:MM:SS[.ffffff]" at *pp; advances *pp. */
 static int parse_time(const char **pp, const char *e, int *h, int *mi, int *s, int *us)
 {
@@ -348,25 +365,8 @@ static int parse_time(const char **pp, const char *e, int *h, int *mi, int *s, i
     if (pdig(p, 2, h) || pdig(p + 3, 2, mi) || pdig(p + 6, 2, s))
         return -1;
     p += 8;
-    *us = 0;
-    if (p < e && *p == '.') {
-        int k = 0, frac = 0;
-        p++;
-        while (p < e && *p >= '0' && *p <= '9') {
-            if (k < 6) {
-                frac = frac * 10 + (*p - '0');
-                k++;
-            }
-            p++;
-        }
-        if (k == 0)
-            return -1;
-        while (k < 6) {
-            frac *= 10;
-            k++;
-        }
-        *us = frac;
-    }
+    if (parse_frac(&p, e, us) < 0)
+        return -1;
     *pp = p;
     return 0;
 }
@@ -562,22 +562,8 @@ static PyObject *cv_interval(const char *v, size_t n)
             if (e - p < 6 || p[3] != ':' || pdig(p + 1, 2, &mi) || pdig(p + 4, 2, &s))
                 return cv_text(v, n);
             p += 6;
-            if (p < e && *p == '.') {
-                int k = 0, frac = 0;
-                p++;
-                while (p < e && *p >= '0' && *p <= '9') {
-                    if (k < 6) {
-                        frac = frac * 10 + (*p - '0');
-                        k++;
-                    }
-                    p++;
-                }
-                while (k < 6) {
-                    frac *= 10;
-                    k++;
-                }
-                us = frac;
-            }
+            if (parse_frac(&p, e, &us) < 0)
+                return cv_text(v, n);
             int64_t t = ((num * 60 + mi) * 60 + s) * INT64_C(1000000) + us;
             usecs += neg ? -t : t;
             continue;
@@ -1032,9 +1018,9 @@ static int fill(pgspy_stream *w)
         return -1;
     }
     const pgspout_chunk *ch = NULL;
-    w->conn->busy++;
+    pgspy_busy(w->conn, 1);
     int rc = wait_chunk(w->s, &ch);
-    w->conn->busy--;
+    pgspy_busy(w->conn, -1);
     if (rc == INTERRUPTED)
         return -1;
     if (rc == PGSPOUT_DONE)

@@ -58,6 +58,15 @@ PyObject *pgspy_next(pgspy_stream *w);
  * end. */
 PyObject *pgspy_fetch(pgspy_stream *w);
 
+/* How many owner calls of this thread are counted in some connection's busy
+ * (a destructor that runs inside one must not wait for busy to drop). */
+extern _Thread_local int pgspy_here;
+static inline void pgspy_busy(pgspy_conn *c, int d)
+{
+    c->busy += d;
+    pgspy_here += d;
+}
+
 /* Provided by the SWIG wrapper (swig/python.i). */
 PyObject *pgspy_raise(int code, const char *msg, const char *sqlstate);
 int pgspy_reentered(void);

@@ -8,39 +8,12 @@
             for row in s:          # tuples of Python values
                 ...
 
-Rows are converted in C, a whole chunk per call, by column type:
-
-=====================================  ====================================
-PostgreSQL                             Python
-=====================================  ====================================
-int2, int4, int8, oid                  int
-float4, float8                         float (NaN, inf, -inf, -0.0 kept)
-numeric                                decimal.Decimal (NaN, Infinity kept)
-bool                                   bool
-text, varchar, name, bpchar, char      str
-bytea                                  bytes
-date                                   datetime.date
-timestamp                              datetime.datetime (naive)
-timestamptz                            datetime.datetime with a fixed-offset
-                                       tzinfo: the session TimeZone's offset
-time / timetz                          datetime.time (timetz with tzinfo)
-interval                               datetime.timedelta (a month counts 30
-                                       days, a year 12 months, as PostgreSQL
-                                       compares intervals)
-uuid                                   uuid.UUID
-json, jsonb                            dict / list / str / int / float /
-                                       bool / None (json.loads)
-arrays of the types above              lists (nested for multi-dimensional
-                                       arrays, None for NULL elements)
-NULL                                   None
-anything else                          str (the server's text)
-=====================================  ====================================
-
-Values Python's types cannot hold come back as the server's text (str):
-BC dates, years after 9999, time 24:00:00, and intervals or dates in a
-non-default IntervalStyle/DateStyle. ``infinity`` and ``-infinity`` dates and
-timestamps become ``date.max``/``date.min`` and ``datetime.max``/
-``datetime.min`` (with ``tzinfo=timezone.utc`` for timestamptz).
+Rows are converted in C, a whole chunk per call, by column type: int,
+float, Decimal, bool, str, bytes, date/time/datetime (timestamptz with a
+fixed-offset tzinfo), timedelta, UUID, json.loads for json/jsonb, lists for
+arrays, None for NULL, and the server's text for anything else or for values
+Python's types cannot hold (BC dates, years after 9999, 24:00:00); the full
+table is in bindings/python/README.md.
 
 ``rows="dict"`` gives dicts keyed by column name (a later duplicate name
 wins); ``rows="json"`` gives each row as JSON text (pgspout_row_json).
