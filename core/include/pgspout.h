@@ -325,7 +325,7 @@ enum {
     PGSPOUT_KIND_TIMESTAMPTZ = 11,
     PGSPOUT_KIND_INTERVAL = 12,
     PGSPOUT_KIND_UUID = 13,
-    PGSPOUT_KIND_JSON = 14,   /* json, jsonb */
+    PGSPOUT_KIND_JSON = 14,    /* json, jsonb */
     PGSPOUT_KIND_ARRAY = 0x100 /* flag: a one-or-more-dimensional array whose
                                   elements have the kind in the low byte */
 };

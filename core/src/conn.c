@@ -347,6 +347,16 @@ void pgspout_conn_close(pgspout_conn *c)
     free(c);
 }
 
+void pgspout_conn_release(pgspout_conn *c)
+{
+    if (c == NULL)
+        return;
+    if (c->active)
+        c->released = 1; /* stream_end closes it */
+    else
+        pgspout_conn_close(c);
+}
+
 const char *pgspout_conn_error(const pgspout_conn *c)
 {
     if (c == NULL)

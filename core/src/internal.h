@@ -25,6 +25,7 @@ struct pgspout_conn {
     pthread_mutex_t lock;   /* guards pg for any-thread cancels against close */
     pgspout_stream *active; /* the stream running on this connection */
     int broken;             /* desynchronised or lost: no more streams */
+    int released;           /* pgspout_conn_release: close when active ends */
     /* statement_timeout as pgspout left it on the session: > 0 a value it
      * SET, 0 the session's own (never touched, or RESET), -1 unknown (a SET
      * or RESET inside a transaction that may have been rolled back) */

@@ -1,21 +1,19 @@
 /* json.c - JSON rendering of values and rows. */
 #include "json.h"
+#include "pgspout.h"
 
 #include <string.h>
 
 int pgs_json_kind(unsigned int oid)
 {
-    switch (oid) {
-    case 20:  /* int8 */
-    case 21:  /* int2 */
-    case 23:  /* int4 */
-    case 26:  /* oid */
-    case 700: /* float4 */
-    case 701: /* float8 */
-    case 1700: /* numeric */ return PGS_JSON_NUMBER;
-    case 16: /* bool */ return PGS_JSON_BOOL;
-    case 114: /* json keeps its input's whitespace */ return PGS_JSON_RAW_LINES;
-    case 3802: /* jsonb */ return PGS_JSON_RAW;
+    switch (pgspout_type_kind(oid)) {
+    case PGSPOUT_KIND_INT:
+    case PGSPOUT_KIND_INT8:
+    case PGSPOUT_KIND_FLOAT:
+    case PGSPOUT_KIND_NUMERIC: return PGS_JSON_NUMBER;
+    case PGSPOUT_KIND_BOOL: return PGS_JSON_BOOL;
+    case PGSPOUT_KIND_JSON: /* json keeps its input's whitespace, jsonb has none */
+        return oid == 114 ? PGS_JSON_RAW_LINES : PGS_JSON_RAW;
     default: return PGS_JSON_STRING;
     }
 }

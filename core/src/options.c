@@ -41,7 +41,6 @@ static const opt_def defs[] = {
     {"max_rate", K_RATE, OFF(max_rate), 0, 0, NULL},
     {"label", K_LABEL, OFF(label), 0, 0, NULL},
     {"expected_rows", K_INT, OFF(expected_rows), 0, I64MAX, NULL},
-    {"rows", K_ENUM, OFF(rows_mode), 0, 0, "tuple|dict|json"},
     {"metrics", K_BOOL, OFF(metrics), 0, 0, NULL},
     {"progress_rows", K_INT, OFF(progress_rows), 0, I64MAX, NULL},
     {"progress_interval", K_DUR, OFF(progress_interval_ms), 0, DURMAX, NULL},
@@ -67,7 +66,6 @@ void pgs_options_defaults(pgspout_options *o)
     o->memory_fail = 1.0;
     o->on_pause_timeout_cancel = 0;
     strcpy(o->label, "default");
-    o->rows_mode = PGS_ROWS_TUPLE;
     o->metrics = 1;
     o->idle_timeout_ms = 60000;
     o->cancel_timeout_ms = PGS_CANCEL_TIMEOUT_MS;

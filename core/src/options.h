@@ -5,7 +5,6 @@
 #include "pgspout.h"
 #include <stdint.h>
 
-enum { PGS_ROWS_TUPLE = 0, PGS_ROWS_DICT = 1, PGS_ROWS_JSON = 2 };
 
 #define PGS_LABEL_MAX 64
 /* cancel_timeout's default: generous, so that a cancel request still gets
@@ -32,7 +31,6 @@ struct pgspout_options {
     double max_rate; /* rows/s, 0 = none */
     char label[PGS_LABEL_MAX + 1];
     int64_t expected_rows;
-    int rows_mode; /* PGS_ROWS_* */
     int metrics;
     int64_t progress_rows;
     int64_t progress_interval_ms;

@@ -1,6 +1,7 @@
 /* stats.c - per-stream snapshots (pgspout_stream_stats, _stats_json). */
 #include "internal.h"
 
+#include <stddef.h>
 #include <string.h>
 
 int pgspout_stream_stats(const pgspout_stream *s, pgspout_stats *out)
@@ -61,28 +62,61 @@ int pgspout_stream_stats(const pgspout_stream *s, pgspout_stats *out)
     return PGSPOUT_OK;
 }
 
+#define FIELD(name, type)                                                                          \
+    {                                                                                              \
+#name, type, offsetof(pgspout_stats, name)                                                 \
+    }
+static const pgspout_stats_field fields[] = {
+    FIELD(state, PGSPOUT_FIELD_STATE),
+    FIELD(chunk_rows, PGSPOUT_FIELD_INT),
+    FIELD(rows_delivered, PGSPOUT_FIELD_UINT64),
+    FIELD(rows_received, PGSPOUT_FIELD_UINT64),
+    FIELD(rows_filtered, PGSPOUT_FIELD_UINT64),
+    FIELD(bytes_received, PGSPOUT_FIELD_UINT64),
+    FIELD(chunks, PGSPOUT_FIELD_UINT64),
+    FIELD(buffered_rows, PGSPOUT_FIELD_UINT64),
+    FIELD(buffered_bytes, PGSPOUT_FIELD_UINT64),
+    FIELD(peak_buffered_bytes, PGSPOUT_FIELD_UINT64),
+    FIELD(pauses, PGSPOUT_FIELD_UINT64),
+    FIELD(time_to_first_row, PGSPOUT_FIELD_DOUBLE),
+    FIELD(elapsed, PGSPOUT_FIELD_DOUBLE),
+    FIELD(paused_time, PGSPOUT_FIELD_DOUBLE),
+    FIELD(rows_per_sec, PGSPOUT_FIELD_DOUBLE),
+    FIELD(bytes_per_sec, PGSPOUT_FIELD_DOUBLE),
+    FIELD(expected_rows, PGSPOUT_FIELD_INT64),
+    FIELD(progress, PGSPOUT_FIELD_DOUBLE),
+    FIELD(eta, PGSPOUT_FIELD_DOUBLE),
+};
+#undef FIELD
+
+const pgspout_stats_field *pgspout_stats_fields(int *n)
+{
+    if (n)
+        *n = (int)(sizeof fields / sizeof fields[0]);
+    return fields;
+}
+
 char *pgspout_stream_stats_json(const pgspout_stream *s)
 {
     pgspout_stats st = PGSPOUT_STATS_INIT;
     if (pgspout_stream_stats(s, &st) != PGSPOUT_OK)
         return NULL;
     pgs_buf b = PGS_BUF_INIT;
-    pgs_buf_printf(&b,
-                   "{\"state\":\"%s\",\"chunk_rows\":%d,\"rows_delivered\":%llu,"
-                   "\"rows_received\":%llu,\"rows_filtered\":%llu,\"bytes_received\":%llu,"
-                   "\"chunks\":%llu,\"buffered_rows\":%llu,\"buffered_bytes\":%llu,"
-                   "\"peak_buffered_bytes\":%llu,\"pauses\":%llu,",
-                   pgspout_state_name(st.state), st.chunk_rows,
-                   (unsigned long long)st.rows_delivered, (unsigned long long)st.rows_received,
-                   (unsigned long long)st.rows_filtered, (unsigned long long)st.bytes_received,
-                   (unsigned long long)st.chunks, (unsigned long long)st.buffered_rows,
-                   (unsigned long long)st.buffered_bytes,
-                   (unsigned long long)st.peak_buffered_bytes, (unsigned long long)st.pauses);
-    pgs_buf_printf(&b,
-                   "\"time_to_first_row\":%.6f,\"elapsed\":%.6f,\"paused_time\":%.6f,"
-                   "\"rows_per_sec\":%.3f,\"bytes_per_sec\":%.3f,\"expected_rows\":%lld,"
-                   "\"progress\":%.6f,\"eta\":%.3f}",
-                   st.time_to_first_row, st.elapsed, st.paused_time, st.rows_per_sec,
-                   st.bytes_per_sec, (long long)st.expected_rows, st.progress, st.eta);
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        const char *p = (const char *)&st + fields[i].offset;
+        pgs_buf_printf(&b, "%c\"%s\":", i ? ',' : '{', fields[i].name);
+        switch (fields[i].type) {
+        case PGSPOUT_FIELD_STATE:
+            pgs_buf_printf(&b, "\"%s\"", pgspout_state_name(*(const int *)p));
+            break;
+        case PGSPOUT_FIELD_INT: pgs_buf_printf(&b, "%d", *(const int *)p); break;
+        case PGSPOUT_FIELD_UINT64:
+            pgs_buf_printf(&b, "%llu", (unsigned long long)*(const uint64_t *)p);
+            break;
+        case PGSPOUT_FIELD_INT64: pgs_buf_printf(&b, "%lld", (long long)*(const int64_t *)p); break;
+        default: pgs_buf_printf(&b, "%.6f", *(const double *)p); break;
+        }
+    }
+    pgs_buf_printf(&b, "}");
     return pgs_buf_steal(&b);
 }

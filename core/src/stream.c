@@ -230,12 +230,17 @@ static void stream_end(pgspout_stream *s, int state, int code)
     STORE(s->t_end, now);
     s->result_code = code;
     atomic_store(&s->ended, state);
+    pgspout_conn *released = NULL;
     if (s->conn) {
-        if (s->conn->active == s)
+        if (s->conn->active == s) {
             s->conn->active = NULL;
+            if (s->conn->released)
+                released = s->conn;
+        }
         s->conn = NULL;
     }
     pthread_mutex_unlock(&s->ctl);
+    pgspout_conn_close(released); /* its owner let go of it while we ran */
 
     flush_delivered(s);
     flush_received(s);
@@ -1277,7 +1282,7 @@ int pgspout_stream_next(pgspout_stream *s, const pgspout_row **row)
 
 int pgspout_stream_next_chunk(pgspout_stream *s, int flags, const pgspout_chunk **chunk)
 {
-    if (s == NULL || chunk == NULL || (flags & ~PGSPOUT_NONBLOCK))
+    if (s == NULL || chunk == NULL || (flags & ~(PGSPOUT_NONBLOCK | PGSPOUT_HANDOUT)))
         return PGSPOUT_EINVAL;
     int p = LOAD(s->pos);
     if (p >= s->nrows || LOAD(s->cancel_req)) {
@@ -1288,8 +1293,24 @@ int pgspout_stream_next_chunk(pgspout_stream *s, int flags, const pgspout_chunk 
     }
     s->view.rows = s->rows + p;
     s->view.n = s->nrows - p;
-    STORE(s->pos, s->nrows);
+    if (!(flags & PGSPOUT_HANDOUT))
+        STORE(s->pos, s->nrows);
     *chunk = &s->view;
+    return PGSPOUT_OK;
+}
+
+int pgspout_stream_handout(pgspout_stream *s, int n)
+{
+    if (s == NULL || n < 0)
+        return PGSPOUT_EINVAL;
+    if (LOAD(s->ended)) /* the connection was closed under it */
+        return s->result_code == PGSPOUT_DONE ? PGSPOUT_EINVAL : s->result_code;
+    if (LOAD(s->cancel_req)) /* what pgspout_stream_next does with it */
+        return fill(s, 0);
+    int p = LOAD(s->pos);
+    if (n > s->nrows - p)
+        return PGSPOUT_EINVAL;
+    STORE(s->pos, p + n);
     return PGSPOUT_OK;
 }
 

@@ -573,9 +573,8 @@ static const opt_case opt_cases[] = {
     {"on_pause_timeout", "cancel ", PGSPOUT_EVALUE, NULL},
     {"on_pause_timeout", "resume|cancel", PGSPOUT_EVALUE, NULL},
     {"on_pause_timeout", "", PGSPOUT_EVALUE, NULL},
-    {"rows", "json", PGSPOUT_OK, "json"},
-    {"rows", "tuple|dict", PGSPOUT_EVALUE, NULL},
-    {"rows", "dic", PGSPOUT_EVALUE, NULL},
+    /* rows is a binding option: the bindings take it out, the core refuses it */
+    {"rows", "json", PGSPOUT_EOPTION, NULL},
     {"metrics", "OFF", PGSPOUT_OK, "off"},
     {"metrics", "yes", PGSPOUT_OK, "on"},
     {"metrics", "2", PGSPOUT_EVALUE, NULL},
