@@ -152,8 +152,11 @@ end
 ---------------------------------------------------------------- a run
 
 -- "pgspout: <code>: <text>" raised by the binding -> code, sqlstate, text
+-- (a "chunk:line: " position in front is Lua's usual decoration, not part
+-- of the message)
 local function parse_error(e)
     if type(e) ~= "string" then return "lua:error", "-", tostring(e) end
+    e = e:gsub("^[^\n]-:%d+: ", "", 1)
     local code, text = e:match("^pgspout: ([%l][%l_]*): (.*)$")
     if not code then return "lua:error", "-", e end
     return code, text:match(".*%(SQLSTATE (%w%w%w%w%w)%)") or "-", text

@@ -239,7 +239,7 @@ def escape(s: str) -> str:
 def code_of(e: BaseException) -> Tuple[str, str, str]:
     """(code name, SQLSTATE or "-", message) of an exception."""
     if isinstance(e, pgspout.Error):
-        return e.code_name or "?", e.sqlstate or "-", e.message
+        return e.code_name or "?", e.sqlstate or "-", str(e)
     return "py:" + type(e).__name__, "-", str(e)
 
 
