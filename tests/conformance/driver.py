@@ -251,6 +251,14 @@ def call(fn: Callable[[], Any]) -> str:
         return code_of(e)[0]
 
 
+def attempt(fn: Callable[[], Any]) -> str:
+    """str(fn()), or "?code" when it raises."""
+    try:
+        return str(fn())
+    except Exception as e:  # noqa: BLE001
+        return "?" + code_of(e)[0]
+
+
 def rows_metric(label: str) -> int:
     key = 'pgspout_rows_total{label="%s"} ' % label
     for line in pgspout.metrics_text().splitlines():
@@ -430,13 +438,17 @@ class Run:
             a = a.strip()
             if a:
                 verb, _, arg = a.partition(" ")
-                self.action(verb, arg or None)
+                try:
+                    self.action(verb, arg or None)
+                except Exception as e:  # noqa: BLE001 - a call the API lacks or refuses
+                    self.ev.append("%s=%s" % (verb, code_of(e)[0]))
         self.join_later()
         state = delivered = "-"
         if self.s is not None:
-            state = self.s.state
-            delivered = str(self.s.stats["rows_delivered"])
-            self.s.close()
+            s = self.s
+            state = attempt(lambda: s.state)
+            delivered = attempt(lambda: s.stats["rows_delivered"])
+            s.close()
         self.conn.close()
         metric = str(rows_metric(label) - before) if metrics and label else "-"
         msg = self.msg.replace("\r", "").replace("\n", "\\n").replace("\t", "\\t")
