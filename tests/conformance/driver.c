@@ -266,6 +266,20 @@ static tcase *load_cases(const char *path, int *ncases)
     return cases;
 }
 
+static void free_cases(tcase *cases, int n)
+{
+    for (int i = 0; i < n; i++) {
+        tcase *c = &cases[i];
+        for (int j = 0; j < c->nparams; j++)
+            free(c->params[j]);
+        for (int j = 0; j < c->nopts; j++)
+            free(c->keys[j]), free(c->vals[j]);
+        free(c->params), free(c->keys), free(c->vals);
+        free(c->name), free(c->sql), free(c->actions);
+    }
+    free(cases);
+}
+
 /* ------------------------------------------------------------- the run */
 
 static void sleep_ms(long ms)
@@ -733,5 +747,6 @@ int main(int argc, char **argv)
         if (want)
             run_case(dsn, &cases[i]);
     }
+    free_cases(cases, n);
     return 0;
 }
