@@ -155,8 +155,9 @@ if [ "$soak" != 0 ]; then
   } | tee "$results/soak.md"
   exit "${PIPESTATUS[0]}"
 fi
-has() { [[ ",$datasets," == *,$1,* ]] && echo 1 || echo 0; }
-for d in ${datasets//,/ }; do
+has() { if [[ ",$datasets," == *",$1,"* ]]; then echo 1; else echo 0; fi; }
+IFS=, read -r -a dataset_list <<<"$datasets"
+for d in "${dataset_list[@]}"; do
   case "$d" in json | typed | wide) ;; *) say "unknown dataset $d (json, typed, wide)"; exit 2 ;; esac
 done
 say "loading $datasets ($rows rows; wide: $wide_rows rows)"
