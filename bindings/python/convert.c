@@ -28,6 +28,12 @@ static struct {
     signed char hex[256]; /* hex digit values, -1 for other bytes */
 } G;
 
+static PyObject *incref(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+
 static PyObject *import_attr(const char *mod, const char *attr)
 {
     PyObject *m = PyImport_ImportModule(mod);
@@ -398,8 +404,11 @@ static int parse_offset(const char **pp, const char *e, int *off)
     return 0;
 }
 
-static PyObject *tz_for(int off)
+/* The tzinfo for an offset east of UTC in seconds (None if !with_tz). */
+static PyObject *tz_for(int with_tz, int off)
 {
+    if (!with_tz)
+        return incref(Py_None);
     if (off == 0) {
         Py_INCREF(G.utc);
         return G.utc;
@@ -446,12 +455,6 @@ static int is_word(const char *v, size_t n, const char *w)
     return n == strlen(w) && memcmp(v, w, n) == 0;
 }
 
-static PyObject *incref(PyObject *o)
-{
-    Py_INCREF(o);
-    return o;
-}
-
 static PyObject *cv_date(const char *v, size_t n)
 {
     int y, m, d;
@@ -478,14 +481,9 @@ static PyObject *ts_common(const char *v, size_t n, int with_tz)
         goto special;
     if (p != e)
         goto special; /* " BC" and anything unexpected */
-    PyObject *tz = Py_None;
-    if (with_tz) {
-        tz = tz_for(off);
-        if (tz == NULL)
-            return NULL;
-    } else {
-        Py_INCREF(tz);
-    }
+    PyObject *tz = tz_for(with_tz, off);
+    if (tz == NULL)
+        return NULL;
     PyObject *r = PyDateTimeAPI->DateTime_FromDateAndTime(y, mo, d, h, mi, s, us, tz,
                                                           PyDateTimeAPI->DateTimeType);
     Py_DECREF(tz);
@@ -511,14 +509,9 @@ static PyObject *time_common(const char *v, size_t n, int with_tz)
         return cv_text(v, n);
     if (p != e)
         return cv_text(v, n);
-    PyObject *tz = Py_None;
-    if (with_tz) {
-        tz = tz_for(off);
-        if (tz == NULL)
-            return NULL;
-    } else {
-        Py_INCREF(tz);
-    }
+    PyObject *tz = tz_for(with_tz, off);
+    if (tz == NULL)
+        return NULL;
     PyObject *r = PyDateTimeAPI->Time_FromTime(h, mi, s, us, tz, PyDateTimeAPI->TimeType);
     Py_DECREF(tz);
     return or_text(r, v, n); /* 24:00:00 stays text */
