@@ -71,10 +71,21 @@ PyObject *pgspy_raise(int code, const char *msg, const char *sqlstate)
 %apply int PGSPY_CODE { int pgspout_registry_pause, int pgspout_registry_resume };
 %apply int PGSPY_CODE { int pgspout_registry_cancel, int pgspout_registry_close };
 
-/* -------------------------------------------- signals, blocking, logging */
+/* ------------------------------------------------ threads and signals */
 %{
-static unsigned long pgspy_main_thread; /* threading.main_thread().ident */
-_Thread_local int pgspy_here;
+_Thread_local int pgspy_here; /* this thread's calls counted in busy (convert.h) */
+
+/* GIL held: wait, GIL released, until no call of another thread counts. */
+static void pgspy_wait(const int *count)
+{
+    while (*count > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+        Py_END_ALLOW_THREADS
+    }
+}
+
 /* > 0 while this thread runs Python code called from inside a core wait (a
  * signal handler, a log message), where the core is not re-entrant. */
 static _Thread_local int pgspy_in_hook;
@@ -89,6 +100,10 @@ int pgspy_reentered(void)
                 NULL);
     return 1;
 }
+%}
+
+%{
+static unsigned long pgspy_main_thread; /* threading.main_thread().ident */
 
 /* The core calls it after a signal and every 100 ms while it waits: run
  * Python's signal handlers; one that raised stops the wait (EINTR). */
@@ -119,49 +134,6 @@ static int pgspy_interrupt(void *ud)
         if (hook_)                                                                                 \
             pgspout_set_interrupt_hook(NULL, NULL);                                                \
     } while (0)
-
-/* GIL held: wait, GIL released, until no call of another thread counts. */
-static void pgspy_wait(const int *count)
-{
-    while (*count > 0) {
-        Py_BEGIN_ALLOW_THREADS
-        struct timespec ts = {0, 200000};
-        nanosleep(&ts, NULL);
-        Py_END_ALLOW_THREADS
-    }
-}
-
-/* The core's log messages to the Python callable (level, message) that
- * pgspout/__init__.py sets: the "pgspout" logger. On whichever thread
- * drives a stream, so it takes the GIL; never while Python shuts down (a
- * registry reaper thread may still log). */
-static PyObject *pgspy_log_target;
-
-static void pgspy_log(int level, const char *message, void *ud)
-{
-    (void)ud;
-#if PY_VERSION_HEX >= 0x030D0000
-    if (!Py_IsInitialized() || Py_IsFinalizing())
-#else
-    if (!Py_IsInitialized() || _Py_IsFinalizing())
-#endif
-        return;
-    PyGILState_STATE g = PyGILState_Ensure();
-    if (pgspy_log_target != NULL) {
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-        pgspy_in_hook++;
-        PyObject *r = PyObject_CallFunction(
-            pgspy_log_target, "iN", level,
-            PyUnicode_DecodeUTF8(message, (Py_ssize_t)strlen(message), "replace"));
-        pgspy_in_hook--;
-        if (r == NULL)
-            PyErr_WriteUnraisable(pgspy_log_target);
-        Py_XDECREF(r);
-        PyErr_Restore(et, ev, tb);
-    }
-    PyGILState_Release(g);
-}
 %}
 
 /* Registry calls block on the registry's lock (a fetch of the same id) or
@@ -198,6 +170,41 @@ PGSPY_NOGIL(pgspout_registry_reap)
 PGSPY_INTERRUPTIBLE(pgspout_registry_open, pgspout_registry_close(*arg6))
 PGSPY_INTERRUPTIBLE(pgspout_registry_fetch, pgspout_registry_cancel(arg1))
 
+/* --------------------------------------------------------------- logging */
+%{
+/* The core's log messages to the Python callable (level, message) that
+ * pgspout/__init__.py sets: the "pgspout" logger. On whichever thread
+ * drives a stream, so it takes the GIL; never while Python shuts down (a
+ * registry reaper thread may still log). */
+static PyObject *pgspy_log_target;
+
+static void pgspy_log(int level, const char *message, void *ud)
+{
+    (void)ud;
+#if PY_VERSION_HEX >= 0x030D0000
+    if (!Py_IsInitialized() || Py_IsFinalizing())
+#else
+    if (!Py_IsInitialized() || _Py_IsFinalizing())
+#endif
+        return;
+    PyGILState_STATE g = PyGILState_Ensure();
+    if (pgspy_log_target != NULL) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        pgspy_in_hook++;
+        PyObject *r = PyObject_CallFunction(
+            pgspy_log_target, "iN", level,
+            PyUnicode_DecodeUTF8(message, (Py_ssize_t)strlen(message), "replace"));
+        pgspy_in_hook--;
+        if (r == NULL)
+            PyErr_WriteUnraisable(pgspy_log_target);
+        Py_XDECREF(r);
+        PyErr_Restore(et, ev, tb);
+    }
+    PyGILState_Release(g);
+}
+%}
+
 /* ------------------------------------------------------------- arguments */
 %{
 /* UTF-8 of a str without NUL characters, borrowed from o. */
@@ -213,7 +220,15 @@ static const char *pgspy_cstr(PyObject *o, const char *what)
         return PyErr_Format(PyExc_ValueError, "%s contains a NUL character", what), NULL;
     return s;
 }
+%}
 
+%typemap(in) const char * {
+    if (($1 = ($1_ltype)pgspy_cstr($input, "$1_name")) == NULL)
+        SWIG_fail;
+}
+%typemap(freearg) const char * "";
+
+%{
 /* Options from a dict of str: str. */
 static pgspout_options *pgspy_options(PyObject *d)
 {
@@ -237,7 +252,17 @@ static pgspout_options *pgspy_options(PyObject *d)
     }
     return o;
 }
+%}
 
+%typemap(in) const pgspout_options *opts (pgspout_options *tmp = NULL) {
+    if ((tmp = pgspy_options($input)) == NULL)
+        SWIG_fail;
+    $1 = tmp;
+}
+%typemap(freearg) const pgspout_options *opts "pgspout_options_free(tmp$argnum);"
+
+
+%{
 /* Parameters from a sequence of str or None, kept in a tuple (*keep) that
  * nobody can change while the GIL is released. */
 static int pgspy_params(PyObject *seq, PyObject **keep, int *n, const char ***out)
@@ -261,18 +286,6 @@ static int pgspy_params(PyObject *seq, PyObject **keep, int *n, const char ***ou
     return 0;
 }
 %}
-
-%typemap(in) const char * {
-    if (($1 = ($1_ltype)pgspy_cstr($input, "$1_name")) == NULL)
-        SWIG_fail;
-}
-%typemap(freearg) const char * "";
-%typemap(in) const pgspout_options *opts (pgspout_options *tmp = NULL) {
-    if ((tmp = pgspy_options($input)) == NULL)
-        SWIG_fail;
-    $1 = tmp;
-}
-%typemap(freearg) const pgspout_options *opts "pgspout_options_free(tmp$argnum);"
 
 %typemap(in) (int nparams, const char *const *params) (PyObject *keep = NULL, const char **pv = NULL) {
     if (pgspy_params($input, &keep, &$1, &pv) < 0)
@@ -310,7 +323,7 @@ static int pgspy_params(PyObject *seq, PyObject **keep, int *n, const char ***ou
 }
 %typemap(freearg) char **errmsg "pgspout_free(msg$argnum);"
 
-/* ------------------------------------------------ Connection and Stream */
+/* ----------------------------------------------------------- Connection */
 %{
 static void pgspy_conn_unref(pgspy_conn *w)
 {
@@ -341,7 +354,9 @@ static pgspy_conn *pgspy_connect(const char *dsn, const pgspout_options *o)
     w->refs = 1;
     return w;
 }
+%}
 
+%{
 /* close(): the open stream ends too (StateError "connection was closed"). */
 static PyObject *pgspy_close_conn(pgspy_conn *w)
 {
@@ -390,6 +405,7 @@ static int pgspy_cancel(pgspy_conn *w, pgspout_stream *s, pgspout_conn *c)
 }
 %}
 
+/* --------------------------------------------------------------- Stream */
 %{
 static pgspy_stream *pgspy_open(pgspy_conn *cw, const char *sql, int np, const char *const *pv,
                                 const pgspout_options *o, int mode)
@@ -420,7 +436,9 @@ static pgspy_stream *pgspy_open(pgspy_conn *cw, const char *sql, int np, const c
     pgspy_busy(cw, -1);
     return w;
 }
+%}
 
+%{
 /* Close the core stream, keeping its stats and command tag. */
 void pgspy_stream_end(pgspy_stream *w, int state)
 {
@@ -462,7 +480,9 @@ static void pgspy_stream_drop(pgspy_stream *w)
     pgspy_conn_unref(w->conn);
     pgspy_stream_free(w);
 }
+%}
 
+%{
 /* The stats dict, from the core's table of fields (-1: unknown). */
 static PyObject *pgspy_stats(pgspy_stream *w)
 {
