@@ -28,6 +28,7 @@ static struct {
     PyObject *d_int, *d_is_safe; /* uuid.UUID's slot descriptors */
     descrsetfunc set_int, set_is_safe;
     signed char hex[256]; /* hex digit values, -1 for other bytes */
+    char jstop[256];      /* bytes that end a run of plain JSON string text */
 } G;
 
 static PyObject *incref(PyObject *o)
@@ -103,8 +104,10 @@ int pgspy_convert_ready(void)
      * ends up doing): use it only if it round-trips on this Python. */
     {
         static const char probe[] = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
-        for (int i = 0; i < 256; i++)
+        for (int i = 0; i < 256; i++) {
             G.hex[i] = (signed char)hexval((char)i);
+            G.jstop[i] = i < 0x20 || i == '"' || i == '\\';
+        }
         G.d_int = PyObject_GetAttrString(G.UUID, "int");
         G.d_is_safe = PyObject_GetAttrString(G.UUID, "is_safe");
         G.set_int = G.d_int ? Py_TYPE(G.d_int)->tp_descr_set : NULL;
@@ -736,25 +739,38 @@ static long hex4(const char *p, const char *e)
 static PyObject *j_string(jscan *j, int key)
 {
     const char *s = ++j->p, *p = s, *e = j->e;
-    int esc = 0, ascii = 1;
-    while (p < e && *p != '"') {
-        unsigned char c = (unsigned char)*p;
-        if (c < 0x20)
-            return NULL;
-        esc |= c == '\\';
-        ascii &= c < 0x80;
-        p += c == '\\' ? 2 : 1;
+    int esc = 0;
+    for (;;) {
+        for (uint64_t x; e - p >= 8; p += 8) { /* 8 bytes at a time: any '"', '\\' or < 0x20? */
+            memcpy(&x, p, 8);
+            uint64_t q = x ^ 0x2222222222222222u, b = x ^ 0x5c5c5c5c5c5c5c5cu;
+            uint64_t hit = ((x - 0x2020202020202020u) | (q - 0x0101010101010101u) |
+                            (b - 0x0101010101010101u)) &
+                           ~x & 0x8080808080808080u;
+            if (hit) { /* its lowest bit marks the first such byte */
+                p += __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? __builtin_ctzll(hit) / 8 : 0;
+                break;
+            }
+        }
+        while (p < e && !G.jstop[(unsigned char)*p])
+            p++;
+        if (p < e && *p == '"')
+            break;
+        if (e - p < 2 || *p != '\\')
+            return NULL; /* unterminated, or a control character (json.loads's error) */
+        esc = 1;
+        p += 2;
     }
-    if (p >= e)
-        return NULL;
     j->p = p + 1;
     size_t n = (size_t)(p - s);
     if (!esc) {
-        if (!key || !ascii || n > 32)
-            return PyUnicode_DecodeUTF8(s, (Py_ssize_t)n, NULL);
-        unsigned h = 2166136261u;
-        for (size_t i = 0; i < n; i++)
+        unsigned h = 2166136261u, ascii = n <= 32 && key;
+        for (size_t i = 0; ascii && i < n; i++) {
+            ascii = (unsigned char)s[i] < 0x80;
             h = (h ^ (unsigned char)s[i]) * 16777619u;
+        }
+        if (!ascii)
+            return PyUnicode_DecodeUTF8(s, (Py_ssize_t)n, NULL);
         PyObject **slot = &key_cache[h % 512], *k = *slot;
         if (k && (size_t)PyUnicode_GET_LENGTH(k) == n && memcmp(PyUnicode_DATA(k), s, n) == 0)
             return incref(k);

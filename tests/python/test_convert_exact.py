@@ -136,6 +136,9 @@ def test_json_as_json_loads_of_text(conn):
               "[1E400, -0, 0e0, 123456789012345678901234567890, 1.2345678901234567890123e10]",
               '{"a": 1, "b": 2, "a": 3}', "[" * 150 + "]" * 150, '{"x": ' * 120 + "1" + "}" * 120,
               " 1 ", "\n\"s\"\t", "true", "null", "[0]", '"\\/\\b\\f\\n\\r\\t"']
+    # each special character at each position of a string (the 8-byte scan)
+    texts += [json.dumps({"k" * i: "a" * i + c + "b" * (19 - i)}, ensure_ascii=False)
+              for i in range(20) for c in ['"', "\\", "\n", "é", "\x1f", "\x7f", " ", "\U0001f600"]]
     rows = pairs(conn, "SELECT x::json, x::json::text FROM unnest($1::text[]) x", texts)
     bad = [(v, t) for v, t in rows if not same(v, json.loads(t))]
     assert not bad, bad[:5]
