@@ -14,7 +14,7 @@
 /* ------------------------------------------------------- cached objects */
 static struct {
     int ready;
-    PyObject *Decimal;      /* decimal.Decimal */
+    PyObject *Decimal;      /* Decimal(str), as create_decimal of an exact context */
     PyObject *UUID;         /* uuid.UUID */
     PyObject *uuid_unknown; /* uuid.SafeUUID.unknown */
     int uuid_fast;          /* the UUID fast path passed its self-test */
@@ -57,8 +57,19 @@ int pgspy_convert_ready(void)
     PyDateTime_IMPORT;
     if (PyDateTimeAPI == NULL)
         return -1;
-    if (G.Decimal == NULL && !(G.Decimal = import_attr("decimal", "Decimal")))
-        return -1;
+    if (G.Decimal == NULL) {
+        /* The limits Decimal(str) itself parses with, so the same values,
+         * without its keyword parsing and current-context lookup. */
+        PyObject *m = PyImport_ImportModule("decimal");
+        if (m == NULL)
+            return -1;
+        G.Decimal =
+            PyRun_String("Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN).create_decimal",
+                         Py_eval_input, PyModule_GetDict(m), NULL);
+        Py_DECREF(m);
+        if (G.Decimal == NULL)
+            return -1;
+    }
     if (G.UUID == NULL && !(G.UUID = import_attr("uuid", "UUID")))
         return -1;
     if (G.uuid_unknown == NULL) {

@@ -74,7 +74,8 @@ def test_float8_as_float_of_text(conn):
 
 def test_numeric_as_decimal_of_text(conn):
     rnd = random.Random(12)
-    texts = ["NaN", "Infinity", "-Infinity", "-0.000", "0", "1e-30", "-12345678901234567890.123400"]
+    texts = ["NaN", "Infinity", "-Infinity", "-0.000", "0", "1e-30", "-12345678901234567890.123400",
+             "1e-16383", "9" * 1000 + "." + "1" * 1000, "1e131071"]
     for _ in range(5000):
         d = "".join(rnd.choice("0123456789") for _ in range(rnd.randrange(1, 60)))
         cut = rnd.randrange(len(d) + 1)
@@ -82,7 +83,7 @@ def test_numeric_as_decimal_of_text(conn):
     rows = pairs(conn, "SELECT x::numeric, x::numeric::text FROM unnest($1::text[]) x", texts)
     for v, t in rows:
         ref = Decimal(t)
-        assert type(v) is Decimal and str(v) == str(ref), (v, t)
+        assert type(v) is Decimal and v.as_tuple() == ref.as_tuple() and str(v) == str(ref), (v, t)
 
 
 def json_doc(rnd, depth=0):
