@@ -185,12 +185,12 @@ slow : {
 
 /* Exact fast path for decimals of up to 19 significant digits (Clinger): a
  * mantissa below 2^53 and a power of ten up to 22 are both exact doubles, so
- * one IEEE multiplication or division rounds correctly. With a 64-bit long
- * double (x87), a mantissa below 2^64 and 10^k up to 10^27 are exact too: the
- * one rounding to 64 bits keeps the value on the same side of every halfway
- * point between doubles, so rounding that to a double is exact too, unless it
- * landed on such a point (then -1). Everything else goes to
- * PyOS_string_to_double. */
+ * one IEEE multiplication or division rounds correctly. With an IEEE long
+ * double of 64 or 113 bits (x87, quad), a mantissa below 2^64 and 10^k up to
+ * 10^27 are exact too: the one rounding to long double keeps the value on the
+ * same side of every halfway point between doubles, so rounding that to a
+ * double is exact too, unless it landed on such a point (then -1). Everything
+ * else goes to PyOS_string_to_double. */
 static const double pow10_tab[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                    1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                    1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
@@ -244,7 +244,7 @@ static int float_fast(const char *p, const char *e, double *out)
         d = (double)m;
         d = exp10 < 0 ? d / pow10_tab[-exp10] : d * pow10_tab[exp10];
     } else {
-#if LDBL_MANT_DIG >= 64
+#if LDBL_MANT_DIG == 64 || LDBL_MANT_DIG == 113 /* IEEE extended or quad, not double-double */
         static const long double p10[] = {1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,
                                           1e7L,  1e8L,  1e9L,  1e10L, 1e11L, 1e12L, 1e13L,
                                           1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L, 1e20L,
