@@ -5,6 +5,8 @@
 #include "convert.h"
 
 #include <datetime.h>
+#include <float.h>
+#include <math.h>
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
@@ -12,7 +14,7 @@
 /* ------------------------------------------------------- cached objects */
 static struct {
     int ready;
-    PyObject *Decimal;      /* decimal.Decimal */
+    PyObject *Decimal;      /* Decimal(str), as create_decimal of an exact context */
     PyObject *UUID;         /* uuid.UUID */
     PyObject *uuid_unknown; /* uuid.SafeUUID.unknown */
     int uuid_fast;          /* the UUID fast path passed its self-test */
@@ -26,6 +28,7 @@ static struct {
     PyObject *d_int, *d_is_safe; /* uuid.UUID's slot descriptors */
     descrsetfunc set_int, set_is_safe;
     signed char hex[256]; /* hex digit values, -1 for other bytes */
+    char jstop[256];      /* bytes that end a run of plain JSON string text */
 } G;
 
 static PyObject *incref(PyObject *o)
@@ -54,8 +57,19 @@ int pgspy_convert_ready(void)
     PyDateTime_IMPORT;
     if (PyDateTimeAPI == NULL)
         return -1;
-    if (G.Decimal == NULL && !(G.Decimal = import_attr("decimal", "Decimal")))
-        return -1;
+    if (G.Decimal == NULL) {
+        /* The limits Decimal(str) itself parses with, so the same values,
+         * without its keyword parsing and current-context lookup. */
+        PyObject *m = PyImport_ImportModule("decimal");
+        if (m == NULL)
+            return -1;
+        G.Decimal =
+            PyRun_String("Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN).create_decimal",
+                         Py_eval_input, PyModule_GetDict(m), NULL);
+        Py_DECREF(m);
+        if (G.Decimal == NULL)
+            return -1;
+    }
     if (G.UUID == NULL && !(G.UUID = import_attr("uuid", "UUID")))
         return -1;
     if (G.uuid_unknown == NULL) {
@@ -101,8 +115,10 @@ int pgspy_convert_ready(void)
      * ends up doing): use it only if it round-trips on this Python. */
     {
         static const char probe[] = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
-        for (int i = 0; i < 256; i++)
+        for (int i = 0; i < 256; i++) {
             G.hex[i] = (signed char)hexval((char)i);
+            G.jstop[i] = i < 0x20 || i == '"' || i == '\\';
+        }
         G.d_int = PyObject_GetAttrString(G.UUID, "int");
         G.d_is_safe = PyObject_GetAttrString(G.UUID, "is_safe");
         G.set_int = G.d_int ? Py_TYPE(G.d_int)->tp_descr_set : NULL;
@@ -167,9 +183,14 @@ slow : {
 }
 }
 
-/* Exact fast path for short decimals (Clinger): a mantissa below 2^53 and a
- * power of ten up to 22 are both exact doubles, so one IEEE multiplication or
- * division rounds correctly. Everything else goes to PyOS_string_to_double. */
+/* Exact fast path for decimals of up to 19 significant digits (Clinger): a
+ * mantissa below 2^53 and a power of ten up to 22 are both exact doubles, so
+ * one IEEE multiplication or division rounds correctly. With an IEEE long
+ * double of 64 or 113 bits (x87, quad), a mantissa below 2^64 and 10^k up to
+ * 10^27 are exact too: the one rounding to long double keeps the value on the
+ * same side of every halfway point between doubles, so rounding that to a
+ * double is exact too, unless it landed on such a point (then -1). Everything
+ * else goes to PyOS_string_to_double. */
 static const double pow10_tab[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                    1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                    1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
@@ -183,25 +204,19 @@ static int float_fast(const char *p, const char *e, double *out)
         p++;
     }
     const char *start = p;
-    while (p < e && *p >= '0' && *p <= '9') {
+    for (int frac = 0;; p++) {
+        if (p < e && *p == '.' && !frac) {
+            frac = 1;
+            continue;
+        }
+        if (p == e || *p < '0' || *p > '9')
+            break;
         if (m || *p != '0')
             digits++;
-        m = m * 10 + (uint64_t)(*p - '0');
-        p++;
-        if (digits > 15)
+        if (digits > 19)
             return -1;
-    }
-    if (p < e && *p == '.') {
-        p++;
-        while (p < e && *p >= '0' && *p <= '9') {
-            if (m || *p != '0')
-                digits++;
-            m = m * 10 + (uint64_t)(*p - '0');
-            exp10--;
-            p++;
-            if (digits > 15)
-                return -1;
-        }
+        m = m * 10 + (uint64_t)(*p - '0');
+        exp10 -= frac;
     }
     if (p == start || (p == start + 1 && *start == '.'))
         return -1;
@@ -222,10 +237,26 @@ static int float_fast(const char *p, const char *e, double *out)
         }
         exp10 += eneg ? -ev : ev;
     }
-    if (p != e || exp10 < -22 || exp10 > 22)
+    if (p != e || exp10 < -27 || exp10 > 27)
         return -1;
-    double d = (double)m;
-    d = exp10 < 0 ? d / pow10_tab[-exp10] : d * pow10_tab[exp10];
+    double d;
+    if (digits <= 15 && exp10 >= -22 && exp10 <= 22) {
+        d = (double)m;
+        d = exp10 < 0 ? d / pow10_tab[-exp10] : d * pow10_tab[exp10];
+    } else {
+#if LDBL_MANT_DIG == 64 || LDBL_MANT_DIG == 113 /* IEEE extended or quad, not double-double */
+        static const long double p10[] = {1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,
+                                          1e7L,  1e8L,  1e9L,  1e10L, 1e11L, 1e12L, 1e13L,
+                                          1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L, 1e20L,
+                                          1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L};
+        long double r = exp10 < 0 ? (long double)m / p10[-exp10] : (long double)m * p10[exp10];
+        d = (double)r;
+        if (r != d && (r - d) * 2 == (long double)nextafter(d, r > d ? HUGE_VAL : -HUGE_VAL) - d)
+            return -1;
+#else
+        return -1;
+#endif
+    }
     *out = neg ? -d : d;
     return 0;
 }
@@ -649,7 +680,7 @@ static PyObject *cv_uuid(const char *v, size_t n)
 
 static int json_ws(Py_UCS4 c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-static PyObject *cv_json(const char *v, size_t n)
+static PyObject *json_loads(const char *v, size_t n)
 {
     PyObject *s = PyUnicode_DecodeUTF8(v, (Py_ssize_t)n, NULL);
     if (s == NULL)
@@ -679,6 +710,288 @@ static PyObject *cv_json(const char *v, size_t n)
     PyObject *r = PyObject_CallOneArg(G.json_loads, s);
     Py_DECREF(s);
     return r;
+}
+
+/* JSON text straight to what json.loads returns (dict, list, str, int,
+ * float, True, False, None; duplicate keys: the last value wins). Each
+ * j_* returns a new reference, or NULL for anything it does not take on
+ * (syntax errors, NaN/Infinity, lone surrogates, raw control characters,
+ * invalid UTF-8, nesting deeper than 100, Python errors): cv_json then hands
+ * the text to json.loads, which gives the answer or its error. */
+typedef struct {
+    const char *p, *e;
+    int depth;
+} jscan;
+
+static PyObject *j_value(jscan *j);
+
+static void j_ws(jscan *j)
+{
+    while (j->p < j->e && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+        j->p++;
+}
+
+/* Short ASCII keys repeat from row to row: keep the last str made for each
+ * hash slot (its hash cached), so a key costs a memcmp. */
+static PyObject *key_cache[512];
+
+/* Four hex digits at p (before e), or -1. */
+static long hex4(const char *p, const char *e)
+{
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        if (p + i >= e || G.hex[(unsigned char)p[i]] < 0)
+            return -1;
+        v = v << 4 | G.hex[(unsigned char)p[i]];
+    }
+    return v;
+}
+
+static PyObject *j_string(jscan *j, int key)
+{
+    const char *s = ++j->p, *p = s, *e = j->e;
+    int esc = 0;
+    for (;;) {
+        for (uint64_t x; e - p >= 8; p += 8) { /* 8 bytes at a time: any '"', '\\' or < 0x20? */
+            memcpy(&x, p, 8);
+            uint64_t q = x ^ 0x2222222222222222u, b = x ^ 0x5c5c5c5c5c5c5c5cu;
+            uint64_t hit = ((x - 0x2020202020202020u) | (q - 0x0101010101010101u) |
+                            (b - 0x0101010101010101u)) &
+                           ~x & 0x8080808080808080u;
+            if (hit) { /* its lowest bit marks the first such byte */
+                p += __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? __builtin_ctzll(hit) / 8 : 0;
+                break;
+            }
+        }
+        while (p < e && !G.jstop[(unsigned char)*p])
+            p++;
+        if (p < e && *p == '"')
+            break;
+        if (e - p < 2 || *p != '\\')
+            return NULL; /* unterminated, or a control character (json.loads's error) */
+        esc = 1;
+        p += 2;
+    }
+    j->p = p + 1;
+    size_t n = (size_t)(p - s);
+    if (!esc) {
+        unsigned h = 2166136261u, ascii = n <= 32 && key;
+        for (size_t i = 0; ascii && i < n; i++) {
+            ascii = (unsigned char)s[i] < 0x80;
+            h = (h ^ (unsigned char)s[i]) * 16777619u;
+        }
+        if (!ascii)
+            return PyUnicode_DecodeUTF8(s, (Py_ssize_t)n, NULL);
+        PyObject **slot = &key_cache[h % 512], *k = *slot;
+        if (k && (size_t)PyUnicode_GET_LENGTH(k) == n && memcmp(PyUnicode_DATA(k), s, n) == 0)
+            return incref(k);
+        if ((k = PyUnicode_FromStringAndSize(s, (Py_ssize_t)n)) == NULL || PyObject_Hash(k) == -1)
+            return NULL;
+        Py_XSETREF(*slot, incref(k));
+        return k;
+    }
+    /* decoded, the UTF-8 is never longer than the escaped text */
+    char inl[256], *o = n <= sizeof inl ? inl : PyMem_Malloc(n), *q = o;
+    PyObject *r = NULL;
+    if (o == NULL)
+        return PyErr_NoMemory();
+    for (p = s, e = s + n; p < e;) {
+        long cp;
+        if (*p != '\\') {
+            *q++ = *p++;
+            continue;
+        }
+        switch (p[1]) {
+        case '"':
+        case '\\':
+        case '/': cp = p[1]; break;
+        case 'b': cp = '\b'; break;
+        case 'f': cp = '\f'; break;
+        case 'n': cp = '\n'; break;
+        case 'r': cp = '\r'; break;
+        case 't': cp = '\t'; break;
+        case 'u':
+            cp = hex4(p + 2, e);
+            if (cp >= 0xD800 && cp <= 0xDBFF && p + 7 < e && p[6] == '\\' && p[7] == 'u') {
+                long lo = hex4(p + 8, e);
+                if (lo >= 0xDC00 && lo <= 0xDFFF) {
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                    p += 6;
+                }
+            }
+            if (cp < 0 || (cp >= 0xD800 && cp <= 0xDFFF))
+                goto out; /* a lone surrogate: json.loads keeps it, str cannot be UTF-8 */
+            p += 4;
+            break;
+        default: goto out;
+        }
+        p += 2;
+        if (cp < 0x80) {
+            *q++ = (char)cp;
+        } else if (cp < 0x800) {
+            *q++ = (char)(0xC0 | cp >> 6);
+            *q++ = (char)(0x80 | (cp & 0x3F));
+        } else if (cp < 0x10000) {
+            *q++ = (char)(0xE0 | cp >> 12);
+            *q++ = (char)(0x80 | (cp >> 6 & 0x3F));
+            *q++ = (char)(0x80 | (cp & 0x3F));
+        } else {
+            *q++ = (char)(0xF0 | cp >> 18);
+            *q++ = (char)(0x80 | (cp >> 12 & 0x3F));
+            *q++ = (char)(0x80 | (cp >> 6 & 0x3F));
+            *q++ = (char)(0x80 | (cp & 0x3F));
+        }
+    }
+    r = PyUnicode_DecodeUTF8(o, q - o, NULL);
+out:
+    if (o != inl)
+        PyMem_Free(o);
+    return r;
+}
+
+/* A number as json.loads reads it: int(text) without '.', 'e' or 'E',
+ * float(text) with. */
+static PyObject *j_number(jscan *j)
+{
+    const char *s = j->p, *p = s, *e = j->e;
+    int isf = 0;
+#define DIGITS(p) ((p) < e && *(p) >= '0' && *(p) <= '9')
+    p += p < e && *p == '-';
+    if (p < e && *p == '0')
+        p++;
+    else if (!DIGITS(p))
+        return NULL;
+    else
+        while (DIGITS(p))
+            p++;
+    if (p < e && *p == '.') {
+        if (!DIGITS(++p))
+            return NULL;
+        while (DIGITS(p))
+            p++;
+        isf = 1;
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        p++;
+        p += p < e && (*p == '-' || *p == '+');
+        if (!DIGITS(p))
+            return NULL;
+        while (DIGITS(p))
+            p++;
+        isf = 1;
+    }
+#undef DIGITS
+    j->p = p;
+    double d;
+    if (isf && float_fast(s, p, &d) == 0)
+        return PyFloat_FromDouble(d);
+    if (!isf && p - s <= 18) {
+        long long v = 0;
+        for (const char *q = s + (*s == '-'); q < p; q++)
+            v = v * 10 + (*q - '0');
+        return PyLong_FromLongLong(*s == '-' ? -v : v);
+    }
+    /* NUL-terminated for the slow paths */
+    char inl[64], *buf = p - s < (ptrdiff_t)sizeof inl ? inl : PyMem_Malloc((size_t)(p - s) + 1);
+    PyObject *r = NULL;
+    if (buf == NULL)
+        return PyErr_NoMemory();
+    memcpy(buf, s, (size_t)(p - s));
+    buf[p - s] = '\0';
+    if (!isf)
+        r = PyLong_FromString(buf, NULL, 10);
+    else if ((d = PyOS_string_to_double(buf, NULL, NULL)) != -1.0 || !PyErr_Occurred())
+        r = PyFloat_FromDouble(d);
+    if (buf != inl)
+        PyMem_Free(buf);
+    return r;
+}
+
+static PyObject *j_container(jscan *j, int obj)
+{
+    char close = obj ? '}' : ']';
+    PyObject *c = j->depth++ < 100 ? (obj ? PyDict_New() : PyList_New(0)) : NULL, *k = NULL;
+    if (c == NULL)
+        return NULL;
+    j->p++;
+    j_ws(j);
+    if (j->p < j->e && *j->p == close) {
+        j->p++;
+        j->depth--;
+        return c;
+    }
+    for (;;) {
+        if (obj) {
+            j_ws(j);
+            if (j->p >= j->e || *j->p != '"' || (k = j_string(j, 1)) == NULL)
+                goto fail;
+            j_ws(j);
+            if (j->p >= j->e || *j->p++ != ':')
+                goto fail;
+        }
+        PyObject *v = j_value(j);
+        if (v == NULL)
+            goto fail;
+        int rc = obj ? PyDict_SetItem(c, k, v) : PyList_Append(c, v);
+        Py_DECREF(v);
+        Py_CLEAR(k);
+        if (rc < 0)
+            goto fail;
+        j_ws(j);
+        if (j->p < j->e && *j->p == ',') {
+            j->p++;
+            continue;
+        }
+        if (j->p < j->e && *j->p == close)
+            break;
+        goto fail;
+    }
+    j->p++;
+    j->depth--;
+    return c;
+fail:
+    Py_XDECREF(k);
+    Py_DECREF(c);
+    return NULL;
+}
+
+static PyObject *j_word(jscan *j, const char *w, PyObject *r)
+{
+    size_t n = strlen(w);
+    if ((size_t)(j->e - j->p) < n || memcmp(j->p, w, n) != 0)
+        return NULL;
+    j->p += n;
+    return incref(r);
+}
+
+static PyObject *j_value(jscan *j)
+{
+    j_ws(j);
+    if (j->p >= j->e)
+        return NULL;
+    switch (*j->p) {
+    case '"': return j_string(j, 0);
+    case '{': return j_container(j, 1);
+    case '[': return j_container(j, 0);
+    case 't': return j_word(j, "true", Py_True);
+    case 'f': return j_word(j, "false", Py_False);
+    case 'n': return j_word(j, "null", Py_None);
+    default: return j_number(j);
+    }
+}
+
+static PyObject *cv_json(const char *v, size_t n)
+{
+    jscan j = {v, v + n, 0};
+    PyObject *r = j_value(&j);
+    if (r != NULL) {
+        j_ws(&j);
+        if (j.p == j.e)
+            return r;
+        Py_DECREF(r);
+    }
+    PyErr_Clear();
+    return json_loads(v, n);
 }
 
 /* Scratch space for one array element (NUL-terminated for the converters). */
