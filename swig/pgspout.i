@@ -1,13 +1,33 @@
-/* pgspout.i - the one SWIG interface for every language.
- *
- * Shared declarations live here; each language adds its idiomatic layer and
- * its per-chunk conversion (rows built in C, one call per chunk) in its own
- * file, included below. */
+/* pgspout.i - the one SWIG interface for every language: SWIG wraps
+ * core/include/pgspout.h, once, at the end of this file. Each language's
+ * file comes first, so that its %ignore, %rename, typemaps and %extend
+ * classes apply to the header; what every language shares is here. */
 %module pgspout
 
 %{
 #include "pgspout.h"
 %}
+
+/* C callbacks: no binding wraps these setters or their function types
+ * directly (a binding installs its own C function where it needs one). */
+%ignore pgspout_options_set_filter;
+%ignore pgspout_options_set_progress;
+%ignore pgspout_set_log_hook;
+%ignore pgspout_set_interrupt_hook;
+%ignore pgspout_log_fn;
+%ignore pgspout_interrupt_fn;
+%ignore pgspout_filter_fn;
+%ignore pgspout_progress_fn;
+%ignore pgspout_free;
+
+/* Strings the library allocates: the wrapper copies them into the
+ * language's string and frees them with pgspout_free. */
+%newobject pgspout_metrics_prometheus;
+%newobject pgspout_metrics_json;
+%newobject pgspout_stream_stats_json;
+%newobject pgspout_registry_stats_json;
+%newobject pgspout_registry_list_json;
+%typemap(newfree) char * "pgspout_free($1);";
 
 #ifdef SWIGPYTHON
 %include "python.i"
@@ -15,3 +35,5 @@
 #ifdef SWIGLUA
 %include "lua.i"
 #endif
+
+%include "pgspout.h"
