@@ -58,26 +58,13 @@ static double parse_double(const char *v, char **end)
 
 __extension__ typedef unsigned __int128 u128;
 
-static const uint64_t pow10_u64[20] = {1ULL,
-                                       10ULL,
-                                       100ULL,
-                                       1000ULL,
-                                       10000ULL,
-                                       100000ULL,
-                                       1000000ULL,
-                                       10000000ULL,
-                                       100000000ULL,
-                                       1000000000ULL,
-                                       10000000000ULL,
-                                       100000000000ULL,
-                                       1000000000000ULL,
-                                       10000000000000ULL,
-                                       100000000000000ULL,
-                                       1000000000000000ULL,
-                                       10000000000000000ULL,
-                                       100000000000000000ULL,
-                                       1000000000000000000ULL,
-                                       10000000000000000000ULL};
+static uint64_t pow10_u64(int e)
+{
+    uint64_t p = 1;
+    while (e-- > 0)
+        p *= 10;
+    return p;
+}
 
 /* Decimal text -> the nearest double (ties to even), for the values
  * PostgreSQL prints for float4/float8 (at most 17 significant digits):
@@ -126,12 +113,13 @@ static int fast_double(const char *p, const char *end, double *out)
     u128 q;
     int shift = 0, sticky = 0;
     if (e10 >= 0) {
-        q = (u128)w * pow10_u64[e10];
+        q = (u128)w * pow10_u64(e10);
     } else { /* w shifted to the top of 128 bits, so q keeps >= 64 bits */
         shift = 64 + __builtin_clzll(w);
         u128 n = (u128)w << shift;
-        q = n / pow10_u64[-e10];
-        sticky = n % pow10_u64[-e10] != 0;
+        uint64_t d = pow10_u64(-e10);
+        q = n / d;
+        sticky = n % d != 0;
     }
     uint64_t hi = (uint64_t)(q >> 64);
     int bits = hi ? 128 - __builtin_clzll(hi) : 64 - __builtin_clzll((uint64_t)q);
@@ -280,9 +268,7 @@ const char *const *pgspout_lua_params(lua_State *L, int idx, int *n)
             lua_replace(L, -2);
             arr[i] = lua_tostring(L, -1);
             continue; /* the text stays on the stack while the array lives */
-        case LUA_TSTRING:
-            arr[i] = pgspout_lua_cstring(L, -1, "parameter #%d", i + 1);
-            continue;
+        case LUA_TSTRING: arr[i] = pgspout_lua_cstring(L, -1, "parameter #%d", i + 1); continue;
         default:
             luaL_error(
                 L, "bad parameter #%d (string, number, boolean or pgspout.null expected, got %s)",
