@@ -234,7 +234,7 @@ PGSPOUT_LUA_SELF(pgspout_stream, "stream")
 %typemap(in, numinputs=0) const pgspout_chunk **chunk (const pgspout_chunk *tmp = NULL) "$1 = ($1_ltype)&tmp;";
 %typemap(argout) const pgspout_chunk **chunk {
   if (result == PGSPOUT_OK)
-    pgspout_lua_push_rows(L, arg1, *$1, arg2);
+    pgspout_lua_push_rows(L, arg1, *$1, arg2, arg3);
   else
     lua_pushboolean(L, 0);
   SWIG_arg++;
@@ -343,10 +343,11 @@ struct pgspout_stream {};
   int ncols();
   const char *colname(int col);
   unsigned int coltype(int col);
-  /* s:chunk(mode) -> rows | false (end) | nil, message, code. The rows
-   * count as delivered only as s:handout(n) hands them on, which fails
-   * once the stream was cancelled or its connection closed. */
-  pgspout_lua_get chunk(int mode, const pgspout_chunk **chunk) {
+  /* s:chunk(mode, values) -> rows | false (end) | nil, message, code: the
+   * buffered rows not yet handed out (values > 0: about that many values'
+   * worth). They count as delivered only as s:handout(n) hands them on,
+   * which fails once the stream was cancelled or its connection closed. */
+  pgspout_lua_get chunk(int mode, int values, const pgspout_chunk **chunk) {
     return pgspout_stream_next_chunk($self, PGSPOUT_HANDOUT, chunk);
   }
   pgspout_lua_rc handout(int n);

@@ -437,7 +437,8 @@ static void push_value(lua_State *L, const pgspout_row *row, int col, int kind)
     }
 }
 
-void pgspout_lua_push_rows(lua_State *L, pgspout_stream *s, const pgspout_chunk *c, int mode)
+void pgspout_lua_push_rows(lua_State *L, pgspout_stream *s, const pgspout_chunk *c, int mode,
+                           int values)
 {
     int n = pgspout_chunk_nrows(c), ncols = pgspout_stream_ncols(s), i, col;
     unsigned char kinds[MAX_COLS];
@@ -446,6 +447,8 @@ void pgspout_lua_push_rows(lua_State *L, pgspout_stream *s, const pgspout_chunk 
 
     if (ncols < 0 || ncols > MAX_COLS)
         ncols = 0;
+    if (values > 0 && n * ncols > values) /* at least one row */
+        n = values >= ncols ? values / ncols : 1;
     for (col = 0; col < ncols; col++)
         kinds[col] = lua_kind(pgspout_stream_coltype(s, col));
     luaL_checkstack(L, 4, "pgspout rows");

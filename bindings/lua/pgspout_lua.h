@@ -15,9 +15,11 @@
 /* Row shapes of pgspout_lua_push_rows (the `rows` option: tuple, dict, json) */
 enum { PGSPOUT_LUA_ARRAY = 0, PGSPOUT_LUA_MAP = 1, PGSPOUT_LUA_JSON = 2 };
 
-/* Push every row of c (a chunk of s) as one table of rows: arrays, tables
- * keyed by column name, or JSON text (pgspout_row_json). */
-void pgspout_lua_push_rows(lua_State *L, pgspout_stream *s, const pgspout_chunk *c, int mode);
+/* Push rows of c (a chunk of s) as one table of rows: arrays, tables keyed
+ * by column name, or JSON text. All of them when values is 0, else as many
+ * as hold about that many values (at least one row). */
+void pgspout_lua_push_rows(lua_State *L, pgspout_stream *s, const pgspout_chunk *c, int mode,
+                           int values);
 /* Push st as a table built from pgspout_stats_fields (state by name). */
 void pgspout_lua_push_stats(lua_State *L, const pgspout_stats *st);
 

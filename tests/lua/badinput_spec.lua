@@ -300,10 +300,10 @@ describe("bad input", function()
             assert(pgspout.registry_close(id))
 
             local s = assert(conn:stream("SELECT 1"))
-            local ok, err = pcall(stream_m.chunk, s, "1\0x")
+            local ok, err = pcall(stream_m.chunk, s, "1\0x", 0)
             assert.is_false(ok)
             assert.are.equal("pgspout: einval: mode contains a NUL byte", err)
-            assert.are.same({ { 1 } }, stream_m.chunk(s, "0"))  -- numeric strings still work
+            assert.are.same({ { 1 } }, stream_m.chunk(s, "0", 0))  -- numeric strings still work
             s:close()
         end)
 
