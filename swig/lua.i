@@ -49,7 +49,8 @@ static void *pgspout_lua_self(lua_State *L, int idx, swig_type_info *ty)
 {
     swig_lua_userdata *u = (swig_lua_userdata *)lua_touserdata(L, idx);
     if (lua_type(L, idx) != LUA_TUSERDATA || lua_objlen(L, idx) != sizeof *u || u->type != ty)
-        luaL_error(L, "bad self (%s expected, got %s)", ty->str, luaL_typename(L, idx));
+        luaL_error(L, "bad self (pgspout %s expected, got %s)",
+                   ((swig_lua_class *)ty->clientdata)->name, luaL_typename(L, idx));
     return u->ptr;
 }
 
