@@ -1,19 +1,21 @@
 /*
  * pgspout_c.c - the same work as raw_libpq.c through the pgspout C API:
- * every value's length summed and its first byte read.
+ * every value's length summed, its first byte read and the non-NULL values
+ * counted.
  *
  *   pgspout_c [--chunk] DSN SQL [KEY=VALUE...]
  *
  * Options (e.g. chunk_rows=10000) go to pgspout_options_set. --chunk iterates
  * with pgspout_stream_next_chunk instead of pgspout_stream_next. Prints
- * "rows=N bytes=B check=C peak_buffered=P" on stdout; errors on stderr, exit 1.
+ * "rows=N values=V bytes=B check=C peak_buffered=P" on stdout; errors on
+ * stderr, exit 1.
  */
 #include <pgspout.h>
 
 #include <stdio.h>
 #include <string.h>
 
-static unsigned long long bytes, check;
+static unsigned long long values, bytes, check;
 
 static void touch(const pgspout_row *row, int ncols)
 {
@@ -23,6 +25,8 @@ static void touch(const pgspout_row *row, int ncols)
         bytes += len;
         if (len > 0)
             check += (unsigned char)v[0];
+        if (pgspout_row_isnull(row, c) == 0)
+            values++;
     }
 }
 
@@ -101,8 +105,8 @@ int main(int argc, char **argv)
     memset(&st, 0, sizeof st);
     st.size = sizeof st;
     pgspout_stream_stats(s, &st);
-    printf("rows=%llu bytes=%llu check=%llu peak_buffered=%llu\n", rows, bytes, check,
-           (unsigned long long)st.peak_buffered_bytes);
+    printf("rows=%llu values=%llu bytes=%llu check=%llu peak_buffered=%llu\n", rows, values, bytes,
+           check, (unsigned long long)st.peak_buffered_bytes);
     pgspout_stream_close(s);
     pgspout_conn_close(conn);
     return 0;

@@ -1,10 +1,13 @@
 /*
  * raw_libpq.c - the practical limit: a plain libpq client in single-row mode
- * that touches every value (sums lengths, reads each value's first byte).
+ * that touches every value (sums lengths, reads each value's first byte,
+ * counts the non-NULL ones).
  *
  *   raw_libpq DSN SQL
  *
- * Prints "rows=N bytes=B check=C" on stdout; errors on stderr, exit 1.
+ * Prints "rows=N values=V bytes=B check=C" on stdout (bench.py holds every
+ * other client's values=, and pgspout_c's bytes= and check=, to these);
+ * errors on stderr, exit 1.
  * Build: cc -O2 -o raw_libpq raw_libpq.c $(pkg-config --cflags --libs libpq)
  */
 #include <libpq-fe.h>
@@ -30,7 +33,7 @@ int main(int argc, char **argv)
         PQfinish(conn);
         return 1;
     }
-    unsigned long long rows = 0, bytes = 0, check = 0;
+    unsigned long long rows = 0, values = 0, bytes = 0, check = 0;
     int failed = 0;
     PGresult *res;
     while ((res = PQgetResult(conn)) != NULL) {
@@ -42,6 +45,8 @@ int main(int argc, char **argv)
                 bytes += (unsigned long long)len;
                 if (len > 0)
                     check += (unsigned char)PQgetvalue(res, 0, c)[0];
+                if (!PQgetisnull(res, 0, c))
+                    values++;
             }
             rows++;
             break;
@@ -54,6 +59,6 @@ int main(int argc, char **argv)
     PQfinish(conn);
     if (failed)
         return 1;
-    printf("rows=%llu bytes=%llu check=%llu\n", rows, bytes, check);
+    printf("rows=%llu values=%llu bytes=%llu check=%llu\n", rows, values, bytes, check);
     return 0;
 }

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # bench/run.sh - the pgspout benchmark: its own PostgreSQL, two 1M-row
-# datasets, every client measured in one run. Not a test: see bench/README.md.
+# datasets and a 200k-row, 40-column one, every client measured in one run.
+# Not a test: see bench/README.md.
 #
 #   bash bench/run.sh                  # everything (about 15 minutes on 2 cores)
 #   bash bench/run.sh --rows 100000 --runs 1 --only 'raw|pgspout_c'   # quick look
 #
 # Options:
-#   --rows N          rows per dataset (default 1000000)
+#   --rows N          rows of the json and typed datasets (default 1000000)
+#   --wide-rows N     rows of the wide dataset (default 200000)
 #   --runs N          timed runs per client, best reported (default 3)
-#   --datasets LIST   json,typed (default both)
+#   --datasets LIST   json,typed,wide (default all three)
 #   --only REGEX      clients whose key matches (see bench/bench.py)
 #   --no-peers        do not create/update the Python peers' venv
 #   --no-transport    skip the transport probe (bench/transport.c)
@@ -17,7 +19,7 @@
 #                     SECONDS, RSS sampled; fails if memory grows (issue 6)
 #   --soak-threads N  threads for --soak (default 16)
 #   --dsn URI         use this server (postgresql://...) instead of a throwaway
-#                     one; the bench_json/bench_typed tables there are replaced
+#                     one; the bench_json/typed/wide tables there are replaced
 #
 # Writes bench/results/latest.md (+ latest.json), bench/results/transport.md
 # and, with --soak, bench/results/soak.md.
@@ -29,8 +31,9 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 rows=1000000
+wide_rows=200000
 runs=3
-datasets=json,typed
+datasets=json,typed,wide
 only=""
 peers=1
 transport=1
@@ -38,10 +41,11 @@ clients=1
 soak=0
 soak_threads=16
 dsn=""
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) rows=$2; shift ;;
+    --wide-rows) wide_rows=$2; shift ;;
     --runs) runs=$2; shift ;;
     --datasets) datasets=$2; shift ;;
     --only) only=$2; shift ;;
@@ -151,21 +155,28 @@ if [ "$soak" != 0 ]; then
   } | tee "$results/soak.md"
   exit "${PIPESTATUS[0]}"
 fi
-say "loading $rows rows into bench_json and bench_typed"
-psql -X -q -d "$dsn" -v rows="$rows" -f bench/datasets.sql >&2
+has() { if [[ ",$datasets," == *",$1,"* ]]; then echo 1; else echo 0; fi; }
+IFS=, read -r -a dataset_list <<<"$datasets"
+for d in "${dataset_list[@]}"; do
+  case "$d" in json | typed | wide) ;; *) say "unknown dataset $d (json, typed, wide)"; exit 2 ;; esac
+done
+say "loading $datasets ($rows rows; wide: $wide_rows rows)"
+psql -X -q -d "$dsn" -v rows="$rows" -v wide_rows="$wide_rows" -v json="$(has json)" \
+  -v typed="$(has typed)" -v wide="$(has wide)" -f bench/datasets.sql >&2
 libpq=$(pkg-config --modversion libpq)
 rev=${PGSPOUT_BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}
 
 status=0
-if [ "$transport" = 1 ] && [[ ",$datasets," == *,json,* || ",$datasets," == *,typed,* ]]; then
+if [ "$transport" = 1 ]; then
   say "transport probe"
   queries=()
-  [[ ",$datasets," == *,json,* ]] && queries+=("json=SELECT data FROM bench_json")
-  [[ ",$datasets," == *,typed,* ]] && queries+=("typed=SELECT * FROM bench_typed")
+  [ "$(has json)" = 1 ] && queries+=("json=SELECT data FROM bench_json")
+  [ "$(has typed)" = 1 ] && queries+=("typed=SELECT * FROM bench_typed")
+  [ "$(has wide)" = 1 ] && queries+=("wide=SELECT * FROM bench_wide")
   {
     echo "# libpq transport probe ($(date '+%Y-%m-%d %H:%M'), commit $rev)"
     echo
-    echo "PostgreSQL $server, client libpq $libpq, $rows rows per dataset, $(nproc) cores."
+    echo "PostgreSQL $server, client libpq $libpq, $rows rows per dataset (wide: $wide_rows), $(nproc) cores."
     echo "Client CPU and peak RSS from the client process; server CPU from the backend's /proc entry; see bench/transport.c."
     echo
     "$bin/transport" --runs "$runs" "$kv_dsn" "${queries[@]}"
@@ -174,7 +185,7 @@ if [ "$transport" = 1 ] && [[ ",$datasets," == *,json,* || ",$datasets," == *,ty
   cat "$results/transport.md"
 fi
 
-if [ "$clients" = 1 ] && [ -x "$bin/overhead" ] && [[ ",$datasets," == *,json,* ]]; then
+if [ "$clients" = 1 ] && [ -x "$bin/overhead" ] && [ "$(has json)" = 1 ]; then
   # issue 3: metrics and every limit on, against the same stream without them
   say "metrics and limits overhead"
   "$bin/overhead" "$kv_dsn" "SELECT data FROM bench_json" "$runs" | tee "$results/overhead.md" \
@@ -183,7 +194,7 @@ fi
 
 if [ "$clients" = 1 ]; then
   say "clients"
-  "$py" bench/bench.py --dsn "$kv_dsn" --uri "$dsn" --rows "$rows" --runs "$runs" \
+  "$py" bench/bench.py --dsn "$kv_dsn" --uri "$dsn" --rows "$rows" --wide-rows "$wide_rows" --runs "$runs" \
     --datasets "$datasets" --only "$only" --bin "$bin" --build "$build" --venv "$venv" \
     --out "$results/latest.md" \
     --header "- PostgreSQL $server on the same machine over TCP loopback; client libpq $libpq; commit $rev" \

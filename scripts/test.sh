@@ -12,6 +12,11 @@
 #              tree: the sdist is exactly `git ls-files` + PKG-INFO, and a
 #              wheel builds from it
 #   lua        tests/lua/run.sh (busted under LuaJIT, nginx integration)
+#   conformance  tests/conformance/run.sh: one case list through the C,
+#              Python, Lua (LuaJIT, Lua 5.1) and CLI drivers, their
+#              normalized lines compared; any difference its README's table
+#              does not list fails. Uses build/ (C driver, CLI, Lua module,
+#              as the lua stage) and the venv the python stage installed
 #   install    cmake --install, then examples/ built via find_package and via
 #              pkg-config and run against the server; exported-symbol check
 #   bench-cc   bench/*.c still compile (the benchmark itself is bench/run.sh)
@@ -171,6 +176,18 @@ stage_c() {
     return 1
   fi
   ctest --test-dir build --output-on-failure --timeout 1200
+}
+
+# The conformance suite runs the Python package the python stage installed
+# (its venv is kept in $work/py-venv for this); a fresh one if that stage
+# did not get as far as making it.
+stage_conformance() {
+  if [ -x "$work/py-venv/bin/python" ]; then
+    PGSPOUT_CONF_PYTHON="$work/py-venv/bin/python" stage_script tests/conformance/run.sh
+  else
+    note "conformance: no venv from the python stage; run.sh installs the package itself"
+    stage_script tests/conformance/run.sh
+  fi
 }
 
 stage_script() { # path [args...]
@@ -500,9 +517,10 @@ if [ "$build_ok" = 1 ]; then
 else
   skip_stage c "not run: the build failed"
 fi
-ensure_pg; run_stage python stage_script tests/python/run.sh
+ensure_pg; PGSPOUT_PY_VENV="$work/py-venv" run_stage python stage_script tests/python/run.sh
 run_stage sdist stage_sdist
 ensure_pg; run_stage lua stage_script tests/lua/run.sh
+ensure_pg; run_stage conformance stage_conformance
 if [ "$build_ok" = 1 ]; then
   ensure_pg; run_stage install stage_install
   run_stage bench-cc stage_bench_cc

@@ -2,9 +2,13 @@
 
 Every client is run as `python CLIENT.py DSN SQL [KEY=VALUE...]`, reads the
 whole result, touches every value (counts the non-NULL ones) and prints
-"rows=N values=V" on stdout. `python CLIENT.py --version` prints the version
-of the driver it measures.
+"rows=N values=V types=T1,T2,..." on stdout: T is the Python type of each
+column's first non-NULL value in the first 10 rows (what the driver converted
+it to). Rows that arrive as one JSON text each print "rows=N types=str"
+without values=. `python CLIENT.py --version` prints the version of the
+driver it measures.
 """
+import itertools
 import sys
 
 
@@ -20,19 +24,39 @@ def args():
     return sys.argv[1], sys.argv[2], opts
 
 
+def note_types(types, row):
+    """Fill the None entries of types (a list) from row's non-NULL values."""
+    if isinstance(row, (str, bytes)):
+        row = (row,)
+    if not types:
+        types.extend([None] * len(row))
+    for i, v in enumerate(row):
+        if types[i] is None and v is not None:
+            types[i] = type(v).__name__
+
+
 def touch(rows_iter):
-    """Count rows and non-NULL values of an iterable of rows."""
+    """Count rows and non-NULL values of an iterable of rows; returns (rows,
+    values, types), values None when rows are JSON texts."""
+    it = iter(rows_iter)
+    head = list(itertools.islice(it, 10))
+    types = []
+    for row in head:
+        note_types(types, row)
+    if head and isinstance(head[0], (str, bytes)):  # rows rendered as JSON text
+        return len(head) + sum(1 for _ in it), None, types
     rows = vals = 0
-    for row in rows_iter:
+    for row in itertools.chain(head, it):
         rows += 1
-        if isinstance(row, (str, bytes)):  # a row rendered as one JSON text
-            vals += 1
-            continue
         for v in row:
             if v is not None:
                 vals += 1
-    return rows, vals
+    return rows, vals, types
 
 
-def report(rows, vals):
-    print(f"rows={rows} values={vals}")
+def report(rows, vals, types=()):
+    out = f"rows={rows}"
+    if vals is not None:
+        out += f" values={vals}"
+    out += " types=" + ",".join(t or "NULL" for t in types)
+    print(out)

@@ -3,7 +3,7 @@ import asyncio
 
 import asyncpg
 
-from _common import args, report
+from _common import args, note_types, report
 
 a = args()
 if a is None:
@@ -15,14 +15,17 @@ dsn, sql, opts = a
 async def main():
     conn = await asyncpg.connect(dsn)
     rows = vals = 0
+    types = []
     async with conn.transaction():
         async for row in conn.cursor(sql, prefetch=opts.get("prefetch", 10000)):
             rows += 1
+            if rows <= 10:
+                note_types(types, row)
             for v in row:
                 if v is not None:
                     vals += 1
     await conn.close()
-    report(rows, vals)
+    report(rows, vals, types)
 
 
 asyncio.run(main())

@@ -1,6 +1,7 @@
 -- luasql-postgres: con:execute() then cur:fetch() - luasql runs the query
 -- with PQexec, so the whole result is held in memory before the first fetch.
---   lua5.1|luajit luasql.lua DSN SQL      prints rows=N values=V
+--   lua5.1|luajit luasql.lua DSN SQL      prints rows=N values=V types=T1,...
+-- (T: Lua type of each column's first non-NULL value in the first 10 rows)
 --   lua5.1|luajit luasql.lua --version
 local driver = require "luasql.postgres"
 if arg[1] == "--version" then
@@ -15,9 +16,15 @@ local con = assert(env:connect(dsn))
 local cur = assert(con:execute(sql))
 local ncols = #cur:getcolnames()
 local rows, vals = 0, 0
+local types = {}
 local row = cur:fetch({}, "n")
 while row do
   rows = rows + 1
+  if rows <= 10 then
+    for i = 1, ncols do
+      if types[i] == nil and row[i] ~= nil then types[i] = type(row[i]) end
+    end
+  end
   for i = 1, ncols do
     if row[i] ~= nil then vals = vals + 1 end
   end
@@ -26,4 +33,5 @@ end
 cur:close()
 con:close()
 env:close()
-print(("rows=%d values=%d"):format(rows, vals))
+for i = 1, ncols do types[i] = types[i] or "NULL" end
+print(("rows=%d values=%d types=%s"):format(rows, vals, table.concat(types, ",")))

@@ -248,6 +248,27 @@ static int stream_rows(pgspout_stream *s, int fmt, int header, int *rc, int *wri
     }
 }
 
+/* -------------------------------------------------------------- errors */
+/* The line for every failure the library reports, the same shape as the
+ * Lua binding's errors: "pgspout: <code name>: <message> (SQLSTATE xxxxx)".
+ * The SQLSTATE is the server's or the one pgspout sets (53200 max_memory,
+ * 57014 a cancel, 08006 a lost connection), added when the message does not
+ * carry it already (server errors do); the message is the object's own
+ * (libpq's trailing newline trimmed), or the code's static text when it has
+ * none. */
+static void report(int code, const char *msg, const char *sqlstate)
+{
+    if (msg == NULL || *msg == '\0')
+        msg = pgspout_strerror(code);
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        n--;
+    fprintf(stderr, "pgspout: %s: %.*s", pgspout_code_name(code), (int)n, msg);
+    if (sqlstate && *sqlstate && !strstr(msg, sqlstate))
+        fprintf(stderr, " (SQLSTATE %s)", sqlstate);
+    fputc('\n', stderr);
+}
+
 /* -------------------------------------------------------------- main */
 /* Options that mean nothing to this command: accepting them would ignore
  * them. */
@@ -356,8 +377,9 @@ int main(int argc, char **argv)
             exit_code = EXIT_USAGE;
             goto done;
         }
-        if (pgspout_options_set(opts, key, val) != PGSPOUT_OK) {
-            fprintf(stderr, "pgspout: %s\n", pgspout_options_error(opts));
+        int orc = pgspout_options_set(opts, key, val);
+        if (orc != PGSPOUT_OK) {
+            report(orc, pgspout_options_error(opts), NULL);
             free(kv);
             exit_code = EXIT_USAGE;
             goto done;
@@ -410,7 +432,7 @@ int main(int argc, char **argv)
     connecting = 1;
     rc = pgspout_connect_opts(dsn ? dsn : "", opts, &conn);
     if (rc != PGSPOUT_OK) {
-        fprintf(stderr, "pgspout: %s\n", conn ? pgspout_conn_error(conn) : pgspout_strerror(rc));
+        report(rc, conn ? pgspout_conn_error(conn) : NULL, NULL);
         exit_code = rc == PGSPOUT_ECONNECT ? EXIT_CONNECT : EXIT_QUERY;
         goto done;
     }
@@ -448,9 +470,9 @@ int main(int argc, char **argv)
         pthread_mutex_lock(&g_lock);
         int interrupted = g_interrupted;
         pthread_mutex_unlock(&g_lock);
-        const char *why = s ? pgspout_stream_error(s) : pgspout_conn_error(conn);
         if (!interrupted)
-            fprintf(stderr, "pgspout: %s%s%s\n", pgspout_strerror(rc), *why ? ": " : "", why);
+            report(rc, s ? pgspout_stream_error(s) : pgspout_conn_error(conn),
+                   s ? pgspout_stream_sqlstate(s) : NULL);
     }
 
 done:

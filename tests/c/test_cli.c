@@ -1,7 +1,8 @@
 /* test_cli.c - the pgspout command (core/cli) run as a child process against
  * a real server: interruption at every phase (issue 10), rows reaching a pipe
  * while the query still runs (issue 11), connection options (issue 13), the
- * progress line (issue 16) and the documented exit statuses.
+ * progress line (issue 16), the documented exit statuses and the error line
+ * (code name, message, SQLSTATE: issue 11).
  *
  *   test_cli PATH-OF-pgspout      (tests/CMakeLists.txt passes the built one)
  *
@@ -681,6 +682,51 @@ static void test_exit_statuses(void **state)
     assert_int_equal(cli_run(malformed, NULL, NULL), 3);
 }
 
+/* Every error the library reports gives one line "pgspout: <code name>:
+ * <message> (SQLSTATE xxxxx)", the SQLSTATE included when the library sets
+ * it (53200 for max_memory: it used to be dropped) and not repeated when the
+ * server's message carries it already (issue 11). */
+static void assert_error_line(const char *const *args, int want_status, const char *want)
+{
+    char *err = NULL;
+    assert_int_equal(cli_run(args, NULL, &err), want_status);
+    if (strncmp(err, want, strlen(want)) != 0)
+        fail_msg("stderr %s, want it to start with %s", err, want);
+    free(err);
+}
+
+static void test_error_line(void **state)
+{
+    (void)state;
+    const char *memory[] = {
+        "--dsn", tu_dsn(), "-o", "max_memory=64kB", "SELECT repeat('x', 200000)", NULL};
+    const char *division[] = {"--dsn", tu_dsn(), "SELECT 1 / (g - 3) FROM generate_series(1, 5) g",
+                              NULL};
+    const char *stmt_timeout[] = {
+        "--dsn", tu_dsn(), "-o", "statement_timeout=100ms", "SELECT pg_sleep(30)", NULL};
+    const char *timeout[] = {"--dsn", tu_dsn(), "--timeout", "100ms", "SELECT pg_sleep(30)", NULL};
+    const char *option[] = {"-o", "no_such_key=1", "SELECT 1", NULL};
+    const char *value[] = {"--chunk-rows", "zero", "SELECT 1", NULL};
+    assert_error_line(memory, 1,
+                      "pgspout: ememory: max_memory of 65536 bytes exceeded: a row needs 200040 "
+                      "bytes (memory_fail 1.00) (SQLSTATE 53200)\n");
+    assert_error_line(division, 1, "pgspout: esql: division by zero (SQLSTATE 22012)\n");
+    assert_error_line(stmt_timeout, 1,
+                      "pgspout: esql: canceling statement due to statement timeout (SQLSTATE "
+                      "57014)\n");
+    /* no SQLSTATE to give: none added */
+    assert_error_line(timeout, 1, "pgspout: etimeout: timeout of 100 ms exceeded after ");
+    assert_error_line(option, 2, "pgspout: eoption: unknown option \"no_such_key\"\n");
+    assert_error_line(value, 2, "pgspout: evalue: option chunk_rows: bad value \"zero\"");
+
+    int port;
+    close(silent_listener(&port));
+    char dsn[96];
+    snprintf(dsn, sizeof dsn, "host=127.0.0.1 port=%d", port);
+    const char *refused[] = {"--dsn", dsn, "SELECT 1", NULL};
+    assert_error_line(refused, 3, "pgspout: econnect: connection failed: ");
+}
+
 /* A write error on stdout (not a reader that went away) is an error, exit 1
  * with the reason; rows are not silently dropped. */
 static void test_write_error_exit_status(void **state)
@@ -767,6 +813,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_progress_without_estimate),
         cmocka_unit_test(test_progress_with_estimate),
         cmocka_unit_test(test_exit_statuses),
+        cmocka_unit_test(test_error_line),
         cmocka_unit_test(test_write_error_exit_status),
         cmocka_unit_test(test_reader_goes_away),
     };

@@ -32,7 +32,7 @@ describe("garbage collection", function()
             assert.are.equal(1, H.running(marker))
         end)
         full_gc()
-        assert.are.equal(0, H.wait_until(function() return H.running(marker) == 0 and 0 end, 5))
+        assert.are.equal(0, H.wait_until(function() return H.running(marker) == 0 and 0 end, H.SERVER_SETTLE))
         -- and the connection, still referenced, runs the next query
         assert.are.same({ { 7 } }, H.query("SELECT 7", nil, nil, conn))
         conn:close()
@@ -55,7 +55,7 @@ describe("garbage collection", function()
         box.s = nil
         full_gc()
         -- both gone now: the backend disconnects
-        assert.are.equal(0, H.wait_until(function() return H.backends(app) == 0 and 0 end, 5))
+        assert.are.equal(0, H.wait_until(function() return H.backends(app) == 0 and 0 end, H.SERVER_SETTLE))
     end)
 
     it("a connection and its half-read stream dropped together free both", function()
@@ -67,7 +67,7 @@ describe("garbage collection", function()
             assert.are.equal(1, H.backends(app))
         end)
         full_gc()
-        assert.are.equal(0, H.wait_until(function() return H.backends(app) == 0 and 0 end, 5))
+        assert.are.equal(0, H.wait_until(function() return H.backends(app) == 0 and 0 end, H.SERVER_SETTLE))
     end)
 
     it("survives many dropped streams and connections (no leaked backends)", function()
@@ -85,7 +85,7 @@ describe("garbage collection", function()
             if i % 10 == 0 then full_gc() end
         end
         full_gc()
-        assert.are.equal(0, H.wait_until(function() return H.backends(app) == 0 and 0 end, 10))
+        assert.are.equal(0, H.wait_until(function() return H.backends(app) == 0 and 0 end, H.SERVER_SETTLE))
     end)
 
     it("a stream dropped after an error or after the end is collected quietly", function()

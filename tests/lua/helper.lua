@@ -44,6 +44,13 @@ function H.sleep(s)
 end
 
 --- Poll fn() until it returns a truthy value or timeout seconds pass.
+-- How long to wait for the server to show an effect that follows a close or
+-- a reap asynchronously (a backend exiting, a cancelled query leaving
+-- pg_stat_activity). A hang guard, not a latency bound: the wait returns as
+-- soon as the effect shows; under ASan on a loaded 2-core machine a reap
+-- took over 6 s (cancel_timeout is 5 s).
+H.SERVER_SETTLE = 60
+
 function H.wait_until(fn, timeout, step)
     local deadline = H.now() + (timeout or 5)
     repeat

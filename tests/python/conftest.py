@@ -43,9 +43,11 @@ def one(conn, sql, params=None, **options):
     return rows[0]
 
 
-def query_running(admin, marker, timeout=5.0):
+def query_running(admin, marker, timeout=60.0):
     """Wait until no backend runs a query containing marker; return the
-    remaining count (0 when it is gone)."""
+    remaining count (0 when it is gone). The timeout is a hang guard, not a
+    latency bound (the wait ends as soon as the query is gone): on a loaded
+    machine a cancel may legitimately take its whole cancel_timeout (5 s)."""
     deadline = time.monotonic() + timeout
     while True:
         (n,) = one(admin, "SELECT count(*)::int FROM pg_stat_activity "

@@ -16,6 +16,9 @@
 #                     wheel instead of `pip install .` (the release path).
 #   PGSPOUT_SKIP_SLOW 1: skip the 1M-vs-5M-row peak memory test.
 #   KEEP_VENV         1: keep the temporary venv (its path is printed).
+#   PGSPOUT_PY_VENV   make the venv in this directory instead (emptied first)
+#                     and keep it: scripts/test.sh hands it to the
+#                     conformance stage, which runs the same installed package.
 #
 # Exit status is pytest's, except that "no tests collected" (5) is a failure.
 set -euo pipefail
@@ -36,8 +39,11 @@ cleanup() {
 trap cleanup EXIT
 
 echo "run.sh: $("$python" --version 2>&1) at $python"
-"$python" -m venv "$tmp/venv"
-venv_py="$tmp/venv/bin/python"
+venv=${PGSPOUT_PY_VENV:-$tmp/venv}
+rm -rf "$venv"
+"$python" -m venv "$venv"
+venv=$(cd "$venv" && pwd)
+venv_py="$venv/bin/python"
 "$venv_py" -m pip install -q --upgrade pip >/dev/null
 
 if [ "${PGSPOUT_PY_WHEEL:-0}" = 1 ]; then
@@ -55,7 +61,7 @@ fi
 # (the core is linked in statically).
 so=$(cd "$tmp" && "$venv_py" -c 'import pgspout, pgspout._pgspout as m; print(m.__file__)')
 case "$so" in
-  "$tmp"/venv/*) ;;
+  "$venv"/*) ;;
   *) echo "run.sh: pgspout imported from $so, not from the venv" >&2; exit 1 ;;
 esac
 if command -v ldd >/dev/null; then
@@ -78,7 +84,7 @@ export PGSPOUT_TEST_DSN
 
 # Run from the temp dir so the repository is not on sys.path.
 set +e
-(cd "$tmp" && "$tmp/venv/bin/pytest" -p no:cacheprovider --rootdir "$here" -c /dev/null "$here" "$@")
+(cd "$tmp" && "$venv/bin/pytest" -p no:cacheprovider --rootdir "$here" -c /dev/null "$here" "$@")
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# run_asan.sh - the Python fault, race, GC, interrupt, log hook and
+# run_asan.sh - the Python fault, race, GC, interrupt, log hook, semantics and
 # bad-input tests against an AddressSanitizer + UndefinedBehaviorSanitizer
 # build of the extension (issue 6; the interrupt tests' child interpreters
 # inherit the preloaded runtimes). Installs the package from the repo root
@@ -26,6 +26,7 @@ LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.s
   "$root/tests/python/test_races.py" "$root/tests/python/test_control.py" \
   "$root/tests/python/test_gc_memory.py" "$root/tests/python/test_bad_input.py" \
   "$root/tests/python/test_interrupt.py" "$root/tests/python/test_command_tag.py" \
+  "$root/tests/python/test_semantics.py" \
   -k "not rss and not peak" || rc=$?
 [ "$rc" = 5 ] && { echo "run_asan.sh: pytest collected no tests" >&2; exit 1; }
 exit "$rc"

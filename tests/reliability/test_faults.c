@@ -233,6 +233,14 @@ static void *consumer_main(void *arg)
     return NULL;
 }
 
+/* A silent network with timeout=2s: without the deadline the call would
+ * block until the connection is reset, so the deadline bound only has to be
+ * far from "forever" and the wait for the consumer longer still; both are
+ * generous because CI's cores are busy (3.03 s was seen against a 3 s bound
+ * with cancel_timeout 500 ms). The lower bound (not before 2 s) stays exact. */
+#define SILENT_DEADLINE_BOUND 15.0
+#define SILENT_HANG_GUARD     30.0
+
 /* Wait for the consumer up to secs; 1 if it finished. */
 static int wait_done(consumer *cs, double secs)
 {
@@ -267,7 +275,7 @@ static void test_silent_network_timeout(void **state)
         tu_sleep_ms(1);
     rel_proxy_stall(p);
     atomic_store(&cs.stall_now, 2);
-    int finished = wait_done(&cs, tu_slack(6.0));
+    int finished = wait_done(&cs, tu_slack(SILENT_HANG_GUARD));
     double waited = tu_now() - cs.t_open;
     if (!finished) {
         /* unblock it so the test can go on: the network comes back dead */
@@ -291,10 +299,10 @@ static void test_silent_network_timeout(void **state)
     if (!finished)
         fail_msg("the stream did not end within %.0f s of open with timeout=2s on a silent "
                  "network (still blocked after %.1f s)",
-                 tu_slack(6.0), waited);
+                 tu_slack(SILENT_HANG_GUARD), waited);
     assert_int_equal(cs.rc, PGSPOUT_ETIMEOUT);
     assert_true(cs.t_end - cs.t_open >= 1.9);
-    assert_true(cs.t_end - cs.t_open < tu_slack(3.0));
+    assert_true(cs.t_end - cs.t_open < tu_slack(SILENT_DEADLINE_BOUND));
     (void)conn_ok_after; /* either: usable is not expected over a dead network */
 }
 
@@ -324,7 +332,7 @@ static void test_silent_network_send_timeout(void **state)
                    .opts = tu_opts("timeout", "2s", "cancel_timeout", "500ms", NULL)};
     pthread_t th;
     pthread_create(&th, NULL, consumer_main, &cs);
-    int finished = wait_done(&cs, tu_slack(6.0));
+    int finished = wait_done(&cs, tu_slack(SILENT_HANG_GUARD));
     if (!finished) {
         rel_proxy_drop(p);
         wait_done(&cs, 30);
@@ -341,7 +349,7 @@ static void test_silent_network_send_timeout(void **state)
     pgspout_options_free(cs.opts);
     assert_true(finished);
     assert_int_equal(cs.rc, PGSPOUT_ETIMEOUT);
-    assert_true(cs.t_end - cs.t_open < tu_slack(3.0));
+    assert_true(cs.t_end - cs.t_open < tu_slack(SILENT_DEADLINE_BOUND));
 }
 
 /* Silent network before the first row, with statement_timeout (the session
@@ -366,7 +374,7 @@ static void test_silent_network_open_timeout(void **state)
                                        : tu_opts("timeout", "2s", "cancel_timeout", "500ms", NULL)};
         pthread_t th;
         pthread_create(&th, NULL, consumer_main, &cs);
-        int finished = wait_done(&cs, tu_slack(6.0));
+        int finished = wait_done(&cs, tu_slack(SILENT_HANG_GUARD));
         if (!finished) {
             rel_proxy_drop(p);
             wait_done(&cs, 30);
@@ -381,7 +389,8 @@ static void test_silent_network_open_timeout(void **state)
         rel_proxy_resume(p);
         rel_proxy_stop(p);
         pgspout_options_free(cs.opts);
-        bad += !finished || cs.rc != PGSPOUT_ETIMEOUT || cs.t_end - cs.t_open >= tu_slack(3.0);
+        bad += !finished || cs.rc != PGSPOUT_ETIMEOUT ||
+               cs.t_end - cs.t_open >= tu_slack(SILENT_DEADLINE_BOUND);
     }
     assert_int_equal(bad, 0);
 }
@@ -851,20 +860,28 @@ typedef struct limit_case {
     double max_secs;
 } limit_case;
 
+/* Each case's duration bound. The outcome (code, state, rows, SQLSTATE)
+ * proves which limit ended the stream; the bound only tells a limit that
+ * fired at once from one that waited for the server's next packet, so the
+ * server sleeps 30 s where a case needs it to be silent and the bound sits
+ * halfway: far from both on a machine whose cores are busy (a 2 s bound
+ * failed there at 2.12 s). Passing cases take well under a second. */
+#define LIMIT_HANG_GUARD 15.0
+
 #define SLEEP_AT(n, secs)                                                                          \
     "SELECT i, pg_sleep(CASE WHEN i = " #n " THEN " #secs " ELSE 0 END) FROM generate_series(1, "  \
     "300) i"
-/* 100 rows, then the server works 3 s more without sending a row (a notice
+/* 100 rows, then the server works 30 s more without sending a row (a notice
  * first makes it flush the rows it holds in its own send buffer) */
 #define SLEEP_AFTER_LAST                                                                           \
     "SELECT i FROM (SELECT i FROM generate_series(1, 100) i UNION ALL "                            \
-    "SELECT 0 FROM (SELECT pg_temp.rel_flush_sleep(3) AS z) q WHERE z < 0) t"
+    "SELECT 0 FROM (SELECT pg_temp.rel_flush_sleep(30) AS z) q WHERE z < 0) t"
 
 static const limit_case limit_cases[] = {
     /* statement_timeout (server side: ESQL 57014). The server flushes the
      * rows it produced before the error, so the counts are exact. */
     {"statement_timeout at the first row",
-     "SELECT 1 AS i, pg_sleep(3)",
+     "SELECT 1 AS i, pg_sleep(30)",
      {"statement_timeout", "200ms"},
      -1,
      0,
@@ -875,9 +892,9 @@ static const limit_case limit_cases[] = {
      0,
      "57014",
      "statement timeout",
-     2.0},
+     LIMIT_HANG_GUARD},
     {"statement_timeout after a chunk boundary",
-     SLEEP_AT(101, 3),
+     SLEEP_AT(101, 30),
      {"statement_timeout", "300ms", "chunk_rows", "100"},
      -1,
      0,
@@ -888,9 +905,9 @@ static const limit_case limit_cases[] = {
      100,
      "57014",
      "statement timeout",
-     2.0},
+     LIMIT_HANG_GUARD},
     {"statement_timeout mid-chunk",
-     SLEEP_AT(150, 3),
+     SLEEP_AT(150, 30),
      {"statement_timeout", "300ms", "chunk_rows", "100"},
      -1,
      0,
@@ -901,7 +918,7 @@ static const limit_case limit_cases[] = {
      149,
      "57014",
      "statement timeout",
-     2.0},
+     LIMIT_HANG_GUARD},
     {"statement_timeout after the last row",
      SLEEP_AFTER_LAST,
      {"statement_timeout", "300ms", "chunk_rows", "100"},
@@ -914,12 +931,12 @@ static const limit_case limit_cases[] = {
      100,
      "57014",
      "statement timeout",
-     2.0},
+     LIMIT_HANG_GUARD},
     /* timeout (client deadline: ETIMEOUT). A server that sleeps keeps its
      * last rows in its own send buffer, so the mid-stream cases use a slow
      * consumer instead: the deadline passes while rows are buffered. */
     {"timeout at the first row (server silent)",
-     "SELECT 1 AS i, pg_sleep(3)",
+     "SELECT 1 AS i, pg_sleep(30)",
      {"timeout", "300ms"},
      -1,
      0,
@@ -930,7 +947,7 @@ static const limit_case limit_cases[] = {
      0,
      NULL,
      "300 ms",
-     1.5},
+     LIMIT_HANG_GUARD},
     {"timeout at a chunk boundary (slow consumer)",
      "SELECT generate_series(1, 1000) i",
      {"timeout", "300ms", "chunk_rows", "100"},
@@ -943,7 +960,7 @@ static const limit_case limit_cases[] = {
      100,
      NULL,
      "300 ms",
-     1.5},
+     LIMIT_HANG_GUARD},
     {"timeout mid-chunk (buffered rows still delivered)",
      "SELECT generate_series(1, 1000) i",
      {"timeout", "300ms", "chunk_rows", "100"},
@@ -956,7 +973,7 @@ static const limit_case limit_cases[] = {
      200,
      NULL,
      "300 ms",
-     1.5},
+     LIMIT_HANG_GUARD},
     {"timeout after the last row, server still busy",
      SLEEP_AFTER_LAST,
      {"timeout", "400ms", "chunk_rows", "100"},
@@ -969,7 +986,7 @@ static const limit_case limit_cases[] = {
      100,
      NULL,
      "400 ms",
-     1.5},
+     LIMIT_HANG_GUARD},
     {"timeout after the last row, end not read yet",
      "SELECT generate_series(1, 1000) i",
      {"timeout", "300ms", "chunk_rows", "100"},
@@ -982,7 +999,7 @@ static const limit_case limit_cases[] = {
      1000,
      NULL,
      NULL,
-     1.5},
+     LIMIT_HANG_GUARD},
     {"timeout after the last row, end already read",
      "SELECT generate_series(1, 50) i",
      {"timeout", "300ms", "chunk_rows", "100"},
@@ -995,7 +1012,7 @@ static const limit_case limit_cases[] = {
      50,
      NULL,
      NULL,
-     1.5},
+     LIMIT_HANG_GUARD},
     {"timeout after max_rows was reached",
      "SELECT generate_series(1, 1000) i",
      {"timeout", "300ms", "chunk_rows", "100", "max_rows", "50"},
@@ -1008,7 +1025,7 @@ static const limit_case limit_cases[] = {
      50,
      NULL,
      NULL,
-     1.5},
+     LIMIT_HANG_GUARD},
     {"timeout after an SQL error was read",
      "SELECT i, 1 / (50 - i) FROM generate_series(1, 60) i",
      {"timeout", "300ms", "chunk_rows", "100"},
@@ -1021,7 +1038,7 @@ static const limit_case limit_cases[] = {
      -1,
      "22012",
      NULL,
-     1.5},
+     LIMIT_HANG_GUARD},
     /* pause_timeout */
     {"pause_timeout (cancel) paused right after open",
      "SELECT generate_series(1, 1000) i",
@@ -1035,7 +1052,7 @@ static const limit_case limit_cases[] = {
      100,
      NULL,
      "pause_timeout",
-     1.5},
+     LIMIT_HANG_GUARD},
     {"pause_timeout (cancel) at a chunk boundary",
      "SELECT generate_series(1, 1000) i",
      {"pause_timeout", "200ms", "on_pause_timeout", "cancel", "chunk_rows", "100"},
@@ -1048,7 +1065,7 @@ static const limit_case limit_cases[] = {
      200,
      NULL,
      "pause_timeout",
-     1.5},
+     LIMIT_HANG_GUARD},
     {"pause_timeout (resume) at a chunk boundary",
      "SELECT generate_series(1, 1000) i",
      {"pause_timeout", "200ms", "on_pause_timeout", "resume", "chunk_rows", "100"},
@@ -1061,7 +1078,7 @@ static const limit_case limit_cases[] = {
      1000,
      NULL,
      NULL,
-     1.5},
+     LIMIT_HANG_GUARD},
     {"pause_timeout (cancel) after the last row, end not read",
      "SELECT generate_series(1, 1000) i",
      {"pause_timeout", "200ms", "on_pause_timeout", "cancel", "chunk_rows", "100"},
@@ -1074,7 +1091,7 @@ static const limit_case limit_cases[] = {
      1000,
      NULL,
      NULL,
-     1.5},
+     LIMIT_HANG_GUARD},
     {"pause_timeout (cancel) after the last row, end read",
      "SELECT generate_series(1, 50) i",
      {"pause_timeout", "200ms", "on_pause_timeout", "cancel", "chunk_rows", "100"},
@@ -1087,7 +1104,7 @@ static const limit_case limit_cases[] = {
      50,
      NULL,
      NULL,
-     1.5},
+     LIMIT_HANG_GUARD},
     /* max_rows */
     {"max_rows at the first row",
      "SELECT generate_series(1, 1000) i",
@@ -1101,7 +1118,7 @@ static const limit_case limit_cases[] = {
      1,
      NULL,
      NULL,
-     2.0},
+     LIMIT_HANG_GUARD},
     {"max_rows == chunk_rows",
      "SELECT generate_series(1, 1000) i",
      {"max_rows", "100", "chunk_rows", "100"},
@@ -1114,7 +1131,7 @@ static const limit_case limit_cases[] = {
      100,
      NULL,
      NULL,
-     2.0},
+     LIMIT_HANG_GUARD},
     {"max_rows == 2 * chunk_rows",
      "SELECT generate_series(1, 1000) i",
      {"max_rows", "200", "chunk_rows", "100"},
@@ -1127,7 +1144,7 @@ static const limit_case limit_cases[] = {
      200,
      NULL,
      NULL,
-     2.0},
+     LIMIT_HANG_GUARD},
     {"max_rows == chunk_rows + 1",
      "SELECT generate_series(1, 1000) i",
      {"max_rows", "101", "chunk_rows", "100"},
@@ -1140,7 +1157,7 @@ static const limit_case limit_cases[] = {
      101,
      NULL,
      NULL,
-     2.0},
+     LIMIT_HANG_GUARD},
     {"max_rows == total rows - 1",
      "SELECT generate_series(1, 1000) i",
      {"max_rows", "999", "chunk_rows", "100"},
@@ -1153,7 +1170,7 @@ static const limit_case limit_cases[] = {
      999,
      NULL,
      NULL,
-     2.0},
+     LIMIT_HANG_GUARD},
     {"max_rows == total rows",
      "SELECT generate_series(1, 1000) i",
      {"max_rows", "1000", "chunk_rows", "100"},
@@ -1166,7 +1183,7 @@ static const limit_case limit_cases[] = {
      1000,
      NULL,
      NULL,
-     2.0},
+     LIMIT_HANG_GUARD},
     {"max_rows == total rows + 1",
      "SELECT generate_series(1, 1000) i",
      {"max_rows", "1001", "chunk_rows", "100"},
@@ -1179,7 +1196,7 @@ static const limit_case limit_cases[] = {
      1000,
      NULL,
      NULL,
-     2.0},
+     LIMIT_HANG_GUARD},
     {"max_rows == total rows < chunk_rows",
      "SELECT generate_series(1, 50) i",
      {"max_rows", "50", "chunk_rows", "100"},
@@ -1192,7 +1209,7 @@ static const limit_case limit_cases[] = {
      50,
      NULL,
      NULL,
-     2.0},
+     LIMIT_HANG_GUARD},
     /* the server is still busy after the last row: the engine cannot know
      * there is no more, so LIMITED is as right as DONE here (reported) */
     {"max_rows == total rows, server busy after them",
@@ -1207,7 +1224,7 @@ static const limit_case limit_cases[] = {
      100,
      NULL,
      NULL,
-     2.0},
+     LIMIT_HANG_GUARD},
     /* max_memory (EMEMORY names the limit and the value) */
     {"max_memory at the first row",
      "SELECT 1 AS i, repeat('x', 200000)",
@@ -1221,7 +1238,7 @@ static const limit_case limit_cases[] = {
      0,
      "53200",
      "65536",
-     2.0},
+     LIMIT_HANG_GUARD},
     {"max_memory after a chunk boundary",
      "SELECT i, CASE WHEN i = 101 THEN repeat('x', 2000000) ELSE 'y' END FROM "
      "generate_series(1, 300) i",
@@ -1235,7 +1252,7 @@ static const limit_case limit_cases[] = {
      100,
      "53200",
      "1048576",
-     2.0},
+     LIMIT_HANG_GUARD},
     {"max_memory at the last row",
      "SELECT i, CASE WHEN i = 300 THEN repeat('x', 2000000) ELSE 'y' END FROM "
      "generate_series(1, 300) i",
@@ -1249,7 +1266,7 @@ static const limit_case limit_cases[] = {
      299,
      "53200",
      "1048576",
-     2.0},
+     LIMIT_HANG_GUARD},
     {"max_memory: a row of exactly max_memory fits",
      "SELECT 1 AS i, repeat('x', 65000)",
      {"max_memory", "64kB"},
@@ -1262,7 +1279,7 @@ static const limit_case limit_cases[] = {
      1,
      NULL,
      NULL,
-     2.0},
+     LIMIT_HANG_GUARD},
 };
 
 static void test_limits_awkward(void **state)

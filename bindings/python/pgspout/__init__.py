@@ -8,47 +8,26 @@
             for row in s:          # tuples of Python values
                 ...
 
-Rows are converted in C, a whole chunk per call, by column type:
-
-=====================================  ====================================
-PostgreSQL                             Python
-=====================================  ====================================
-int2, int4, int8, oid                  int
-float4, float8                         float (NaN, inf, -inf, -0.0 kept)
-numeric                                decimal.Decimal (NaN, Infinity kept)
-bool                                   bool
-text, varchar, name, bpchar, char      str
-bytea                                  bytes
-date                                   datetime.date
-timestamp                              datetime.datetime (naive)
-timestamptz                            datetime.datetime with a fixed-offset
-                                       tzinfo: the session TimeZone's offset
-time / timetz                          datetime.time (timetz with tzinfo)
-interval                               datetime.timedelta (a month counts 30
-                                       days, a year 12 months, as PostgreSQL
-                                       compares intervals)
-uuid                                   uuid.UUID
-json, jsonb                            dict / list / str / int / float /
-                                       bool / None (json.loads)
-arrays of the types above              lists (nested for multi-dimensional
-                                       arrays, None for NULL elements)
-NULL                                   None
-anything else                          str (the server's text)
-=====================================  ====================================
-
-Values Python's types cannot hold come back as the server's text (str):
-BC dates, years after 9999, time 24:00:00, and intervals or dates in a
-non-default IntervalStyle/DateStyle. ``infinity`` and ``-infinity`` dates and
-timestamps become ``date.max``/``date.min`` and ``datetime.max``/
-``datetime.min`` (with ``tzinfo=timezone.utc`` for timestamptz).
+Rows are converted in C, a whole chunk per call, by column type: int,
+float, Decimal, bool, str, bytes, date/time/datetime (timestamptz with a
+fixed-offset tzinfo), timedelta, UUID, json.loads for json/jsonb, lists for
+arrays, None for NULL, and the server's text for anything else or for values
+Python's types cannot hold (BC dates, years after 9999, 24:00:00); the full
+table is in bindings/python/README.md.
 
 ``rows="dict"`` gives dicts keyed by column name (a later duplicate name
 wins); ``rows="json"`` gives each row as JSON text (pgspout_row_json).
 
+After ``cancel()`` (from any thread) or ``close()`` the next row request
+raises CancelledError / StateError: rows converted before it are never
+handed out, and ``stats["rows_delivered"]`` counts the rows you received.
+
 Threads: the GIL is released around every call that can block. ``pause()``,
 ``resume()``, ``cancel()``, ``state`` and ``stats`` may be used from any
 thread while another thread iterates; everything else on a connection and its
-stream belongs to one thread at a time (a second thread gets StateError).
+stream belongs to one thread at a time (a second thread gets StateError). A
+connection used in a process forked after it connected raises
+ConnectionError there (the parent keeps it).
 """
 
 from __future__ import annotations
@@ -58,6 +37,8 @@ import datetime as _dt
 import decimal as _decimal
 import json as _json
 import logging as _logging
+import os as _os
+import threading as _threading
 import uuid as _uuid
 from itertools import islice
 from typing import (
@@ -211,13 +192,16 @@ _NAMES: Dict[int, str] = {}
 _BY_CODE: Dict[int, Type[Error]] = {}
 #: {code: (name, static text)} for every error code of the C library.
 error_codes: Dict[int, Tuple[str, str]] = {}
-for _code, _name, _text in _c.error_table():
+for _code in range(-1, -1000, -1):
+    _name = _c.code_name(_code)
+    if _name == "unknown":
+        break
     _NAMES[_code] = _name
     _BY_CODE[_code] = _BY_NAME.get(_name, Error)
-    error_codes[_code] = (_name, _text)
+    error_codes[_code] = (_name, _c.strerror(_code))
     globals()[_name.upper()] = _code
-del _code, _name, _text
-_EVALUE = next(c for c, n in _NAMES.items() if n == "evalue")
+del _code, _name
+_EVALUE: int = _c.PGSPOUT_EVALUE
 
 
 def _make_error(code: int, message: str, sqlstate: Optional[str]) -> Error:
@@ -238,6 +222,17 @@ def _log_from_c(level: int, message: str) -> None:
 
 
 _c.set_log_function(_log_from_c)
+
+
+# Ctrl-C: the C library runs Python's signal handlers while it waits on the
+# thread that runs them.
+def _main_thread() -> None:
+    _c.set_main_thread(_threading.main_thread().ident or 0)
+
+
+_main_thread()
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_main_thread)
 
 
 # ------------------------------------------------------ values to text
@@ -323,8 +318,22 @@ def _optval(key: str, v: Any) -> str:
                     % (key, type(v).__name__))
 
 
-def _options(options: Mapping[str, Any]) -> List[Tuple[str, str]]:
-    return [(k, _optval(k, v)) for k, v in options.items()]
+def _options(options: Mapping[str, Any]) -> Dict[str, str]:
+    return {k: _optval(k, v) for k, v in options.items()}
+
+
+_MODES = {"tuple": 0, "dict": 1, "json": 2}
+
+
+def _rows_mode(options: Dict[str, Any]) -> str:
+    """Take the binding's own option rows=tuple|dict|json out of options."""
+    mode = options.pop("rows", "tuple")
+    if not isinstance(mode, str):
+        raise TypeError("option rows: expected str, not %s" % type(mode).__name__)
+    if mode not in _MODES:
+        raise OptionError("invalid value for option rows: %r (tuple, dict or json)" % mode,
+                          _EVALUE, None)
+    return mode
 
 
 # ------------------------------------------------------------- objects
@@ -363,13 +372,15 @@ class Stream:
     ``stats`` may be called from any thread.
     """
 
-    __slots__ = ("_raw", "_conn", "__weakref__")
+    __slots__ = ("_raw", "_conn", "_mode", "__weakref__")
     _raw: _c.Stream
     _conn: "Connection"
+    _mode: str
 
-    def __init__(self, raw: _c.Stream, conn: "Connection") -> None:
+    def __init__(self, raw: _c.Stream, conn: "Connection", mode: str) -> None:
         self._raw = raw
         self._conn = conn
+        self._mode = mode
 
     # iteration: the C object is the iterator (rows converted per chunk in C)
     def __iter__(self) -> Iterator[Row]:
@@ -418,7 +429,7 @@ class Stream:
     @property
     def stats(self) -> Dict[str, Any]:
         """Snapshot of the stream's counters (pgspout_stream_stats); times in
-        seconds, None when unknown."""
+        seconds, -1 when unknown (as in C and the JSON)."""
         return self._raw.stats()
 
     @property
@@ -437,7 +448,7 @@ class Stream:
     @property
     def rows_mode(self) -> str:
         """tuple, dict or json."""
-        return self._raw.mode()
+        return self._mode
 
     @property
     def connection(self) -> "Connection":
@@ -458,23 +469,25 @@ class Connection:
     closing it closes its open stream first."""
 
     __slots__ = ("_raw", "__weakref__")
-    _raw: _c.Conn
+    _raw: _c.Connection
 
     def __init__(self, dsn: str = "", **options: OptionValue) -> None:
         if not isinstance(dsn, str):
             raise TypeError("dsn must be str, not %s" % type(dsn).__name__)
-        self._raw = _c.Conn(dsn, _options(options))
+        self._raw = _c.Connection(dsn, _options(options))
 
     def stream(self, sql: str, params: Optional[Sequence[Param]] = None,
                **options: OptionValue) -> Stream:
         """Run sql ($1..$n bound to params, sent separately) and return its
         Stream once the server answered. Keyword options go straight to the
         C library (chunk_rows=1000, max_memory="64MB", timeout="30s",
-        label="users", rows="dict" ...); unknown keys raise OptionError."""
+        label="users" ...), except rows="tuple|dict|json", the shape of the
+        rows; unknown keys raise OptionError."""
         if not isinstance(sql, str):
             raise TypeError("sql must be str, not %s" % type(sql).__name__)
-        raw = self._raw.open(sql, _params(params), _options(options))
-        return Stream(raw, self)
+        mode = _rows_mode(options)
+        raw = self._raw.open(sql, _params(params), _options(options), _MODES[mode])
+        return Stream(raw, self, mode)
 
     def close(self) -> None:
         """Close the connection (and its open stream). Idempotent."""
@@ -518,14 +531,20 @@ def connect(dsn: str = "", **options: OptionValue) -> Connection:
 # ------------------------------------------------------------- metrics
 
 
+def _owned(text: Optional[str]) -> str:
+    if text is None:  # the C library could not allocate it
+        raise MemoryError("pgspout: out of memory")
+    return text
+
+
 def metrics_text() -> str:
     """Process-wide metrics in the Prometheus text format (0.0.4)."""
-    return _c.metrics_text()
+    return _owned(_c.metrics_prometheus())
 
 
 def metrics() -> Dict[str, Any]:
     """Process-wide metrics as a dict (pgspout_metrics_json)."""
-    return cast(Dict[str, Any], _json.loads(_c.metrics_json()))
+    return cast(Dict[str, Any], _json.loads(_owned(_c.metrics_json())))
 
 
 def metrics_reset() -> None:
@@ -591,11 +610,14 @@ class Registry:
         _c.registry_close(id)
 
     def stats(self, id: int) -> Dict[str, Any]:
-        return cast(Dict[str, Any], _json.loads(_c.registry_stats(id)))
+        text = _c.registry_stats_json(id)
+        if text is None:
+            raise NotFoundError("no registry stream with that id", _c.PGSPOUT_ENOTFOUND, None)
+        return cast(Dict[str, Any], _json.loads(text))
 
     def list(self) -> List[Dict[str, Any]]:
         """Every registered stream: [{"id":..., "sql":..., "stats":{...}}]."""
-        return cast(List[Dict[str, Any]], _json.loads(_c.registry_list()))
+        return cast(List[Dict[str, Any]], _json.loads(_owned(_c.registry_list_json())))
 
     def reap(self) -> int:
         """Reap streams idle past their idle_timeout now; returns how many."""

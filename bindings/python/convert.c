@@ -1,0 +1,1063 @@
+/* convert.c - PostgreSQL text values to Python objects, a whole chunk per
+ * call, and the rows handed out one at a time (see convert.h). A value the
+ * Python type cannot hold (BC dates, year > 9999, 24:00:00, other
+ * DateStyle/IntervalStyle output) comes back as the server's text (str). */
+#include "convert.h"
+
+#include <datetime.h>
+#include <poll.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ------------------------------------------------------- cached objects */
+static struct {
+    int ready;
+    PyObject *Decimal;      /* decimal.Decimal */
+    PyObject *UUID;         /* uuid.UUID */
+    PyObject *uuid_unknown; /* uuid.SafeUUID.unknown */
+    int uuid_fast;          /* the UUID fast path passed its self-test */
+    PyObject *json_scan;    /* json's C scanner (scan_once) or NULL */
+    PyObject *json_loads;   /* json.loads */
+    PyObject *utc;          /* datetime.timezone.utc */
+    PyObject *tz_cache;     /* {offset seconds: timezone} */
+    int last_tz_off;
+    PyObject *last_tz;
+    PyObject *date_min, *date_max, *dt_min, *dt_max, *dtz_min, *dtz_max;
+    PyObject *d_int, *d_is_safe; /* uuid.UUID's slot descriptors */
+    descrsetfunc set_int, set_is_safe;
+    signed char hex[256]; /* hex digit values, -1 for other bytes */
+} G;
+
+static PyObject *incref(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+
+static PyObject *import_attr(const char *mod, const char *attr)
+{
+    PyObject *m = PyImport_ImportModule(mod);
+    if (m == NULL)
+        return NULL;
+    PyObject *a = PyObject_GetAttrString(m, attr);
+    Py_DECREF(m);
+    return a;
+}
+
+static PyObject *cv_uuid_fast(const char *v, size_t n);
+static int hexval(char c);
+
+int pgspy_convert_ready(void)
+{
+    if (G.ready)
+        return 0;
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL)
+        return -1;
+    if (G.Decimal == NULL && !(G.Decimal = import_attr("decimal", "Decimal")))
+        return -1;
+    if (G.UUID == NULL && !(G.UUID = import_attr("uuid", "UUID")))
+        return -1;
+    if (G.uuid_unknown == NULL) {
+        PyObject *safe = import_attr("uuid", "SafeUUID");
+        if (safe == NULL)
+            return -1;
+        G.uuid_unknown = PyObject_GetAttrString(safe, "unknown");
+        Py_DECREF(safe);
+        if (G.uuid_unknown == NULL)
+            return -1;
+    }
+    if (G.json_loads == NULL && !(G.json_loads = import_attr("json", "loads")))
+        return -1;
+    if (G.json_scan == NULL) {
+        /* the C scanner behind json.loads; fall back to json.loads without */
+        PyObject *dec = import_attr("json", "_default_decoder");
+        if (dec != NULL) {
+            G.json_scan = PyObject_GetAttrString(dec, "scan_once");
+            Py_DECREF(dec);
+        }
+        PyErr_Clear();
+    }
+    if (G.utc == NULL) {
+        G.utc = PyDateTime_TimeZone_UTC;
+        Py_INCREF(G.utc);
+    }
+    if (G.tz_cache == NULL && !(G.tz_cache = PyDict_New()))
+        return -1;
+    if (G.date_min == NULL) {
+        PyDateTime_CAPI *api = PyDateTimeAPI;
+        G.date_min = api->Date_FromDate(1, 1, 1, api->DateType);
+        G.date_max = api->Date_FromDate(9999, 12, 31, api->DateType);
+        G.dt_min = api->DateTime_FromDateAndTime(1, 1, 1, 0, 0, 0, 0, Py_None, api->DateTimeType);
+        G.dt_max = api->DateTime_FromDateAndTime(9999, 12, 31, 23, 59, 59, 999999, Py_None,
+                                                 api->DateTimeType);
+        G.dtz_min = api->DateTime_FromDateAndTime(1, 1, 1, 0, 0, 0, 0, G.utc, api->DateTimeType);
+        G.dtz_max = api->DateTime_FromDateAndTime(9999, 12, 31, 23, 59, 59, 999999, G.utc,
+                                                  api->DateTimeType);
+        if (!G.date_min || !G.date_max || !G.dt_min || !G.dt_max || !G.dtz_min || !G.dtz_max)
+            return -1;
+    }
+    /* UUID fast path (object.__new__ + the 'int' slot, as uuid.UUID.__init__
+     * ends up doing): use it only if it round-trips on this Python. */
+    {
+        static const char probe[] = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+        for (int i = 0; i < 256; i++)
+            G.hex[i] = (signed char)hexval((char)i);
+        G.d_int = PyObject_GetAttrString(G.UUID, "int");
+        G.d_is_safe = PyObject_GetAttrString(G.UUID, "is_safe");
+        G.set_int = G.d_int ? Py_TYPE(G.d_int)->tp_descr_set : NULL;
+        G.set_is_safe = G.d_is_safe ? Py_TYPE(G.d_is_safe)->tp_descr_set : NULL;
+        G.uuid_fast = G.set_int && G.set_is_safe && PyType_Check(G.UUID) &&
+                      ((PyTypeObject *)G.UUID)->tp_new == PyBaseObject_Type.tp_new;
+        PyObject *u = cv_uuid_fast(probe, 36);
+        PyObject *s = u ? PyObject_Str(u) : NULL;
+        PyObject *want = PyUnicode_FromString(probe);
+        int eq = G.uuid_fast && s && want && PyUnicode_Compare(s, want) == 0;
+        eq = eq && u && PyObject_IsInstance(u, G.UUID) == 1;
+        Py_XDECREF(u);
+        Py_XDECREF(s);
+        Py_XDECREF(want);
+        PyErr_Clear();
+        G.uuid_fast = eq;
+    }
+    G.ready = 1;
+    return 0;
+}
+
+/* ---------------------------------------------------------- conversions */
+/* Every converter gets a NUL-terminated text value and its length and
+ * returns a new reference, or NULL with a Python error set. */
+typedef PyObject *(*conv_fn)(const char *v, size_t n);
+
+static PyObject *cv_text(const char *v, size_t n)
+{
+    return PyUnicode_DecodeUTF8(v, (Py_ssize_t)n, NULL);
+}
+
+static PyObject *cv_int(const char *v, size_t n)
+{
+    const char *p = v, *e = v + n;
+    int neg = 0;
+    uint64_t acc = 0;
+    if (p < e && (*p == '-' || *p == '+')) {
+        neg = *p == '-';
+        p++;
+    }
+    if (p == e || e - p > 19)
+        goto slow;
+    for (; p < e; p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (d > 9)
+            goto slow;
+        acc = acc * 10 + d;
+    }
+    if (!neg)
+        return PyLong_FromUnsignedLongLong(acc);
+    if (acc <= (uint64_t)INT64_MAX)
+        return PyLong_FromLongLong(-(long long)acc);
+    if (acc == (uint64_t)INT64_MAX + 1)
+        return PyLong_FromLongLong(INT64_MIN);
+slow : {
+    PyObject *r = PyLong_FromString(v, NULL, 10);
+    if (r == NULL) {
+        PyErr_Clear();
+        return cv_text(v, n);
+    }
+    return r;
+}
+}
+
+/* Exact fast path for short decimals (Clinger): a mantissa below 2^53 and a
+ * power of ten up to 22 are both exact doubles, so one IEEE multiplication or
+ * division rounds correctly. Everything else goes to PyOS_string_to_double. */
+static const double pow10_tab[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static int float_fast(const char *p, const char *e, double *out)
+{
+    int neg = 0, digits = 0, exp10 = 0;
+    uint64_t m = 0;
+    if (p < e && (*p == '-' || *p == '+')) {
+        neg = *p == '-';
+        p++;
+    }
+    const char *start = p;
+    while (p < e && *p >= '0' && *p <= '9') {
+        if (m || *p != '0')
+            digits++;
+        m = m * 10 + (uint64_t)(*p - '0');
+        p++;
+        if (digits > 15)
+            return -1;
+    }
+    if (p < e && *p == '.') {
+        p++;
+        while (p < e && *p >= '0' && *p <= '9') {
+            if (m || *p != '0')
+                digits++;
+            m = m * 10 + (uint64_t)(*p - '0');
+            exp10--;
+            p++;
+            if (digits > 15)
+                return -1;
+        }
+    }
+    if (p == start || (p == start + 1 && *start == '.'))
+        return -1;
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        int eneg = 0, ev = 0;
+        p++;
+        if (p < e && (*p == '-' || *p == '+')) {
+            eneg = *p == '-';
+            p++;
+        }
+        if (p == e)
+            return -1;
+        while (p < e && *p >= '0' && *p <= '9') {
+            ev = ev * 10 + (*p - '0');
+            if (ev > 1000)
+                return -1;
+            p++;
+        }
+        exp10 += eneg ? -ev : ev;
+    }
+    if (p != e || exp10 < -22 || exp10 > 22)
+        return -1;
+    double d = (double)m;
+    d = exp10 < 0 ? d / pow10_tab[-exp10] : d * pow10_tab[exp10];
+    *out = neg ? -d : d;
+    return 0;
+}
+
+static PyObject *cv_float(const char *v, size_t n)
+{
+    double d;
+    if (float_fast(v, v + n, &d) == 0)
+        return PyFloat_FromDouble(d);
+    char *end = NULL;
+    d = PyOS_string_to_double(v, &end, NULL);
+    if (end != v + n || (d == -1.0 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return cv_text(v, n);
+    }
+    return PyFloat_FromDouble(d);
+}
+
+static PyObject *cv_bool(const char *v, size_t n)
+{
+    if (n == 1 && (v[0] == 't' || v[0] == 'f')) {
+        PyObject *r = v[0] == 't' ? Py_True : Py_False;
+        Py_INCREF(r);
+        return r;
+    }
+    return cv_text(v, n);
+}
+
+static PyObject *cv_numeric(const char *v, size_t n)
+{
+    PyObject *s = PyUnicode_DecodeUTF8(v, (Py_ssize_t)n, NULL);
+    if (s == NULL)
+        return NULL;
+    PyObject *r = PyObject_CallOneArg(G.Decimal, s);
+    Py_DECREF(s);
+    return r;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static PyObject *cv_bytea(const char *v, size_t n)
+{
+    if (n >= 2 && v[0] == '\\' && v[1] == 'x') { /* bytea_output = hex */
+        if ((n - 2) % 2)
+            return cv_text(v, n);
+        size_t m = (n - 2) / 2;
+        PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)m);
+        if (b == NULL)
+            return NULL;
+        unsigned char *o = (unsigned char *)PyBytes_AS_STRING(b);
+        for (size_t i = 0; i < m; i++) {
+            int hi = hexval(v[2 + 2 * i]), lo = hexval(v[3 + 2 * i]);
+            if (hi < 0 || lo < 0) {
+                Py_DECREF(b);
+                return cv_text(v, n);
+            }
+            o[i] = (unsigned char)(hi << 4 | lo);
+        }
+        return b;
+    }
+    /* bytea_output = escape: \\ and \ooo, everything else literal */
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+    if (b == NULL)
+        return NULL;
+    char *o = PyBytes_AS_STRING(b);
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        if (v[i] != '\\') {
+            o[k++] = v[i++];
+        } else if (i + 1 < n && v[i + 1] == '\\') {
+            o[k++] = '\\';
+            i += 2;
+        } else if (i + 3 < n && v[i + 1] >= '0' && v[i + 1] <= '3' && v[i + 2] >= '0' &&
+                   v[i + 2] <= '7' && v[i + 3] >= '0' && v[i + 3] <= '7') {
+            o[k++] = (char)((v[i + 1] - '0') << 6 | (v[i + 2] - '0') << 3 | (v[i + 3] - '0'));
+            i += 4;
+        } else {
+            Py_DECREF(b);
+            return cv_text(v, n);
+        }
+    }
+    if (_PyBytes_Resize(&b, (Py_ssize_t)k) < 0)
+        return NULL;
+    return b;
+}
+
+/* k decimal digits at p into *out; -1 if one is not a digit. */
+static int pdig(const char *p, int k, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < k; i++) {
+        unsigned d = (unsigned)(p[i] - '0');
+        if (d > 9)
+            return -1;
+        v = v * 10 + (int)d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* "YYYY-MM-DD" at p (exactly four year digits). */
+static int parse_date(const char *p, const char *e, int *y, int *m, int *d)
+{
+    if (e - p < 10 || p[4] != '-' || p[7] != '-')
+        return -1;
+    if (pdig(p, 4, y) || pdig(p + 5, 2, m) || pdig(p + 8, 2, d))
+        return -1;
+    return 0;
+}
+
+/* "[.ffffff]" at *pp: microseconds (0 without); advances *pp. */
+static int parse_frac(const char **pp, const char *e, int *us)
+{
+    const char *p = *pp;
+    int k = 0;
+    *us = 0;
+    if (p == e || *p != '.')
+        return 0;
+    for (p++; p < e && *p >= '0' && *p <= '9'; p++)
+        if (k++ < 6)
+            *us = *us * 10 + (*p - '0');
+    for (int i = k; i < 6; i++)
+        *us *= 10;
+    *pp = p;
+    return k > 0 ? 0 : -1;
+}
+
+/* "HH:MM:SS[.ffffff]" at *pp; advances *pp. */
+static int parse_time(const char **pp, const char *e, int *h, int *mi, int *s, int *us)
+{
+    const char *p = *pp;
+    if (e - p < 8 || p[2] != ':' || p[5] != ':')
+        return -1;
+    if (pdig(p, 2, h) || pdig(p + 3, 2, mi) || pdig(p + 6, 2, s))
+        return -1;
+    p += 8;
+    if (parse_frac(&p, e, us) < 0)
+        return -1;
+    *pp = p;
+    return 0;
+}
+
+/* "+HH[:MM[:SS]]" / "-..." at *pp: offset east of UTC in seconds. */
+static int parse_offset(const char **pp, const char *e, int *off)
+{
+    const char *p = *pp;
+    int sign, h, m = 0, s = 0;
+    if (p >= e || (*p != '+' && *p != '-'))
+        return -1;
+    sign = *p == '-' ? -1 : 1;
+    p++;
+    if (e - p < 2 || pdig(p, 2, &h))
+        return -1;
+    p += 2;
+    if (e - p >= 3 && p[0] == ':') {
+        if (pdig(p + 1, 2, &m))
+            return -1;
+        p += 3;
+        if (e - p >= 3 && p[0] == ':') {
+            if (pdig(p + 1, 2, &s))
+                return -1;
+            p += 3;
+        }
+    }
+    *off = sign * (h * 3600 + m * 60 + s);
+    *pp = p;
+    return 0;
+}
+
+/* The tzinfo for an offset east of UTC in seconds (None if !with_tz). */
+static PyObject *tz_for(int with_tz, int off)
+{
+    if (!with_tz)
+        return incref(Py_None);
+    if (off == 0) {
+        Py_INCREF(G.utc);
+        return G.utc;
+    }
+    if (G.last_tz != NULL && G.last_tz_off == off) {
+        Py_INCREF(G.last_tz);
+        return G.last_tz;
+    }
+    PyObject *key = PyLong_FromLong(off);
+    if (key == NULL)
+        return NULL;
+    PyObject *tz = PyDict_GetItemWithError(G.tz_cache, key);
+    if (tz != NULL) {
+        Py_INCREF(tz);
+    } else if (!PyErr_Occurred()) {
+        PyObject *delta = PyDelta_FromDSU(0, off, 0);
+        tz = delta ? PyTimeZone_FromOffset(delta) : NULL;
+        Py_XDECREF(delta);
+        if (tz && PyDict_SetItem(G.tz_cache, key, tz) < 0)
+            Py_CLEAR(tz);
+    }
+    Py_DECREF(key);
+    if (tz != NULL) {
+        Py_XSETREF(G.last_tz, tz);
+        Py_INCREF(tz);
+        G.last_tz_off = off;
+    }
+    return tz;
+}
+
+/* The result of a datetime constructor, or the text when Python refused the
+ * value (out of range). */
+static PyObject *or_text(PyObject *r, const char *v, size_t n)
+{
+    if (r == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
+        PyErr_Clear();
+        return cv_text(v, n);
+    }
+    return r;
+}
+
+static int is_word(const char *v, size_t n, const char *w)
+{
+    return n == strlen(w) && memcmp(v, w, n) == 0;
+}
+
+static PyObject *cv_date(const char *v, size_t n)
+{
+    int y, m, d;
+    if (n != 10 || parse_date(v, v + n, &y, &m, &d)) {
+        if (is_word(v, n, "infinity"))
+            return incref(G.date_max);
+        if (is_word(v, n, "-infinity"))
+            return incref(G.date_min);
+        return cv_text(v, n);
+    }
+    return or_text(PyDateTimeAPI->Date_FromDate(y, m, d, PyDateTimeAPI->DateType), v, n);
+}
+
+static PyObject *ts_common(const char *v, size_t n, int with_tz)
+{
+    const char *p = v, *e = v + n;
+    int y, mo, d, h, mi, s, us, off = 0;
+    if (parse_date(p, e, &y, &mo, &d) || n < 19 || p[10] != ' ')
+        goto special;
+    p += 11;
+    if (parse_time(&p, e, &h, &mi, &s, &us))
+        goto special;
+    if (with_tz && parse_offset(&p, e, &off))
+        goto special;
+    if (p != e)
+        goto special; /* " BC" and anything unexpected */
+    PyObject *tz = tz_for(with_tz, off);
+    if (tz == NULL)
+        return NULL;
+    PyObject *r = PyDateTimeAPI->DateTime_FromDateAndTime(y, mo, d, h, mi, s, us, tz,
+                                                          PyDateTimeAPI->DateTimeType);
+    Py_DECREF(tz);
+    return or_text(r, v, n);
+special:
+    if (is_word(v, n, "infinity"))
+        return incref(with_tz ? G.dtz_max : G.dt_max);
+    if (is_word(v, n, "-infinity"))
+        return incref(with_tz ? G.dtz_min : G.dt_min);
+    return cv_text(v, n);
+}
+
+static PyObject *cv_timestamp(const char *v, size_t n) { return ts_common(v, n, 0); }
+static PyObject *cv_timestamptz(const char *v, size_t n) { return ts_common(v, n, 1); }
+
+static PyObject *time_common(const char *v, size_t n, int with_tz)
+{
+    const char *p = v, *e = v + n;
+    int h, mi, s, us, off = 0;
+    if (parse_time(&p, e, &h, &mi, &s, &us))
+        return cv_text(v, n);
+    if (with_tz && parse_offset(&p, e, &off))
+        return cv_text(v, n);
+    if (p != e)
+        return cv_text(v, n);
+    PyObject *tz = tz_for(with_tz, off);
+    if (tz == NULL)
+        return NULL;
+    PyObject *r = PyDateTimeAPI->Time_FromTime(h, mi, s, us, tz, PyDateTimeAPI->TimeType);
+    Py_DECREF(tz);
+    return or_text(r, v, n); /* 24:00:00 stays text */
+}
+
+static PyObject *cv_time(const char *v, size_t n) { return time_common(v, n, 0); }
+static PyObject *cv_timetz(const char *v, size_t n) { return time_common(v, n, 1); }
+
+/* IntervalStyle postgres ("1 year 2 mons -3 days +04:05:06.5"). Months count
+ * 30 days and years 12 months, as PostgreSQL itself does when it compares
+ * intervals; other styles come back as text. */
+static PyObject *cv_interval(const char *v, size_t n)
+{
+    const char *p = v, *e = v + n;
+    int64_t months = 0, days = 0, usecs = 0;
+    const int64_t LIM = INT64_C(1) << 40;
+    while (p < e) {
+        if (*p == ' ') {
+            p++;
+            continue;
+        }
+        int neg = 0;
+        if (*p == '-' || *p == '+') {
+            neg = *p == '-';
+            p++;
+        }
+        const char *ds = p;
+        int64_t num = 0;
+        while (p < e && *p >= '0' && *p <= '9') {
+            num = num * 10 + (*p - '0');
+            if (num > LIM)
+                return cv_text(v, n);
+            p++;
+        }
+        if (p == ds)
+            return cv_text(v, n);
+        if (p < e && *p == ':') { /* H+:MM:SS[.ffffff] */
+            int mi, s, us = 0;
+            if (num > INT64_C(2562047788)) /* PostgreSQL's largest hour count */
+                return cv_text(v, n);
+            if (e - p < 6 || p[3] != ':' || pdig(p + 1, 2, &mi) || pdig(p + 4, 2, &s))
+                return cv_text(v, n);
+            p += 6;
+            if (parse_frac(&p, e, &us) < 0)
+                return cv_text(v, n);
+            int64_t t = ((num * 60 + mi) * 60 + s) * INT64_C(1000000) + us;
+            usecs += neg ? -t : t;
+            continue;
+        }
+        if (p >= e || *p != ' ')
+            return cv_text(v, n);
+        p++;
+        const char *w = p;
+        while (p < e && *p >= 'a' && *p <= 'z')
+            p++;
+        size_t wl = (size_t)(p - w);
+        int64_t sn = neg ? -num : num;
+        if ((wl == 4 && !memcmp(w, "year", 4)) || (wl == 5 && !memcmp(w, "years", 5)))
+            months += 12 * sn;
+        else if ((wl == 3 && !memcmp(w, "mon", 3)) || (wl == 4 && !memcmp(w, "mons", 4)))
+            months += sn;
+        else if ((wl == 3 && !memcmp(w, "day", 3)) || (wl == 4 && !memcmp(w, "days", 4)))
+            days += sn;
+        else
+            return cv_text(v, n);
+    }
+    const int64_t DAY = INT64_C(86400000000);
+    int64_t d2 = usecs / DAY, r = usecs % DAY;
+    if (r < 0) {
+        r += DAY;
+        d2 -= 1;
+    }
+    int64_t total = days + months * 30 + d2;
+    if (total > 999999999 || total < -999999999)
+        return cv_text(v, n);
+    PyObject *res = PyDelta_FromDSU((int)total, (int)(r / 1000000), (int)(r % 1000000));
+    if (res == NULL && PyErr_ExceptionMatches(PyExc_OverflowError)) {
+        PyErr_Clear();
+        return cv_text(v, n);
+    }
+    return res;
+}
+
+/* uuid.UUID without running its Python __init__: a new instance whose 'int'
+ * and 'is_safe' slots are set through the class's slot descriptors (what
+ * UUID.__init__ ends up doing). NULL, maybe without an error, when that is
+ * not possible; the caller then calls uuid.UUID. */
+static PyObject *cv_uuid_fast(const char *v, size_t n)
+{
+    unsigned char b[16];
+    int k = 0;
+    if (n != 36 || !G.uuid_fast)
+        return NULL;
+    for (size_t i = 0; i < 36; i += 2) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (v[i++] != '-')
+                return NULL;
+        }
+        int hi = G.hex[(unsigned char)v[i]], lo = G.hex[(unsigned char)v[i + 1]];
+        if ((hi | lo) < 0)
+            return NULL;
+        b[k++] = (unsigned char)(hi << 4 | lo);
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *iv = PyLong_FromUnsignedNativeBytes(
+        b, 16, Py_ASNATIVEBYTES_BIG_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER);
+#else /* the same, before Python 3.13 made it public */
+    PyObject *iv = _PyLong_FromByteArray(b, 16, 0, 0);
+#endif
+    PyTypeObject *t = (PyTypeObject *)G.UUID;
+    PyObject *u = iv ? t->tp_alloc(t, 0) : NULL;
+    if (u != NULL &&
+        (G.set_int(G.d_int, u, iv) < 0 || G.set_is_safe(G.d_is_safe, u, G.uuid_unknown) < 0))
+        Py_CLEAR(u);
+    Py_XDECREF(iv);
+    /* immutable, refers to an int and an enum member only: no cycles */
+    if (u != NULL && PyObject_GC_IsTracked(u))
+        PyObject_GC_UnTrack(u);
+    return u;
+}
+
+static PyObject *cv_uuid(const char *v, size_t n)
+{
+    PyObject *u = cv_uuid_fast(v, n);
+    if (u != NULL)
+        return u;
+    PyErr_Clear();
+    PyObject *s = cv_text(v, n);
+    if (s == NULL)
+        return NULL;
+    u = PyObject_CallOneArg(G.UUID, s);
+    Py_DECREF(s);
+    return u;
+}
+
+static int json_ws(Py_UCS4 c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+static PyObject *cv_json(const char *v, size_t n)
+{
+    PyObject *s = PyUnicode_DecodeUTF8(v, (Py_ssize_t)n, NULL);
+    if (s == NULL)
+        return NULL;
+    if (G.json_scan != NULL) {
+        Py_ssize_t len = PyUnicode_GET_LENGTH(s), i = 0, j = len;
+        int kind = PyUnicode_KIND(s);
+        const void *data = PyUnicode_DATA(s);
+        while (i < len && json_ws(PyUnicode_READ(kind, data, i)))
+            i++;
+        while (j > i && json_ws(PyUnicode_READ(kind, data, j - 1)))
+            j--;
+        PyObject *idx = PyLong_FromSsize_t(i);
+        PyObject *res = idx ? PyObject_CallFunctionObjArgs(G.json_scan, s, idx, NULL) : NULL;
+        Py_XDECREF(idx);
+        if (res != NULL && PyTuple_Check(res) && PyTuple_GET_SIZE(res) == 2 &&
+            PyLong_AsSsize_t(PyTuple_GET_ITEM(res, 1)) == j) {
+            PyObject *obj = PyTuple_GET_ITEM(res, 0);
+            Py_INCREF(obj);
+            Py_DECREF(res);
+            Py_DECREF(s);
+            return obj;
+        }
+        Py_XDECREF(res);
+        PyErr_Clear(); /* json.loads below gives the answer or the error */
+    }
+    PyObject *r = PyObject_CallOneArg(G.json_loads, s);
+    Py_DECREF(s);
+    return r;
+}
+
+/* Scratch space for one array element (NUL-terminated for the converters). */
+typedef struct {
+    char *p;
+    size_t cap;
+    char inl[256];
+} scratch;
+
+static int scratch_room(scratch *sc, size_t need)
+{
+    if (need < sc->cap)
+        return 0;
+    size_t cap = sc->cap * 2;
+    while (cap <= need)
+        cap *= 2;
+    char *np = sc->p == sc->inl ? PyMem_Malloc(cap) : PyMem_Realloc(sc->p, cap);
+    if (np == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (sc->p == sc->inl)
+        memcpy(np, sc->inl, sc->cap);
+    sc->p = np;
+    sc->cap = cap;
+    return 0;
+}
+
+/* One {...} level. NULL with *bad set on a syntax error (no Python error),
+ * NULL without *bad on a Python error. */
+static PyObject *arr_level(const char **pp, const char *e, conv_fn fn, scratch *sc, int depth,
+                           int *bad)
+{
+    const char *p = *pp;
+    if (depth > 16 || p >= e || *p != '{') {
+        *bad = 1;
+        return NULL;
+    }
+    p++;
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    if (p < e && *p == '}') {
+        *pp = p + 1;
+        return list;
+    }
+    for (;;) {
+        PyObject *item;
+        if (p >= e)
+            goto bad;
+        if (*p == '{') {
+            item = arr_level(&p, e, fn, sc, depth + 1, bad);
+        } else if (*p == '"') {
+            size_t k = 0;
+            p++;
+            while (p < e && *p != '"') {
+                if (*p == '\\' && ++p >= e)
+                    goto bad;
+                if (scratch_room(sc, k + 1) < 0)
+                    goto fail;
+                sc->p[k++] = *p++;
+            }
+            if (p >= e)
+                goto bad;
+            p++;
+            sc->p[k] = '\0';
+            item = fn(sc->p, k);
+        } else {
+            const char *st = p;
+            while (p < e && *p != ',' && *p != '}')
+                p++;
+            size_t k = (size_t)(p - st);
+            if (k == 4 && (st[0] | 0x20) == 'n' && (st[1] | 0x20) == 'u' && (st[2] | 0x20) == 'l' &&
+                (st[3] | 0x20) == 'l') {
+                item = Py_None;
+                Py_INCREF(item);
+            } else {
+                if (scratch_room(sc, k) < 0)
+                    goto fail;
+                memcpy(sc->p, st, k);
+                sc->p[k] = '\0';
+                item = fn(sc->p, k);
+            }
+        }
+        if (item == NULL)
+            goto fail;
+        int rc = PyList_Append(list, item);
+        Py_DECREF(item);
+        if (rc < 0)
+            goto fail;
+        if (p < e && *p == ',') {
+            p++;
+            continue;
+        }
+        if (p < e && *p == '}') {
+            p++;
+            break;
+        }
+        goto bad;
+    }
+    *pp = p;
+    return list;
+bad:
+    *bad = 1;
+fail:
+    Py_DECREF(list);
+    return NULL;
+}
+
+static PyObject *cv_array(const char *v, size_t n, conv_fn fn)
+{
+    const char *p = v, *e = v + n;
+    int bad = 0;
+    scratch sc;
+    sc.p = sc.inl;
+    sc.cap = sizeof sc.inl;
+    if (p < e && *p == '[') { /* "[0:2]={...}": bounds other than 1 */
+        const char *eq = memchr(p, '=', n);
+        if (eq == NULL)
+            return cv_text(v, n);
+        p = eq + 1;
+    }
+    PyObject *r = arr_level(&p, e, fn, &sc, 0, &bad);
+    if (sc.p != sc.inl)
+        PyMem_Free(sc.p);
+    if (r != NULL && p != e) {
+        Py_DECREF(r);
+        r = NULL;
+        bad = 1;
+    }
+    if (r == NULL && bad && !PyErr_Occurred())
+        return cv_text(v, n);
+    return r;
+}
+
+/* By PGSPOUT_KIND_* (the low byte of pgspout_type_kind); 0 is text. */
+static const conv_fn by_kind[] = {
+    [PGSPOUT_KIND_TEXT] = cv_text,
+    [PGSPOUT_KIND_BOOL] = cv_bool,
+    [PGSPOUT_KIND_INT] = cv_int,
+    [PGSPOUT_KIND_INT8] = cv_int,
+    [PGSPOUT_KIND_FLOAT] = cv_float,
+    [PGSPOUT_KIND_NUMERIC] = cv_numeric,
+    [PGSPOUT_KIND_BYTEA] = cv_bytea,
+    [PGSPOUT_KIND_DATE] = cv_date,
+    [PGSPOUT_KIND_TIME] = cv_time,
+    [PGSPOUT_KIND_TIMETZ] = cv_timetz,
+    [PGSPOUT_KIND_TIMESTAMP] = cv_timestamp,
+    [PGSPOUT_KIND_TIMESTAMPTZ] = cv_timestamptz,
+    [PGSPOUT_KIND_INTERVAL] = cv_interval,
+    [PGSPOUT_KIND_UUID] = cv_uuid,
+    [PGSPOUT_KIND_JSON] = cv_json,
+};
+#define NKINDS ((int)(sizeof by_kind / sizeof by_kind[0]))
+
+/* ------------------------------------------------------------ the chunk */
+
+static PyObject *convert_value(int kind, const pgspout_row *r, int i)
+{
+    if (pgspout_row_isnull(r, i))
+        return incref(Py_None);
+    size_t n = 0;
+    const char *v = pgspout_row_value(r, i, &n);
+    if (v == NULL)
+        return pgspy_raise(PGSPOUT_EINTERNAL, "row has fewer columns than the stream", NULL);
+    conv_fn fn = by_kind[kind & 0xff];
+    return kind & PGSPOUT_KIND_ARRAY ? cv_array(v, n, fn) : fn(v, n);
+}
+
+static PyObject *convert_row(pgspy_stream *w, const pgspout_row *r)
+{
+    PyObject *row;
+    if (w->mode == PGSPY_TUPLE) {
+        if ((row = PyTuple_New(w->ncols)) == NULL)
+            return NULL;
+        int atomic = 1;
+        for (int c = 0; c < w->ncols; c++) {
+            PyObject *o = convert_value(w->kinds[c], r, c);
+            if (o == NULL) {
+                Py_DECREF(row);
+                return NULL;
+            }
+            if (PyObject_IS_GC(o) && !Py_IS_TYPE(o, (PyTypeObject *)G.UUID))
+                atomic = 0;
+            PyTuple_SET_ITEM(row, c, o);
+        }
+        /* A tuple of scalars can never be part of a reference cycle: keep it
+         * out of the cyclic GC's way, as CPython itself does lazily. */
+        if (atomic)
+            PyObject_GC_UnTrack(row);
+    } else if (w->mode == PGSPY_DICT) {
+        if ((row = PyDict_New()) == NULL)
+            return NULL;
+        for (int c = 0; c < w->ncols; c++) {
+            PyObject *o = convert_value(w->kinds[c], r, c);
+            PyObject *name = PyTuple_GET_ITEM(PyTuple_GET_ITEM(w->columns, c), 0);
+            int rc = o ? PyDict_SetItem(row, name, o) : -1;
+            Py_XDECREF(o);
+            if (rc < 0) {
+                Py_DECREF(row);
+                return NULL;
+            }
+        }
+    } else {
+        const char *json = NULL;
+        size_t len = 0;
+        int rc = pgspout_row_json(w->s, r, &json, &len);
+        if (rc < 0)
+            return pgspy_raise(rc, "could not render the row as JSON", NULL);
+        row = PyUnicode_DecodeUTF8(json, (Py_ssize_t)len, "replace");
+    }
+    return row;
+}
+
+static PyObject *convert_chunk(pgspy_stream *w, const pgspout_chunk *ch)
+{
+    int nrows = pgspout_chunk_nrows(ch);
+    PyObject *list = PyList_New(nrows);
+    for (int i = 0; list != NULL && i < nrows; i++) {
+        const pgspout_row *r = pgspout_chunk_row(ch, i);
+        PyObject *row = r ? convert_row(w, r) : pgspy_raise(PGSPOUT_EINTERNAL, "no row", NULL);
+        if (row == NULL)
+            Py_CLEAR(list);
+        else
+            PyList_SET_ITEM(list, i, row);
+    }
+    return list;
+}
+
+pgspy_stream *pgspy_stream_new(pgspout_stream *s, int mode)
+{
+    int nc = pgspout_stream_ncols(s);
+    pgspy_stream *w = PyMem_Calloc(1, sizeof *w);
+    if (w == NULL)
+        return (pgspy_stream *)PyErr_NoMemory();
+    w->mode = mode;
+    w->kinds = PyMem_Calloc((size_t)(nc > 0 ? nc : 1), sizeof *w->kinds);
+    w->columns = PyTuple_New(nc);
+    if (w->kinds == NULL || w->columns == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    w->ncols = nc;
+    for (int i = 0; i < nc; i++) {
+        const char *name = pgspout_stream_colname(s, i);
+        unsigned int oid = pgspout_stream_coltype(s, i);
+        PyObject *o = PyUnicode_DecodeUTF8(name, (Py_ssize_t)strlen(name), "replace");
+        if (o == NULL)
+            goto fail;
+        PyUnicode_InternInPlace(&o);
+        PyObject *col = Py_BuildValue("(NI)", o, oid);
+        if (col == NULL)
+            goto fail;
+        PyTuple_SET_ITEM(w->columns, i, col);
+        int kind = pgspout_type_kind(oid);
+        w->kinds[i] = (kind & 0xff) < NKINDS ? kind : PGSPOUT_KIND_TEXT;
+    }
+    w->s = s;
+    return w;
+fail:
+    pgspy_stream_free(w);
+    return NULL;
+}
+
+void pgspy_stream_free(pgspy_stream *w)
+{
+    Py_XDECREF(w->columns);
+    Py_XDECREF(w->rows);
+    Py_XDECREF(w->failure);
+    PyMem_Free(w->kinds);
+    PyMem_Free(w->tag);
+    PyMem_Free(w);
+}
+
+/* ------------------------------------------------------ handing rows out */
+
+/* pgspout_stream_next_chunk that Ctrl-C can interrupt: the core's blocking
+ * wait retries on EINTR, so drive it non-blocking and wait here (GIL
+ * released) on its descriptor in slices, running Python's signal handlers
+ * between them. Returns the core's code, or INTERRUPTED with the handler's
+ * exception set (the stream stays as it was). */
+#define INTERRUPTED   (-1000)
+#define WAIT_SLICE_MS 100
+
+static int wait_chunk(pgspout_stream *s, const pgspout_chunk **ch)
+{
+    for (;;) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS rc =
+            pgspout_stream_next_chunk(s, PGSPOUT_NONBLOCK | PGSPOUT_HANDOUT, ch);
+        if (rc == PGSPOUT_AGAIN || rc == PGSPOUT_PAUSED) {
+            /* the descriptor wakes for data and for pause/resume/cancel from
+             * other threads; wait_ms covers deadlines and throttling */
+            int ms = pgspout_stream_wait_ms(s);
+            if (ms < 0 || ms > WAIT_SLICE_MS)
+                ms = WAIT_SLICE_MS;
+            struct pollfd p = {pgspout_stream_socket(s), POLLIN, 0};
+            poll(&p, 1, ms);
+        }
+        Py_END_ALLOW_THREADS if (rc != PGSPOUT_AGAIN && rc != PGSPOUT_PAUSED) return rc;
+        if (PyErr_CheckSignals() < 0)
+            return INTERRUPTED;
+    }
+}
+
+static PyObject *raise_stream(pgspy_stream *w, int rc)
+{
+    Py_CLEAR(w->rows);
+    return pgspy_raise(rc, pgspout_stream_error(w->s), pgspout_stream_sqlstate(w->s));
+}
+
+/* The next chunk, converted, into w->rows: 1 rows, 0 the end, -1 an error. */
+static int fill(pgspy_stream *w)
+{
+    Py_CLEAR(w->rows);
+    w->pos = 0;
+    if (w->s == NULL) {
+        if (w->failure != NULL) {
+            PyException_SetTraceback(w->failure, Py_None);
+            PyErr_SetObject((PyObject *)Py_TYPE(w->failure), w->failure);
+        } else {
+            pgspy_raise(PGSPOUT_ESTATE, "the stream is closed", NULL);
+        }
+        return -1;
+    }
+    if (pgspy_reentered())
+        return -1;
+    if (w->conn->busy) {
+        pgspy_raise(PGSPOUT_EBUSY, "the stream is being read by another thread", NULL);
+        return -1;
+    }
+    const pgspout_chunk *ch = NULL;
+    pgspy_busy(w->conn, 1);
+    int rc = wait_chunk(w->s, &ch);
+    pgspy_busy(w->conn, -1);
+    if (rc == INTERRUPTED)
+        return -1;
+    if (rc == PGSPOUT_DONE)
+        return 0;
+    if (rc != PGSPOUT_OK) {
+        raise_stream(w, rc < 0 ? rc : PGSPOUT_EINTERNAL);
+        return -1;
+    }
+    if ((w->rows = convert_chunk(w, ch)) != NULL)
+        return 1;
+    /* Never continue past rows that were lost: the stream fails with this
+     * error from now on. */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    pgspy_stream_end(w, PGSPOUT_STATE_FAILED);
+    Py_XINCREF(value);
+    w->failure = value;
+    PyErr_Restore(type, value, tb);
+    return -1;
+}
+
+PyObject *pgspy_next(pgspy_stream *w)
+{
+    if ((w->rows == NULL || w->pos == PyList_GET_SIZE(w->rows)) && fill(w) <= 0)
+        return NULL;
+    int rc = pgspout_stream_handout(w->s, 1);
+    if (rc < 0)
+        return raise_stream(w, rc);
+    return incref(PyList_GET_ITEM(w->rows, w->pos++));
+}
+
+PyObject *pgspy_fetch(pgspy_stream *w)
+{
+    if (w->rows == NULL || w->pos == PyList_GET_SIZE(w->rows)) {
+        int rc = fill(w);
+        if (rc <= 0)
+            return rc < 0 ? NULL : incref(Py_None);
+    }
+    Py_ssize_t n = PyList_GET_SIZE(w->rows);
+    int rc = pgspout_stream_handout(w->s, (int)(n - w->pos));
+    if (rc < 0)
+        return raise_stream(w, rc);
+    PyObject *rows = w->pos ? PyList_GetSlice(w->rows, w->pos, n) : incref(w->rows);
+    Py_CLEAR(w->rows);
+    return rows;
+}
