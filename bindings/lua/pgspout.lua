@@ -78,7 +78,7 @@ function Conn:stream(sql, params, opts)
     if type(opts) == "table" and opts.rows ~= nil then
         shape = OPTION[opts.rows]
         if not shape then
-            return nil, ('option rows: bad value "%s": expected one of tuple, dict, json')
+            return nil, ("invalid value for option rows: '%s' (tuple, dict or json)")
                 :format(tostring(opts.rows)), "evalue"
         end
         local copy = {}
