@@ -1,28 +1,36 @@
 /* lua.i - the Lua part of the SWIG interface (included by pgspout.i under
- * SWIGLUA).
+ * SWIGLUA, before pgspout.h): typemaps and the connection and stream types.
  *
- * SWIG builds the module `pgspout_core` (luaopen_pgspout_core; generate with
- * -nomoduleglobal so require returns the table and sets no global). The
- * idiomatic API is bindings/lua/pgspout.lua on top of it.
+ * SWIG builds the module `pgspout_core` (luaopen_pgspout_core; generated
+ * with -nomoduleglobal so require returns the table and sets no global);
+ * bindings/lua/pgspout.lua is the idiomatic layer on top of it.
  *
- * What comes from where:
- *  - Plain functions of pgspout.h are wrapped by SWIG with the typemaps below
- *    (version, strerror, code and state names, metrics, the registry), with
- *    the "pgspout_" prefix stripped: core.metrics_prometheus(), ...
- *  - Connections and streams are userdata with __gc, written by hand in
- *    bindings/lua/pgspout_lua.c and registered here with %native: SWIG's
- *    generic pointer wrappers cannot keep a parent alive or close a child
- *    before its parent. The per-chunk row conversion is there too (one call
- *    per chunk, rows built with lua_createtable/lua_rawseti).
+ *  - Functions of pgspout.h become module functions with "pgspout_"
+ *    stripped (core.connect, core.version, core.registry_open, ...).
+ *  - pgspout_conn and pgspout_stream become Lua types whose methods are
+ *    the functions of pgspout.h on them (%extend below: mostly declarations
+ *    that SWIG maps onto pgspout_stream_<method>). Objects are closed by
+ *    their __gc: a stream with pgspout_stream_close, a connection with
+ *    pgspout_conn_release (it closes once its stream has ended, so the GC
+ *    may collect the two in any order). close() closes at once and empties
+ *    the object; any other method of a closed object returns nil, "<stream
+ *    or connection> is closed", "estate".
+ *  - Failures the library reports follow Lua's convention: nil, message,
+ *    code name (the message ends in "(SQLSTATE xxxxx)" when there is one).
+ *    Wrong argument types raise.
+ *  - Hand-written C (bindings/lua/convert.c) does what one call per chunk
+ *    must: rows, stats, parameter and option tables. Strings the library
+ *    allocates are freed by pgspout.i's newfree typemap.
  *
- * Lua errors are longjmps, so no typemap keeps a C resource in a local
- * across a call that may raise: strings the library hands over go into a
- * GC-owned box created before the call (pgspout_lua_box), options into a
- * GC-owned userdata, parameter arrays into Lua memory. The boxes are created
- * in "check" typemaps, after SWIG has counted the arguments.
+ * Lua errors are longjmps: no typemap keeps a C resource in a local across
+ * a call that may raise. New handles are written straight into their
+ * GC-owned object, options and strings the library hands over go into a
+ * GC-owned box (pgspout_lua_box), parameter arrays live in Lua memory.
  */
 
 %{
+#include <stdbool.h>
+
 #include "pgspout_lua.h"
 
 /* Lua loads pgspout_core.so through luaopen_pgspout_core; SWIG_init is
@@ -30,93 +38,178 @@
 SWIGEXPORT int SWIG_init(lua_State *L);
 SWIGEXPORT int luaopen_pgspout_core(lua_State *L);
 SWIGEXPORT int luaopen_pgspout_core(lua_State *L) { return SWIG_init(L); }
+
+typedef int pgspout_lua_rc;  /* a code: true | nil, message, code name */
+typedef int pgspout_lua_get; /* the out-values | nil, message, code name */
+typedef int pgspout_lua_new; /* a new object | nil, message, code name */
+
+/* The handle of the pgspout object of type ty at idx (NULL once closed);
+ * raises for anything else, foreign userdata included. */
+static void *pgspout_lua_self(lua_State *L, int idx, swig_type_info *ty)
+{
+    swig_lua_userdata *u = (swig_lua_userdata *)lua_touserdata(L, idx);
+    if (lua_type(L, idx) != LUA_TUSERDATA || lua_objlen(L, idx) != sizeof *u || u->type != ty)
+        luaL_error(L, "bad self (pgspout %s expected, got %s)",
+                   ((swig_lua_class *)ty->clientdata)->name, luaL_typename(L, idx));
+    return u->ptr;
+}
+
+/* Push a new object of type ty, owned (its __gc closes it), whose handle
+ * the call about to run writes through the pointer returned. */
+static void **pgspout_lua_newobj(lua_State *L, swig_type_info *ty)
+{
+    swig_lua_userdata *u = (swig_lua_userdata *)lua_newuserdata(L, sizeof *u);
+    u->type = ty;
+    u->own = 1;
+    u->ptr = NULL;
+    SWIG_Lua_AddMetatable(L, ty);
+    return &u->ptr;
+}
+
+/* nil, message, code for a failed method of the object at index 1 */
+static int pgspout_lua_fail_self(lua_State *L, int code)
+{
+    swig_lua_userdata *u = (swig_lua_userdata *)lua_touserdata(L, 1);
+    if (u->type == SWIGTYPE_p_pgspout_stream)
+        return pgspout_lua_stream_fail(L, (pgspout_stream *)u->ptr, code);
+    return pgspout_lua_fail(L, code, pgspout_conn_error((pgspout_conn *)u->ptr), NULL);
+}
 %}
 
 %init %{
   pgspout_lua_init(L);
-  /* SWIG adds two helpers to the global table; keep globals clean (OpenResty
-   * warns about global writes). */
+  lua_pushlightuserdata(L, NULL);
+  lua_setfield(L, -2, "null");
+  /* The class metatables, as core.conn_class / core.stream_class, for
+   * pgspout.lua to add its methods (objects compare by identity, not by
+   * SWIG's pointer comparison: closed objects all hold NULL). */
+  {
+    swig_type_info *ty[2] = {SWIGTYPE_p_pgspout_conn, SWIGTYPE_p_pgspout_stream};
+    const char *field[2] = {"conn_class", "stream_class"};
+    for (int i = 0; i < 2; i++) {
+      SWIG_Lua_get_class_metatable(L, ((swig_lua_class *)ty[i]->clientdata)->fqname);
+      lua_pushnil(L);
+      lua_setfield(L, -2, "__eq");
+      lua_setfield(L, -2, field[i]);
+    }
+  }
+  /* SWIG adds two helpers to the global table; keep globals clean
+   * (OpenResty warns about global writes). */
   lua_pushnil(L);
   lua_setglobal(L, "swig_type");
   lua_pushnil(L);
   lua_setglobal(L, "swig_equals");
 %}
 
-/* ------------------------------------------------------------- natives */
-%native(connect) int pgspout_lua_connect(lua_State *L);
-%native(conn_close) int pgspout_lua_conn_close(lua_State *L);
-%native(conn_ok) int pgspout_lua_conn_ok(lua_State *L);
-%native(conn_error) int pgspout_lua_conn_error(lua_State *L);
-%native(conn_server_version) int pgspout_lua_conn_server_version(lua_State *L);
-%native(stream_open) int pgspout_lua_stream_open(lua_State *L);
-%native(stream_chunk) int pgspout_lua_stream_chunk(lua_State *L);
-%native(stream_pause) int pgspout_lua_stream_pause(lua_State *L);
-%native(stream_resume) int pgspout_lua_stream_resume(lua_State *L);
-%native(stream_cancel) int pgspout_lua_stream_cancel(lua_State *L);
-%native(stream_state) int pgspout_lua_stream_state(lua_State *L);
-%native(stream_stats) int pgspout_lua_stream_stats(lua_State *L);
-%native(stream_close) int pgspout_lua_stream_close(lua_State *L);
-%native(stream_columns) int pgspout_lua_stream_columns(lua_State *L);
-%native(stream_error) int pgspout_lua_stream_error(lua_State *L);
-%native(stream_command_tag) int pgspout_lua_stream_command_tag(lua_State *L);
+/* ------------------------------------------------------------- typemaps */
+/* (before the types they apply to: %extend methods take the typemaps in
+ * force where their struct is declared) */
 
-/* ------------------------------------------------------------ typemaps */
+typedef int pgspout_lua_rc;
+typedef int pgspout_lua_get;
+typedef int pgspout_lua_new;
+
+%typemap(out) pgspout_lua_rc {
+  if (result < 0)
+    return pgspout_lua_fail_self(L, result);
+  lua_pushboolean(L, 1);
+  SWIG_arg++;
+}
+%typemap(out) pgspout_lua_get {
+  if (result < 0)
+    return pgspout_lua_fail_self(L, result);
+}
+%typemap(out) pgspout_lua_new "";
+%typemap(out) int pgspout_connect_opts "";
+
+/* self: an open object, or the closed-object failure */
+%define PGSPOUT_LUA_SELF(TYPE, WHAT)
+%typemap(in) struct TYPE *self {
+  $1 = (TYPE *)pgspout_lua_self(L, $input, $1_descriptor);
+  if (!$1)
+    return pgspout_lua_fail(L, PGSPOUT_ESTATE, WHAT " is closed", NULL);
+}
+%enddef
+PGSPOUT_LUA_SELF(pgspout_conn, "connection")
+PGSPOUT_LUA_SELF(pgspout_stream, "stream")
+
+/* New handles: written into an owned object made before the call. On
+ * failure, the message of the failed handle (or of the connection), which
+ * is then closed. */
+%typemap(in, numinputs=0) pgspout_conn **out (int obj = 0), pgspout_stream **out (int obj = 0) "$1 = NULL;";
+%typemap(check) pgspout_conn **out, pgspout_stream **out {
+  $1 = ($1_ltype)pgspout_lua_newobj(L, $*1_descriptor);
+  obj$argnum = lua_gettop(L);
+}
+%typemap(argout) pgspout_conn **out {
+  if (result < 0) {
+    pgspout_lua_fail(L, result, *$1 ? pgspout_conn_error(*$1) : NULL, NULL);
+    pgspout_conn_close(*$1);
+    *$1 = NULL;
+    return 3;
+  }
+  lua_pushvalue(L, obj$argnum);
+  SWIG_arg++;
+}
+%typemap(argout) pgspout_stream **out {
+  if (result < 0) {
+    if (*$1)
+      pgspout_lua_stream_fail(L, *$1, result);
+    else
+      pgspout_lua_fail(L, result, pgspout_conn_error(arg1), NULL);
+    pgspout_stream_close(*$1);
+    *$1 = NULL;
+    return 3;
+  }
+  lua_pushvalue(L, obj$argnum);
+  SWIG_arg++;
+}
 
 /* Numbers may come as numeric strings (Lua's coercion, as lua_isnumber
  * allows). PUC Lua 5.1 converts those with strtod on the C string, so
  * "1\0junk" would read as 1 and act on another stream than the one written:
  * a numeric string with a NUL byte raises "pgspout: einval: <name> contains
- * a NUL byte" (pgspout_lua_cstring) before the type check, under LuaJIT too
- * (which would call it a wrong type). */
+ * a NUL byte" (pgspout_lua_cstring) before the type check. */
 %define PGSPOUT_LUA_NUMBER_CHECK
   if (lua_type(L, $input) == LUA_TSTRING)
     pgspout_lua_cstring(L, $input, "%s", "$1_name");
   if (!lua_isnumber(L, $input))
     SWIG_fail_arg("$symname", $argnum, "$1_type");
 %enddef
-
+%typemap(in) int {
+  PGSPOUT_LUA_NUMBER_CHECK
+  $1 = ($1_ltype)lua_tonumber(L, $input);
+}
+%typemap(in) int mode {
+  PGSPOUT_LUA_NUMBER_CHECK
+  $1 = (int)lua_tonumber(L, $input);
+  if ($1 < PGSPOUT_LUA_ARRAY || $1 > PGSPOUT_LUA_JSON)
+    luaL_argerror(L, $input, "mode must be 0 (array), 1 (map) or 2 (json)");
+}
 /* Registry ids: Lua numbers holding positive integers (ids count up from 1
  * and stay far below 2^53). */
 %typemap(in) uint64_t id {
   PGSPOUT_LUA_NUMBER_CHECK
   lua_Number v_ = lua_tonumber(L, $input);
-  if (!(v_ >= 0 && v_ < 9007199254740992.0) || v_ != (lua_Number)(uint64_t)v_) {
-    SWIG_Lua_pushferrstring(L, "Error in %s (arg %d), expected a registry id (positive integer)", "$symname", $argnum);
-    SWIG_fail;
-  }
+  if (!(v_ >= 0 && v_ < 9007199254740992.0) || v_ != (lua_Number)(uint64_t)v_)
+    luaL_argerror(L, $input, "expected a registry id (positive integer)");
   $1 = (uint64_t)v_;
 }
-%typemap(in) int max_rows {
-  PGSPOUT_LUA_NUMBER_CHECK
-  $1 = ($1_ltype)lua_tonumber(L, $input);
-}
-%typemap(in, numinputs=0) uint64_t *id (uint64_t tmp = 0) { $1 = &tmp; }
-%typemap(argout) uint64_t *id { lua_pushnumber(L, (lua_Number)*$1); SWIG_arg++; }
 
-/* char **errmsg: boxed, pushed as a string or nil */
-%typemap(in, numinputs=0) char **errmsg { $1 = NULL; }
-%typemap(check) char **errmsg { $1 = (char **)pgspout_lua_box(L); }
-%typemap(argout) char **errmsg { pgspout_lua_push_boxed(L, (void **)$1, (size_t)-1); SWIG_arg++; }
-
-/* registry_fetch's (char **out, size_t *len): one Lua string or nil */
-%typemap(in, numinputs=0) (char **out, size_t *len) (size_t tmplen = 0) { $1 = NULL; $2 = &tmplen; }
-%typemap(check) (char **out, size_t *len) { $1 = (char **)pgspout_lua_box(L); }
-%typemap(argout) (char **out, size_t *len) { pgspout_lua_push_boxed(L, (void **)$1, *$2); SWIG_arg++; }
-
-%typemap(in, numinputs=0) int *nrows (int tmp = 0) { $1 = &tmp; }
-%typemap(argout) int *nrows { lua_pushnumber(L, (lua_Number)*$1); SWIG_arg++; }
-
-/* Every string argument SWIG wraps itself (registry_open's conninfo and
- * sql): a string or number (nil passes NULL, as SWIG's default does), and
- * a string with a NUL byte raises "pgspout: einval: <name> contains a NUL
- * byte" instead of being cut short (pgspout_lua_cstring, shared with the
- * natives). conninfo is called dsn in the Lua API. */
+/* Every string argument: a string or number (nil passes NULL; sql must be
+ * there), and a string with a NUL byte raises "pgspout: einval: <name>
+ * contains a NUL byte" instead of being cut short. conninfo is called dsn
+ * in the Lua API, and nil means "" (PG* environment variables). */
 %typemap(in, checkfn="SWIG_lua_isnilstring") const char * {
   $1 = ($1_ltype)pgspout_lua_cstring(L, $input, "%s", "$1_name");
 }
-%typemap(in, checkfn="SWIG_lua_isnilstring") const char *conninfo {
-  $1 = ($1_ltype)pgspout_lua_cstring(L, $input, "dsn");
+%typemap(in, checkfn="lua_isstring") const char *sql {
+  $1 = ($1_ltype)pgspout_lua_cstring(L, $input, "sql");
 }
+%typemap(in, checkfn="SWIG_lua_isnilstring") const char *conninfo {
+  $1 = lua_isnil(L, $input) ? "" : ($1_ltype)pgspout_lua_cstring(L, $input, "dsn");
+}
+%typemap(default) const char *conninfo { $1 = ""; }
 
 /* (nparams, params) from a Lua array (or nil), see pgspout_lua_params */
 %typemap(in) (int nparams, const char *const *params) {
@@ -124,94 +217,139 @@ SWIGEXPORT int luaopen_pgspout_core(lua_State *L) { return SWIG_init(L); }
 }
 %typemap(default) (int nparams, const char *const *params) { $1 = 0; $2 = NULL; }
 
-/* const pgspout_options *opts from a Lua table (or nil). A bad key or value
- * returns nil, message, code name without calling the function. */
+/* Options from a Lua table (or nil). A bad key or value returns nil,
+ * message, code name without calling the function. */
 %typemap(in) const pgspout_options *opts {
   {
     pgspout_options *o_ = NULL;
     const char *e_ = NULL;
     int rc_ = pgspout_lua_options(L, $input, &o_, &e_);
-    if (rc_ < 0) {
-      lua_pushnil(L);
-      lua_pushstring(L, e_ ? e_ : pgspout_strerror(rc_));
-      lua_pushstring(L, pgspout_code_name(rc_));
-      return 3;
-    }
+    if (rc_ < 0)
+      return pgspout_lua_fail(L, rc_, e_, NULL);
     $1 = o_;
   }
 }
 %typemap(default) const pgspout_options *opts { $1 = NULL; }
 
-/* Strings the library allocates (metrics, registry JSON): boxed before the
- * call, pushed (nil for NULL), freed at once. */
-%define PGSPOUT_OWNED_STRING(fn)
+/* The rows of the next chunk (pgspout_lua_push_rows), false at the end */
+%typemap(in, numinputs=0) const pgspout_chunk **chunk (const pgspout_chunk *tmp = NULL) "$1 = ($1_ltype)&tmp;";
+%typemap(argout) const pgspout_chunk **chunk {
+  if (result == PGSPOUT_OK)
+    pgspout_lua_push_rows(L, arg1, *$1, arg2, arg3);
+  else
+    lua_pushboolean(L, 0);
+  SWIG_arg++;
+}
+
+/* Stats as a table (pgspout_lua_push_stats) */
+%typemap(in, numinputs=0) pgspout_stats *st (pgspout_stats tmp) "tmp.size = sizeof tmp; $1 = &tmp;";
+%typemap(argout) pgspout_stats *st "pgspout_lua_push_stats(L, $1); SWIG_arg++;";
+
+/* Out-values of the registry; char ** is a string the library allocates:
+ * boxed before the call, pushed (nil for NULL), freed at once. */
+%typemap(in, numinputs=0) uint64_t *id (uint64_t tmp = 0) "$1 = &tmp;";
+%typemap(argout) uint64_t *id "lua_pushnumber(L, (lua_Number)*$1); SWIG_arg++;";
+%typemap(in, numinputs=0) int *nrows (int tmp = 0) "$1 = &tmp;";
+%typemap(argout) int *nrows "lua_pushnumber(L, (lua_Number)*$1); SWIG_arg++;";
+%typemap(in, numinputs=0) (char **out, size_t *len) (size_t tmplen = 0) "$1 = NULL; $2 = &tmplen;";
+%typemap(check) (char **out, size_t *len) "$1 = (char **)pgspout_lua_box(L, NULL);";
+%typemap(argout) (char **out, size_t *len) "pgspout_lua_push_boxed(L, (void **)$1, *$2); SWIG_arg++;";
+%typemap(in, numinputs=0) char **errmsg "$1 = NULL;";
+%typemap(check) char **errmsg "$1 = (char **)pgspout_lua_box(L, NULL);";
+%typemap(argout) char **errmsg {
+  if (result < 0) /* after the other out-values: these three are returned */
+    return pgspout_lua_fail(L, result, *$1, NULL);
+}
+/* registry calls returning a code: true | nil, message, code name */
+%define PGSPOUT_LUA_RC(fn)
+%typemap(out) int fn {
+  if (result < 0)
+    return pgspout_lua_fail(L, result, NULL, NULL);
+  lua_pushboolean(L, 1);
+  SWIG_arg++;
+}
+%enddef
+PGSPOUT_LUA_RC(pgspout_registry_pause)
+PGSPOUT_LUA_RC(pgspout_registry_resume)
+PGSPOUT_LUA_RC(pgspout_registry_cancel)
+PGSPOUT_LUA_RC(pgspout_registry_close)
+%typemap(out) int pgspout_registry_open "";
+%typemap(out) int pgspout_registry_fetch "";
+
+/* Blocking calls: interruptible by the standalone interpreter's Ctrl-C */
+%define PGSPOUT_LUA_BLOCKING(fn)
 %exception fn %{
-  {
-    void **box_ = pgspout_lua_box(L);
-    $action
-    *box_ = result;
-    pgspout_lua_push_boxed(L, box_, (size_t)-1);
-    return SWIG_arg + 1;
-  }
+  pgspout_lua_interruptible(L);
+  $action
+  pgspout_lua_interruptible(NULL);
 %}
 %enddef
-PGSPOUT_OWNED_STRING(pgspout_metrics_prometheus)
-PGSPOUT_OWNED_STRING(pgspout_metrics_json)
-PGSPOUT_OWNED_STRING(pgspout_registry_stats_json)
-PGSPOUT_OWNED_STRING(pgspout_registry_list_json)
+PGSPOUT_LUA_BLOCKING(pgspout_connect_opts)
+PGSPOUT_LUA_BLOCKING(pgspout_conn::open)
+PGSPOUT_LUA_BLOCKING(pgspout_stream::chunk)
 
-/* ----------------------------------------------- what SWIG wraps itself */
+/* close() empties the object: its __gc and other methods see it closed */
+%exception pgspout_conn::close %{
+  $action
+  ((swig_lua_userdata *)lua_touserdata(L, 1))->ptr = NULL;
+%}
+%exception pgspout_stream::close %{
+  $action
+  ((swig_lua_userdata *)lua_touserdata(L, 1))->ptr = NULL;
+%}
 
-/* Handles are the natives' business; hooks and raw memory have no Lua
- * meaning. */
-%ignore pgspout_free;
-%ignore pgspout_set_log_hook;
-%ignore pgspout_log_fn;
-%ignore pgspout_filter_fn;
-%ignore pgspout_progress_fn;
-%ignore pgspout_options_new;
-%ignore pgspout_options_set;
-%ignore pgspout_options_get;
-%ignore pgspout_options_error;
-%ignore pgspout_options_free;
-%ignore pgspout_options_set_filter;
-%ignore pgspout_options_set_progress;
-%ignore pgspout_connect;
-%ignore pgspout_connect_opts;
-%ignore pgspout_conn_close;
-%ignore pgspout_conn_error;
-%ignore pgspout_conn_ok;
-%ignore pgspout_conn_cancel;
-%ignore pgspout_conn_server_version;
-%ignore pgspout_stream_open;
-%ignore pgspout_stream_next;
-%ignore pgspout_stream_next_chunk;
-%ignore pgspout_chunk_nrows;
-%ignore pgspout_chunk_row;
-%ignore pgspout_stream_socket;
-%ignore pgspout_stream_wait_ms;
-%ignore pgspout_stream_ncols;
-%ignore pgspout_stream_colname;
-%ignore pgspout_stream_coltype;
-%ignore pgspout_row_ncols;
-%ignore pgspout_row_value;
-%ignore pgspout_row_isnull;
-%ignore pgspout_row_json;
-%ignore pgspout_chunk_ndjson;
-%ignore pgspout_stream_pause;
-%ignore pgspout_stream_resume;
-%ignore pgspout_stream_cancel;
-%ignore pgspout_stream_state;
-%ignore pgspout_stream_close;
-%ignore pgspout_stream_error;
-%ignore pgspout_stream_sqlstate;
-%ignore pgspout_stream_errcode;
-%ignore pgspout_stream_stats;
-%ignore pgspout_stream_stats_json;
-%ignore pgspout_stats;
+/* -------------------------------------------------- what the module has */
 
-/* core.version(), core.registry_open(), ... ; constants keep their names
- * (core.PGSPOUT_OK, core.PGSPOUT_STATE_RUNNING, ...) */
+%rename(connect) pgspout_connect_opts;
 %rename("%(strip:[pgspout_])s") "";
+/* Handles are the types below; hooks, raw memory and row accessors have no
+ * Lua meaning (convert.c uses them). */
+%rename("$ignore", regexmatch$name="^pgspout_(conn|stream|chunk|row|options)_") "";
+%rename("$ignore", regexmatch$name="^pgspout_(connect|free|set_.*_hook|stats.*|.*_fn)$") "";
 
-%include "pgspout.h"
+/* ---------------------------------------------------------------- types */
+
+%nodefaultctor pgspout_conn;
+%nodefaultctor pgspout_stream;
+struct pgspout_conn {};
+struct pgspout_stream {};
+
+/* Methods without a body are pgspout_conn_<name> / pgspout_stream_<name>. */
+%extend pgspout_conn {
+  ~pgspout_conn() { pgspout_conn_release($self); }
+  void close();
+  bool ok();
+  const char *error();
+  pgspout_lua_rc cancel();
+  int server_version();
+  /* conn:open(sql [, params [, opts]]) -> stream | nil, message, code */
+  pgspout_lua_new open(const char *sql, int nparams, const char *const *params,
+                       const pgspout_options *opts, pgspout_stream **out) {
+    return pgspout_stream_open($self, sql, nparams, params, opts, out);
+  }
+}
+
+%extend pgspout_stream {
+  ~pgspout_stream() { pgspout_stream_close($self); }
+  void close();
+  pgspout_lua_rc pause();
+  pgspout_lua_rc resume();
+  pgspout_lua_rc cancel();
+  int state();
+  pgspout_lua_get stats(pgspout_stats *st);
+  const char *error();
+  const char *sqlstate();
+  int errcode();
+  const char *command_tag();
+  int ncols();
+  const char *colname(int col);
+  unsigned int coltype(int col);
+  /* s:chunk(mode, values) -> rows | false (end) | nil, message, code: the
+   * buffered rows not yet handed out (values > 0: about that many values'
+   * worth). They count as delivered only as s:handout(n) hands them on,
+   * which fails once the stream was cancelled or its connection closed. */
+  pgspout_lua_get chunk(int mode, int values, const pgspout_chunk **chunk) {
+    return pgspout_stream_next_chunk($self, PGSPOUT_HANDOUT, chunk);
+  }
+  pgspout_lua_rc handout(int n);
+}

@@ -4,6 +4,8 @@
 local H = require "helper"
 local pgspout = H.pgspout
 local core = pgspout.core
+-- the generated methods, to call them with a wrong self
+local conn_m, stream_m = core.conn_class[".fn"], core.stream_class[".fn"]
 
 describe("bad input", function()
     local conn
@@ -29,12 +31,12 @@ describe("bad input", function()
             function() conn:stream("SELECT 1", { n = -1 }) end,
             function() conn:stream("SELECT 1", { n = 1.5 }) end,
             function() conn:stream("SELECT 1", { n = 70000 }) end,
-            function() core.stream_open("not a conn", "SELECT 1") end,
-            function() core.stream_pause(conn) end,                  -- conn is not a stream
-            function() core.conn_close(io.stdout) end,
+            function() conn_m.open("not a conn", "SELECT 1") end,
+            function() stream_m.pause(conn) end,                     -- conn is not a stream
+            function() conn_m.close(io.stdout) end,                  -- a foreign userdata
             function() local s = assert(conn:stream("SELECT 1")); s:rows("bogus") end,
             function() local s = assert(conn:stream("SELECT 1")); s:chunk("bogus") end,
-            function() core.stream_chunk(assert(conn:stream("SELECT 1")), 7) end,
+            function() stream_m.chunk(assert(conn:stream("SELECT 1")), 7) end,
             function() pgspout.registry_fetch("abc") end,
             function() pgspout.registry_fetch(-1) end,
             function() pgspout.registry_fetch(1.5) end,
@@ -298,10 +300,10 @@ describe("bad input", function()
             assert(pgspout.registry_close(id))
 
             local s = assert(conn:stream("SELECT 1"))
-            local ok, err = pcall(core.stream_chunk, s, "1\0x")
+            local ok, err = pcall(stream_m.chunk, s, "1\0x", 0)
             assert.is_false(ok)
             assert.are.equal("pgspout: einval: mode contains a NUL byte", err)
-            assert.are.same({ { 1 } }, core.stream_chunk(s, "0"))  -- numeric strings still work
+            assert.are.same({ { 1 } }, stream_m.chunk(s, "0", 0))  -- numeric strings still work
             s:close()
         end)
 

@@ -210,3 +210,137 @@ describe("streams", function()
         assert.are.same({ { 1 } }, H.query("SELECT 1", nil, nil, conn))
     end)
 end)
+
+-- What every language shares (README, "What holds in every language"): after
+-- cancel or close the next row request reports it, rows_delivered counts the
+-- rows handed out, objects close in any order.
+describe("stream semantics shared with C and Python", function()
+    local conn
+    before_each(function() conn = assert(pgspout.connect(H.dsn)) end)
+    after_each(function() conn:close() end)
+
+    local BIG = "SELECT g FROM generate_series(1, 1000000) g"
+
+    -- an iterator that has handed out 10 rows of a 100-row chunk
+    local function ten(opts)
+        local s = assert(conn:stream(BIG, nil, opts or { chunk_rows = 100 }))
+        local iter = s:rows()
+        for i = 1, 10 do assert.are.equal(i, iter()[1]) end
+        return s, iter
+    end
+
+    it("after s:cancel(), no buffered row: the next one raises ecancelled", function()
+        local s, iter = ten({ chunk_rows = 100, label = "lua_handout" })
+        assert.is_true(s:cancel())
+        local ok, err = pcall(iter)
+        assert.is_false(ok)
+        assert.matches("^pgspout: ecancelled: ", err)
+        assert.matches("57014", err)
+        assert.are.equal(10, s:stats().rows_delivered)
+        s:close()
+        -- the metric counts what the user received too
+        assert.matches('pgspout_rows_total{label="lua_handout"} 10\n', pgspout.metrics_text(), 1, true)
+    end)
+
+    it("after s:close(), no buffered row: the next one raises estate", function()
+        local s, iter = ten()
+        s:close()
+        local ok, err = pcall(iter)
+        assert.is_false(ok)
+        assert.are.equal("pgspout: estate: stream is closed", err)
+        assert.are.equal(10, s:stats().rows_delivered)
+    end)
+
+    it("after conn:close(), the next row raises estate: the stream's connection was closed", function()
+        local s, iter = ten()
+        conn:close()
+        local ok, err = pcall(iter)
+        assert.is_false(ok)
+        assert.are.equal("pgspout: estate: the stream's connection was closed", err)
+        local c, cerr, code = s:chunk()
+        assert.is_nil(c)
+        assert.are.equal("estate", code)
+        assert.are.equal("the stream's connection was closed", cerr)
+        assert.are.equal("closed", s:state())
+        assert.are.equal(10, s:stats().rows_delivered)
+        s:close()
+    end)
+
+    it("s:chunk() after rows() hands out the rest of the chunk, once", function()
+        local s, iter = ten()
+        local rest = assert(s:chunk())
+        assert.are.equal(90, #rest)
+        assert.are.equal(11, rest[1][1])
+        assert.are.equal(101, iter()[1])
+        assert.are.equal(101, s:stats().rows_delivered)
+        s:close()
+    end)
+
+    it("conn:cancel() cancels what runs on the connection", function()
+        local s = assert(conn:stream("SELECT g, pg_sleep(0.01) FROM generate_series(1, 100000) g",
+                                     nil, { chunk_rows = 1 }))
+        assert(s:chunk())
+        assert.is_true(conn:cancel())
+        local ok, err = pcall(function() for _ in s:rows() do end end)
+        assert.is_false(ok)
+        assert.matches("57014", err)
+        s:close()
+        assert.are.same({ { 3 } }, H.query("SELECT 3", nil, nil, conn))
+        local c2 = assert(pgspout.connect(H.dsn))
+        c2:close()
+        local r, cerr, code = c2:cancel()
+        assert.is_nil(r)
+        assert.are.equal("estate", code)
+        assert.matches("closed", cerr)
+    end)
+
+    it("rows = tuple | dict | json shapes rows; rows(mode) overrides it", function()
+        local sql = "SELECT 1 AS a, 'x' AS b"
+        local function all(opts, mode)
+            local rows = {}
+            for r in assert(conn:stream(sql, nil, opts)):rows(mode) do rows[#rows + 1] = r end
+            return rows
+        end
+        assert.are.same({ { 1, "x" } }, all({ rows = "tuple" }))
+        assert.are.same({ { a = 1, b = "x" } }, all({ rows = "dict" }))
+        assert.are.same({ '{"a":1,"b":"x"}' }, all({ rows = "json" }))
+        assert.are.same({ { 1, "x" } }, all({ rows = "dict" }, "array"))
+        local s, err, code = conn:stream(sql, nil, { rows = "map" })
+        assert.is_nil(s)
+        assert.are.equal("evalue", code)
+        assert.matches("rows", err)
+    end)
+
+    it("stats: every field of the core's table, -1 where unknown", function()
+        local s = assert(conn:stream("SELECT 1"))
+        local st = s:stats()
+        for _, k in ipairs({ "state", "chunk_rows", "rows_delivered", "rows_received", "rows_filtered",
+                             "bytes_received", "chunks", "buffered_rows", "buffered_bytes",
+                             "peak_buffered_bytes", "pauses", "time_to_first_row", "elapsed",
+                             "paused_time", "rows_per_sec", "bytes_per_sec", "expected_rows",
+                             "progress", "eta" }) do
+            assert.is_not_nil(st[k], k)
+        end
+        assert.are.equal(-1, st.progress)
+        assert.are.equal(-1, st.eta)
+        s:close()
+    end)
+
+    it("a connection collected while its stream runs closes when the stream ends", function()
+        local app = H.marker("gc_release")
+        local n = 0
+        for _ in assert(assert(pgspout.connect(H.dsn, { application_name = app }))
+                            :stream("SELECT g FROM generate_series(1, 3000) g", nil, { chunk_rows = 100 }))
+                     :rows() do
+            n = n + 1
+            if n % 500 == 0 then
+                collectgarbage()
+                collectgarbage()
+            end
+        end
+        assert.are.equal(3000, n)
+        collectgarbage()
+        collectgarbage()
+        assert.are.equal(0, H.wait_until(function() return H.backends(app) == 0 and 0 end, 5))
+    end)
+end)
