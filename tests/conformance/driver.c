@@ -31,6 +31,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "testutil.h" /* tu_md5: the checksum every driver computes over its canonical rows */
+
 static void die(const char *fmt, ...)
 {
     va_list ap;
@@ -98,89 +100,6 @@ static void t_escaped(text *t, const char *v, size_t n)
         }
     }
     t_add(t, v + start, n - start);
-}
-
-/* ------------------------------------------------------------------- md5 */
-/* RFC 1321, for the checksum every driver computes over its canonical rows. */
-
-typedef struct md5 {
-    uint32_t a, b, c, d;
-    uint64_t n;
-    unsigned char buf[64];
-} md5;
-
-static uint32_t rol(uint32_t x, int c) { return (x << c) | (x >> (32 - c)); }
-
-static void md5_block(md5 *m, const unsigned char *p)
-{
-    static const uint32_t K[64] = {
-        0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613,
-        0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193,
-        0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340, 0x265e5a51, 0xe9b6c7aa, 0xd62f105d,
-        0x02441453, 0xd8a1e681, 0xe7d3fbc8, 0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed,
-        0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122,
-        0xfde5380c, 0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
-        0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665, 0xf4292244,
-        0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
-        0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb,
-        0xeb86d391};
-    static const int R[64] = {7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
-                              5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20,
-                              4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
-                              6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21};
-    uint32_t w[16];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[i * 4] | (uint32_t)p[i * 4 + 1] << 8 | (uint32_t)p[i * 4 + 2] << 16 |
-               (uint32_t)p[i * 4 + 3] << 24;
-    uint32_t a = m->a, b = m->b, c = m->c, d = m->d;
-    for (int i = 0; i < 64; i++) {
-        uint32_t f;
-        int g;
-        if (i < 16)
-            f = (b & c) | (~b & d), g = i;
-        else if (i < 32)
-            f = (d & b) | (~d & c), g = (5 * i + 1) % 16;
-        else if (i < 48)
-            f = b ^ c ^ d, g = (3 * i + 5) % 16;
-        else
-            f = c ^ (b | ~d), g = (7 * i) % 16;
-        uint32_t tmp = d;
-        d = c;
-        c = b;
-        b = b + rol(a + f + K[i] + w[g], R[i]);
-        a = tmp;
-    }
-    m->a += a, m->b += b, m->c += c, m->d += d;
-}
-
-static void md5_init(md5 *m)
-{
-    m->a = 0x67452301, m->b = 0xefcdab89, m->c = 0x98badcfe, m->d = 0x10325476, m->n = 0;
-}
-
-static void md5_add(md5 *m, const void *data, size_t n)
-{
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) {
-        m->buf[m->n % 64] = p[i];
-        if (++m->n % 64 == 0)
-            md5_block(m, m->buf);
-    }
-}
-
-static void md5_hex(md5 *m, char out[33])
-{
-    uint64_t bits = m->n * 8;
-    unsigned char pad = 0x80, zero = 0, len[8];
-    md5_add(m, &pad, 1);
-    while (m->n % 64 != 56)
-        md5_add(m, &zero, 1);
-    for (int i = 0; i < 8; i++)
-        len[i] = (unsigned char)(bits >> (8 * i));
-    md5_add(m, len, 8);
-    uint32_t v[4] = {m->a, m->b, m->c, m->d};
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", (v[i / 4] >> (8 * (i % 4))) & 0xff);
 }
 
 /* ----------------------------------------------------------------- cases */
@@ -324,7 +243,7 @@ typedef struct run {
     int opened, s_closed, conn_closed, mode;
     pgspout_stats snap; /* taken just before the case's own close */
     long long rows;
-    md5 sum;
+    tu_md5 sum;
     text row;
     /* the last read that ended without a row (or the open failure) */
     const char *end;
@@ -384,7 +303,7 @@ static void render_row(run *r, const pgspout_row *row)
         }
     }
     t_str(&r->row, "\n");
-    md5_add(&r->sum, r->row.p, r->row.len);
+    tu_md5_update(&r->sum, r->row.p, r->row.len);
     r->rows++;
 }
 
@@ -621,7 +540,7 @@ static void run_case(const char *dsn, const tcase *tc)
     r.end = "-";
     strcpy(r.sqlstate, "-");
     r.msg = xstrdup("-");
-    md5_init(&r.sum);
+    tu_md5_init(&r.sum);
 
     if (pgspout_connect(dsn, &r.conn) != PGSPOUT_OK)
         die("%s: connect: %s", tc->name, pgspout_conn_error(r.conn));
@@ -708,7 +627,7 @@ static void run_case(const char *dsn, const tcase *tc)
     if (metrics)
         snprintf(metric, sizeof metric, "%llu", rows_metric(label) - before);
     char sum[33];
-    md5_hex(&r.sum, sum);
+    tu_md5_hex(&r.sum, sum);
 
     printf("%s rows=%lld sum=%s end=%s sqlstate=%s state=%s delivered=%s metric=%s ev=", tc->name,
            r.rows, sum, r.end, r.sqlstate, state, delivered, metric);
