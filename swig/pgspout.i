@@ -20,6 +20,12 @@
 %ignore pgspout_progress_fn;
 %ignore pgspout_free;
 
+/* Text-value parsers: for C callers and the converters in bindings/; the
+ * languages get converted values instead. */
+%rename("$ignore", regextarget=1) "^pgspout_parse_";
+%ignore pgspout_datetime;
+%ignore pgspout_interval;
+
 /* Strings the library allocates: the wrapper copies them into the
  * language's string and frees them with pgspout_free. */
 %newobject pgspout_metrics_prometheus;

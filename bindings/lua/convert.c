@@ -50,97 +50,13 @@ static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
 
 static void c_locale_init(void) { c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
 
-static double parse_double(const char *v, char **end)
-{
-    pthread_once(&c_locale_once, c_locale_init);
-    return c_locale ? strtod_l(v, end, c_locale) : strtod(v, end);
-}
-
-__extension__ typedef unsigned __int128 u128;
-
-static uint64_t pow10_u64(int e)
-{
-    uint64_t p = 1;
-    while (e-- > 0)
-        p *= 10;
-    return p;
-}
-
-/* Decimal text -> the nearest double (ties to even), for the values
- * PostgreSQL prints for float4/float8 (at most 17 significant digits):
- * w * 10^e with w < 10^19 and |e| <= 19 is computed in 128-bit integers
- * and rounded once, so the result is exact where glibc's strtod takes its
- * slow multi-precision path (a thousand instructions for 17 digits).
- * Returns 0 for anything else (NaN, Infinity, more digits, larger
- * exponents): the caller uses strtod_l. */
-static int fast_double(const char *p, const char *end, double *out)
-{
-    uint64_t w = 0;
-    int neg = 0, digits = 0, seen = 0, e10 = 0, e = 0, eneg = 0;
-    if (p < end && (*p == '-' || *p == '+'))
-        neg = *p++ == '-';
-    for (int frac = 0;; p++) {
-        if (p < end && *p == '.' && !frac) {
-            frac = 1;
-            continue;
-        }
-        if (p >= end || *p < '0' || *p > '9')
-            break;
-        seen = 1;
-        e10 -= frac;
-        if (w == 0 && *p == '0')
-            continue; /* leading zeros are not significant */
-        if (++digits > 19)
-            return 0;
-        w = w * 10 + (uint64_t)(*p - '0');
-    }
-    if (p < end && (*p == 'e' || *p == 'E')) {
-        if (++p < end && (*p == '-' || *p == '+'))
-            eneg = *p++ == '-';
-        if (p >= end)
-            return 0;
-        for (; p < end && *p >= '0' && *p <= '9' && e < 1000; p++)
-            e = e * 10 + (*p - '0');
-        e10 += eneg ? -e : e;
-    }
-    if (!seen || p != end || e10 > 19 || e10 < -19)
-        return 0;
-    if (w == 0) {
-        *out = neg ? -0.0 : 0.0;
-        return 1;
-    }
-    /* value = (q + a fraction, non-zero when sticky) * 2^-shift */
-    u128 q;
-    int shift = 0, sticky = 0;
-    if (e10 >= 0) {
-        q = (u128)w * pow10_u64(e10);
-    } else { /* w shifted to the top of 128 bits, so q keeps >= 64 bits */
-        shift = 64 + __builtin_clzll(w);
-        u128 n = (u128)w << shift;
-        uint64_t d = pow10_u64(-e10);
-        q = n / d;
-        sticky = n % d != 0;
-    }
-    uint64_t hi = (uint64_t)(q >> 64);
-    int bits = hi ? 128 - __builtin_clzll(hi) : 64 - __builtin_clzll((uint64_t)q);
-    int drop = bits > 53 ? bits - 53 : 0;
-    uint64_t mant = (uint64_t)(q >> drop);
-    if (drop > 0) { /* round to nearest, ties to even */
-        u128 rest = q & (((u128)1 << drop) - 1), half = (u128)1 << (drop - 1);
-        mant += rest > half || (rest == half && (sticky || (mant & 1)));
-    }
-    *out = ldexp((double)mant, drop - shift); /* exact: mant <= 2^53, result normal */
-    if (neg)
-        *out = -*out;
-    return 1;
-}
-
 /* Exact text for a Lua number: integers without exponent, other values with
  * the fewest digits that read back the same, PostgreSQL's spelling for
  * non-finite values. */
 static const char *number_text(lua_Number x, char *buf, size_t cap)
 {
     locale_t old = (locale_t)0;
+    double back;
     if (isnan(x))
         return "NaN";
     if (isinf(x))
@@ -153,7 +69,7 @@ static const char *number_text(lua_Number x, char *buf, size_t cap)
     if (c_locale)
         old = uselocale(c_locale);
     snprintf(buf, cap, "%.15g", (double)x);
-    if (parse_double(buf, NULL) != (double)x)
+    if (pgspout_parse_float8(buf, strlen(buf), &back) != PGSPOUT_OK || back != (double)x)
         snprintf(buf, cap, "%.17g", (double)x);
     if (c_locale)
         uselocale(old);
@@ -406,32 +322,20 @@ static void push_value(lua_State *L, const pgspout_row *row, int col, int kind)
     }
     switch (kind) {
     case K_INT: {
-        const char *p = v + (*v == '-');
-        uint64_t mag = 0;
-        size_t digits = 0;
-        while (*p >= '0' && *p <= '9' && digits < 19) {
-            mag = mag * 10 + (uint64_t)(*p++ - '0');
-            digits++;
-        }
-        if (*p == '\0' && digits > 0 && mag <= (UINT64_C(1) << 53))
-            lua_pushnumber(L, *v == '-' ? -(lua_Number)mag : (lua_Number)mag);
+        int64_t x;
+        if (pgspout_parse_int8(v, len, &x) == PGSPOUT_OK && x <= (INT64_C(1) << 53) &&
+            x >= -(INT64_C(1) << 53))
+            lua_pushnumber(L, (lua_Number)x);
         else /* beyond 2^53: exact text instead of a rounded number */
             lua_pushlstring(L, v, len);
         return;
     }
-    case K_FLOAT: {
-        char *end;
-        if (fast_double(v, v + len, &d)) {
-            lua_pushnumber(L, (lua_Number)d);
-            return;
-        }
-        d = parse_double(v, &end);
-        if (end != v && *end == '\0')
+    case K_FLOAT:
+        if (pgspout_parse_float8(v, len, &d) == PGSPOUT_OK)
             lua_pushnumber(L, (lua_Number)d);
         else
             lua_pushlstring(L, v, len);
         return;
-    }
     case K_BOOL: lua_pushboolean(L, v[0] == 't'); return;
     default: lua_pushlstring(L, v, len); return;
     }

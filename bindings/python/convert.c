@@ -5,7 +5,6 @@
 #include "convert.h"
 
 #include <datetime.h>
-#include <float.h>
 #include <math.h>
 #include <poll.h>
 #include <stdint.h>
@@ -152,127 +151,14 @@ static PyObject *cv_text(const char *v, size_t n)
 
 static PyObject *cv_int(const char *v, size_t n)
 {
-    const char *p = v, *e = v + n;
-    int neg = 0;
-    uint64_t acc = 0;
-    if (p < e && (*p == '-' || *p == '+')) {
-        neg = *p == '-';
-        p++;
-    }
-    if (p == e || e - p > 19)
-        goto slow;
-    for (; p < e; p++) {
-        unsigned d = (unsigned)(*p - '0');
-        if (d > 9)
-            goto slow;
-        acc = acc * 10 + d;
-    }
-    if (!neg)
-        return PyLong_FromUnsignedLongLong(acc);
-    if (acc <= (uint64_t)INT64_MAX)
-        return PyLong_FromLongLong(-(long long)acc);
-    if (acc == (uint64_t)INT64_MAX + 1)
-        return PyLong_FromLongLong(INT64_MIN);
-slow : {
-    PyObject *r = PyLong_FromString(v, NULL, 10);
-    if (r == NULL) {
-        PyErr_Clear();
-        return cv_text(v, n);
-    }
-    return r;
-}
-}
-
-/* Exact fast path for decimals of up to 19 significant digits (Clinger): a
- * mantissa below 2^53 and a power of ten up to 22 are both exact doubles, so
- * one IEEE multiplication or division rounds correctly. With an IEEE long
- * double of 64 or 113 bits (x87, quad), a mantissa below 2^64 and 10^k up to
- * 10^27 are exact too: the one rounding to long double keeps the value on the
- * same side of every halfway point between doubles, so rounding that to a
- * double is exact too, unless it landed on such a point (then -1). Everything
- * else goes to PyOS_string_to_double. */
-static const double pow10_tab[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-
-static int float_fast(const char *p, const char *e, double *out)
-{
-    int neg = 0, digits = 0, exp10 = 0;
-    uint64_t m = 0;
-    if (p < e && (*p == '-' || *p == '+')) {
-        neg = *p == '-';
-        p++;
-    }
-    const char *start = p;
-    for (int frac = 0;; p++) {
-        if (p < e && *p == '.' && !frac) {
-            frac = 1;
-            continue;
-        }
-        if (p == e || *p < '0' || *p > '9')
-            break;
-        if (m || *p != '0')
-            digits++;
-        if (digits > 19)
-            return -1;
-        m = m * 10 + (uint64_t)(*p - '0');
-        exp10 -= frac;
-    }
-    if (p == start || (p == start + 1 && *start == '.'))
-        return -1;
-    if (p < e && (*p == 'e' || *p == 'E')) {
-        int eneg = 0, ev = 0;
-        p++;
-        if (p < e && (*p == '-' || *p == '+')) {
-            eneg = *p == '-';
-            p++;
-        }
-        if (p == e)
-            return -1;
-        while (p < e && *p >= '0' && *p <= '9') {
-            ev = ev * 10 + (*p - '0');
-            if (ev > 1000)
-                return -1;
-            p++;
-        }
-        exp10 += eneg ? -ev : ev;
-    }
-    if (p != e || exp10 < -27 || exp10 > 27)
-        return -1;
-    double d;
-    if (digits <= 15 && exp10 >= -22 && exp10 <= 22) {
-        d = (double)m;
-        d = exp10 < 0 ? d / pow10_tab[-exp10] : d * pow10_tab[exp10];
-    } else {
-#if LDBL_MANT_DIG == 64 || LDBL_MANT_DIG == 113 /* IEEE extended or quad, not double-double */
-        static const long double p10[] = {1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,
-                                          1e7L,  1e8L,  1e9L,  1e10L, 1e11L, 1e12L, 1e13L,
-                                          1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L, 1e20L,
-                                          1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L};
-        long double r = exp10 < 0 ? (long double)m / p10[-exp10] : (long double)m * p10[exp10];
-        d = (double)r;
-        if (r != d && (r - d) * 2 == (long double)nextafter(d, r > d ? HUGE_VAL : -HUGE_VAL) - d)
-            return -1;
-#else
-        return -1;
-#endif
-    }
-    *out = neg ? -d : d;
-    return 0;
+    int64_t x;
+    return pgspout_parse_int8(v, n, &x) == 0 ? PyLong_FromLongLong(x) : cv_text(v, n);
 }
 
 static PyObject *cv_float(const char *v, size_t n)
 {
     double d;
-    if (float_fast(v, v + n, &d) == 0)
-        return PyFloat_FromDouble(d);
-    char *end = NULL;
-    d = PyOS_string_to_double(v, &end, NULL);
-    if (end != v + n || (d == -1.0 && PyErr_Occurred())) {
-        PyErr_Clear();
-        return cv_text(v, n);
-    }
-    return PyFloat_FromDouble(d);
+    return pgspout_parse_float8(v, n, &d) == 0 ? PyFloat_FromDouble(d) : cv_text(v, n);
 }
 
 static PyObject *cv_bool(const char *v, size_t n)
@@ -306,133 +192,26 @@ static int hexval(char c)
     return -1;
 }
 
+/* bytes; the hex format decodes in place, the escape format (rare) through
+ * a scratch copy, as it may shrink. */
 static PyObject *cv_bytea(const char *v, size_t n)
 {
-    if (n >= 2 && v[0] == '\\' && v[1] == 'x') { /* bytea_output = hex */
-        if ((n - 2) % 2)
-            return cv_text(v, n);
-        size_t m = (n - 2) / 2;
-        PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)m);
-        if (b == NULL)
-            return NULL;
-        unsigned char *o = (unsigned char *)PyBytes_AS_STRING(b);
-        for (size_t i = 0; i < m; i++) {
-            int hi = hexval(v[2 + 2 * i]), lo = hexval(v[3 + 2 * i]);
-            if (hi < 0 || lo < 0) {
-                Py_DECREF(b);
-                return cv_text(v, n);
-            }
-            o[i] = (unsigned char)(hi << 4 | lo);
-        }
-        return b;
+    int hex = n >= 2 && v[0] == '\\' && v[1] == 'x';
+    size_t cap = hex ? (n - 2) / 2 : n, len = 0;
+    PyObject *b = hex ? PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap) : NULL;
+    unsigned char *o =
+        hex ? (b ? (unsigned char *)PyBytes_AS_STRING(b) : NULL) : PyMem_Malloc(cap + 1);
+    if (o == NULL)
+        return hex ? NULL : PyErr_NoMemory();
+    if (pgspout_parse_bytea(v, n, o, cap, &len) != 0) {
+        Py_XDECREF(b);
+        b = cv_text(v, n);
+    } else if (!hex) {
+        b = PyBytes_FromStringAndSize((const char *)o, (Py_ssize_t)len);
     }
-    /* bytea_output = escape: \\ and \ooo, everything else literal */
-    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
-    if (b == NULL)
-        return NULL;
-    char *o = PyBytes_AS_STRING(b);
-    size_t k = 0;
-    for (size_t i = 0; i < n;) {
-        if (v[i] != '\\') {
-            o[k++] = v[i++];
-        } else if (i + 1 < n && v[i + 1] == '\\') {
-            o[k++] = '\\';
-            i += 2;
-        } else if (i + 3 < n && v[i + 1] >= '0' && v[i + 1] <= '3' && v[i + 2] >= '0' &&
-                   v[i + 2] <= '7' && v[i + 3] >= '0' && v[i + 3] <= '7') {
-            o[k++] = (char)((v[i + 1] - '0') << 6 | (v[i + 2] - '0') << 3 | (v[i + 3] - '0'));
-            i += 4;
-        } else {
-            Py_DECREF(b);
-            return cv_text(v, n);
-        }
-    }
-    if (_PyBytes_Resize(&b, (Py_ssize_t)k) < 0)
-        return NULL;
+    if (!hex)
+        PyMem_Free(o);
     return b;
-}
-
-/* k decimal digits at p into *out; -1 if one is not a digit. */
-static int pdig(const char *p, int k, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < k; i++) {
-        unsigned d = (unsigned)(p[i] - '0');
-        if (d > 9)
-            return -1;
-        v = v * 10 + (int)d;
-    }
-    *out = v;
-    return 0;
-}
-
-/* "YYYY-MM-DD" at p (exactly four year digits). */
-static int parse_date(const char *p, const char *e, int *y, int *m, int *d)
-{
-    if (e - p < 10 || p[4] != '-' || p[7] != '-')
-        return -1;
-    if (pdig(p, 4, y) || pdig(p + 5, 2, m) || pdig(p + 8, 2, d))
-        return -1;
-    return 0;
-}
-
-/* "[.ffffff]" at *pp: microseconds (0 without); advances *pp. */
-static int parse_frac(const char **pp, const char *e, int *us)
-{
-    const char *p = *pp;
-    int k = 0;
-    *us = 0;
-    if (p == e || *p != '.')
-        return 0;
-    for (p++; p < e && *p >= '0' && *p <= '9'; p++)
-        if (k++ < 6)
-            *us = *us * 10 + (*p - '0');
-    for (int i = k; i < 6; i++)
-        *us *= 10;
-    *pp = p;
-    return k > 0 ? 0 : -1;
-}
-
-/* "HH:MM:SS[.ffffff]" at *pp; advances *pp. */
-static int parse_time(const char **pp, const char *e, int *h, int *mi, int *s, int *us)
-{
-    const char *p = *pp;
-    if (e - p < 8 || p[2] != ':' || p[5] != ':')
-        return -1;
-    if (pdig(p, 2, h) || pdig(p + 3, 2, mi) || pdig(p + 6, 2, s))
-        return -1;
-    p += 8;
-    if (parse_frac(&p, e, us) < 0)
-        return -1;
-    *pp = p;
-    return 0;
-}
-
-/* "+HH[:MM[:SS]]" / "-..." at *pp: offset east of UTC in seconds. */
-static int parse_offset(const char **pp, const char *e, int *off)
-{
-    const char *p = *pp;
-    int sign, h, m = 0, s = 0;
-    if (p >= e || (*p != '+' && *p != '-'))
-        return -1;
-    sign = *p == '-' ? -1 : 1;
-    p++;
-    if (e - p < 2 || pdig(p, 2, &h))
-        return -1;
-    p += 2;
-    if (e - p >= 3 && p[0] == ':') {
-        if (pdig(p + 1, 2, &m))
-            return -1;
-        p += 3;
-        if (e - p >= 3 && p[0] == ':') {
-            if (pdig(p + 1, 2, &s))
-                return -1;
-            p += 3;
-        }
-    }
-    *off = sign * (h * 3600 + m * 60 + s);
-    *pp = p;
-    return 0;
 }
 
 /* The tzinfo for an offset east of UTC in seconds (None if !with_tz). */
@@ -481,149 +260,64 @@ static PyObject *or_text(PyObject *r, const char *v, size_t n)
     return r;
 }
 
-static int is_word(const char *v, size_t n, const char *w)
+/* date, time(tz), timestamp(tz) by their PGSPOUT_KIND_* */
+static PyObject *cv_datetime(const char *v, size_t n, int kind)
 {
-    return n == strlen(w) && memcmp(v, w, n) == 0;
-}
-
-static PyObject *cv_date(const char *v, size_t n)
-{
-    int y, m, d;
-    if (n != 10 || parse_date(v, v + n, &y, &m, &d)) {
-        if (is_word(v, n, "infinity"))
-            return incref(G.date_max);
-        if (is_word(v, n, "-infinity"))
-            return incref(G.date_min);
+    PyDateTime_CAPI *api = PyDateTimeAPI;
+    pgspout_datetime t;
+    int with_tz = kind == PGSPOUT_KIND_TIMETZ || kind == PGSPOUT_KIND_TIMESTAMPTZ;
+    if (pgspout_parse_datetime(v, n, kind, &t) != 0)
         return cv_text(v, n);
-    }
-    return or_text(PyDateTimeAPI->Date_FromDate(y, m, d, PyDateTimeAPI->DateType), v, n);
-}
-
-static PyObject *ts_common(const char *v, size_t n, int with_tz)
-{
-    const char *p = v, *e = v + n;
-    int y, mo, d, h, mi, s, us, off = 0;
-    if (parse_date(p, e, &y, &mo, &d) || n < 19 || p[10] != ' ')
-        goto special;
-    p += 11;
-    if (parse_time(&p, e, &h, &mi, &s, &us))
-        goto special;
-    if (with_tz && parse_offset(&p, e, &off))
-        goto special;
-    if (p != e)
-        goto special; /* " BC" and anything unexpected */
-    PyObject *tz = tz_for(with_tz, off);
+    if (t.infinity)
+        return incref(kind == PGSPOUT_KIND_DATE ? (t.infinity > 0 ? G.date_max : G.date_min)
+                      : with_tz                 ? (t.infinity > 0 ? G.dtz_max : G.dtz_min)
+                                                : (t.infinity > 0 ? G.dt_max : G.dt_min));
+    if (kind == PGSPOUT_KIND_DATE)
+        return or_text(api->Date_FromDate(t.year, t.month, t.day, api->DateType), v, n);
+    PyObject *r, *tz = tz_for(with_tz, t.utc_offset);
     if (tz == NULL)
         return NULL;
-    PyObject *r = PyDateTimeAPI->DateTime_FromDateAndTime(y, mo, d, h, mi, s, us, tz,
-                                                          PyDateTimeAPI->DateTimeType);
+    if (kind == PGSPOUT_KIND_TIME || kind == PGSPOUT_KIND_TIMETZ)
+        r = api->Time_FromTime(t.hour, t.minute, t.second, t.usec, tz, api->TimeType);
+    else
+        r = api->DateTime_FromDateAndTime(t.year, t.month, t.day, t.hour, t.minute, t.second,
+                                          t.usec, tz, api->DateTimeType);
     Py_DECREF(tz);
-    return or_text(r, v, n);
-special:
-    if (is_word(v, n, "infinity"))
-        return incref(with_tz ? G.dtz_max : G.dt_max);
-    if (is_word(v, n, "-infinity"))
-        return incref(with_tz ? G.dtz_min : G.dt_min);
-    return cv_text(v, n);
+    return or_text(r, v, n); /* out of Python's range (BC, 24:00:00) */
 }
 
-static PyObject *cv_timestamp(const char *v, size_t n) { return ts_common(v, n, 0); }
-static PyObject *cv_timestamptz(const char *v, size_t n) { return ts_common(v, n, 1); }
-
-static PyObject *time_common(const char *v, size_t n, int with_tz)
+static PyObject *cv_date(const char *v, size_t n) { return cv_datetime(v, n, PGSPOUT_KIND_DATE); }
+static PyObject *cv_time(const char *v, size_t n) { return cv_datetime(v, n, PGSPOUT_KIND_TIME); }
+static PyObject *cv_timetz(const char *v, size_t n)
 {
-    const char *p = v, *e = v + n;
-    int h, mi, s, us, off = 0;
-    if (parse_time(&p, e, &h, &mi, &s, &us))
-        return cv_text(v, n);
-    if (with_tz && parse_offset(&p, e, &off))
-        return cv_text(v, n);
-    if (p != e)
-        return cv_text(v, n);
-    PyObject *tz = tz_for(with_tz, off);
-    if (tz == NULL)
-        return NULL;
-    PyObject *r = PyDateTimeAPI->Time_FromTime(h, mi, s, us, tz, PyDateTimeAPI->TimeType);
-    Py_DECREF(tz);
-    return or_text(r, v, n); /* 24:00:00 stays text */
+    return cv_datetime(v, n, PGSPOUT_KIND_TIMETZ);
+}
+static PyObject *cv_timestamp(const char *v, size_t n)
+{
+    return cv_datetime(v, n, PGSPOUT_KIND_TIMESTAMP);
+}
+static PyObject *cv_timestamptz(const char *v, size_t n)
+{
+    return cv_datetime(v, n, PGSPOUT_KIND_TIMESTAMPTZ);
 }
 
-static PyObject *cv_time(const char *v, size_t n) { return time_common(v, n, 0); }
-static PyObject *cv_timetz(const char *v, size_t n) { return time_common(v, n, 1); }
-
-/* IntervalStyle postgres ("1 year 2 mons -3 days +04:05:06.5"). Months count
- * 30 days and years 12 months, as PostgreSQL itself does when it compares
- * intervals; other styles come back as text. */
+/* timedelta: months count 30 days and years 12 months, as PostgreSQL itself
+ * does when it compares intervals; other IntervalStyles stay text. */
 static PyObject *cv_interval(const char *v, size_t n)
 {
-    const char *p = v, *e = v + n;
-    int64_t months = 0, days = 0, usecs = 0;
-    const int64_t LIM = INT64_C(1) << 40;
-    while (p < e) {
-        if (*p == ' ') {
-            p++;
-            continue;
-        }
-        int neg = 0;
-        if (*p == '-' || *p == '+') {
-            neg = *p == '-';
-            p++;
-        }
-        const char *ds = p;
-        int64_t num = 0;
-        while (p < e && *p >= '0' && *p <= '9') {
-            num = num * 10 + (*p - '0');
-            if (num > LIM)
-                return cv_text(v, n);
-            p++;
-        }
-        if (p == ds)
-            return cv_text(v, n);
-        if (p < e && *p == ':') { /* H+:MM:SS[.ffffff] */
-            int mi, s, us = 0;
-            if (num > INT64_C(2562047788)) /* PostgreSQL's largest hour count */
-                return cv_text(v, n);
-            if (e - p < 6 || p[3] != ':' || pdig(p + 1, 2, &mi) || pdig(p + 4, 2, &s))
-                return cv_text(v, n);
-            p += 6;
-            if (parse_frac(&p, e, &us) < 0)
-                return cv_text(v, n);
-            int64_t t = ((num * 60 + mi) * 60 + s) * INT64_C(1000000) + us;
-            usecs += neg ? -t : t;
-            continue;
-        }
-        if (p >= e || *p != ' ')
-            return cv_text(v, n);
-        p++;
-        const char *w = p;
-        while (p < e && *p >= 'a' && *p <= 'z')
-            p++;
-        size_t wl = (size_t)(p - w);
-        int64_t sn = neg ? -num : num;
-        if ((wl == 4 && !memcmp(w, "year", 4)) || (wl == 5 && !memcmp(w, "years", 5)))
-            months += 12 * sn;
-        else if ((wl == 3 && !memcmp(w, "mon", 3)) || (wl == 4 && !memcmp(w, "mons", 4)))
-            months += sn;
-        else if ((wl == 3 && !memcmp(w, "day", 3)) || (wl == 4 && !memcmp(w, "days", 4)))
-            days += sn;
-        else
-            return cv_text(v, n);
-    }
     const int64_t DAY = INT64_C(86400000000);
-    int64_t d2 = usecs / DAY, r = usecs % DAY;
+    pgspout_interval iv;
+    if (pgspout_parse_interval(v, n, &iv) != 0)
+        return cv_text(v, n);
+    int64_t d2 = iv.usec / DAY, r = iv.usec % DAY;
     if (r < 0) {
         r += DAY;
         d2 -= 1;
     }
-    int64_t total = days + months * 30 + d2;
+    int64_t total = iv.days + (int64_t)iv.months * 30 + d2;
     if (total > 999999999 || total < -999999999)
         return cv_text(v, n);
-    PyObject *res = PyDelta_FromDSU((int)total, (int)(r / 1000000), (int)(r % 1000000));
-    if (res == NULL && PyErr_ExceptionMatches(PyExc_OverflowError)) {
-        PyErr_Clear();
-        return cv_text(v, n);
-    }
-    return res;
+    return PyDelta_FromDSU((int)total, (int)(r / 1000000), (int)(r % 1000000));
 }
 
 /* uuid.UUID without running its Python __init__: a new instance whose 'int'
@@ -633,19 +327,8 @@ static PyObject *cv_interval(const char *v, size_t n)
 static PyObject *cv_uuid_fast(const char *v, size_t n)
 {
     unsigned char b[16];
-    int k = 0;
-    if (n != 36 || !G.uuid_fast)
+    if (!G.uuid_fast || pgspout_parse_uuid(v, n, b) != 0)
         return NULL;
-    for (size_t i = 0; i < 36; i += 2) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (v[i++] != '-')
-                return NULL;
-        }
-        int hi = G.hex[(unsigned char)v[i]], lo = G.hex[(unsigned char)v[i + 1]];
-        if ((hi | lo) < 0)
-            return NULL;
-        b[k++] = (unsigned char)(hi << 4 | lo);
-    }
 #if PY_VERSION_HEX >= 0x030D0000
     PyObject *iv = PyLong_FromUnsignedNativeBytes(
         b, 16, Py_ASNATIVEBYTES_BIG_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER);
@@ -883,15 +566,11 @@ static PyObject *j_number(jscan *j)
 #undef DIGITS
     j->p = p;
     double d;
-    if (isf && float_fast(s, p, &d) == 0)
-        return PyFloat_FromDouble(d);
-    if (!isf && p - s <= 18) {
-        long long v = 0;
-        for (const char *q = s + (*s == '-'); q < p; q++)
-            v = v * 10 + (*q - '0');
-        return PyLong_FromLongLong(*s == '-' ? -v : v);
-    }
-    /* NUL-terminated for the slow paths */
+    int64_t v;
+    if (isf ? pgspout_parse_float8(s, (size_t)(p - s), &d) == 0
+            : pgspout_parse_int8(s, (size_t)(p - s), &v) == 0)
+        return isf ? PyFloat_FromDouble(d) : PyLong_FromLongLong(v);
+    /* NUL-terminated for the slow paths (big integers, very long floats) */
     char inl[64], *buf = p - s < (ptrdiff_t)sizeof inl ? inl : PyMem_Malloc((size_t)(p - s) + 1);
     PyObject *r = NULL;
     if (buf == NULL)

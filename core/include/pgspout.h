@@ -333,6 +333,57 @@ enum {
  * of the scalar kinds above (and of text types). Any thread. */
 PGSPOUT_EXTERN int pgspout_type_kind(unsigned int oid);
 
+/* ----------------------------------------------------------------- values */
+/* Parsers for the text form PostgreSQL sends (what pgspout_row_value returns),
+ * for C callers and every binding's converters. Each reads exactly len bytes
+ * (no NUL needed), writes *out and returns PGSPOUT_OK, or returns
+ * PGSPOUT_EINVAL, leaving *out as it was, for NULL arguments and for text
+ * that is not the type's output form (the caller keeps the text then). No
+ * allocation, independent of the locale. Any thread. */
+
+/* int2, int4, int8, oid: optional sign, digits; EINVAL beyond int64. */
+PGSPOUT_EXTERN int pgspout_parse_int8(const char *v, size_t len, int64_t *out);
+/* float4, float8: the nearest double (ties to even, as strtod rounds in the C
+ * locale; out-of-range exponents give +-HUGE_VAL or 0), "NaN",
+ * "Infinity", "-Infinity". Decimal text only: no spaces, no hex; at most
+ * 511 characters. */
+PGSPOUT_EXTERN int pgspout_parse_float8(const char *v, size_t len, double *out);
+/* uuid: 36 characters, 8-4-4-4-12 hex digits (either case) into 16 bytes. */
+PGSPOUT_EXTERN int pgspout_parse_uuid(const char *v, size_t len, unsigned char out[16]);
+/* bytea, hex ("\\x0aff") or escape format: the bytes into out, which has
+ * room for cap of them (the value never decodes to more than len bytes, and
+ * to exactly (len - 2) / 2 in hex); their count into *outlen. EINVAL when
+ * malformed or more than cap. */
+PGSPOUT_EXTERN int pgspout_parse_bytea(const char *v, size_t len, unsigned char *out, size_t cap,
+                                       size_t *outlen);
+
+/* A date, time or timestamp as DateStyle ISO prints it. */
+typedef struct pgspout_datetime {
+    int year;       /* astronomical: "0001-01-01 BC" is year 0 */
+    int month, day; /* 1-12, 1-31; year, month and day are 0 for times */
+    int hour, minute, second; /* hour 24 only in "24:00:00" */
+    int usec;       /* microseconds, 0-999999 */
+    int utc_offset; /* seconds east of UTC (timetz, timestamptz), else 0 */
+    int infinity;   /* +1 "infinity", -1 "-infinity" (dates and timestamps;
+                       every other field 0), else 0 */
+} pgspout_datetime;
+/* kind is the column's PGSPOUT_KIND_DATE, _TIME, _TIMETZ, _TIMESTAMP or
+ * _TIMESTAMPTZ (the form differs: "2024-02-29", "13:05:00.25",
+ * "13:05:00+05:30", "2024-02-29 13:05:00", "... 13:05:00.25-08 BC").
+ * Fields are range-checked, not calendar-checked. */
+PGSPOUT_EXTERN int pgspout_parse_datetime(const char *v, size_t len, int kind,
+                                          pgspout_datetime *out);
+
+/* An interval as PostgreSQL keeps it: months, days and microseconds are
+ * separate, since a month's and a day's length vary. */
+typedef struct pgspout_interval {
+    int32_t months;
+    int32_t days;
+    int64_t usec;
+} pgspout_interval;
+/* IntervalStyle postgres (the default): "1 year 2 mons -3 days +04:05:06.5". */
+PGSPOUT_EXTERN int pgspout_parse_interval(const char *v, size_t len, pgspout_interval *out);
+
 /* Row accessors; a row lives as said where it was returned. */
 PGSPOUT_EXTERN int pgspout_row_ncols(const pgspout_row *row);
 /* Text value of col (NUL-terminated, "" for NULL), its length in *len when
