@@ -30,7 +30,6 @@ static int hexval(char c)
 
 int pgspout_parse_int8(const char *v, size_t len, int64_t *out)
 {
-    const uint64_t lim = UINT64_C(1) << 63;
     uint64_t mag = 0;
     size_t i = 0;
     int neg = 0;
@@ -38,15 +37,15 @@ int pgspout_parse_int8(const char *v, size_t len, int64_t *out)
         return PGSPOUT_EINVAL;
     if (len > 0 && (v[0] == '-' || v[0] == '+'))
         neg = v[i++] == '-';
-    if (i == len)
+    if (i == len || len - i > 19)
         return PGSPOUT_EINVAL;
-    for (; i < len; i++) {
+    for (; i < len; i++) { /* 19 digits never overflow 64 bits */
         int d = digit(v[i]);
-        if (d < 0 || mag > (lim - (uint64_t)d) / 10)
+        if (d < 0)
             return PGSPOUT_EINVAL;
         mag = mag * 10 + (uint64_t)d;
     }
-    if (mag == lim && !neg)
+    if (mag > (uint64_t)INT64_MAX + (uint64_t)neg)
         return PGSPOUT_EINVAL;
     *out = neg ? -(int64_t)(mag - 1) - 1 : (int64_t)mag;
     return PGSPOUT_OK;
@@ -101,13 +100,13 @@ int pgspout_parse_float8(const char *v, size_t len, double *out)
     int neg = 0, digits = 0, seen = 0, e10 = 0, ev = 0, eneg = 0;
     if (v == NULL || out == NULL)
         return PGSPOUT_EINVAL;
-    if (is_word(v, len, "NaN")) {
+    if (len == 3 && memcmp(v, "NaN", 3) == 0) {
         *out = NAN;
         return PGSPOUT_OK;
     }
     if (p < e && (*p == '-' || *p == '+'))
         neg = *p++ == '-';
-    if (is_word(p, (size_t)(e - p), "Infinity")) {
+    if (p < e && *p == 'I' && is_word(p, (size_t)(e - p), "Infinity")) {
         *out = neg ? -HUGE_VAL : HUGE_VAL;
         return PGSPOUT_OK;
     }
@@ -143,6 +142,16 @@ int pgspout_parse_float8(const char *v, size_t len, double *out)
         return PGSPOUT_EINVAL;
     if (w == 0) {
         *out = neg ? -0.0 : 0.0;
+        return PGSPOUT_OK;
+    }
+    if (digits <= 15 && e10 >= -22 && e10 <= 22) {
+        /* Clinger: w and 10^|e10| are exact doubles, so one correctly
+         * rounded multiplication or division gives the nearest double */
+        static const double p10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+        double d = e10 < 0 ? (double)w / p10[-e10] : (double)w * p10[e10];
+        *out = neg ? -d : d;
         return PGSPOUT_OK;
     }
     if (digits <= 19 && e10 >= -19 && e10 <= 19) {

@@ -112,6 +112,19 @@ static void test_float8_random_and_hard(void **state)
                  (unsigned long long)(rnd(&st) % UINT64_C(10000000000000000000)), i % 3 ? "5" : "",
                  (int)(rnd(&st) % 60) - 30);
         same_as_strtod(buf);
+        /* 1-15 digits with a point somewhere (prices, measurements) */
+        uint64_t p10 = 1;
+        for (int k = (int)(rnd(&st) % 15); k >= 0; k--)
+            p10 *= 10;
+        snprintf(buf, sizeof buf, "%llu", (unsigned long long)(rnd(&st) % p10));
+        size_t len = strlen(buf), at = (size_t)(rnd(&st) % (len + 1));
+        memmove(buf + at + 1, buf + at, len - at + 1);
+        buf[at] = '.';
+        if (len > 0) /* "." alone is not a number */
+            same_as_strtod(buf);
+        snprintf(buf + len + 1, sizeof buf - len - 1, "e%d", (int)(rnd(&st) % 50) - 25);
+        if (len > 0)
+            same_as_strtod(buf);
     }
 }
 
