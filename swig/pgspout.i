@@ -25,6 +25,11 @@
 %rename("$ignore", regextarget=1) "^pgspout_parse_";
 %ignore pgspout_datetime;
 %ignore pgspout_interval;
+/* The Arrow structs: Python hands them over as PyCapsules (python.i). */
+%ignore ArrowSchema;
+%ignore ArrowArray;
+%ignore ArrowArrayStream;
+%ignore pgspout_stream_arrow;
 
 /* Strings the library allocates: the wrapper copies them into the
  * language's string and frees them with pgspout_free. */

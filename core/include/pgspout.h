@@ -333,6 +333,75 @@ enum {
  * of the scalar kinds above (and of text types). Any thread. */
 PGSPOUT_EXTERN int pgspout_type_kind(unsigned int oid);
 
+/* ------------------------------------------------------------------ Arrow */
+/* The Arrow C data and C stream interfaces, as the Arrow specification
+ * defines them (arrow.apache.org/docs/format/CDataInterface.html and
+ * CStreamInterface.html): plain structs, so neither pgspout nor its caller
+ * needs an Arrow library. Guarded as the specification asks, so that Arrow's
+ * own headers and this one can meet. */
+#ifndef ARROW_C_DATA_INTERFACE
+#define ARROW_C_DATA_INTERFACE
+#define ARROW_FLAG_DICTIONARY_ORDERED 1
+#define ARROW_FLAG_NULLABLE           2
+#define ARROW_FLAG_MAP_KEYS_SORTED    4
+struct ArrowSchema {
+    const char *format;
+    const char *name;
+    const char *metadata;
+    int64_t flags;
+    int64_t n_children;
+    struct ArrowSchema **children;
+    struct ArrowSchema *dictionary;
+    void (*release)(struct ArrowSchema *);
+    void *private_data;
+};
+struct ArrowArray {
+    int64_t length;
+    int64_t null_count;
+    int64_t offset;
+    int64_t n_buffers;
+    int64_t n_children;
+    const void **buffers;
+    struct ArrowArray **children;
+    struct ArrowArray *dictionary;
+    void (*release)(struct ArrowArray *);
+    void *private_data;
+};
+#endif
+#ifndef ARROW_C_STREAM_INTERFACE
+#define ARROW_C_STREAM_INTERFACE
+struct ArrowArrayStream {
+    int (*get_schema)(struct ArrowArrayStream *, struct ArrowSchema *out);
+    int (*get_next)(struct ArrowArrayStream *, struct ArrowArray *out);
+    const char *(*get_last_error)(struct ArrowArrayStream *);
+    void (*release)(struct ArrowArrayStream *);
+    void *private_data;
+};
+#endif
+
+/* The rest of s's rows as Arrow record batches: fills *out with an
+ * ArrowArrayStream whose schema is a struct of one nullable field per column
+ * and whose get_next gives one record batch per chunk (so chunk_rows,
+ * chunk_bytes and max_memory bound batches exactly as they bound rows;
+ * limits, pause, cancel, stats and metrics apply, and rows count as
+ * delivered as batches are made), then the end (a released array).
+ * Types (the README has the table): bool, int2/int4/int8, oid (uint32),
+ * float4/float8, numeric(p,s) with p <= 38 (decimal128(p,s); other numeric:
+ * utf8 with the exact digits), bytea (binary), date (date32), time
+ * (time64[us]), timestamp (timestamp[us]), timestamptz (timestamp[us, UTC]),
+ * interval (month_day_nano), uuid (fixed_size_binary(16), extension
+ * arrow.uuid); everything else, json/jsonb, timetz and arrays included,
+ * utf8 with the server's text. +-infinity dates and timestamps become the
+ * type's largest and smallest value, as PostgreSQL stores them. A value the
+ * type cannot hold (numeric NaN, DateStyle other than ISO) fails get_next
+ * with EIO and get_last_error "evalue: ..."; a stream error fails it with
+ * EIO and "<code name>: <message> (SQLSTATE xxxxx)", and s keeps the error.
+ * out borrows s: use both on s's owner thread. Release out before or after
+ * closing s: once s is closed, its callbacks fail with "estate". Returns
+ * OK, EINVAL (NULL), ESTATE (s already has an unreleased Arrow stream) or
+ * ENOMEM. */
+PGSPOUT_EXTERN int pgspout_stream_arrow(pgspout_stream *s, struct ArrowArrayStream *out);
+
 /* ----------------------------------------------------------------- values */
 /* Parsers for the text form PostgreSQL sends (what pgspout_row_value returns),
  * for C callers and every binding's converters. Each reads exactly len bytes

@@ -112,6 +112,7 @@ struct pgspout_stream {
     int sock_watched; /* the server socket is in epfd now */
     char *err;
     char sqlstate[6];
+    void *arrow; /* the Arrow stream exporting it (arrow.c), detached at close */
 
     /* time (monotonic ns); the atomics are read by stats from any thread */
     int64_t t_open;
@@ -164,6 +165,9 @@ void pgs_conn_drop_notifies(pgspout_conn *c);
 
 /* stream.c: end a stream whose connection is closing (it stays allocated) */
 void pgs_stream_detach(pgspout_stream *s);
+
+/* arrow.c: the exporter of a stream being closed stops using it */
+void pgs_arrow_detach(pgspout_stream *s);
 
 /* json.c helpers bound to a stream (stream.c) */
 int pgs_stream_render_row(pgspout_stream *s, const pgspout_row *row, pgs_buf *b);

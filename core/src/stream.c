@@ -1500,6 +1500,7 @@ void pgspout_stream_close(pgspout_stream *s)
 {
     if (s == NULL)
         return;
+    pgs_arrow_detach(s);
     if (!LOAD(s->ended)) {
         stop_server(s);
         stream_end(s, PGSPOUT_STATE_CANCELLED, PGSPOUT_ECANCELLED);
