@@ -564,6 +564,7 @@ typedef struct pgspy_stream {} pgspy_stream;
         Py_INCREF($self->columns);
         return $self->columns;
     }
+    PyObject *arrow_capsule(PyObject *owner) { return pgspy_arrow_capsule($self, owner); }
 }
 
 /* ---------------------------------------------------------- module level */

@@ -58,6 +58,10 @@ PyObject *pgspy_next(pgspy_stream *w);
  * end. */
 PyObject *pgspy_fetch(pgspy_stream *w);
 
+/* arrow.c: the rest of w's rows as a PyCapsule "arrow_array_stream" (the
+ * Arrow PyCapsule interface) that keeps owner (the Python Stream) alive. */
+PyObject *pgspy_arrow_capsule(pgspy_stream *w, PyObject *owner);
+
 /* How many owner calls of this thread are counted in some connection's busy
  * (a destructor that runs inside one must not wait for busy to drop). */
 extern _Thread_local int pgspy_here;

@@ -46,15 +46,20 @@ venv=$(cd "$venv" && pwd)
 venv_py="$venv/bin/python"
 "$venv_py" -m pip install -q --upgrade pip >/dev/null
 
+# The Arrow consumers test_arrow.py reads the stream with (the package's
+# extras); PGSPOUT_REQUIRE_ARROW makes a missing one a failure, not a skip.
+arrow_peers="pyarrow pandas polars"
+export PGSPOUT_REQUIRE_ARROW=1
+
 if [ "${PGSPOUT_PY_WHEEL:-0}" = 1 ]; then
   echo "run.sh: pip wheel $root"
   "$venv_py" -m pip wheel -q --no-deps -w "$tmp/dist" "$root"
   wheel=$(ls "$tmp"/dist/pgspout-*.whl)
   echo "run.sh: installing $(basename "$wheel")"
-  "$venv_py" -m pip install -q "$wheel" pytest
+  "$venv_py" -m pip install -q "$wheel" pytest $arrow_peers
 else
   echo "run.sh: pip install $root"
-  "$venv_py" -m pip install -q "$root" pytest
+  "$venv_py" -m pip install -q "$root" pytest $arrow_peers
 fi
 
 # The installed package, not the source tree; the extension needs only libpq

@@ -363,6 +363,16 @@ _TYPE_NAMES = {
 }
 
 
+def _to_pandas(table: Any, dtype_backend: str) -> Any:
+    if dtype_backend == "numpy":
+        return table.to_pandas()
+    if dtype_backend == "pyarrow":
+        import pandas
+
+        return table.to_pandas(types_mapper=pandas.ArrowDtype)
+    raise ValueError("dtype_backend must be 'numpy' or 'pyarrow'")
+
+
 class Stream:
     """A running query. Iterate it for rows; use it as a context manager.
 
@@ -404,6 +414,57 @@ class Stream:
             if not batch:
                 return
             yield batch
+
+    # Arrow: the core builds one record batch per chunk (pgspout_stream_arrow)
+    def __arrow_c_stream__(self, requested_schema: Optional[object] = None) -> object:
+        """The rest of the rows as an Arrow C stream (the Arrow PyCapsule
+        interface): ``pyarrow.RecordBatchReader.from_stream(s)``,
+        ``polars.from_arrow(s)``, ``duckdb.from_arrow(s)`` read it without
+        Python objects per value. One batch per chunk (chunk_rows, chunk_bytes,
+        max_memory bound them); limits, pause/resume/cancel, stats and metrics
+        apply. The stream stays alive while the capsule's reader does; a
+        stream is exported at most once. requested_schema is not supported
+        (ignored, as the protocol allows): cast the batches instead."""
+        return self._raw.arrow_capsule(self)
+
+    def arrow_reader(self) -> Any:
+        """A ``pyarrow.RecordBatchReader`` over the rest of the rows
+        (pyarrow >= 14: ``pip install pgspout[arrow]``)."""
+        import pyarrow
+
+        return pyarrow.RecordBatchReader.from_stream(self)
+
+    def arrow_batches(self) -> Iterator[Any]:
+        """``pyarrow.RecordBatch`` objects, one per chunk."""
+        return iter(self.arrow_reader())
+
+    def to_arrow(self) -> Any:
+        """The rest of the rows as one ``pyarrow.Table``."""
+        return self.arrow_reader().read_all()
+
+    def to_pandas(self, dtype_backend: str = "numpy") -> Any:
+        """The rest of the rows as one ``pandas.DataFrame``: numpy dtypes, or
+        Arrow-backed ones with ``dtype_backend="pyarrow"`` (``pip install
+        pgspout[pandas]``)."""
+        return _to_pandas(self.to_arrow(), dtype_backend)
+
+    def dataframes(self, n: int, dtype_backend: str = "numpy") -> Iterator[Any]:
+        """``pandas.DataFrame`` objects of at least n rows each (the last may
+        be shorter): whole batches are joined, never split."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError("frame size must be a positive int")
+        import pyarrow
+
+        held: List[Any] = []
+        rows = 0
+        for batch in self.arrow_batches():
+            held.append(batch)
+            rows += batch.num_rows
+            if rows >= n:
+                yield _to_pandas(pyarrow.Table.from_batches(held), dtype_backend)
+                held, rows = [], 0
+        if held:
+            yield _to_pandas(pyarrow.Table.from_batches(held), dtype_backend)
 
     def pause(self) -> None:
         """Stop reading from the server; buffered rows stay readable. Any thread."""
