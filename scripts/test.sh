@@ -231,6 +231,25 @@ check_example() { # binary label
   echo "$2: 2500 rows, md5 matches the server; division by zero reported with 22012"
 }
 
+# examples/arrow_columns: the Arrow consumer sees every row and value the
+# server sent (sum of an int8 column, bytes of a text one, NULLs counted).
+check_arrow_example() {
+  local out
+  out=$("$1" "$PGSPOUT_TEST_DSN" "SELECT g::int8 AS n, CASE WHEN g % 10 = 0 THEN NULL \
+ELSE md5(g::text) END AS t FROM generate_series(1, 3000) g") || return 1
+  printf '%s\n' "$out"
+  printf '%s\n' "$out" | grep -qx '3000 rows in .* record batches' &&
+    printf '%s\n' "$out" | grep -qxF "$(printf 'n\tl\t3000 values\t0 NULLs\t4501500')" &&
+    printf '%s\n' "$out" | grep -qxF "$(printf 't\tu\t2700 values\t300 NULLs\t86400')" || {
+    echo "arrow_columns: unexpected output" >&2; return 1; }
+  if "$1" "$PGSPOUT_TEST_DSN" "SELECT 1 / (g - 1500) FROM generate_series(1, 3000) g" \
+    >/dev/null 2>"$work/arrow_err"; then
+    echo "arrow_columns: division by zero did not fail" >&2; return 1
+  fi
+  grep -q 22012 "$work/arrow_err" || { echo "arrow_columns: no SQLSTATE 22012" >&2; return 1; }
+  echo "arrow_columns: 3000 rows, sums match; division by zero reported with 22012"
+}
+
 stage_install() {
   local prefix="$work/prefix" lib pc
   rm -rf "$prefix"
@@ -257,6 +276,7 @@ stage_install() {
     -DCMAKE_C_FLAGS="-Wall -Wextra -Werror" >/dev/null
   cmake --build "$work/ex-cmake"
   check_example "$work/ex-cmake/stream_rows" "find_package build"
+  check_arrow_example "$work/ex-cmake/arrow_columns"
 
   # examples/ through pkg-config, as examples/README.md shows
   local pc_inc

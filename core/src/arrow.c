@@ -426,11 +426,12 @@ static int get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
         return fail_at(a, "estate: the pgspout stream was closed");
     int rc = pgspout_stream_next_chunk(a->s, 0, &ch);
     if (rc == PGSPOUT_DONE)
-        return 0; /* out->release == NULL: the end */
-    if (rc != PGSPOUT_OK) {
-        const char *state = pgspout_stream_sqlstate(a->s);
-        return fail_at(a, "%s: %s%s%s%s", pgspout_code_name(rc), pgspout_stream_error(a->s),
-                       *state ? " (SQLSTATE " : "", state, *state ? ")" : "");
+        return 0;           /* out->release == NULL: the end */
+    if (rc != PGSPOUT_OK) { /* the message names the SQLSTATE, if not already */
+        const char *msg = pgspout_stream_error(a->s), *state = pgspout_stream_sqlstate(a->s);
+        int add = *state && strstr(msg, state) == NULL;
+        return fail_at(a, "%s: %s%s%s%s", pgspout_code_name(rc), msg, add ? " (SQLSTATE " : "",
+                       add ? state : "", add ? ")" : "");
     }
     int64_t n = pgspout_chunk_nrows(ch);
     array_priv *p = calloc(1, sizeof *p);
