@@ -30,6 +30,7 @@
 %ignore ArrowArray;
 %ignore ArrowArrayStream;
 %ignore pgspout_stream_arrow;
+%ignore pgspout_stream_binary;
 
 /* Strings the library allocates: the wrapper copies them into the
  * language's string and frees them with pgspout_free. */

@@ -160,6 +160,12 @@ PGSPOUT_EXTERN void pgspout_set_interrupt_hook(pgspout_interrupt_fn fn, void *us
  *   metrics (on)             off = this stream records no metrics
  *   progress_rows (0), progress_interval (0): when the progress hook fires
  *   idle_timeout (60s)       registry streams idle longer are reaped
+ *   arrow (off)              the stream is read as Arrow only
+ *                            (pgspout_stream_arrow): results come in binary
+ *                            when every column's type has a binary decoder
+ *                            here (pgspout_stream_binary), saving the server
+ *                            its text output and the client the parsing;
+ *                            next, next_chunk and row_json refuse with ESTATE
  * Connection keys (pgspout_connect_opts): connect_timeout, keepalives_idle,
  *   keepalives_interval, keepalives_count, tcp_user_timeout, application_name,
  *   cancel_timeout (for pgspout_conn_cancel).
@@ -401,6 +407,11 @@ struct ArrowArrayStream {
  * OK, EINVAL (NULL), ESTATE (s already has an unreleased Arrow stream) or
  * ENOMEM. */
 PGSPOUT_EXTERN int pgspout_stream_arrow(pgspout_stream *s, struct ArrowArrayStream *out);
+/* 1 when s's results come in binary (option arrow, and every column's type
+ * one whose binary form pgspout decodes: bool, bytea, the text types, json,
+ * jsonb, int2/4/8, oid, float4/8, numeric(p <= 38, s), date, time,
+ * timestamp(tz), interval, uuid), 0 when in text. Any thread. */
+PGSPOUT_EXTERN int pgspout_stream_binary(const pgspout_stream *s);
 
 /* ----------------------------------------------------------------- values */
 /* Parsers for the text form PostgreSQL sends (what pgspout_row_value returns),

@@ -4,6 +4,7 @@
  * only: no Arrow library on either side. */
 #include "internal.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -251,6 +252,131 @@ static int decimal128(const char *v, size_t len, int scale, unsigned char out[16
     return 0;
 }
 
+/* ------------------------------------------------------ binary values */
+
+int pgs_arrow_binary_ok(unsigned int oid, int typmod)
+{
+    acol col;
+    switch (oid) {
+    case 1700: /* numeric: only as decimal128; unconstrained it stays text */
+        col.conv = A_UTF8;
+        if (typmod >= 4) {
+            int p = ((typmod - 4) >> 16) & 0xffff, sc = (typmod - 4) & 0x7ff;
+            col.conv = p >= 1 && p <= 38 && sc <= p ? A_DEC128 : A_UTF8;
+        }
+        return col.conv == A_DEC128;
+    case 16:   /* bool */
+    case 17:   /* bytea */
+    case 18:   /* "char" */
+    case 19:   /* name */
+    case 20:   /* int8 */
+    case 21:   /* int2 */
+    case 23:   /* int4 */
+    case 25:   /* text */
+    case 26:   /* oid */
+    case 114:  /* json: the text */
+    case 700:  /* float4 */
+    case 701:  /* float8 */
+    case 1042: /* bpchar */
+    case 1043: /* varchar */
+    case 1082: /* date */
+    case 1083: /* time */
+    case 1114: /* timestamp */
+    case 1184: /* timestamptz */
+    case 1186: /* interval */
+    case 2950: /* uuid */
+    case 3802: /* jsonb: a version byte, then the text */ return 1;
+    default: /* no decoder here */ return 0;
+    }
+}
+
+static uint64_t be(const char *v, size_t n)
+{
+    uint64_t x = 0;
+    for (size_t k = 0; k < n; k++)
+        x = x << 8 | (unsigned char)v[k];
+    return x;
+}
+
+#define PG_EPOCH_DAYS 10957 /* 1970-01-01 to 2000-01-01, PostgreSQL's epoch */
+
+/* numeric's binary form (ndigits, weight, sign, dscale, then base-10000
+ * digits worth 10000^(weight - k)) as decimal128 at the column's scale. */
+static int binary_decimal(astream *a, int c, const char *v, size_t len, unsigned char out[16])
+{
+    __extension__ typedef __int128 i128;
+    size_t nd = len >= 8 ? be(v, 2) : 0;
+    int weight = (int16_t)be(v + 2, 2), sign = (int)be(v + 4, 2), scale = a->cols[c].scale;
+    if (len < 8 || len != 8 + 2 * nd || (sign != 0 && sign != 0x4000))
+        return fail_at(a,
+                       "evalue: column %d: numeric NaN or Infinity has no decimal128(%d,%d) "
+                       "value",
+                       c + 1, a->cols[c].prec, scale);
+    i128 x = 0;
+    int e10 = scale; /* x * 10^e10 once the digits are in */
+    for (size_t k = 0; k < nd; k++)
+        x = x * 10000 + (i128)be(v + 8 + 2 * k, 2);
+    e10 += 4 * (weight - (int)nd + 1);
+    for (; e10 > 0; e10--)
+        x *= 10;
+    for (; e10 < 0; e10++)
+        x /= 10; /* exact: the value has at most scale decimals */
+    if (sign == 0x4000)
+        x = -x;
+    memcpy(out, &x, 16);
+    return 0;
+}
+
+/* Binary value v of column c into slot i of data (sizes as the server sends
+ * them; anything else is refused). */
+static int binary_fixed(astream *a, int c, const char *v, size_t len, unsigned char *data,
+                        int64_t i)
+{
+    int conv = a->cols[c].conv;
+    size_t want = conv == A_BOOL ? 1 : conv == A_INTERVAL ? 16 : width_of(conv);
+    if (conv == A_DEC128)
+        return binary_decimal(a, c, v, len, data + 16 * i);
+    if (len != want)
+        return fail_at(a, "evalue: column %d: a binary value of %zu bytes", c + 1, len);
+    uint64_t x = be(v, len);
+    int64_t t;
+    switch (conv) {
+    case A_BOOL:
+        if (v[0])
+            data[i / 8] |= (uint8_t)(1u << (i % 8));
+        return 0;
+    case A_I16: ((int16_t *)data)[i] = (int16_t)x; return 0;
+    case A_I32:
+    case A_U32:
+    case A_F32: ((uint32_t *)data)[i] = (uint32_t)x; return 0;
+    case A_DATE32: {
+        int32_t d = (int32_t)x; /* +-infinity are the int32 extremes already */
+        ((int32_t *)data)[i] = d == INT32_MAX || d == INT32_MIN ? d : d + PG_EPOCH_DAYS;
+        return 0;
+    }
+    case A_TS:
+    case A_TSTZ:
+        t = (int64_t)x;
+        if (t != INT64_MAX && t != INT64_MIN)
+            t += (int64_t)PG_EPOCH_DAYS * 86400 * 1000000;
+        ((int64_t *)data)[i] = t;
+        return 0;
+    case A_INTERVAL: { /* time (int64 us), days, months -> months, days, ns */
+        int64_t us = (int64_t)be(v, 8);
+        int32_t days = (int32_t)be(v + 8, 4), months = (int32_t)be(v + 12, 4);
+        if (us > INT64_MAX / 1000 || us < INT64_MIN / 1000)
+            return fail_at(a, "evalue: column %d: an interval overflows nanoseconds", c + 1);
+        t = us * 1000;
+        memcpy(data + 16 * i, &months, 4);
+        memcpy(data + 16 * i + 4, &days, 4);
+        memcpy(data + 16 * i + 8, &t, 8);
+        return 0;
+    }
+    case A_UUID: memcpy(data + 16 * i, v, 16); return 0;
+    default: /* I64, U64, F64, TIME64: 8 bytes, host order */ ((uint64_t *)data)[i] = x; return 0;
+    }
+}
+
 /* Value v (len bytes) of column c into slot i of data. */
 static int convert_fixed(astream *a, int c, const char *v, size_t len, unsigned char *data,
                          int64_t i)
@@ -374,16 +500,19 @@ static int build_column(astream *a, int c, const pgspout_chunk *ch, int64_t n,
             const char *v = pgspout_row_value(r, c, &len);
             if (pgspout_row_isnull(r, c)) {
                 kid->null_count++;
-            } else if (col->conv == A_BINARY) {
+            } else if (col->conv == A_BINARY && !a->s->binary) {
                 valid[i / 8] |= (uint8_t)(1u << (i % 8));
                 size_t got = 0;
                 if (pgspout_parse_bytea(v, len, bytes + at, total - at, &got) != PGSPOUT_OK)
                     return fail_at(a, "evalue: column %d: malformed bytea", c + 1);
                 at += got;
             } else {
+                size_t skip = a->s->binary && PQftype(a->s->meta, c) == 3802; /* jsonb version */
                 valid[i / 8] |= (uint8_t)(1u << (i % 8));
-                memcpy(bytes + at, v, len);
-                at += len;
+                if (skip > len)
+                    return fail_at(a, "evalue: column %d: an empty binary jsonb", c + 1);
+                memcpy(bytes + at, v + skip, len - skip);
+                at += len - skip;
             }
             off[i + 1] = (int32_t)at;
         }
@@ -402,7 +531,10 @@ static int build_column(astream *a, int c, const pgspout_chunk *ch, int64_t n,
                 continue;
             }
             valid[i / 8] |= (uint8_t)(1u << (i % 8));
-            if (col->conv == A_BOOL) {
+            if (a->s->binary) {
+                if (binary_fixed(a, c, v, len, data, i) != 0)
+                    return EIO;
+            } else if (col->conv == A_BOOL) {
                 if (v[0] == 't')
                     data[i / 8] |= (uint8_t)(1u << (i % 8));
             } else if (convert_fixed(a, c, v, len, data, i) != 0) {
@@ -424,7 +556,7 @@ static int get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
     memset(out, 0, sizeof *out);
     if (a->s == NULL)
         return fail_at(a, "estate: the pgspout stream was closed");
-    int rc = pgspout_stream_next_chunk(a->s, 0, &ch);
+    int rc = pgs_stream_next_chunk(a->s, 0, &ch);
     if (rc == PGSPOUT_DONE)
         return 0;           /* out->release == NULL: the end */
     if (rc != PGSPOUT_OK) { /* the message names the SQLSTATE, if not already */
@@ -484,6 +616,8 @@ void pgs_arrow_detach(pgspout_stream *s)
         ((astream *)s->arrow)->s = NULL;
     s->arrow = NULL;
 }
+
+int pgspout_stream_binary(const pgspout_stream *s) { return s != NULL && s->binary; }
 
 int pgspout_stream_arrow(pgspout_stream *s, struct ArrowArrayStream *out)
 {

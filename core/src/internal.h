@@ -113,6 +113,7 @@ struct pgspout_stream {
     char *err;
     char sqlstate[6];
     void *arrow; /* the Arrow stream exporting it (arrow.c), detached at close */
+    int binary;  /* option arrow: results came in binary (every column known) */
 
     /* time (monotonic ns); the atomics are read by stats from any thread */
     int64_t t_open;
@@ -168,6 +169,11 @@ void pgs_stream_detach(pgspout_stream *s);
 
 /* arrow.c: the exporter of a stream being closed stops using it */
 void pgs_arrow_detach(pgspout_stream *s);
+/* arrow.c: the exporter decodes this type's binary form */
+int pgs_arrow_binary_ok(unsigned int oid, int typmod);
+/* stream.c: pgspout_stream_next_chunk without its checks (the exporter's
+ * way to the rows of an option-arrow stream) */
+int pgs_stream_next_chunk(pgspout_stream *s, int flags, const pgspout_chunk **chunk);
 
 /* json.c helpers bound to a stream (stream.c) */
 int pgs_stream_render_row(pgspout_stream *s, const pgspout_row *row, pgs_buf *b);

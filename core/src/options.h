@@ -35,6 +35,7 @@ struct pgspout_options {
     int64_t progress_rows;
     int64_t progress_interval_ms;
     int64_t idle_timeout_ms;
+    int arrow; /* read through pgspout_stream_arrow only: binary results */
     /* connection (-1 = not set) */
     int64_t connect_timeout_ms;
     int64_t keepalives_idle_ms;

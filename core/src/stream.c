@@ -391,6 +391,62 @@ static int exec_utility(pgspout_conn *c, const char *sql, int64_t deadline, pgsp
     return rc;
 }
 
+/* option arrow: prepare the statement unnamed and describe it, so that the
+ * results can come in binary when pgspout_arrow_binary_ok knows every
+ * column's type (*binary set), else in text. PGSPOUT_OK, or ESQL (the
+ * server refused the SQL: its error is on s), ETIMEOUT, EINTR or ECONN as
+ * exec_utility. */
+static int describe_for_arrow(pgspout_stream *s, const char *sql, int nparams, int *binary)
+{
+    pgspout_conn *c = s->conn;
+    PGconn *pg = c->pg;
+    *binary = 0;
+    for (int step = 0; step < 2; step++) {
+        int rc =
+            (step == 0 ? PQsendPrepare(pg, "", sql, nparams, NULL) : PQsendDescribePrepared(pg, ""))
+                ? flush_out(pg, s->deadline)
+                : PGSPOUT_ECONN;
+        int failed = 0;
+        while (rc == PGSPOUT_OK) {
+            if (!PQisBusy(pg)) {
+                PGresult *r = PQgetResult(pg);
+                if (r == NULL)
+                    break;
+                if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+                    if (!failed++)
+                        set_sql_error(s, r);
+                } else if (step == 1) {
+                    *binary = PQnfields(r) > 0;
+                    for (int f = 0; f < PQnfields(r); f++)
+                        *binary &= pgs_arrow_binary_ok(PQftype(r, f), PQfmod(r, f));
+                }
+                PQclear(r);
+                continue;
+            }
+            if (!PQconsumeInput(pg))
+                rc = PGSPOUT_ECONN;
+            else if (PQisBusy(pg)) {
+                int w = pgs_wait(PQsocket(pg), -1, s->deadline);
+                rc = w == 0                      ? PGSPOUT_ETIMEOUT
+                     : w == PGS_WAIT_INTERRUPTED ? PGSPOUT_EINTR
+                     : w < 0                     ? PGSPOUT_ECONN
+                                                 : PGSPOUT_OK;
+            }
+        }
+        if (rc == PGSPOUT_EINTR) {
+            abort_statement(c, c->cancel_timeout_ms);
+            return rc;
+        }
+        if (rc != PGSPOUT_OK) {
+            mark_broken(c, "connection unusable while describing the statement");
+            return rc;
+        }
+        if (failed)
+            return PGSPOUT_ESQL;
+    }
+    return PGSPOUT_OK;
+}
+
 /* Inside the caller's transaction block a stream runs under a savepoint, so
  * that cancelling it (cancel, close, a limit) does not abort the caller's
  * transaction: rollback undoes just the stream's statement. Transaction
@@ -1213,9 +1269,18 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
         rc = exec_utility(conn, "SAVEPOINT " SAVEPOINT_NAME, s->deadline, s);
         s->savepoint = rc == PGSPOUT_OK;
     }
+    if (rc == PGSPOUT_OK && s->opt.arrow) {
+        rc = describe_for_arrow(s, sql, nparams, &s->binary);
+        if (rc == PGSPOUT_ESQL) { /* as a refused query ends: the transaction aborted */
+            s->server_done = 1;
+            savepoint_end(s, 0);
+            return open_fail(s, rc, NULL);
+        }
+    }
     if (rc != PGSPOUT_OK)
         return open_fail(s, rc, "preparing the stream");
-    if (!PQsendQueryParams(conn->pg, sql, nparams, NULL, params, NULL, NULL, 0)) {
+    if (s->opt.arrow ? !PQsendQueryPrepared(conn->pg, "", nparams, params, NULL, NULL, s->binary)
+                     : !PQsendQueryParams(conn->pg, sql, nparams, NULL, params, NULL, NULL, 0)) {
         set_error(s, "", "could not send the query: %s", PQerrorMessage(conn->pg));
         if (PQstatus(conn->pg) != CONNECTION_OK)
             mark_broken(conn, "could not send the query");
@@ -1264,10 +1329,23 @@ const char *pgspout_transport(void)
 #endif
 }
 
+/* Rows of a stream opened with option arrow go through pgspout_stream_arrow
+ * only (they may be binary): ESTATE for anyone else. */
+static int arrow_only(pgspout_stream *s)
+{
+    if (s->err == NULL)
+        set_error(s, "",
+                  "the stream was opened with option arrow: read it through "
+                  "pgspout_stream_arrow");
+    return PGSPOUT_ESTATE;
+}
+
 int pgspout_stream_next(pgspout_stream *s, const pgspout_row **row)
 {
     if (s == NULL || row == NULL)
         return PGSPOUT_EINVAL;
+    if (s->opt.arrow)
+        return arrow_only(s);
     int p = LOAD(s->pos);
     if (p >= s->nrows || LOAD(s->cancel_req)) {
         int rc = fill(s, 0);
@@ -1284,6 +1362,13 @@ int pgspout_stream_next_chunk(pgspout_stream *s, int flags, const pgspout_chunk 
 {
     if (s == NULL || chunk == NULL || (flags & ~(PGSPOUT_NONBLOCK | PGSPOUT_HANDOUT)))
         return PGSPOUT_EINVAL;
+    if (s->opt.arrow)
+        return arrow_only(s);
+    return pgs_stream_next_chunk(s, flags, chunk);
+}
+
+int pgs_stream_next_chunk(pgspout_stream *s, int flags, const pgspout_chunk **chunk)
+{
     int p = LOAD(s->pos);
     if (p >= s->nrows || LOAD(s->cancel_req)) {
         int rc = fill(s, flags & PGSPOUT_NONBLOCK);
@@ -1385,6 +1470,8 @@ int pgspout_row_json(pgspout_stream *s, const pgspout_row *row, const char **jso
 {
     if (s == NULL || row == NULL || json == NULL)
         return PGSPOUT_EINVAL;
+    if (s->opt.arrow)
+        return arrow_only(s);
     pgs_buf_clear(&s->json);
     if (pgs_stream_render_row(s, row, &s->json) != 0 || s->json.oom)
         return PGSPOUT_ENOMEM;

@@ -111,14 +111,16 @@ static int64_t column_sum(int c, const struct ArrowArray *a, int64_t i, int64_t 
     }
 }
 
-static void test_types_against_server(void **state)
+/* The columns 0..ncols-1 of cols[] through the Arrow stream: in text, or
+ * with option arrow (binary when every column allows: the last column,
+ * numeric without typmod, does not). */
+static void run_types(int arrow, int ncols, int want_binary)
 {
-    (void)state;
     pgspout_conn *c = tu_connect();
     char sql[8192], osql[8192];
     size_t at = (size_t)snprintf(sql, sizeof sql, "SELECT g");
     size_t oat = (size_t)snprintf(osql, sizeof osql, "SELECT (SELECT count(*) " GEN ")");
-    for (int k = 0; k < NCOLS; k++) {
+    for (int k = 0; k < ncols; k++) {
         at += (size_t)snprintf(sql + at, sizeof sql - at, ", %s AS c%d", cols[k].expr, k);
         oat += (size_t)snprintf(osql + oat, sizeof osql - oat,
                                 ", (SELECT %s FROM (SELECT %s AS v, g %s) t)", cols[k].oracle,
@@ -132,22 +134,30 @@ static void test_types_against_server(void **state)
     const pgspout_row *r;
     assert_int_equal(pgspout_stream_next(o, &r), PGSPOUT_OK);
     int64_t want[NCOLS + 1];
-    for (int k = 0; k <= NCOLS; k++)
+    for (int k = 0; k <= ncols; k++)
         want[k] = strtoll(pgspout_row_value(r, k, NULL), NULL, 10);
     pgspout_stream_close(o);
 
-    pgspout_options *opts = tu_opts("chunk_rows", "1000", NULL);
+    pgspout_options *opts = tu_opts("chunk_rows", "1000", "arrow", arrow ? "on" : "off", NULL);
     pgspout_stream *s = open_ok(c, sql, opts);
+    assert_int_equal(pgspout_stream_binary(s), want_binary);
+    if (arrow) { /* rows only through the Arrow stream */
+        const pgspout_row *row;
+        const pgspout_chunk *ch;
+        assert_int_equal(pgspout_stream_next(s, &row), PGSPOUT_ESTATE);
+        assert_int_equal(pgspout_stream_next_chunk(s, 0, &ch), PGSPOUT_ESTATE);
+        assert_non_null(strstr(pgspout_stream_error(s), "option arrow"));
+    }
     struct ArrowArrayStream as;
     assert_int_equal(pgspout_stream_arrow(s, &as), PGSPOUT_OK);
     assert_int_equal(pgspout_stream_arrow(s, &as), PGSPOUT_ESTATE); /* one at a time */
     struct ArrowSchema sc;
     assert_int_equal(as.get_schema(&as, &sc), 0);
     assert_string_equal(sc.format, "+s");
-    assert_int_equal(sc.n_children, NCOLS + 1);
+    assert_int_equal(sc.n_children, ncols + 1);
     assert_string_equal(sc.children[0]->format, "i");
     assert_string_equal(sc.children[0]->name, "g");
-    for (int k = 0; k < NCOLS; k++) {
+    for (int k = 0; k < ncols; k++) {
         if (strcmp(sc.children[k + 1]->format, cols[k].format) != 0)
             fail_msg("column %d (%s): format %s, want %s", k, cols[k].expr,
                      sc.children[k + 1]->format, cols[k].format);
@@ -167,9 +177,9 @@ static void test_types_against_server(void **state)
         if (b.release == NULL)
             break;
         assert_true(b.length >= 1 && b.length <= 1000);
-        assert_int_equal(b.n_children, NCOLS + 1);
+        assert_int_equal(b.n_children, ncols + 1);
         const int32_t *gs = b.children[0]->buffers[1];
-        for (int k = 0; k < NCOLS; k++) {
+        for (int k = 0; k < ncols; k++) {
             const struct ArrowArray *a = b.children[k + 1];
             assert_int_equal(a->length, b.length);
             int64_t nulls = 0;
@@ -189,7 +199,7 @@ static void test_types_against_server(void **state)
     }
     assert_int_equal(rows, want[0]);
     assert_true(batches >= 20);
-    for (int k = 0; k < NCOLS; k++)
+    for (int k = 0; k < ncols; k++)
         if (got[k] != want[k + 1])
             fail_msg("column %d (%s): arrow sum %lld, server %lld", k, cols[k].expr,
                      (long long)got[k], (long long)want[k + 1]);
@@ -200,6 +210,53 @@ static void test_types_against_server(void **state)
     assert_null(as.release);
     pgspout_stream_close(s);
     pgspout_options_free(opts);
+    pgspout_conn_close(c);
+}
+
+static void test_types_against_server(void **state)
+{
+    (void)state;
+    run_types(0, NCOLS, 0);
+}
+
+static void test_types_binary_against_server(void **state)
+{
+    (void)state;
+    run_types(1, NCOLS - 1, 1);
+}
+
+static void test_types_arrow_text_fallback(void **state)
+{
+    (void)state;
+    run_types(1, NCOLS, 0);
+}
+
+/* option arrow: the statement is prepared first, so a bad one fails the
+ * open with the server's error, and the connection goes on */
+static void test_arrow_open_errors(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    pgspout_options *o = tu_opts("arrow", "on", NULL);
+    pgspout_stream *s = NULL;
+    assert_int_equal(pgspout_stream_open(c, "SELEC 1", 0, NULL, o, &s), PGSPOUT_ESQL);
+    assert_string_equal(pgspout_stream_sqlstate(s), "42601");
+    pgspout_stream_close(s);
+    const char *p[] = {"41"};
+    s = NULL;
+    assert_int_equal(pgspout_stream_open(c, "SELECT $1::int8 + 1 AS n", 1, p, o, &s), PGSPOUT_OK);
+    assert_int_equal(pgspout_stream_binary(s), 1);
+    struct ArrowArrayStream as;
+    struct ArrowArray b;
+    assert_int_equal(pgspout_stream_arrow(s, &as), PGSPOUT_OK);
+    assert_int_equal(as.get_next(&as, &b), 0);
+    assert_int_equal(b.length, 1);
+    assert_int_equal(((const int64_t *)b.children[0]->buffers[1])[0], 42);
+    b.release(&b);
+    as.release(&as);
+    pgspout_stream_close(s);
+    tu_expect_scalar(c, "SELECT 'still usable'", "still usable");
+    pgspout_options_free(o);
     pgspout_conn_close(c);
 }
 
@@ -278,6 +335,9 @@ int main(void)
         return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_types_against_server),
+        cmocka_unit_test(test_types_binary_against_server),
+        cmocka_unit_test(test_types_arrow_text_fallback),
+        cmocka_unit_test(test_arrow_open_errors),
         cmocka_unit_test(test_errors_and_close_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

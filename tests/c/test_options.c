@@ -42,6 +42,7 @@ static const char *const all_keys[] = {
     "keepalives_count",
     "tcp_user_timeout",
     "application_name",
+    "arrow",
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])
 
@@ -68,6 +69,7 @@ static void assert_same_options(const pgspout_options *a, const pgspout_options 
     EQ(progress_rows);
     EQ(progress_interval_ms);
     EQ(idle_timeout_ms);
+    EQ(arrow);
     EQ(connect_timeout_ms);
     EQ(keepalives_idle_ms);
     EQ(keepalives_interval_ms);

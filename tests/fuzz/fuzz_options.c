@@ -55,7 +55,8 @@ static const char *const keys[] = {"chunk_rows",
                                    "keepalives_interval",
                                    "keepalives_count",
                                    "tcp_user_timeout",
-                                   "application_name"};
+                                   "application_name",
+                                   "arrow"};
 #define NKEYS (sizeof keys / sizeof keys[0])
 
 typedef struct snap {
