@@ -186,3 +186,21 @@ def test_export_once_close_order_and_lifetime(conn):
     gc.collect()
     time.sleep(0)
     assert one(conn, "SELECT 3") == (3,)
+
+
+def test_option_arrow_binary_equals_text(conn):
+    """arrow=True: binary results (every column's type allows it here), the
+    same table as the text path; rows only through Arrow."""
+    q = select()
+    text = conn.stream(q, chunk_rows=700).to_arrow()
+    s = conn.stream(q, chunk_rows=700, arrow=True)
+    with pytest.raises(pgspout.StateError) as e:
+        next(s)
+    assert "option arrow" in str(e.value)
+    binary = s.to_arrow()
+    assert binary.schema.equals(text.schema)
+    assert binary.equals(text)
+    assert s.stats["rows_delivered"] == N
+    # a type without a binary decoder (an array) keeps the stream in text
+    t = conn.stream("SELECT g, ARRAY[g, g + 1] AS a %s" % GEN, arrow=True).to_arrow()
+    assert t.column("a")[1].as_py() == "{2,3}"
