@@ -19,6 +19,10 @@ label, an argv builder and an availability check. Clients that are not
 available (module not built yet, package missing) are listed under the table
 with the reason, never dropped silently.
 
+With --baseline DIR (made by bench/baseline.sh), an earlier commit's CLI,
+Python and Lua clients (keys KEY@base) run the same peer scripts in the same
+rounds, and the report adds a before/after table.
+
 Stdlib only: run it with /usr/bin/python3.
 """
 import argparse
@@ -202,12 +206,58 @@ def clients(a):
             (lambda lua: lambda sql: [lua, os.path.join(PEERS, "pgspout_lua.lua"), a.dsn, sql])(lua),
             check, script_version([lua, os.path.join(PEERS, "pgspout_lua.lua")], lua_env),
             env=lua_env))
+    if a.baseline:
+        for c in baseline_clients(a):
+            i = next(i for i, o in enumerate(out) if o.key == c.key.split("@")[0])
+            out.insert(i + 1, c)
     return out
 
 
-def read_project_version():
+def baseline_clients(a):
+    """The pgspout CLI, Python and Lua clients of the build bench/baseline.sh
+    made in a.baseline, keyed KEY@base and labelled with its commit."""
+    rev = read_baseline_rev(a.baseline)
+    py = os.path.join(a.baseline, "venv", "bin", "python")
+    cli = os.path.join(a.baseline, "build", "core", "pgspout")
+    lua_dir = find_lua_module(os.path.join(a.baseline, "build"))
+    lua_env = {
+        "LUA_CPATH": f"{lua_dir}/?.so;;",
+        "LUA_PATH": f"{lua_dir}/?.lua;{a.baseline}/src/bindings/lua/?.lua;;",
+    }
+    script = os.path.join(PEERS, "pgspout_py.py")
+    out = [
+        Client("pgspout_cli@base", f"pgspout CLI, ndjson to /dev/null ({rev})", "C",
+               lambda sql: [cli, "--dsn", a.dsn, "--format", "ndjson", sql],
+               exists(cli, "the baseline's CLI"),
+               lambda: f"pgspout {read_project_version(os.path.join(a.baseline, 'src'))} ({rev})",
+               counts=False),
+        Client("pgspout_py@base", f"pgspout Python, tuples ({rev})", "Python",
+               lambda sql: [py, script, a.dsn, sql], importable(py, "pgspout"),
+               lambda: f"{script_version([py, script])()} ({rev})"),
+    ]
+    for lua in ("luajit", "lua5.1"):
+        argv = [lua, os.path.join(PEERS, "pgspout_lua.lua")]
+        check = lua_requires(lua, "pgspout", lua_env) if lua_dir else (
+            lambda: f"baseline Lua module not built (no pgspout*.so under {a.baseline}/build)")
+        out.append(Client(
+            f"pgspout_{lua}@base", f"pgspout Lua ({lua}), s:rows() ({rev})", "Lua",
+            (lambda argv: lambda sql: argv + [a.dsn, sql])(argv), check,
+            (lambda argv: lambda: f"{script_version(argv, lua_env)()} ({rev})")(argv),
+            env=lua_env))
+    return out
+
+
+def read_baseline_rev(d):
     try:
-        with open(os.path.join(ROOT, "CMakeLists.txt")) as f:
+        with open(os.path.join(d, "rev")) as f:
+            return f.read().strip()
+    except OSError:
+        return "baseline"
+
+
+def read_project_version(root=ROOT):
+    try:
+        with open(os.path.join(root, "CMakeLists.txt")) as f:
             m = re.search(r"project\(pgspout VERSION ([0-9.]+)", f.read())
             return m.group(1) if m else "?"
     except OSError:
@@ -334,6 +384,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(BENCH, "results", "latest.md"))
     ap.add_argument("--timeout", type=int, default=900)
     ap.add_argument("--header", default="", help="extra Markdown put above the table")
+    ap.add_argument("--baseline", default="",
+                    help="a directory made by bench/baseline.sh: also measure its clients")
     a = ap.parse_args()
 
     datasets = [d for d in a.datasets.split(",") if d]
@@ -449,6 +501,8 @@ def main():
                             "peak_rss_mb": b["rss_mb"], "wall_s": b["wall"],
                             "types": b["types"]})
     lines.extend(ratio_lines(results))
+    if a.baseline:
+        lines.extend(baseline_lines(results, runs, read_baseline_rev(a.baseline)))
     lines.extend(type_lines(results))
     if failures:
         lines.append("")
@@ -471,6 +525,7 @@ def main():
         f.write(text)
     with open(os.path.splitext(a.out)[0] + ".json", "w") as f:
         json.dump({"rows": a.rows, "wide_rows": a.wide_rows, "runs": a.runs, "results": results,
+                   "baseline": read_baseline_rev(a.baseline) if a.baseline else None,
                    "failures": {f"{k}/{d}": v for (k, d), v in failures.items()},
                    "missing": {c.key: why for c, why in missing}}, f, indent=1)
     print(text)
@@ -529,6 +584,36 @@ def ratio_lines(results):
             "| dataset | client | rows/s | peer | peer rows/s | rows/s ratio | CPU ratio "
             "| peak RSS MB (client / peer) |",
             "|---|---|---:|---|---:|---:|---:|---:|"] + rows
+
+
+def baseline_lines(results, runs, rev):
+    """The baseline's clients (before) against this tree's (after)."""
+    by = {(r["client"], r["dataset"]): r for r in results}
+    pairs = [("pgspout_py", "Python tuples", ALL_PY), ("pgspout_luajit", "LuaJIT", LUASQL),
+             ("pgspout_lua5.1", "Lua 5.1", ("luasql_lua5.1",)), ("pgspout_cli", "CLI", ("raw_libpq",))]
+    rows = []
+    for d in dict.fromkeys(r["dataset"] for r in results):
+        for key, what, peers in pairs:
+            before, after = by.get((key + "@base", d)), by.get((key, d))
+            if before is None or after is None:
+                continue
+            top = fastest(by, peers, d)
+            vs = [fmt_ratio(x["rows_per_sec"] / top["rows_per_sec"] if top else None)
+                  for x in (before, after)]
+            med = paired_cpu_ratio(runs.get((key, d)), runs.get((key + "@base", d)))
+            rows.append(f"| {d} | {what} | {before['rows_per_sec']:,.0f} | {after['rows_per_sec']:,.0f} "
+                        f"| {after['rows_per_sec'] / before['rows_per_sec']:.2f}x "
+                        f"| {before['cpu_s']:.2f} | {after['cpu_s']:.2f} "
+                        f"| {fmt_ratio(after['cpu_s'] / before['cpu_s'] if before['cpu_s'] > 0 else None)} "
+                        f"| {fmt_ratio(med)} | {top['label'] if top else '-'} | {vs[0]} | {vs[1]} |")
+    if not rows:
+        return []
+    return ["", f"before (baseline {rev}) vs after (this tree), measured interleaved in this run "
+            "(median CPU after/before: median over the rounds):", "",
+            "| dataset | client | rows/s before | rows/s after | after/before | CPU s before "
+            "| CPU s after | CPU after/before | median CPU after/before | fastest peer "
+            "| before vs peer | after vs peer |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"] + rows
 
 
 def type_lines(results):

@@ -20,6 +20,9 @@
 #   --soak-threads N  threads for --soak (default 16)
 #   --dsn URI         use this server (postgresql://...) instead of a throwaway
 #                     one; the bench_json/typed/wide tables there are replaced
+#   --baseline DIR    also measure the CLI, Python and Lua clients of an earlier
+#                     commit built by `bash bench/baseline.sh REV DIR`,
+#                     interleaved with these; adds a before/after table
 #
 # Writes bench/results/latest.md (+ latest.json), bench/results/transport.md
 # and, with --soak, bench/results/soak.md.
@@ -41,7 +44,8 @@ clients=1
 soak=0
 soak_threads=16
 dsn=""
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+baseline=""
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) rows=$2; shift ;;
@@ -55,6 +59,7 @@ while [ $# -gt 0 ]; do
     --soak) soak=$2; shift ;;
     --soak-threads) soak_threads=$2; shift ;;
     --dsn) dsn=$2; shift ;;
+    --baseline) baseline=$2; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "bench: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -83,6 +88,15 @@ if [ "$lib_ok" = 1 ]; then
   cmake --build "$build" -j "$jobs" >&2 || lib_ok=0
 fi
 [ "$lib_ok" = 1 ] || say "WARNING: the pgspout build failed; only clients that do not need it can run"
+
+base_args=()
+if [ -n "$baseline" ]; then
+  [ -f "$baseline/rev" ] || { say "--baseline $baseline: not made by bench/baseline.sh"; exit 2; }
+  base_args=(--baseline "$(cd "$baseline" && pwd)")
+  bt() { sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$1/CMakeCache.txt" 2>/dev/null; }
+  [ "$(bt "$build")" = "$(bt "$baseline/build")" ] \
+    || say "WARNING: $build is a $(bt "$build") build, the baseline's a $(bt "$baseline/build") one"
+fi
 
 cflags=(-std=c11 -O2 -Wall -Wextra -D_GNU_SOURCE)
 read -r -a pq_flags <<<"$(pkg-config --cflags --libs libpq)"
@@ -196,7 +210,7 @@ if [ "$clients" = 1 ]; then
   say "clients"
   "$py" bench/bench.py --dsn "$kv_dsn" --uri "$dsn" --rows "$rows" --wide-rows "$wide_rows" --runs "$runs" \
     --datasets "$datasets" --only "$only" --bin "$bin" --build "$build" --venv "$venv" \
-    --out "$results/latest.md" \
+    --out "$results/latest.md" "${base_args[@]}" \
     --header "- PostgreSQL $server on the same machine over TCP loopback; client libpq $libpq; commit $rev" \
     || status=1
 fi
