@@ -48,7 +48,7 @@ venv_py="$venv/bin/python"
 
 # The Arrow consumers test_arrow.py reads the stream with (the package's
 # extras); PGSPOUT_REQUIRE_ARROW makes a missing one a failure, not a skip.
-arrow_peers="pyarrow pandas polars"
+arrow_peers="pyarrow pandas polars duckdb"
 export PGSPOUT_REQUIRE_ARROW=1
 
 if [ "${PGSPOUT_PY_WHEEL:-0}" = 1 ]; then

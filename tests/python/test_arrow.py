@@ -204,3 +204,10 @@ def test_option_arrow_binary_equals_text(conn):
     # a type without a binary decoder (an array) keeps the stream in text
     t = conn.stream("SELECT g, ARRAY[g, g + 1] AS a %s" % GEN, arrow=True).to_arrow()
     assert t.column("a")[1].as_py() == "{2,3}"
+
+
+def test_duckdb_scans_the_reader(conn):
+    duckdb = pytest.importorskip("duckdb") if os.environ.get("PGSPOUT_REQUIRE_ARROW") != "1" \
+        else __import__("duckdb")
+    r = conn.stream("SELECT g, g::text AS t %s" % GEN, arrow=True).arrow_reader()
+    assert duckdb.sql("SELECT sum(g), count(t) FROM r").fetchall() == [(N * (N + 1) // 2, N)]
