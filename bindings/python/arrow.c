@@ -32,10 +32,8 @@ static int w_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
         snprintf(p->err, sizeof p->err, "ebusy: the stream is being read by another thread");
     } else {
         pgspy_busy(w->conn, 1);
-        Py_BEGIN_ALLOW_THREADS
-        rc = p->inner.get_next(&p->inner, out);
-        Py_END_ALLOW_THREADS
-        pgspy_busy(w->conn, -1);
+        Py_BEGIN_ALLOW_THREADS rc = p->inner.get_next(&p->inner, out);
+        Py_END_ALLOW_THREADS pgspy_busy(w->conn, -1);
     }
     PyGILState_Release(g);
     return rc;
@@ -69,41 +67,33 @@ static void capsule_free(PyObject *capsule)
 
 PyObject *pgspy_arrow_capsule(pgspy_stream *w, PyObject *owner)
 {
+    struct ArrowArrayStream inner;
     if (w->s == NULL)
         return pgspy_raise(PGSPOUT_ESTATE, "the stream is closed", NULL);
     if (w->conn->busy)
         return pgspy_raise(PGSPOUT_EBUSY, "the stream is being read by another thread", NULL);
-    wrapped *p = PyMem_RawCalloc(1, sizeof *p);
-    struct ArrowArrayStream *st = PyMem_RawCalloc(1, sizeof *st);
-    if (p == NULL || st == NULL) {
-        PyMem_RawFree(p);
-        PyMem_RawFree(st);
-        return PyErr_NoMemory();
-    }
-    int rc = pgspout_stream_arrow(w->s, &p->inner);
-    if (rc != PGSPOUT_OK) {
-        PyMem_RawFree(p);
-        PyMem_RawFree(st);
+    int rc = pgspout_stream_arrow(w->s, &inner);
+    if (rc != PGSPOUT_OK)
         return pgspy_raise(rc,
                            rc == PGSPOUT_ESTATE ? "the stream is already exported to Arrow"
                                                 : pgspout_strerror(rc),
                            NULL);
+    wrapped *p = PyMem_RawCalloc(1, sizeof *p);
+    struct ArrowArrayStream *st = PyMem_RawCalloc(1, sizeof *st);
+    PyObject *cap = p && st ? PyCapsule_New(st, "arrow_array_stream", capsule_free) : NULL;
+    if (cap == NULL) {
+        inner.release(&inner);
+        PyMem_RawFree(p);
+        PyMem_RawFree(st);
+        return PyErr_Occurred() ? NULL : PyErr_NoMemory();
     }
     /* rows converted for next() but not handed out are the core's again */
     Py_CLEAR(w->rows);
     w->pos = 0;
+    p->inner = inner;
     p->w = w;
     p->owner = owner;
     Py_INCREF(owner);
-    st->get_schema = w_get_schema;
-    st->get_next = w_get_next;
-    st->get_last_error = w_get_last_error;
-    st->release = w_release;
-    st->private_data = p;
-    PyObject *cap = PyCapsule_New(st, "arrow_array_stream", capsule_free);
-    if (cap == NULL) {
-        w_release(st);
-        PyMem_RawFree(st);
-    }
+    *st = (struct ArrowArrayStream){w_get_schema, w_get_next, w_get_last_error, w_release, p};
     return cap;
 }

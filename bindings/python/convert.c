@@ -26,8 +26,7 @@ static struct {
     PyObject *date_min, *date_max, *dt_min, *dt_max, *dtz_min, *dtz_max;
     PyObject *d_int, *d_is_safe; /* uuid.UUID's slot descriptors */
     descrsetfunc set_int, set_is_safe;
-    signed char hex[256]; /* hex digit values, -1 for other bytes */
-    char jstop[256];      /* bytes that end a run of plain JSON string text */
+    char jstop[256]; /* bytes that end a run of plain JSON string text */
 } G;
 
 static PyObject *incref(PyObject *o)
@@ -47,7 +46,6 @@ static PyObject *import_attr(const char *mod, const char *attr)
 }
 
 static PyObject *cv_uuid_fast(const char *v, size_t n);
-static int hexval(char c);
 
 int pgspy_convert_ready(void)
 {
@@ -114,10 +112,8 @@ int pgspy_convert_ready(void)
      * ends up doing): use it only if it round-trips on this Python. */
     {
         static const char probe[] = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
-        for (int i = 0; i < 256; i++) {
-            G.hex[i] = (signed char)hexval((char)i);
+        for (int i = 0; i < 256; i++)
             G.jstop[i] = i < 0x20 || i == '"' || i == '\\';
-        }
         G.d_int = PyObject_GetAttrString(G.UUID, "int");
         G.d_is_safe = PyObject_GetAttrString(G.UUID, "is_safe");
         G.set_int = G.d_int ? Py_TYPE(G.d_int)->tp_descr_set : NULL;
@@ -286,20 +282,13 @@ static PyObject *cv_datetime(const char *v, size_t n, int kind)
     return or_text(r, v, n); /* out of Python's range (BC, 24:00:00) */
 }
 
-static PyObject *cv_date(const char *v, size_t n) { return cv_datetime(v, n, PGSPOUT_KIND_DATE); }
-static PyObject *cv_time(const char *v, size_t n) { return cv_datetime(v, n, PGSPOUT_KIND_TIME); }
-static PyObject *cv_timetz(const char *v, size_t n)
-{
-    return cv_datetime(v, n, PGSPOUT_KIND_TIMETZ);
-}
-static PyObject *cv_timestamp(const char *v, size_t n)
-{
-    return cv_datetime(v, n, PGSPOUT_KIND_TIMESTAMP);
-}
-static PyObject *cv_timestamptz(const char *v, size_t n)
-{
-    return cv_datetime(v, n, PGSPOUT_KIND_TIMESTAMPTZ);
-}
+#define DATETIME_CONVERTER(name, kind)                                                             \
+    static PyObject *name(const char *v, size_t n) { return cv_datetime(v, n, kind); }
+DATETIME_CONVERTER(cv_date, PGSPOUT_KIND_DATE)
+DATETIME_CONVERTER(cv_time, PGSPOUT_KIND_TIME)
+DATETIME_CONVERTER(cv_timetz, PGSPOUT_KIND_TIMETZ)
+DATETIME_CONVERTER(cv_timestamp, PGSPOUT_KIND_TIMESTAMP)
+DATETIME_CONVERTER(cv_timestamptz, PGSPOUT_KIND_TIMESTAMPTZ)
 
 /* timedelta: months count 30 days and years 12 months, as PostgreSQL itself
  * does when it compares intervals; other IntervalStyles stay text. */
@@ -423,9 +412,10 @@ static long hex4(const char *p, const char *e)
 {
     long v = 0;
     for (int i = 0; i < 4; i++) {
-        if (p + i >= e || G.hex[(unsigned char)p[i]] < 0)
+        int h = p + i < e ? hexval(p[i]) : -1;
+        if (h < 0)
             return -1;
-        v = v << 4 | G.hex[(unsigned char)p[i]];
+        v = v << 4 | h;
     }
     return v;
 }

@@ -418,13 +418,10 @@ class Stream:
     # Arrow: the core builds one record batch per chunk (pgspout_stream_arrow)
     def __arrow_c_stream__(self, requested_schema: Optional[object] = None) -> object:
         """The rest of the rows as an Arrow C stream (the Arrow PyCapsule
-        interface): ``pyarrow.RecordBatchReader.from_stream(s)``,
-        ``polars.from_arrow(s)``, ``duckdb.from_arrow(s)`` read it without
-        Python objects per value. One batch per chunk (chunk_rows, chunk_bytes,
-        max_memory bound them); limits, pause/resume/cancel, stats and metrics
-        apply. The stream stays alive while the capsule's reader does; a
-        stream is exported at most once. requested_schema is not supported
-        (ignored, as the protocol allows): cast the batches instead."""
+        interface), one record batch per chunk, built in C; limits, pause,
+        cancel, stats and metrics apply. The stream lives as long as the
+        reader; it is exported once. requested_schema is ignored (as the
+        protocol allows): cast the batches instead."""
         return self._raw.arrow_capsule(self)
 
     def arrow_reader(self) -> Any:
@@ -435,8 +432,7 @@ class Stream:
         return pyarrow.RecordBatchReader.from_stream(self)
 
     def arrow_batches(self) -> Iterator[Any]:
-        """``pyarrow.RecordBatch`` objects, one per chunk."""
-        return iter(self.arrow_reader())
+        return iter(self.arrow_reader())  # pyarrow.RecordBatch, one per chunk
 
     def to_arrow(self) -> Any:
         """The rest of the rows as one ``pyarrow.Table``."""
