@@ -200,6 +200,7 @@ def test_option_arrow_binary_equals_text(conn):
     binary = s.to_arrow()
     assert binary.schema.equals(text.schema)
     assert binary.equals(text)
+    assert conn.arrow(q, chunk_rows=700).read_all().equals(text)
     assert s.stats["rows_delivered"] == N
     # a type without a binary decoder (an array) keeps the stream in text
     t = conn.stream("SELECT g, ARRAY[g, g + 1] AS a %s" % GEN, arrow=True).to_arrow()

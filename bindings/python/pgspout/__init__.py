@@ -546,6 +546,11 @@ class Connection:
         raw = self._raw.open(sql, _params(params), _options(options), _MODES[mode])
         return Stream(raw, self, mode)
 
+    def arrow(self, sql: str, params: Optional[Sequence[Param]] = None,
+              **options: OptionValue) -> Any:
+        """A pyarrow.RecordBatchReader of the rows, binary where types allow."""
+        return self.stream(sql, params, arrow=True, **options).arrow_reader()
+
     def close(self) -> None:
         """Close the connection (and its open stream). Idempotent."""
         self._raw.close()
