@@ -436,7 +436,7 @@ def report(a, started, load_start, load_end, clients, big_clients, datasets,
         res = results[ds]
         cols = res["_cols"]
         n = a.wide_rows if ds == "wide" else a.rows
-        w(f"## {ds} ({n} rows, {len(cols)} columns)")
+        w(f"## {ds} ({n} rows, {len(cols)} column{'s' if len(cols) != 1 else ''})")
         w("")
         w("| client | rows/s | vs ADBC | fetch s | fetch CPU s | process CPU s | peak RSS MB | over base MB | RSS vs ADBC | values |")
         w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")

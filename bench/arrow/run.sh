@@ -3,7 +3,7 @@
 # pandas.read_sql on psycopg 3, one run on one server (issue 12, "Measure").
 # Not a test: see bench/arrow/README.md.
 #
-#   bash bench/arrow/run.sh                 # everything (about 15-20 minutes on 2 cores)
+#   bash bench/arrow/run.sh                 # everything (about 10 minutes on 2 cores)
 #   bash bench/arrow/run.sh --rows 100000 --wide-rows 20000 --runs 1   # quick look
 #
 # Options:
