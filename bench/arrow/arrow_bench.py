@@ -23,7 +23,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT = os.path.join(HERE, "client.py")
 
 CLIENT_DESC = {
-    "pgspout_reader": "pgspout `conn.stream(sql).arrow_reader()`, batch by batch",
+    "pgspout_reader": "pgspout `conn.stream(sql).arrow_reader()`, batch by batch (text results)",
+    "pgspout_binary": "pgspout `conn.stream(sql, arrow=True).arrow_reader()`: binary results where every column allows",
     "pgspout_table": "pgspout `conn.stream(sql).to_arrow()` (whole result)",
     "adbc": "ADBC `cursor.execute(sql); cursor.fetch_record_batch()`, batch by batch",
     "connectorx": 'ConnectorX `read_sql(uri, sql, return_type="arrow")` (whole result)',
@@ -298,8 +299,10 @@ def main():
     p.add_argument("--big-runs", type=int, default=1)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--datasets", default="typed,json,wide")
-    p.add_argument("--clients", default="pgspout_reader,pgspout_table,adbc,connectorx,pandas")
-    p.add_argument("--big-clients", default="pgspout_reader,pgspout_table,adbc,connectorx,pandas")
+    p.add_argument("--clients",
+                   default="pgspout_binary,pgspout_reader,pgspout_table,adbc,connectorx,pandas")
+    p.add_argument("--big-clients",
+                   default="pgspout_binary,pgspout_reader,pgspout_table,adbc,connectorx,pandas")
     p.add_argument("--max-memory", default="64MB")
     p.add_argument("--pgspout-opts", default="", help="more stream options, k=v,...")
     p.add_argument("--no-check", action="store_true")
@@ -515,28 +518,29 @@ def report(a, started, load_start, load_end, clients, big_clients, datasets,
 def goal(a, results, big, base):
     """The issue's goal on the typed set, stated with numbers."""
     t = results.get("typed", {})
-    p, r = t.get("pgspout_reader"), t.get("adbc")
+    key = "pgspout_binary" if "pgspout_binary" in t else "pgspout_reader"
+    p, r = t.get(key), t.get("adbc")
     if not p or not r:
         return "Goal: not evaluated (typed results of pgspout_reader or adbc missing)."
     speed = (p["rows"] / p["wall"]) / (r["rows"] / r["wall"])
     mem = p["rss_kb_max"] / r["rss_kb_max"]
-    lines = ["## Goal (typed rows, pgspout_reader against ADBC)", ""]
+    lines = [f"## Goal (typed rows, {key} against ADBC)", ""]
     lines.append(f"- rows/s: {speed:.2f}x ADBC's (goal >= 1.5x): {'met' if speed >= 1.5 else 'NOT met'}")
     lines.append(f"- peak RSS: {mb(p['rss_kb_max']):.0f} MB against {mb(r['rss_kb_max']):.0f} MB, "
                  f"{mem:.2f} of ADBC's (goal <= 0.20): {'met' if mem <= 0.2 else 'NOT met'}")
-    if "pgspout_reader" in base and "adbc" in base:
-        po = p["rss_kb_max"] - base["pgspout_reader"]
+    if key in base and "adbc" in base:
+        po = p["rss_kb_max"] - base[key]
         ro = r["rss_kb_max"] - base["adbc"]
         lines.append(f"- above each process's baseline: {mb(po):.0f} MB against {mb(ro):.0f} MB, "
                      f"{po / ro:.2f} of ADBC's" if ro > 0 else "- above baseline: ADBC's is 0")
-    pb = big.get("pgspout_reader")
+    pb = big.get(key)
     if pb:
         grow = pb["rss_kb_max"] / p["rss_kb_max"]
         lines.append(f"- peak RSS flat in the result's size: x{a.big_factor} rows "
                      f"{mb(pb['rss_kb_max']):.0f} MB against {mb(p['rss_kb_max']):.0f} MB ({grow:.2f}x): "
                      f"{'flat (within 10%)' if grow <= 1.10 else 'NOT flat'}")
-        if "pgspout_reader" in base:
-            over = pb["rss_kb_max"] - base["pgspout_reader"]
+        if key in base:
+            over = pb["rss_kb_max"] - base[key]
             mm = parse_size(a.max_memory)
             lines.append(f"- within max_memory={a.max_memory}: {mb(over):.0f} MB above the baseline "
                          f"process at x{a.big_factor}: {'yes' if over <= mm else 'NO'}; the stream's own "

@@ -268,14 +268,17 @@ def _pgspout_stats(s):
     return {k: st[k] for k in ("chunks", "peak_buffered_bytes", "rows_delivered")}
 
 
-def run_pgspout_reader(a, checker):
+def run_pgspout_reader(a, checker, binary=False):
     import pgspout
     import pyarrow  # noqa: F401  (imported before the clock starts)
 
     with pgspout.connect(a.uri) as conn:
         t0, c0 = time.perf_counter(), time.process_time()
         rows = 0
-        with conn.stream(a.sql, **pgspout_opts(a.pgspout_opts)) as s:
+        opts = pgspout_opts(a.pgspout_opts)
+        if binary:
+            opts["arrow"] = True  # binary results where every column's type allows
+        with conn.stream(a.sql, **opts) as s:
             for batch in s.arrow_reader():
                 rows += batch.num_rows
                 if checker:
@@ -365,6 +368,7 @@ def run_pandas(a, checker):
 
 CLIENTS = {
     "pgspout_reader": run_pgspout_reader,
+    "pgspout_binary": lambda a, checker: run_pgspout_reader(a, checker, binary=True),
     "pgspout_table": run_pgspout_table,
     "adbc": run_adbc,
     "connectorx": run_connectorx,

@@ -14,7 +14,7 @@
 #                     1 skips it): bench_typed CROSS JOIN generate_series(1, N)
 #   --big-runs N      runs of the larger result (default 1)
 #   --datasets LIST   typed,json,wide (default all three)
-#   --clients LIST    pgspout_reader,pgspout_table,adbc,connectorx,pandas
+#   --clients LIST    pgspout_binary,pgspout_reader,pgspout_table,adbc,connectorx,pandas
 #                     (default all; bench/arrow/client.py describes them)
 #   --max-memory SIZE pgspout's max_memory (default 64MB)
 #   --no-install      use bench/arrow/.venv as it is (no pip)
@@ -37,7 +37,7 @@ runs=3
 big_factor=10
 big_runs=1
 datasets=typed,json,wide
-clients=pgspout_reader,pgspout_table,adbc,connectorx,pandas
+clients=pgspout_binary,pgspout_reader,pgspout_table,adbc,connectorx,pandas
 max_memory=64MB
 install=1
 load=1
@@ -76,6 +76,7 @@ fi
 # client -> the PyPI packages it needs; a client whose packages do not
 # install is reported and left out, the others still run
 declare -A needs=(
+  [pgspout_binary]="pyarrow"
   [pgspout_reader]="pyarrow"
   [pgspout_table]="pyarrow"
   [adbc]="pyarrow adbc-driver-manager adbc-driver-postgresql"
