@@ -273,7 +273,7 @@ static int drain_body(PGconn *pg, int64_t deadline)
             if (r == NULL)
                 return saw;
             ExecStatusType st = PQresultStatus(r);
-            if (st == PGRES_SINGLE_TUPLE)
+            if (st == PGRES_SINGLE_TUPLE || (int)st == PGS_TUPLES_CHUNK)
                 saw |= DRAINED_ROWS;
             else if (st == PGRES_FATAL_ERROR)
                 saw |= DRAINED_ERROR;
@@ -939,11 +939,9 @@ static int fill(pgspout_stream *s, int nonblock)
                 statement_done(s);
                 break;
             }
-            switch (PQresultStatus(res)) {
+            switch ((int)PQresultStatus(res)) { /* int: older enums lack a chunk */
             case PGRES_SINGLE_TUPLE:
-#ifdef PGSPOUT_HAVE_CHUNKED_ROWS
-            case PGRES_TUPLES_CHUNK:
-#endif
+            case PGS_TUPLES_CHUNK:
                 if (s->meta == NULL && set_meta(s, res) != 0) {
                     PQclear(res);
                     set_error(s, "", "out of memory");
@@ -1118,6 +1116,19 @@ static int tx_control(const char *sql)
     return TXC_NONE;
 }
 
+/* Rows per result in libpq's chunked-rows mode, which holds rows back until
+ * a chunk is full or the result ends: no more than the stream's first chunk
+ * takes, nor than max_rows lets through, nor than a max_rate chunk (the
+ * pump's own cut), so that those rows are not waited for in vain. */
+static int64_t libpq_chunk_rows(const pgspout_stream *s, int64_t target)
+{
+    if (s->opt.max_rows > 0 && s->opt.max_rows < target)
+        target = s->opt.max_rows;
+    if (s->opt.max_rate > 0 && s->opt.max_rate / 10 < (double)target)
+        target = s->opt.max_rate / 10 < 1 ? 1 : (int64_t)(s->opt.max_rate / 10);
+    return target;
+}
+
 int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const char *const *params,
                         const pgspout_options *opts, pgspout_stream **out)
 {
@@ -1221,11 +1232,7 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
             mark_broken(conn, "could not send the query");
         return open_fail(s, conn->broken ? PGSPOUT_ECONN : PGSPOUT_EINTERNAL, NULL);
     }
-#ifdef PGSPOUT_HAVE_CHUNKED_ROWS
-    int moded = PQsetChunkedRowsMode(conn->pg, (int)target0);
-#else
-    int moded = PQsetSingleRowMode(conn->pg);
-#endif
+    int moded = pgs_set_row_mode(conn->pg, (int)libpq_chunk_rows(s, target0));
     /* large parameters may not fit the socket at once: send them within the
      * stream's deadline; an interrupt lets the send finish (the protocol
      * cannot stop mid-message), then cancels */
@@ -1253,15 +1260,6 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
     if (rc == PGSPOUT_OK || rc == PGSPOUT_DONE)
         return PGSPOUT_OK;
     return rc;
-}
-
-const char *pgspout_transport(void)
-{
-#ifdef PGSPOUT_HAVE_CHUNKED_ROWS
-    return "chunked";
-#else
-    return "single-row";
-#endif
 }
 
 int pgspout_stream_next(pgspout_stream *s, const pgspout_row **row)
