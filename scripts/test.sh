@@ -7,6 +7,14 @@
 # Stages, each reported on its own and all run even when one fails:
 #   build      build/ with -Werror, the Lua module and the tests
 #   c          ctest in build/ (cmocka unit + integration tests)
+#   chunked    the C suites again with a libpq >= 17 preloaded (the one
+#              psycopg-binary's wheel bundles, fetched from PyPI once into
+#              build/libpq-wheel/): pgspout, built against Debian's libpq
+#              15, must find chunked-rows mode at run time (`pgspout
+#              --version` says "transport chunked") and pass them there;
+#              and a module linking that libpq under its bundled name,
+#              loaded RTLD_LOCAL as Python loads extensions, must too
+#              (tests/c/transport_probe.c)
 #   python     tests/python/run.sh (makes its own venv, installs the package)
 #   sdist      python -m build in a fresh venv, with untracked junk in the
 #              tree: the sdist is exactly `git ls-files` + PKG-INFO, and a
@@ -176,6 +184,54 @@ stage_c() {
     return 1
   fi
   ctest --test-dir build --output-on-failure --timeout 1200
+}
+
+# The chunked transport (libpq >= 17), which Debian 12's libpq 15 lacks: the
+# libpq of a pinned psycopg-binary wheel from PyPI, kept in build/ so that
+# later runs need no network.
+chunked_wheel=psycopg-binary==3.3.9
+stage_chunked() {
+  local cache="$root/build/libpq-wheel" libpq out
+  libpq=$(find "$cache/libs" -name 'libpq-*.so.5.*' 2>/dev/null | head -n 1 || true)
+  if [ -z "$libpq" ]; then
+    rm -rf "$cache"
+    mkdir -p "$cache/libs"
+    "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+      -d "$cache" "$chunked_wheel"
+    # only its bundled libraries (libpq and what libpq needs)
+    "$PYTHON" - "$cache" <<'PY'
+import glob, os, sys, zipfile
+cache = sys.argv[1]
+(whl,) = glob.glob(os.path.join(cache, "*.whl"))
+with zipfile.ZipFile(whl) as z:
+    for name in z.namelist():
+        if name.startswith("psycopg_binary.libs/") and not name.endswith("/"):
+            dest = os.path.join(cache, "libs", os.path.basename(name))
+            with z.open(name) as src, open(dest + ".part", "wb") as dst:
+                dst.write(src.read())
+            os.rename(dest + ".part", dest)
+PY
+    libpq=$(find "$cache/libs" -name 'libpq-*.so.5.*' | head -n 1)
+  fi
+  [ -n "$libpq" ] || { echo "no libpq in $chunked_wheel" >&2; return 1; }
+  echo "libpq: $libpq"
+  out=$(LD_PRELOAD="$libpq" build/core/pgspout --version)
+  echo "$out"
+  [[ "$out" == *"(transport chunked)" ]] || { echo "want transport chunked" >&2; return 1; }
+  # the module: the static core (whole: every symbol) on that libpq alone
+  cc -shared -o "$work/chunked_module.so" -Wl,--whole-archive build/core/libpgspout.a \
+    -Wl,--no-whole-archive "$libpq" -Wl,-rpath,"$(dirname "$libpq")" -pthread -lm
+  cc -std=c11 -O2 -Wall -Wextra -Werror -o "$work/transport_probe" tests/c/transport_probe.c
+  out=$("$work/transport_probe" "$work/chunked_module.so")
+  echo "RTLD_LOCAL module on $(basename "$libpq"): transport $out"
+  [ "$out" = chunked ] || { echo "want chunked" >&2; return 1; }
+  # exact, not just eager: with Debian's libpq 15 preloaded, the module's
+  # calls go to it (interposition), so its bundled libpq 18 must not be used
+  out=$(LD_PRELOAD="$(pkg-config --variable=libdir libpq)/libpq.so.5" \
+    "$work/transport_probe" "$work/chunked_module.so")
+  echo "the same with libpq 15 preloaded: transport $out"
+  [ "$out" = single-row ] || { echo "want single-row" >&2; return 1; }
+  LD_PRELOAD="$libpq" ctest --test-dir build --output-on-failure --timeout 1200
 }
 
 # The conformance suite runs the Python package the python stage installed
@@ -534,8 +590,10 @@ start_pg
 
 if [ "$build_ok" = 1 ]; then
   ensure_pg; run_stage c stage_c
+  ensure_pg; run_stage chunked stage_chunked
 else
   skip_stage c "not run: the build failed"
+  skip_stage chunked "not run: the build failed"
 fi
 ensure_pg; PGSPOUT_PY_VENV="$work/py-venv" run_stage python stage_script tests/python/run.sh
 run_stage sdist stage_sdist

@@ -53,8 +53,14 @@ extern "C" {
 PGSPOUT_EXTERN const char *pgspout_version(void);
 /* Run-time PGSPOUT_VERSION_NUMBER. Any thread. */
 PGSPOUT_EXTERN int pgspout_version_number(void);
-/* Name of the row transport compiled in: "chunked" (libpq >= 17
- * PQsetChunkedRowsMode) or "single-row" (PQsetSingleRowMode). Any thread. */
+/* Name of the row transport this process uses, static storage: "chunked"
+ * when the libpq it runs with has PQsetChunkedRowsMode (libpq >= 17; found
+ * at run time, whatever libpq pgspout was built against: a newer system
+ * libpq, one bundled by a wheel, one loaded with LD_PRELOAD), in which libpq
+ * hands over rows in results of up to chunk_rows rows and holds them until
+ * such a result is full or the query ends; else "single-row"
+ * (PQsetSingleRowMode, one result per row). Fixed for the process's life.
+ * Any thread. */
 PGSPOUT_EXTERN const char *pgspout_transport(void);
 
 /* ---------------------------------------------------------- return codes */

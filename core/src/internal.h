@@ -106,6 +106,7 @@ struct pgspout_stream {
     int limit_reason;             /* PGS_LIMIT_* for a limited/limit-failed end */
     int warned;                   /* memory_warn crossed already */
     _Atomic int64_t chunk_target; /* current chunk_rows (adaptive); stats reads it */
+    int64_t row_target;           /* this chunk's row target (fill): add_result stops there */
     pgs_wake wake;
     int sock_dry;     /* a read found the socket empty: wait before reading */
     int epfd;         /* pgspout_stream_socket: wake fd + server socket */
@@ -177,6 +178,17 @@ int pgs_stream_next_chunk(pgspout_stream *s, int flags, const pgspout_chunk **ch
 
 /* json.c helpers bound to a stream (stream.c) */
 int pgs_stream_render_row(pgspout_stream *s, const pgspout_row *row, pgs_buf *b);
+
+/* transport.c: the row transport of the libpq this process runs with */
+/* PGRES_TUPLES_CHUNK of libpq >= 17 (a chunk of rows in chunked-rows mode),
+ * which older headers lack. Compare it with (int)PQresultStatus(). */
+#define PGS_TUPLES_CHUNK 12
+/* 1 if that libpq has chunked-rows mode (resolved once). Any thread. */
+int pgs_chunked_rows(void);
+/* Right after sending a query on pg: have libpq return its rows in results
+ * of at most chunk_rows rows (chunked mode), else one row per result
+ * (single-row mode). Nonzero on success, as libpq's calls. */
+int pgs_set_row_mode(PGconn *pg, int chunk_rows);
 
 /* log hook (stream.c) */
 void pgs_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -273,7 +273,7 @@ static int drain_body(PGconn *pg, int64_t deadline)
             if (r == NULL)
                 return saw;
             ExecStatusType st = PQresultStatus(r);
-            if (st == PGRES_SINGLE_TUPLE)
+            if (st == PGRES_SINGLE_TUPLE || (int)st == PGS_TUPLES_CHUNK)
                 saw |= DRAINED_ROWS;
             else if (st == PGRES_FATAL_ERROR)
                 saw |= DRAINED_ERROR;
@@ -646,7 +646,7 @@ enum { ADD_FULL = 1 }; /* add_result: the chunk is full, res kept as carry */
 
 /* Copy the rows of res (from the carry position) into the arena, applying the
  * filter and max_rows. Returns 0 when every row was taken (res is cleared),
- * ADD_FULL when the chunk's byte budget filled first (res becomes the
+ * ADD_FULL when the chunk filled first, its bytes or its row target (res becomes the
  * carry), or PGSPOUT_ENOMEM / PGSPOUT_EMEMORY (res is cleared, the error
  * set). A row costs its values, its field table and its index entry. */
 static int add_result(pgspout_stream *s, PGresult *res, uint64_t *kept_total)
@@ -672,7 +672,7 @@ static int add_result(pgspout_stream *s, PGresult *res, uint64_t *kept_total)
         need = ALIGN8(need);
         size_t index = (size_t)(s->nrows + 1) * sizeof(pgspout_row);
         if (s->arena_used + need > s->arena_cap || s->arena_used + need + index > s->target_bytes ||
-            s->nrows >= s->cap) {
+            s->nrows >= s->cap || s->nrows >= s->row_target) {
             if (s->nrows > 0) { /* chunk full: the rest waits for the next one */
                 s->carry = res;
                 s->carry_idx = i;
@@ -903,6 +903,7 @@ static int fill(pgspout_stream *s, int nonblock)
         if (r < target)
             target = r < 1 ? 1 : r;
     }
+    s->row_target = target; /* a chunked result past it is carried */
     if (s->arena_cap == 0 || s->grow_arena || s->arena_cap > s->target_bytes) {
         /* the arena is empty here; one larger than the chunk budget (left by
          * a single big row) goes back to the budget */
@@ -995,11 +996,9 @@ static int fill(pgspout_stream *s, int nonblock)
                 statement_done(s);
                 break;
             }
-            switch (PQresultStatus(res)) {
+            switch ((int)PQresultStatus(res)) { /* int: older enums lack a chunk */
             case PGRES_SINGLE_TUPLE:
-#ifdef PGSPOUT_HAVE_CHUNKED_ROWS
-            case PGRES_TUPLES_CHUNK:
-#endif
+            case PGS_TUPLES_CHUNK:
                 if (s->meta == NULL && set_meta(s, res) != 0) {
                     PQclear(res);
                     set_error(s, "", "out of memory");
@@ -1174,6 +1173,21 @@ static int tx_control(const char *sql)
     return TXC_NONE;
 }
 
+/* Rows per result in libpq's chunked-rows mode, which holds rows back until
+ * a chunk is full or the result ends: no more than the stream's first chunk
+ * takes, nor than max_rows lets through, nor than a max_rate chunk (the
+ * pump's own cut), so that those rows are not waited for in vain. libpq
+ * holds that many rows outside what max_memory counts (single-row mode:
+ * one); the README says so. */
+static int64_t libpq_chunk_rows(const pgspout_stream *s, int64_t target)
+{
+    if (s->opt.max_rows > 0 && s->opt.max_rows < target)
+        target = s->opt.max_rows;
+    if (s->opt.max_rate > 0 && s->opt.max_rate / 10 < (double)target)
+        target = s->opt.max_rate / 10 < 1 ? 1 : (int64_t)(s->opt.max_rate / 10);
+    return target;
+}
+
 int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const char *const *params,
                         const pgspout_options *opts, pgspout_stream **out)
 {
@@ -1286,11 +1300,7 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
             mark_broken(conn, "could not send the query");
         return open_fail(s, conn->broken ? PGSPOUT_ECONN : PGSPOUT_EINTERNAL, NULL);
     }
-#ifdef PGSPOUT_HAVE_CHUNKED_ROWS
-    int moded = PQsetChunkedRowsMode(conn->pg, (int)target0);
-#else
-    int moded = PQsetSingleRowMode(conn->pg);
-#endif
+    int moded = pgs_set_row_mode(conn->pg, (int)libpq_chunk_rows(s, target0));
     /* large parameters may not fit the socket at once: send them within the
      * stream's deadline; an interrupt lets the send finish (the protocol
      * cannot stop mid-message), then cancels */
@@ -1318,15 +1328,6 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
     if (rc == PGSPOUT_OK || rc == PGSPOUT_DONE)
         return PGSPOUT_OK;
     return rc;
-}
-
-const char *pgspout_transport(void)
-{
-#ifdef PGSPOUT_HAVE_CHUNKED_ROWS
-    return "chunked";
-#else
-    return "single-row";
-#endif
 }
 
 /* Rows of a stream opened with option arrow go through pgspout_stream_arrow

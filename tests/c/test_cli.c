@@ -506,7 +506,9 @@ static void test_rows_reach_pipe_while_query_runs(void **state)
              "pg_sleep(CASE WHEN g > 2 THEN " LONG_SLEEP_S " ELSE 0 END), '%s' AS tag "
              "FROM generate_series(1, 5) g",
              tag);
-    const char *args[] = {"--dsn", tu_dsn(), "--format", "csv", "--no-header", sql, NULL};
+    /* one row per chunk: the chunked transport holds a chunk until it is full */
+    const char *args[] = {"--dsn",        tu_dsn(), "--format", "csv", "--no-header",
+                          "--chunk-rows", "1",      sql,        NULL};
     cli c;
     cli_start(&c, NULL, args);
     char line[32];
@@ -755,7 +757,8 @@ static void test_reader_goes_away(void **state)
              "pg_sleep(CASE WHEN g > 2 THEN 1 ELSE 0 END), '%s' AS tag "
              "FROM generate_series(1, " LONG_SLEEP_S ") g",
              tag);
-    const char *args[] = {"--dsn", tu_dsn(), sql, NULL};
+    /* one row per chunk: the chunked transport holds a chunk until it is full */
+    const char *args[] = {"--dsn", tu_dsn(), "--chunk-rows", "1", sql, NULL};
     cli c;
     cli_start(&c, NULL, args);
     char line[16];

@@ -220,6 +220,102 @@ static void test_million_rows(void **state)
     pgspout_conn_close(c);
 }
 
+/* ------------------------------------------------------------ transport */
+
+/* Whichever transport this process uses (pgspout_transport), rows arrive
+ * complete and in order, in chunks of at most chunk_rows. The chunked one
+ * (libpq >= 17) takes libpq's results whole, and libpq fills each before
+ * handing it over: every chunk but the last has exactly chunk_rows rows. */
+static void test_transport_chunk_rows(void **state)
+{
+    (void)state;
+    int chunked = strcmp(pgspout_transport(), "chunked") == 0;
+    print_message("transport: %s\n", pgspout_transport());
+    pgspout_conn *c = tu_connect();
+    static const char *const sizes[] = {"1", "7", "1000"};
+    static const long counts[] = {0, 1, 1000, 2501};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        pgspout_options *o = tu_opts("chunk_rows", sizes[i], NULL);
+        long k = atol(sizes[i]);
+        for (size_t j = 0; j < sizeof counts / sizeof counts[0]; j++) {
+            long n = counts[j], got = 0;
+            pgspout_stream *s = open_pairs(c, n, o);
+            agg a;
+            agg_init(&a);
+            const pgspout_chunk *ch;
+            int rc;
+            while ((rc = pgspout_stream_next_chunk(s, 0, &ch)) == PGSPOUT_OK) {
+                long m = pgspout_chunk_nrows(ch);
+                if (m < 1 || m > k || (chunked && m != k && got + m != n))
+                    fail_msg("chunk_rows %ld, %ld rows: a chunk of %ld rows after %ld", k, n, m,
+                             got);
+                for (int r = 0; r < (int)m; r++)
+                    agg_row(&a, pgspout_chunk_row(ch, r));
+                got += m;
+            }
+            if (rc != PGSPOUT_DONE)
+                fail_msg("next_chunk = %s: %s", pgspout_code_name(rc), pgspout_stream_error(s));
+            pgspout_stream_close(s);
+            check_pairs(c, &a, n);
+        }
+        pgspout_options_free(o);
+    }
+    pgspout_conn_close(c);
+}
+
+/* 5 rows, then a notice (the server flushes what it holds) and 30 s of
+ * silence: the rows are on the client's socket, the end is not. */
+#define FIVE_THEN_SILENCE                                                                          \
+    "SELECT i FROM (SELECT i FROM generate_series(1, 5) i UNION ALL "                              \
+    "SELECT 0 FROM (SELECT pg_temp.flush_sleep(30) AS z) q WHERE z < 0) t"
+
+/* What each transport hands over while the server is silent: single-row
+ * mode every row received; chunked mode the full chunks (3 rows), libpq
+ * holding the rest until its chunk fills or the result ends. And max_rows
+ * under chunk_rows caps libpq's chunk too, so that a limited stream does not
+ * wait for rows it will not deliver. */
+static void test_transport_held_rows(void **state)
+{
+    (void)state;
+    int chunked = strcmp(pgspout_transport(), "chunked") == 0;
+    pgspout_conn *c = tu_connect();
+    free(tu_scalar(c,
+                   "CREATE FUNCTION pg_temp.flush_sleep(secs float8) RETURNS int LANGUAGE plpgsql "
+                   "AS $$ BEGIN RAISE NOTICE 'flush'; PERFORM pg_sleep(secs); RETURN 0; END $$",
+                   0, NULL));
+    char timeout[32];
+    snprintf(timeout, sizeof timeout, "%.0fms", tu_slack(1.0) * 1000);
+    pgspout_options *o = tu_opts("chunk_rows", "3", "timeout", timeout, NULL);
+    pgspout_stream *s = open_sql(c, FIVE_THEN_SILENCE, o);
+    const pgspout_row *r;
+    long n = 0;
+    int rc;
+    while ((rc = pgspout_stream_next(s, &r)) == PGSPOUT_OK)
+        assert_int_equal(atol(pgspout_row_value(r, 0, NULL)), ++n);
+    assert_int_equal(rc, PGSPOUT_ETIMEOUT);
+    assert_int_equal(n, chunked ? 3 : 5);
+    pgspout_stream_close(s);
+    pgspout_options_free(o);
+
+    o = tu_opts("max_rows", "3", NULL); /* chunk_rows 1000 */
+    double t0 = tu_now();
+    s = open_sql(c, FIVE_THEN_SILENCE, o);
+    n = 0;
+    while ((rc = pgspout_stream_next(s, &r)) == PGSPOUT_OK)
+        n++;
+    double took = tu_now() - t0;
+    assert_int_equal(rc, PGSPOUT_DONE);
+    assert_int_equal(n, 3);
+    assert_int_equal(pgspout_stream_state(s), PGSPOUT_STATE_LIMITED);
+    /* the server's 30 s silence was not waited for: halfway is far from both */
+    if (took > tu_slack(15))
+        fail_msg("max_rows 3 took %.2f s", took);
+    pgspout_stream_close(s);
+    pgspout_options_free(o);
+    tu_expect_scalar(c, "SELECT 'after'", "after");
+    pgspout_conn_close(c);
+}
+
 /* ---------------------------------------------------------------- NULLs */
 
 static void test_nulls(void **state)
@@ -1758,11 +1854,15 @@ static void test_cancel_while_blocked(void **state)
     (void)state;
     pgspout_conn *c = tu_connect(), *w = tu_connect();
     char *pid = tu_scalar(c, "SELECT pg_backend_pid()", 0, NULL);
-    /* rows big enough to be flushed one by one, then 30 s of silence */
+    /* rows big enough to be flushed one by one, then 30 s of silence; one
+     * row per chunk, so that the chunked transport too hands the first row
+     * over before the silence (it holds a chunk until it is full) */
+    pgspout_options *o = tu_opts("chunk_rows", "1", NULL);
     pgspout_stream *s = open_sql(c,
                                  "SELECT i, repeat('x', 20000), pg_sleep(CASE WHEN i = 3 THEN 30 "
                                  "ELSE 0 END) FROM generate_series(1, 5) i",
-                                 NULL);
+                                 o);
+    pgspout_options_free(o);
     canceller k;
     memset(&k, 0, sizeof k);
     k.s = s;
@@ -2024,6 +2124,8 @@ int main(void)
         cmocka_unit_test(test_zero_columns),
         cmocka_unit_test(test_pause_blocks_server),
         cmocka_unit_test(test_cancel_while_blocked),
+        cmocka_unit_test(test_transport_chunk_rows),
+        cmocka_unit_test(test_transport_held_rows),
         cmocka_unit_test(test_conn_cancel_during_open),
         cmocka_unit_test(test_invalid_utf8_param),
         cmocka_unit_test(test_concurrent_connections),

@@ -967,9 +967,19 @@ static void test_sql_errors_and_params(void **state)
     assert_int_equal(rel_connect(tu_dsn(), &c), PGSPOUT_OK);
     char *t = tu_try_scalar(c, "CREATE TEMP TABLE rel_copy_target (i int)", 0, NULL);
     free(t);
-    int failed = 0;
+    int failed = 0, chunked = strcmp(pgspout_transport(), "chunked") == 0;
     for (size_t k = 0; k < sizeof sql_cases / sizeof sql_cases[0]; k++) {
         const sql_case *q = &sql_cases[k];
+        /* the chunked transport hands rows over in whole chunks (1000, the
+         * default chunk_rows), and libpq drops an incomplete one when the
+         * server's error arrives: the open itself then meets the error */
+        long want_rows = q->want_rows;
+        int want_open = q->want_open;
+        if (chunked && q->want_rc == PGSPOUT_ESQL && want_rows > 0) {
+            want_rows -= want_rows % 1000;
+            if (want_rows == 0)
+                want_open = PGSPOUT_ESQL;
+        }
         pgspout_stream *s = NULL;
         int orc = pgspout_stream_open(c, q->sql, q->nparams, q->params, NULL, &s);
         int rc = orc;
@@ -979,8 +989,7 @@ static void test_sql_errors_and_params(void **state)
             while ((rc = pgspout_stream_next(s, &r)) == PGSPOUT_OK)
                 n++;
         const char *st = s ? pgspout_stream_sqlstate(s) : "";
-        int ok = orc == q->want_open && rc == q->want_rc &&
-                 (q->want_rows < 0 || n == q->want_rows) &&
+        int ok = orc == want_open && rc == q->want_rc && (want_rows < 0 || n == want_rows) &&
                  (!*q->sqlstate || strcmp(st, q->sqlstate) == 0);
         if (ok && rc < 0)
             ok = s && pgspout_stream_state(s) == PGSPOUT_STATE_FAILED &&

@@ -1035,7 +1035,7 @@ static const limit_case limit_cases[] = {
      PGSPOUT_OK,
      PGSPOUT_ESQL,
      PGSPOUT_STATE_FAILED,
-     -1,
+     49,
      "22012",
      NULL,
      LIMIT_HANG_GUARD},
@@ -1291,12 +1291,25 @@ static void test_limits_awkward(void **state)
                        "LANGUAGE plpgsql AS $$ BEGIN RAISE NOTICE 'flush'; PERFORM pg_sleep(secs); "
                        "RETURN 0; END $$",
                        0, NULL));
-    int failures = 0;
+    int failures = 0, chunked = strcmp(pgspout_transport(), "chunked") == 0;
     for (size_t k = 0; k < sizeof limit_cases / sizeof limit_cases[0]; k++) {
         const limit_case *lc = &limit_cases[k];
         pgspout_options *o = pgspout_options_new();
-        for (int i = 0; lc->opts[i]; i += 2)
+        long chunk_rows = 1000, want_rows = lc->want_rows;
+        for (int i = 0; lc->opts[i]; i += 2) {
             assert_int_equal(pgspout_options_set(o, lc->opts[i], lc->opts[i + 1]), PGSPOUT_OK);
+            if (strcmp(lc->opts[i], "chunk_rows") == 0)
+                chunk_rows = atol(lc->opts[i + 1]);
+        }
+        /* the chunked transport hands rows over in whole chunks, and libpq
+         * drops an incomplete one when the server's error arrives: with no
+         * whole chunk before it, the open itself meets the error */
+        int want_open = lc->want_open;
+        if (chunked && lc->want_rc == PGSPOUT_ESQL && want_rows > 0) {
+            want_rows -= want_rows % chunk_rows;
+            if (want_rows == 0)
+                want_open = PGSPOUT_ESQL;
+        }
         rel_watchdog(30, lc->name);
         double t0 = tu_now();
         pgspout_stream *s = NULL;
@@ -1328,10 +1341,10 @@ static void test_limits_awkward(void **state)
                  (unsigned long long)n, took, sqlstate, err);
         printf("  %-48s %s\n", lc->name, got);
         int bad = 0;
-        bad |= orc != lc->want_open;
+        bad |= orc != want_open;
         bad |= lc->want_rc != 0 && rc != lc->want_rc;
         bad |= lc->want_state >= 0 && st != lc->want_state;
-        bad |= lc->want_rows >= 0 && n != (uint64_t)lc->want_rows;
+        bad |= want_rows >= 0 && n != (uint64_t)want_rows;
         bad |= !in_order;
         bad |= lc->want_sqlstate && strcmp(sqlstate, lc->want_sqlstate) != 0;
         bad |= lc->want_in_error && !rel_contains(err, lc->want_in_error);
@@ -1344,8 +1357,8 @@ static void test_limits_awkward(void **state)
         if (bad) {
             printf("    ^ MISMATCH: wanted open=%s rc=%s state=%s rows=%ld sqlstate=%s error~%s "
                    "<= %.1fs\n",
-                   pgspout_code_name(lc->want_open), pgspout_code_name(lc->want_rc),
-                   lc->want_state >= 0 ? pgspout_state_name(lc->want_state) : "any", lc->want_rows,
+                   pgspout_code_name(want_open), pgspout_code_name(lc->want_rc),
+                   lc->want_state >= 0 ? pgspout_state_name(lc->want_state) : "any", want_rows,
                    lc->want_sqlstate ? lc->want_sqlstate : "-",
                    lc->want_in_error ? lc->want_in_error : "-", lc->max_secs);
             failures++;

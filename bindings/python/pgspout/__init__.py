@@ -87,7 +87,7 @@ version: str = _c.version()
 __version__ = version
 #: major * 10000 + minor * 100 + patch.
 version_number: int = _c.version_number()
-#: Row transport compiled in: "chunked" (libpq >= 17) or "single-row".
+#: Row transport of this process: "chunked" (the libpq loaded is >= 17) or "single-row".
 transport: str = _c.transport()
 
 Row = Union[Tuple[Any, ...], Dict[str, Any], str]
