@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "alloc.h" /* last: wraps the allocators in fault-injection builds */
 
 /* How a column becomes Arrow: its format and converter. */
 enum {
