@@ -347,27 +347,28 @@ static int abort_statement(pgspout_conn *c, int64_t cancel_ms)
     return 0;
 }
 
-/* Run a utility statement (SET, SAVEPOINT...) with a deadline; the server's
- * error goes on errs when given. PGSPOUT_OK, ESQL, ETIMEOUT, EINTR or ECONN;
- * on ETIMEOUT and ECONN the connection is marked broken (it may be
- * mid-statement); EINTR stopped the statement and left it usable. */
-static int exec_utility(pgspout_conn *c, const char *sql, int64_t deadline, pgspout_stream *errs)
+/* Called with every result of a statement await_results reads (not to be
+ * cleared); failed: an earlier result was not COMMAND_OK. */
+typedef void (*result_fn)(PGresult *r, int failed, void *ud);
+
+/* After the PQsend* call that returned sent, flush it and read every result
+ * within deadline, handing each to each. PGSPOUT_OK, ESQL (some result was
+ * not COMMAND_OK), ETIMEOUT, EINTR or ECONN; on ETIMEOUT and ECONN the
+ * connection is marked broken ("connection unusable after <what>": it may
+ * be mid-statement); EINTR stopped the statement and left it usable. */
+static int await_results(pgspout_conn *c, int sent, const char *what, int64_t deadline,
+                         result_fn each, void *ud)
 {
     PGconn *pg = c->pg;
-    int rc = PQsendQuery(pg, sql) ? flush_out(pg, deadline) : PGSPOUT_ECONN;
+    int rc = sent ? flush_out(pg, deadline) : PGSPOUT_ECONN;
     int failed = 0;
     while (rc == PGSPOUT_OK) {
         if (!PQisBusy(pg)) {
             PGresult *r = PQgetResult(pg);
             if (r == NULL)
                 return failed ? PGSPOUT_ESQL : PGSPOUT_OK;
-            if (PQresultStatus(r) != PGRES_COMMAND_OK && !failed++) {
-                /* every statement pgspout adds is meant to succeed */
-                pgs_log(3, "the server refused \"%s\", which pgspout sent: %s", sql,
-                        PQresultErrorMessage(r));
-                if (errs)
-                    set_sql_error(errs, r);
-            }
+            each(r, failed, ud);
+            failed |= PQresultStatus(r) != PGRES_COMMAND_OK;
             PQclear(r);
             continue;
         }
@@ -386,65 +387,70 @@ static int exec_utility(pgspout_conn *c, const char *sql, int64_t deadline, pgsp
         return rc;
     }
     c->broken = 1;
-    pgs_conn_set_error(c, "connection unusable after %s: %s", sql,
+    pgs_conn_set_error(c, "connection unusable after %s: %s", what,
                        rc == PGSPOUT_ETIMEOUT ? "timed out" : PQerrorMessage(pg));
     return rc;
 }
 
+typedef struct utility {
+    const char *sql;
+    pgspout_stream *errs;
+} utility;
+
+static void utility_result(PGresult *r, int failed, void *ud)
+{
+    const utility *u = ud;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && !failed) {
+        /* every statement pgspout adds is meant to succeed */
+        pgs_log(3, "the server refused \"%s\", which pgspout sent: %s", u->sql,
+                PQresultErrorMessage(r));
+        if (u->errs)
+            set_sql_error(u->errs, r);
+    }
+}
+
+/* Run a utility statement (SET, SAVEPOINT...) with a deadline; the server's
+ * error goes on errs when given. Returns as await_results. */
+static int exec_utility(pgspout_conn *c, const char *sql, int64_t deadline, pgspout_stream *errs)
+{
+    utility u = {sql, errs};
+    return await_results(c, PQsendQuery(c->pg, sql), sql, deadline, utility_result, &u);
+}
+
+typedef struct described {
+    pgspout_stream *s;
+    int *binary;
+} described;
+
+static void described_result(PGresult *r, int failed, void *ud)
+{
+    const described *d = ud;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        if (!failed)
+            set_sql_error(d->s, r);
+        return;
+    }
+    if (PQnfields(r) > 0) /* the Describe's result: the columns */
+        *d->binary = 1;
+    for (int f = 0; f < PQnfields(r); f++)
+        *d->binary &= pgs_arrow_binary_ok(PQftype(r, f), PQfmod(r, f));
+}
+
 /* option arrow: prepare the statement unnamed and describe it, so that the
- * results can come in binary when pgspout_arrow_binary_ok knows every
- * column's type (*binary set), else in text. PGSPOUT_OK, or ESQL (the
- * server refused the SQL: its error is on s), ETIMEOUT, EINTR or ECONN as
- * exec_utility. */
+ * results can come in binary when pgs_arrow_binary_ok knows every column's
+ * type (*binary set), else in text. PGSPOUT_OK, or ESQL (the server refused
+ * the SQL: its error is on s), ETIMEOUT, EINTR or ECONN as await_results. */
 static int describe_for_arrow(pgspout_stream *s, const char *sql, int nparams, int *binary)
 {
-    pgspout_conn *c = s->conn;
-    PGconn *pg = c->pg;
+    PGconn *pg = s->conn->pg;
+    described d = {s, binary};
     *binary = 0;
-    for (int step = 0; step < 2; step++) {
-        int rc =
-            (step == 0 ? PQsendPrepare(pg, "", sql, nparams, NULL) : PQsendDescribePrepared(pg, ""))
-                ? flush_out(pg, s->deadline)
-                : PGSPOUT_ECONN;
-        int failed = 0;
-        while (rc == PGSPOUT_OK) {
-            if (!PQisBusy(pg)) {
-                PGresult *r = PQgetResult(pg);
-                if (r == NULL)
-                    break;
-                if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-                    if (!failed++)
-                        set_sql_error(s, r);
-                } else if (step == 1) {
-                    *binary = PQnfields(r) > 0;
-                    for (int f = 0; f < PQnfields(r); f++)
-                        *binary &= pgs_arrow_binary_ok(PQftype(r, f), PQfmod(r, f));
-                }
-                PQclear(r);
-                continue;
-            }
-            if (!PQconsumeInput(pg))
-                rc = PGSPOUT_ECONN;
-            else if (PQisBusy(pg)) {
-                int w = pgs_wait(PQsocket(pg), -1, s->deadline);
-                rc = w == 0                      ? PGSPOUT_ETIMEOUT
-                     : w == PGS_WAIT_INTERRUPTED ? PGSPOUT_EINTR
-                     : w < 0                     ? PGSPOUT_ECONN
-                                                 : PGSPOUT_OK;
-            }
-        }
-        if (rc == PGSPOUT_EINTR) {
-            abort_statement(c, c->cancel_timeout_ms);
-            return rc;
-        }
-        if (rc != PGSPOUT_OK) {
-            mark_broken(c, "connection unusable while describing the statement");
-            return rc;
-        }
-        if (failed)
-            return PGSPOUT_ESQL;
-    }
-    return PGSPOUT_OK;
+    int rc = await_results(s->conn, PQsendPrepare(pg, "", sql, nparams, NULL),
+                           "preparing the statement", s->deadline, described_result, &d);
+    if (rc == PGSPOUT_OK)
+        rc = await_results(s->conn, PQsendDescribePrepared(pg, ""), "describing the statement",
+                           s->deadline, described_result, &d);
+    return rc;
 }
 
 /* Inside the caller's transaction block a stream runs under a savepoint, so
