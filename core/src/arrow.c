@@ -65,6 +65,21 @@ static size_t width_of(int conv)
     }
 }
 
+/* numeric(p,s)'s typmod ((p << 16) | s) + 4 when decimal128 holds its
+ * values (1 <= p <= 38, 0 <= s <= p): 1 with *prec and *scale set, else 0
+ * (no typmod, or one Arrow has no decimal128 for). */
+static int decimal_typmod(int mod, int *prec, int *scale)
+{
+    if (mod < 4)
+        return 0;
+    int p = ((mod - 4) >> 16) & 0xffff, sc = (mod - 4) & 0x7ff;
+    if (p < 1 || p > 38 || sc > p)
+        return 0;
+    *prec = p;
+    *scale = sc;
+    return 1;
+}
+
 static void plan_column(const PGresult *meta, int c, acol *col)
 {
     unsigned int oid = PQftype(meta, c);
@@ -86,15 +101,9 @@ static void plan_column(const PGresult *meta, int c, acol *col)
             col->conv = fixed[i].conv;
             strcpy(col->format, fixed[i].format);
         }
-    int mod = PQfmod(meta, c);
-    if (oid == 1700 && mod >= 4) { /* numeric(p,s): ((p << 16) | s) + 4 */
-        int p = ((mod - 4) >> 16) & 0xffff, sc = (mod - 4) & 0x7ff;
-        if (p >= 1 && p <= 38 && sc <= p) {
-            col->conv = A_DEC128;
-            col->prec = p;
-            col->scale = sc;
-            snprintf(col->format, sizeof col->format, "d:%d,%d", p, sc);
-        }
+    if (oid == 1700 && decimal_typmod(PQfmod(meta, c), &col->prec, &col->scale)) {
+        col->conv = A_DEC128;
+        snprintf(col->format, sizeof col->format, "d:%d,%d", col->prec, col->scale);
     }
 }
 
@@ -257,15 +266,10 @@ static int decimal128(const char *v, size_t len, int scale, unsigned char out[16
 
 int pgs_arrow_binary_ok(unsigned int oid, int typmod)
 {
-    acol col;
+    int prec, scale;
     switch (oid) {
     case 1700: /* numeric: only as decimal128; unconstrained it stays text */
-        col.conv = A_UTF8;
-        if (typmod >= 4) {
-            int p = ((typmod - 4) >> 16) & 0xffff, sc = (typmod - 4) & 0x7ff;
-            col.conv = p >= 1 && p <= 38 && sc <= p ? A_DEC128 : A_UTF8;
-        }
-        return col.conv == A_DEC128;
+        return decimal_typmod(typmod, &prec, &scale);
     case 16:   /* bool */
     case 17:   /* bytea */
     case 18:   /* "char" */
