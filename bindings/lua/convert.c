@@ -263,9 +263,11 @@ int pgspout_lua_fail(lua_State *L, int code, const char *msg, const char *sqlsta
 
 int pgspout_lua_stream_fail(lua_State *L, pgspout_stream *s, int code)
 {
-    if (code == PGSPOUT_ESTATE && pgspout_stream_errcode(s) != code) {
-        lua_pushnil(L); /* e.g. pause on a finished stream */
-        lua_pushfstring(L, "stream is %s", pgspout_state_name(pgspout_stream_state(s)));
+    int state = pgspout_stream_state(s), ended = state > PGSPOUT_STATE_PAUSED;
+    if (code == PGSPOUT_ESTATE && pgspout_stream_errcode(s) != code && ended) {
+        /* a finished stream's error is older; a running one's says why */
+        lua_pushnil(L);
+        lua_pushfstring(L, "stream is %s", pgspout_state_name(state));
         lua_pushstring(L, pgspout_code_name(code));
         return 3;
     }

@@ -78,6 +78,21 @@ describe("bad input", function()
         for _ in s:rows() do end
     end)
 
+    it("refuses rows of a stream opened with the arrow option, saying why", function()
+        -- option arrow: the rows go to the C library's Arrow exporter only
+        -- (they may be binary), never to a Lua table
+        local s = assert(conn:stream("SELECT g FROM generate_series(1, 10) g", nil,
+                                     { arrow = true }))
+        local rows, err, code = s:chunk()
+        assert.is_nil(rows)
+        assert.are.equal("estate", code)
+        assert.matches("option arrow", err, 1, true)
+        local ok, raised = pcall(function() for _ in s:rows() do end end)
+        assert.is_false(ok)
+        assert.matches("pgspout: estate: ", raised, 1, true)
+        s:close()
+    end)
+
     it("reports a wrong parameter count as an SQL error", function()
         local s, err, code = conn:stream("SELECT $1::int, $2::int", { 1 })
         assert.is_nil(s)
