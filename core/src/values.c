@@ -17,14 +17,17 @@ static int is_word(const char *v, size_t len, const char *w)
 
 static int digit(char c) { return (unsigned)(c - '0') <= 9 ? c - '0' : -1; }
 
-static int hexval(char c)
-{
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return digit(c);
-}
+/* Hex digit values plus one (0: not a hex digit): a table, because uuids
+ * and bytea mix letters and digits at random and branches on them
+ * mispredict. */
+#define HEX_09(b) [b] = b - '0' + 1
+#define HEX_AF(b) [b] = b - 'A' + 11, [b + 32] = b - 'A' + 11
+static const signed char hex_table[256] = {HEX_09('0'), HEX_09('1'), HEX_09('2'), HEX_09('3'),
+                                           HEX_09('4'), HEX_09('5'), HEX_09('6'), HEX_09('7'),
+                                           HEX_09('8'), HEX_09('9'), HEX_AF('A'), HEX_AF('B'),
+                                           HEX_AF('C'), HEX_AF('D'), HEX_AF('E'), HEX_AF('F')};
+
+static int hexval(char c) { return hex_table[(unsigned char)c] - 1; }
 
 /* ---------------------------------------------------------------- int8 */
 
