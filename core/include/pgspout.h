@@ -172,6 +172,12 @@ PGSPOUT_EXTERN void pgspout_set_interrupt_hook(pgspout_interrupt_fn fn, void *us
  *                            here (pgspout_stream_binary), saving the server
  *                            its text output and the client the parsing;
  *                            next, next_chunk and row_json refuse with ESTATE
+ *   binary (off)             rows come in binary when every column's type
+ *                            is one the pgspout_binary_* functions below
+ *                            decode (pgspout_stream_binary says), else in
+ *                            text; costs one round trip (a describe) before
+ *                            the query; row_json and chunk_ndjson refuse
+ *                            such a stream with ESTATE
  * Connection keys (pgspout_connect_opts): connect_timeout, keepalives_idle,
  *   keepalives_interval, keepalives_count, tcp_user_timeout, application_name,
  *   cancel_timeout (for pgspout_conn_cancel).
@@ -413,10 +419,14 @@ struct ArrowArrayStream {
  * OK, EINVAL (NULL), ESTATE (s already has an unreleased Arrow stream) or
  * ENOMEM. */
 PGSPOUT_EXTERN int pgspout_stream_arrow(pgspout_stream *s, struct ArrowArrayStream *out);
-/* 1 when s's results come in binary (option arrow, and every column's type
- * one whose binary form pgspout decodes: bool, bytea, the text types, json,
- * jsonb, int2/4/8, oid, float4/8, numeric(p <= 38, s), date, time,
- * timestamp(tz), interval, uuid), 0 when in text. Any thread. */
+/* 1 when s's results come in binary, 0 when in text. Option arrow: when
+ * every column's type is one whose binary form the Arrow exporter decodes
+ * (bool, bytea, the text types, json, jsonb, int2/4/8, oid, float4/8,
+ * numeric(p <= 38, s), date, time, timestamp(tz), interval, uuid). Option
+ * binary: when every column is bool, int2/4/8, float8, numeric, text,
+ * varchar, bpchar, name, json, jsonb or uuid, or (under DateStyle ISO) date,
+ * time, timetz, timestamp, or timestamptz in a session whose TimeZone is
+ * UTC. Any thread. */
 PGSPOUT_EXTERN int pgspout_stream_binary(const pgspout_stream *s);
 
 /* ----------------------------------------------------------------- values */
@@ -470,10 +480,35 @@ typedef struct pgspout_interval {
 /* IntervalStyle postgres (the default): "1 year 2 mons -3 days +04:05:06.5". */
 PGSPOUT_EXTERN int pgspout_parse_interval(const char *v, size_t len, pgspout_interval *out);
 
+/* Decoders for the binary form of the values of a stream opened with option
+ * binary when pgspout_stream_binary(s) is 1 (pgspout_row_value then returns
+ * these bytes). Each reads exactly len bytes, writes *out and returns
+ * PGSPOUT_OK, or PGSPOUT_EINVAL, leaving *out as it was, for NULL arguments
+ * and bytes that are not the type's binary form. No allocation. Any thread. */
+
+/* int2, int4, int8 (2, 4 or 8 bytes). */
+PGSPOUT_EXTERN int pgspout_binary_int8(const char *v, size_t len, int64_t *out);
+/* float8 (8 bytes) or float4 (4 bytes), exactly (a float4 as the float itself,
+ * not as the double its shortest decimal text would give). */
+PGSPOUT_EXTERN int pgspout_binary_float8(const char *v, size_t len, double *out);
+/* date, time, timetz, timestamp, timestamptz by kind, as pgspout_parse_datetime
+ * fills it (timestamptz in UTC: utc_offset 0). */
+PGSPOUT_EXTERN int pgspout_binary_datetime(const char *v, size_t len, int kind,
+                                           pgspout_datetime *out);
+/* The text the server would have sent for a binary value of type oid: every
+ * type option binary takes (numeric's exact digits, uuid, jsonb's text, dates
+ * and times as DateStyle ISO writes them, timestamptz in UTC) but float8.
+ * Writes it NUL-terminated into out (room for cap bytes) and its
+ * length into *outlen. EINVAL for other types, malformed bytes, or text
+ * longer than cap - 1 (*outlen then says how long: call again with room). */
+PGSPOUT_EXTERN int pgspout_binary_text(unsigned int oid, const char *v, size_t len, char *out,
+                                       size_t cap, size_t *outlen);
+
 /* Row accessors; a row lives as said where it was returned. */
 PGSPOUT_EXTERN int pgspout_row_ncols(const pgspout_row *row);
 /* Text value of col (NUL-terminated, "" for NULL), its length in *len when
- * len is not NULL; NULL if col is out of range. */
+ * len is not NULL; NULL if col is out of range. In a binary stream
+ * (pgspout_stream_binary) the value's binary form, followed by a NUL too. */
 PGSPOUT_EXTERN const char *pgspout_row_value(const pgspout_row *row, int col, size_t *len);
 /* 1 if SQL NULL, 0 if not, -1 if col is out of range. */
 PGSPOUT_EXTERN int pgspout_row_isnull(const pgspout_row *row, int col);

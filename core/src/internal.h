@@ -114,7 +114,7 @@ struct pgspout_stream {
     char *err;
     char sqlstate[6];
     void *arrow; /* the Arrow stream exporting it (arrow.c), detached at close */
-    int binary;  /* option arrow: results came in binary (every column known) */
+    int binary;  /* option arrow or binary: results came in binary */
 
     /* time (monotonic ns); the atomics are read by stats from any thread */
     int64_t t_open;
@@ -172,6 +172,8 @@ void pgs_stream_detach(pgspout_stream *s);
 void pgs_arrow_detach(pgspout_stream *s);
 /* arrow.c: the exporter decodes this type's binary form */
 int pgs_arrow_binary_ok(unsigned int oid, int typmod);
+/* binary.c: option binary takes this type in binary on pg's session */
+int pgs_rows_binary_ok(unsigned int oid, PGconn *pg);
 /* stream.c: pgspout_stream_next_chunk without its checks (the exporter's
  * way to the rows of an option-arrow stream) */
 int pgs_stream_next_chunk(pgspout_stream *s, int flags, const pgspout_chunk **chunk);

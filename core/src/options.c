@@ -46,6 +46,7 @@ static const opt_def defs[] = {
     {"progress_interval", K_DUR, OFF(progress_interval_ms), 0, DURMAX, NULL},
     {"idle_timeout", K_DUR, OFF(idle_timeout_ms), 0, DURMAX, NULL},
     {"arrow", K_BOOL, OFF(arrow), 0, 0, NULL},
+    {"binary", K_BOOL, OFF(binary), 0, 0, NULL},
     {"connect_timeout", K_DUR, OFF(connect_timeout_ms), 0, INT32_MAX, NULL},
     {"keepalives_idle", K_DUR, OFF(keepalives_idle_ms), 0, INT32_MAX, NULL},
     {"keepalives_interval", K_DUR, OFF(keepalives_interval_ms), 0, INT32_MAX, NULL},

@@ -433,14 +433,15 @@ static void described_result(PGresult *r, int failed, void *ud)
     if (PQnfields(r) > 0) /* the Describe's result: the columns */
         *d->binary = 1;
     for (int f = 0; f < PQnfields(r); f++)
-        *d->binary &= pgs_arrow_binary_ok(PQftype(r, f), PQfmod(r, f));
+        *d->binary &= d->s->opt.arrow ? pgs_arrow_binary_ok(PQftype(r, f), PQfmod(r, f))
+                                      : pgs_rows_binary_ok(PQftype(r, f), d->s->conn->pg);
 }
 
-/* option arrow: prepare the statement unnamed and describe it, so that the
- * results can come in binary when pgs_arrow_binary_ok knows every column's
- * type (*binary set), else in text. PGSPOUT_OK, or ESQL (the server refused
- * the SQL: its error is on s), ETIMEOUT, EINTR or ECONN as await_results. */
-static int describe_for_arrow(pgspout_stream *s, const char *sql, int nparams, int *binary)
+/* options arrow and binary: prepare the statement unnamed and describe it,
+ * so that the results can come in binary when every column's type allows
+ * (pgs_arrow_binary_ok, pgs_rows_binary_ok: *binary set), else in text. PGSPOUT_OK, or ESQL (the
+ * server refused the SQL: its error is on s), ETIMEOUT, EINTR or ECONN as await_results. */
+static int describe(pgspout_stream *s, const char *sql, int nparams, int *binary)
 {
     PGconn *pg = s->conn->pg;
     described d = {s, binary};
@@ -1289,8 +1290,9 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
         rc = exec_utility(conn, "SAVEPOINT " SAVEPOINT_NAME, s->deadline, s);
         s->savepoint = rc == PGSPOUT_OK;
     }
-    if (rc == PGSPOUT_OK && s->opt.arrow) {
-        rc = describe_for_arrow(s, sql, nparams, &s->binary);
+    int prepared = s->opt.arrow || s->opt.binary;
+    if (rc == PGSPOUT_OK && prepared) {
+        rc = describe(s, sql, nparams, &s->binary);
         if (rc == PGSPOUT_ESQL) { /* as a refused query ends: the transaction aborted */
             s->server_done = 1;
             savepoint_end(s, 0);
@@ -1299,8 +1301,8 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
     }
     if (rc != PGSPOUT_OK)
         return open_fail(s, rc, "preparing the stream");
-    if (s->opt.arrow ? !PQsendQueryPrepared(conn->pg, "", nparams, params, NULL, NULL, s->binary)
-                     : !PQsendQueryParams(conn->pg, sql, nparams, NULL, params, NULL, NULL, 0)) {
+    if (prepared ? !PQsendQueryPrepared(conn->pg, "", nparams, params, NULL, NULL, s->binary)
+                 : !PQsendQueryParams(conn->pg, sql, nparams, NULL, params, NULL, NULL, 0)) {
         set_error(s, "", "could not send the query: %s", PQerrorMessage(conn->pg));
         if (PQstatus(conn->pg) != CONNECTION_OK)
             mark_broken(conn, "could not send the query");
@@ -1473,12 +1475,25 @@ int pgs_stream_render_row(pgspout_stream *s, const pgspout_row *row, pgs_buf *b)
     return pgs_buf_putc(b, '}');
 }
 
+/* JSON rows are rendered from text: ESTATE for a stream opened with option
+ * binary, whatever format its results came in. */
+static int text_only(pgspout_stream *s)
+{
+    if (s->opt.arrow)
+        return arrow_only(s);
+    if (s->err == NULL)
+        set_error(s, "",
+                  "the stream was opened with option binary: rows as JSON need text values "
+                  "(open it without binary)");
+    return PGSPOUT_ESTATE;
+}
+
 int pgspout_row_json(pgspout_stream *s, const pgspout_row *row, const char **json, size_t *len)
 {
     if (s == NULL || row == NULL || json == NULL)
         return PGSPOUT_EINVAL;
-    if (s->opt.arrow)
-        return arrow_only(s);
+    if (s->opt.arrow || s->opt.binary)
+        return text_only(s);
     pgs_buf_clear(&s->json);
     if (pgs_stream_render_row(s, row, &s->json) != 0 || s->json.oom)
         return PGSPOUT_ENOMEM;
@@ -1492,6 +1507,8 @@ int pgspout_chunk_ndjson(pgspout_stream *s, const pgspout_chunk *c, const char *
 {
     if (s == NULL || c == NULL || out == NULL)
         return PGSPOUT_EINVAL;
+    if (s->opt.arrow || s->opt.binary)
+        return text_only(s);
     pgs_buf_clear(&s->json);
     for (int i = 0; i < c->n; i++) {
         pgs_stream_render_row(s, &c->rows[i], &s->json);
