@@ -344,6 +344,7 @@ struct pgspout_stream {};
   int ncols();
   const char *colname(int col);
   unsigned int coltype(int col);
+  int binary();
   /* s:chunk(mode, values) -> rows | false (end) | nil, message, code: the
    * buffered rows not yet handed out (values > 0: about that many values'
    * worth). They count as delivered only as s:handout(n) hands them on,

@@ -565,6 +565,7 @@ typedef struct pgspy_stream {} pgspy_stream;
         return $self->columns;
     }
     PyObject *arrow_capsule(PyObject *owner) { return pgspy_arrow_capsule($self, owner); }
+    PyObject *binary() { return PyBool_FromLong($self->binary); }
 }
 
 /* ---------------------------------------------------------- module level */

@@ -297,41 +297,75 @@ void pgspout_lua_interruptible(lua_State *L)
 
 /* ------------------------------------------------------------------- rows */
 
-/* Lua conversion of a column, from its pgspout_type_kind */
-enum { K_STRING = 0, K_INT, K_FLOAT, K_BOOL };
+/* Lua conversion of a column, from its pgspout_type_kind and whether the
+ * stream's values came in binary (option binary): numbers and booleans
+ * decoded, other values as the server's text (pgspout_binary_text), the
+ * text types as they are. */
+enum { K_STRING = 0, K_INT, K_FLOAT, K_BOOL, K_BIN_INT, K_BIN_FLOAT, K_BIN_BOOL, K_BIN_TEXT };
 
-static unsigned char lua_kind(unsigned int oid)
+static unsigned char lua_kind(unsigned int oid, int binary)
 {
     switch (pgspout_type_kind(oid)) {
     case PGSPOUT_KIND_INT:
-    case PGSPOUT_KIND_INT8: return K_INT;
-    case PGSPOUT_KIND_FLOAT: return K_FLOAT;
-    case PGSPOUT_KIND_BOOL: return K_BOOL;
-    default: return K_STRING;
+    case PGSPOUT_KIND_INT8: return binary ? K_BIN_INT : K_INT;
+    case PGSPOUT_KIND_FLOAT: return binary ? K_BIN_FLOAT : K_FLOAT;
+    case PGSPOUT_KIND_BOOL: return binary ? K_BIN_BOOL : K_BOOL;
+    case PGSPOUT_KIND_TEXT: return K_STRING;
+    case PGSPOUT_KIND_JSON: return binary && oid == 3802 ? K_BIN_TEXT : K_STRING;
+    default: return binary ? K_BIN_TEXT : K_STRING;
     }
 }
 
+static void push_int(lua_State *L, int64_t x, const char *v, size_t len)
+{
+    char buf[24];
+    if (x <= (INT64_C(1) << 53) && x >= -(INT64_C(1) << 53)) {
+        lua_pushnumber(L, (lua_Number)x);
+    } else if (v != NULL) { /* beyond 2^53: exact text instead of a rounded number */
+        lua_pushlstring(L, v, len);
+    } else {
+        snprintf(buf, sizeof buf, "%lld", (long long)x);
+        lua_pushstring(L, buf);
+    }
+}
+
+/* The server's text for a binary value (a GC'd scratch when long). */
+static void push_binary_text(lua_State *L, unsigned int oid, const char *v, size_t len)
+{
+    char buf[128], *p = buf;
+    size_t n = 0;
+    int rc = pgspout_binary_text(oid, v, len, buf, sizeof buf, &n);
+    if (rc != PGSPOUT_OK && n >= sizeof buf) {
+        p = lua_newuserdata(L, n + 1);
+        rc = pgspout_binary_text(oid, v, len, p, n + 1, &n);
+    }
+    if (rc != PGSPOUT_OK)
+        luaL_error(L, "pgspout: %s: a malformed binary value of type %u",
+                   pgspout_code_name(PGSPOUT_EINTERNAL), oid);
+    lua_pushlstring(L, p, n);
+    if (p != buf)
+        lua_remove(L, -2);
+}
+
 /* Push value col of row as its column kind says. */
-static void push_value(lua_State *L, const pgspout_row *row, int col, int kind)
+static void push_value(lua_State *L, const pgspout_row *row, int col, int kind, unsigned int oid)
 {
     size_t len;
     const char *v = pgspout_row_value(row, col, &len);
     double d;
+    int64_t x;
 
     if (len == 0 && pgspout_row_isnull(row, col) != 0) {
         lua_pushlightuserdata(L, NULL);
         return;
     }
     switch (kind) {
-    case K_INT: {
-        int64_t x;
-        if (pgspout_parse_int8(v, len, &x) == PGSPOUT_OK && x <= (INT64_C(1) << 53) &&
-            x >= -(INT64_C(1) << 53))
-            lua_pushnumber(L, (lua_Number)x);
-        else /* beyond 2^53: exact text instead of a rounded number */
+    case K_INT:
+        if (pgspout_parse_int8(v, len, &x) == PGSPOUT_OK)
+            push_int(L, x, v, len);
+        else
             lua_pushlstring(L, v, len);
         return;
-    }
     case K_FLOAT:
         if (pgspout_parse_float8(v, len, &d) == PGSPOUT_OK)
             lua_pushnumber(L, (lua_Number)d);
@@ -339,6 +373,20 @@ static void push_value(lua_State *L, const pgspout_row *row, int col, int kind)
             lua_pushlstring(L, v, len);
         return;
     case K_BOOL: lua_pushboolean(L, v[0] == 't'); return;
+    case K_BIN_INT:
+        if (pgspout_binary_int8(v, len, &x) == PGSPOUT_OK)
+            push_int(L, x, NULL, 0);
+        else
+            push_binary_text(L, oid, v, len); /* raises */
+        return;
+    case K_BIN_FLOAT:
+        if (pgspout_binary_float8(v, len, &d) == PGSPOUT_OK)
+            lua_pushnumber(L, (lua_Number)d);
+        else
+            push_binary_text(L, oid, v, len); /* raises */
+        return;
+    case K_BIN_BOOL: lua_pushboolean(L, len == 1 && v[0] != 0); return;
+    case K_BIN_TEXT: push_binary_text(L, oid, v, len); return;
     default: lua_pushlstring(L, v, len); return;
     }
 }
@@ -348,22 +396,26 @@ void pgspout_lua_push_rows(lua_State *L, pgspout_stream *s, const pgspout_chunk 
 {
     int n = pgspout_chunk_nrows(c), ncols = pgspout_stream_ncols(s), i, col;
     unsigned char kinds[MAX_COLS];
+    unsigned int oids[MAX_COLS];
     const char *js;
     size_t jlen;
+    int rc, binary = pgspout_stream_binary(s);
 
     if (ncols < 0 || ncols > MAX_COLS)
         ncols = 0;
     if (values > 0 && n * ncols > values) /* at least one row */
         n = values >= ncols ? values / ncols : 1;
-    for (col = 0; col < ncols; col++)
-        kinds[col] = lua_kind(pgspout_stream_coltype(s, col));
+    for (col = 0; col < ncols; col++) {
+        oids[col] = pgspout_stream_coltype(s, col);
+        kinds[col] = lua_kind(oids[col], binary);
+    }
     luaL_checkstack(L, 4, "pgspout rows");
     lua_createtable(L, n, 0);
     if (mode == PGSPOUT_LUA_JSON) {
         for (i = 0; i < n; i++) {
-            if (pgspout_row_json(s, pgspout_chunk_row(c, i), &js, &jlen) < 0)
-                luaL_error(L, "pgspout: %s: %s", pgspout_code_name(PGSPOUT_ENOMEM),
-                           pgspout_strerror(PGSPOUT_ENOMEM));
+            if ((rc = pgspout_row_json(s, pgspout_chunk_row(c, i), &js, &jlen)) < 0)
+                luaL_error(L, "pgspout: %s: %s", pgspout_code_name(rc),
+                           rc == PGSPOUT_ESTATE ? pgspout_stream_error(s) : pgspout_strerror(rc));
             lua_pushlstring(L, js, jlen);
             lua_rawseti(L, -2, i + 1);
         }
@@ -379,7 +431,7 @@ void pgspout_lua_push_rows(lua_State *L, pgspout_stream *s, const pgspout_chunk 
             lua_createtable(L, 0, ncols);
             for (col = 0; col < ncols; col++) {
                 lua_rawgeti(L, -2, col + 1);
-                push_value(L, row, col, kinds[col]);
+                push_value(L, row, col, kinds[col], oids[col]);
                 lua_rawset(L, -3);
             }
             lua_rawseti(L, -3, i + 1);
@@ -390,7 +442,7 @@ void pgspout_lua_push_rows(lua_State *L, pgspout_stream *s, const pgspout_chunk 
             const pgspout_row *row = pgspout_chunk_row(c, i);
             lua_createtable(L, ncols, 0);
             for (col = 0; col < ncols; col++) {
-                push_value(L, row, col, kinds[col]);
+                push_value(L, row, col, kinds[col], oids[col]);
                 lua_rawseti(L, -2, col + 1);
             }
             lua_rawseti(L, -2, i + 1);

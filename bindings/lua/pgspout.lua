@@ -201,6 +201,12 @@ function Stream:command_tag()
     return command_tag(self) or state(self).tag or ""
 end
 
+--- s:binary() -> true when the values came in binary (option binary, and
+--- every column's type one it takes), false when in text
+function Stream:binary()
+    return R.binary(self) == 1
+end
+
 --- s:error() -> message, sqlstate, code ("", "", "ok" when none)
 function Stream:error()
     local msg, closed = stream_error(self)

@@ -256,30 +256,37 @@ static PyObject *or_text(PyObject *r, const char *v, size_t n)
     return r;
 }
 
-/* date, time(tz), timestamp(tz) by their PGSPOUT_KIND_* */
-static PyObject *cv_datetime(const char *v, size_t n, int kind)
+/* The Python object for t, of kind date, time(tz) or timestamp(tz); NULL
+ * with ValueError when Python's types cannot hold it (BC, year > 9999,
+ * 24:00:00). */
+static PyObject *dt_object(const pgspout_datetime *t, int kind)
 {
     PyDateTime_CAPI *api = PyDateTimeAPI;
-    pgspout_datetime t;
     int with_tz = kind == PGSPOUT_KIND_TIMETZ || kind == PGSPOUT_KIND_TIMESTAMPTZ;
-    if (pgspout_parse_datetime(v, n, kind, &t) != 0)
-        return cv_text(v, n);
-    if (t.infinity)
-        return incref(kind == PGSPOUT_KIND_DATE ? (t.infinity > 0 ? G.date_max : G.date_min)
-                      : with_tz                 ? (t.infinity > 0 ? G.dtz_max : G.dtz_min)
-                                                : (t.infinity > 0 ? G.dt_max : G.dt_min));
+    if (t->infinity)
+        return incref(kind == PGSPOUT_KIND_DATE ? (t->infinity > 0 ? G.date_max : G.date_min)
+                      : with_tz                 ? (t->infinity > 0 ? G.dtz_max : G.dtz_min)
+                                                : (t->infinity > 0 ? G.dt_max : G.dt_min));
     if (kind == PGSPOUT_KIND_DATE)
-        return or_text(api->Date_FromDate(t.year, t.month, t.day, api->DateType), v, n);
-    PyObject *r, *tz = tz_for(with_tz, t.utc_offset);
+        return api->Date_FromDate(t->year, t->month, t->day, api->DateType);
+    PyObject *r, *tz = tz_for(with_tz, t->utc_offset);
     if (tz == NULL)
         return NULL;
     if (kind == PGSPOUT_KIND_TIME || kind == PGSPOUT_KIND_TIMETZ)
-        r = api->Time_FromTime(t.hour, t.minute, t.second, t.usec, tz, api->TimeType);
+        r = api->Time_FromTime(t->hour, t->minute, t->second, t->usec, tz, api->TimeType);
     else
-        r = api->DateTime_FromDateAndTime(t.year, t.month, t.day, t.hour, t.minute, t.second,
-                                          t.usec, tz, api->DateTimeType);
+        r = api->DateTime_FromDateAndTime(t->year, t->month, t->day, t->hour, t->minute, t->second,
+                                          t->usec, tz, api->DateTimeType);
     Py_DECREF(tz);
-    return or_text(r, v, n); /* out of Python's range (BC, 24:00:00) */
+    return r;
+}
+
+static PyObject *cv_datetime(const char *v, size_t n, int kind)
+{
+    pgspout_datetime t;
+    if (pgspout_parse_datetime(v, n, kind, &t) != 0)
+        return cv_text(v, n);
+    return or_text(dt_object(&t, kind), v, n);
 }
 
 #define DATETIME_CONVERTER(name, kind)                                                             \
@@ -313,10 +320,9 @@ static PyObject *cv_interval(const char *v, size_t n)
  * and 'is_safe' slots are set through the class's slot descriptors (what
  * UUID.__init__ ends up doing). NULL, maybe without an error, when that is
  * not possible; the caller then calls uuid.UUID. */
-static PyObject *cv_uuid_fast(const char *v, size_t n)
+static PyObject *uuid_from_bytes(const unsigned char b[16])
 {
-    unsigned char b[16];
-    if (!G.uuid_fast || pgspout_parse_uuid(v, n, b) != 0)
+    if (!G.uuid_fast)
         return NULL;
 #if PY_VERSION_HEX >= 0x030D0000
     PyObject *iv = PyLong_FromUnsignedNativeBytes(
@@ -334,6 +340,12 @@ static PyObject *cv_uuid_fast(const char *v, size_t n)
     if (u != NULL && PyObject_GC_IsTracked(u))
         PyObject_GC_UnTrack(u);
     return u;
+}
+
+static PyObject *cv_uuid_fast(const char *v, size_t n)
+{
+    unsigned char b[16];
+    return pgspout_parse_uuid(v, n, b) == 0 ? uuid_from_bytes(b) : NULL;
 }
 
 static PyObject *cv_uuid(const char *v, size_t n)
@@ -816,9 +828,110 @@ static const conv_fn by_kind[] = {
 };
 #define NKINDS ((int)(sizeof by_kind / sizeof by_kind[0]))
 
+/* ------------------------------------------------------ binary values */
+/* The values of a binary stream (option binary: only the types it takes,
+ * never arrays), decoded by the core's pgspout_binary_*; what Python cannot
+ * hold comes back as the server's text, as in text streams. */
+
+static PyObject *bad_binary(void)
+{
+    return pgspy_raise(PGSPOUT_EINTERNAL, "a malformed binary value", NULL);
+}
+
+/* The server's text for a binary value of type oid, as str, or passed to
+ * ctor (Decimal, UUID) when not NULL. */
+static PyObject *binary_text(unsigned oid, const char *v, size_t n, PyObject *ctor)
+{
+    char buf[128], *p = buf;
+    size_t len = 0;
+    int rc = pgspout_binary_text(oid, v, n, buf, sizeof buf, &len);
+    if (rc != 0 && len >= sizeof buf && (p = PyMem_Malloc(len + 1)) != NULL)
+        rc = pgspout_binary_text(oid, v, n, p, len + 1, &len);
+    PyObject *s = p == NULL ? PyErr_NoMemory() : rc != 0 ? bad_binary() : cv_text(p, len);
+    if (p != buf)
+        PyMem_Free(p);
+    if (s == NULL || ctor == NULL)
+        return s;
+    PyObject *r = PyObject_CallOneArg(ctor, s);
+    Py_DECREF(s);
+    return r;
+}
+
+static PyObject *cb_bool(const char *v, size_t n)
+{
+    return n == 1 ? incref(v[0] ? Py_True : Py_False) : bad_binary();
+}
+
+static PyObject *cb_int(const char *v, size_t n)
+{
+    int64_t x;
+    return pgspout_binary_int8(v, n, &x) == 0 ? PyLong_FromLongLong(x) : bad_binary();
+}
+
+static PyObject *cb_float(const char *v, size_t n)
+{
+    double d;
+    return pgspout_binary_float8(v, n, &d) == 0 ? PyFloat_FromDouble(d) : bad_binary();
+}
+
+static PyObject *cb_numeric(const char *v, size_t n) { return binary_text(1700, v, n, G.Decimal); }
+
+static PyObject *cb_uuid(const char *v, size_t n)
+{
+    PyObject *u = n == 16 ? uuid_from_bytes((const unsigned char *)v) : NULL;
+    if (u != NULL)
+        return u;
+    PyErr_Clear();
+    return binary_text(2950, v, n, G.UUID);
+}
+
+static PyObject *cb_jsonb(const char *v, size_t n)
+{
+    return n >= 1 && v[0] == 1 ? cv_json(v + 1, n - 1) : bad_binary();
+}
+
+static PyObject *cb_datetime(const char *v, size_t n, int kind, unsigned oid)
+{
+    pgspout_datetime t;
+    if (pgspout_binary_datetime(v, n, kind, &t) != 0)
+        return bad_binary();
+    PyObject *r = dt_object(&t, kind);
+    if (r == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
+        PyErr_Clear();
+        return binary_text(oid, v, n, NULL);
+    }
+    return r;
+}
+
+#define BINARY_DATETIME(name, kind, oid)                                                           \
+    static PyObject *name(const char *v, size_t n) { return cb_datetime(v, n, kind, oid); }
+BINARY_DATETIME(cb_date, PGSPOUT_KIND_DATE, 1082)
+BINARY_DATETIME(cb_time, PGSPOUT_KIND_TIME, 1083)
+BINARY_DATETIME(cb_timetz, PGSPOUT_KIND_TIMETZ, 1266)
+BINARY_DATETIME(cb_timestamp, PGSPOUT_KIND_TIMESTAMP, 1114)
+BINARY_DATETIME(cb_timestamptz, PGSPOUT_KIND_TIMESTAMPTZ, 1184)
+
+#define KIND_JSONB NKINDS /* binary jsonb has a version byte before its text */
+static const conv_fn by_kind_binary[] = {
+    [PGSPOUT_KIND_TEXT] = cv_text,
+    [PGSPOUT_KIND_BOOL] = cb_bool,
+    [PGSPOUT_KIND_INT] = cb_int,
+    [PGSPOUT_KIND_INT8] = cb_int,
+    [PGSPOUT_KIND_FLOAT] = cb_float,
+    [PGSPOUT_KIND_NUMERIC] = cb_numeric,
+    [PGSPOUT_KIND_DATE] = cb_date,
+    [PGSPOUT_KIND_TIME] = cb_time,
+    [PGSPOUT_KIND_TIMETZ] = cb_timetz,
+    [PGSPOUT_KIND_TIMESTAMP] = cb_timestamp,
+    [PGSPOUT_KIND_TIMESTAMPTZ] = cb_timestamptz,
+    [PGSPOUT_KIND_UUID] = cb_uuid,
+    [PGSPOUT_KIND_JSON] = cv_json,
+    [KIND_JSONB] = cb_jsonb,
+};
+
 /* ------------------------------------------------------------ the chunk */
 
-static PyObject *convert_value(int kind, const pgspout_row *r, int i)
+static PyObject *convert_value(const pgspy_stream *w, int kind, const pgspout_row *r, int i)
 {
     if (pgspout_row_isnull(r, i))
         return incref(Py_None);
@@ -826,7 +939,7 @@ static PyObject *convert_value(int kind, const pgspout_row *r, int i)
     const char *v = pgspout_row_value(r, i, &n);
     if (v == NULL)
         return pgspy_raise(PGSPOUT_EINTERNAL, "row has fewer columns than the stream", NULL);
-    conv_fn fn = by_kind[kind & 0xff];
+    conv_fn fn = (w->binary ? by_kind_binary : by_kind)[kind & 0xff];
     return kind & PGSPOUT_KIND_ARRAY ? cv_array(v, n, fn) : fn(v, n);
 }
 
@@ -838,7 +951,7 @@ static PyObject *convert_row(pgspy_stream *w, const pgspout_row *r)
             return NULL;
         int atomic = 1;
         for (int c = 0; c < w->ncols; c++) {
-            PyObject *o = convert_value(w->kinds[c], r, c);
+            PyObject *o = convert_value(w, w->kinds[c], r, c);
             if (o == NULL) {
                 Py_DECREF(row);
                 return NULL;
@@ -855,7 +968,7 @@ static PyObject *convert_row(pgspy_stream *w, const pgspout_row *r)
         if ((row = PyDict_New()) == NULL)
             return NULL;
         for (int c = 0; c < w->ncols; c++) {
-            PyObject *o = convert_value(w->kinds[c], r, c);
+            PyObject *o = convert_value(w, w->kinds[c], r, c);
             PyObject *name = PyTuple_GET_ITEM(PyTuple_GET_ITEM(w->columns, c), 0);
             int rc = o ? PyDict_SetItem(row, name, o) : -1;
             Py_XDECREF(o);
@@ -869,7 +982,10 @@ static PyObject *convert_row(pgspy_stream *w, const pgspout_row *r)
         size_t len = 0;
         int rc = pgspout_row_json(w->s, r, &json, &len);
         if (rc < 0)
-            return pgspy_raise(rc, "could not render the row as JSON", NULL);
+            return pgspy_raise(rc,
+                               rc == PGSPOUT_ESTATE ? pgspout_stream_error(w->s)
+                                                    : "could not render the row as JSON",
+                               NULL);
         row = PyUnicode_DecodeUTF8(json, (Py_ssize_t)len, "replace");
     }
     return row;
@@ -897,6 +1013,7 @@ pgspy_stream *pgspy_stream_new(pgspout_stream *s, int mode)
     if (w == NULL)
         return (pgspy_stream *)PyErr_NoMemory();
     w->mode = mode;
+    w->binary = pgspout_stream_binary(s);
     w->kinds = PyMem_Calloc((size_t)(nc > 0 ? nc : 1), sizeof *w->kinds);
     w->columns = PyTuple_New(nc);
     if (w->kinds == NULL || w->columns == NULL) {
@@ -917,6 +1034,8 @@ pgspy_stream *pgspy_stream_new(pgspout_stream *s, int mode)
         PyTuple_SET_ITEM(w->columns, i, col);
         int kind = pgspout_type_kind(oid);
         w->kinds[i] = (kind & 0xff) < NKINDS ? kind : PGSPOUT_KIND_TEXT;
+        if (w->binary && oid == 3802)
+            w->kinds[i] = KIND_JSONB;
     }
     w->s = s;
     return w;

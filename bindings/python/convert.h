@@ -33,6 +33,7 @@ typedef struct pgspy_stream {
     int mode;          /* PGSPY_TUPLE, _DICT or _JSON */
     int ncols;
     int *kinds;         /* pgspout_type_kind of each column */
+    int binary;         /* the values come in binary (option binary) */
     PyObject *columns;  /* tuple of (name, type oid) */
     PyObject *rows;     /* the current chunk, converted (list), or NULL */
     Py_ssize_t pos;     /* its next row to hand out */

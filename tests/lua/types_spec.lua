@@ -127,4 +127,56 @@ describe("type mapping", function()
         assert.are.same({ 23, 25, 3802 }, types)
         s:close()
     end)
+    it("gives the same values in binary (option binary) as in text", function()
+        -- every type option binary takes, edges mixed in (BC, year > 9999,
+        -- infinity, 24:00:00, offsets with seconds, NaN, 2^53 and beyond)
+        H.query("SET TimeZone = 'UTC'", nil, nil, conn)
+        local sql = [[
+            WITH g AS (SELECT g, hashint8extended(g, 5) AS h FROM generate_series(1, 3000) g)
+            SELECT (h % 32768)::int2, h, (h % 9007199254740993)::int8, g % 3 = 0,
+              CASE g % 97 WHEN 0 THEN 'NaN' WHEN 1 THEN '-Infinity'
+                ELSE (h % 1000000007)::float8 / 7 * 10::float8 ^ (g % 580 - 300) END,
+              CASE g % 89 WHEN 0 THEN 'NaN'
+                ELSE round(h::numeric / 10::numeric ^ (g % 40), g % 25) END,
+              CASE WHEN g % 50 = 0 THEN NULL ELSE md5(g::text) || ' é' END,
+              md5(g::text)::uuid, jsonb_build_object('g', g, 'a', jsonb_build_array(g, null)),
+              json_build_object('g', g),
+              CASE g % 41 WHEN 0 THEN 'infinity' ELSE date '2000-01-01' + (h % 2400000)::int END,
+              CASE g % 31 WHEN 0 THEN '24:00:00'
+                ELSE time '00:00' + make_interval(secs => abs(h % 86400000000) / 1e6) END,
+              ('12:34:56.5' || (ARRAY['+05:30', '-03:00:15'])[g % 2 + 1])::timetz,
+              timestamp '2000-01-01' + make_interval(secs => (h % 207360000000000000) / 1e6),
+              timestamptz '2000-01-01 00:00+00' + make_interval(secs => (h % 207360000000000000) / 1e6)
+            FROM g]]
+        local text, binary = {}, {}
+        local t = assert(conn:stream(sql))
+        for r in t:rows() do text[#text + 1] = r end
+        assert.is_false(t:binary())
+        t:close()
+        local b = assert(conn:stream(sql, nil, { binary = true }))
+        for r in b:rows() do binary[#binary + 1] = r end
+        assert.is_true(b:binary())
+        b:close()
+        assert.are.equal(3000, #binary)
+        for i, row in ipairs(text) do
+            for c, v in ipairs(row) do
+                local w = binary[i][c]
+                if v ~= v then
+                    assert.is_true(w ~= w, i .. ":" .. c)
+                else
+                    assert.are.equal(v, w, i .. ":" .. c)
+                end
+            end
+        end
+        H.query("RESET TimeZone", nil, nil, conn)
+    end)
+
+    it("refuses JSON rows of a binary stream, saying why", function()
+        local s = assert(conn:stream("SELECT 1", nil, { binary = true }))
+        local ok, raised = pcall(function() for _ in s:rows("json") do end end)
+        assert.is_false(ok)
+        assert.matches("pgspout: estate: ", raised, 1, true)
+        assert.matches("option binary", raised, 1, true)
+        s:close()
+    end)
 end)

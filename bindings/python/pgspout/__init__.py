@@ -508,6 +508,12 @@ class Stream:
         return self._mode
 
     @property
+    def binary(self) -> bool:
+        """True when the values came in binary (option binary=True and every
+        column's type one it takes; else False: they came in text)."""
+        return self._raw.binary()
+
+    @property
     def connection(self) -> "Connection":
         return self._conn
 
