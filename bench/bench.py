@@ -187,6 +187,10 @@ def clients(a):
         Client("pgspout_py", "pgspout Python, tuples", "Python",
                peer("pgspout_py.py"), importable(py, "pgspout"),
                script_version([py, os.path.join(PEERS, "pgspout_py.py")])),
+        Client("pgspout_py_binary", "pgspout Python, tuples, binary=on", "Python",
+               lambda sql: peer("pgspout_py.py")(sql) + ["binary=on"],
+               importable(py, "pgspout"),
+               script_version([py, os.path.join(PEERS, "pgspout_py.py")])),
         Client("pgspout_py_json", "pgspout Python, rows=\"json\"", "Python",
                lambda sql: peer("pgspout_py.py")(sql) + ["rows=json"],
                importable(py, "pgspout"),
@@ -559,7 +563,7 @@ def ratio_lines(results):
     pairs = []  # (client key, peer keys, what the peers are)
     for key in ("pgspout_c", "pgspout_c_chunk", "pgspout_cli"):
         pairs.append((key, ("raw_libpq",), "raw libpq"))
-    for key in ("pgspout_py", "pgspout_py_json"):
+    for key in ("pgspout_py", "pgspout_py_binary", "pgspout_py_json"):
         pairs.append((key, STREAMING_PY, "fastest streaming Python peer"))
         pairs.append((key, ALL_PY, "fastest Python peer"))
     pairs.append(("pgspout_luajit", ("luasql_luajit",), "luasql on LuaJIT"))
@@ -661,6 +665,11 @@ def goal_lines(results):
             check(f"pgspout Python tuples on {d}: {ratio:.2f}x the fastest streaming Python peer "
                   f"({top['label']}) (issue 11 goal >= 1.5x), peak RSS {r['peak_rss_mb']:.1f} MB vs "
                   f"{top['peak_rss_mb']:.1f} MB", ratio >= 1.5 and r["peak_rss_mb"] <= top["peak_rss_mb"])
+    for key in ("pgspout_py", "pgspout_py_binary"):
+        r = by.get((key, "typed"))
+        if r and r["ratio_vs_raw"] is not None:
+            check(f"{r['label']} on typed: {r['ratio_vs_raw']:.2f}x raw libpq (issue 12 goal >= 0.8x)",
+                  r["ratio_vs_raw"] >= 0.8)
     r = by.get(("pgspout_py_json", "json"))
     if r and r["ratio_vs_raw"] is not None:
         check(f"pgspout Python rows=\"json\" on json: {r['ratio_vs_raw']:.2f}x raw libpq (goal >= 0.9x)",
