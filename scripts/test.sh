@@ -24,7 +24,9 @@
 #              fresh venv, it streams rows (md5 against the server) in a mount
 #              namespace where the system libpq.so.5 is an empty file, and the
 #              libpq mapped is the bundled one (tests/python/wheel_check.py);
-#              needs root (not run, and counted as failed, otherwise)
+#              again with the chunked stage's libpq 18 bundled, where the
+#              transport must be chunked; needs root (not run, and counted as
+#              failed, otherwise)
 #   lua        tests/lua/run.sh (busted under LuaJIT, nginx integration)
 #   conformance  tests/conformance/run.sh: one case list through the C,
 #              Python, Lua (LuaJIT, Lua 5.1) and CLI drivers, their
@@ -453,7 +455,8 @@ stage_sdist() {
 # dynamic loader could find, so only the wheel's copy can load.
 # tests/python/wheel_check.py then checks the libpq mapped into the process is
 # the bundled one, that pgspout.transport matches what that libpq supports,
-# and the rows' md5 against the server's. Needs root (mount): main below
+# and the rows' md5 against the server's; then the same with the chunked
+# stage's libpq 18 bundled instead. Needs root (mount): main below
 # reports the stage as not run, and why, otherwise.
 stage_wheel() {
   local venv="$work/wheel-venv" house="$work/wheelhouse" raw whl so want n=100000 empty="$work/empty" hide
