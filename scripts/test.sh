@@ -19,6 +19,14 @@
 #   sdist      python -m build in a fresh venv, with untracked junk in the
 #              tree: the sdist is exactly `git ls-files` + PKG-INFO, and a
 #              wheel builds from it
+#   wheel      scripts/wheel.sh repairs the sdist stage's wheel into a
+#              manylinux one with libpq bundled (auditwheel); installed in a
+#              fresh venv, it streams rows (md5 against the server) in a mount
+#              namespace where the system libpq.so.5 is an empty file, and the
+#              libpq mapped is the bundled one (tests/python/wheel_check.py);
+#              again with the chunked stage's libpq 18 bundled, where the
+#              transport must be chunked; needs root (not run, and counted as
+#              failed, otherwise)
 #   lua        tests/lua/run.sh (busted under LuaJIT, nginx integration)
 #   conformance  tests/conformance/run.sh: one case list through the C,
 #              Python, Lua (LuaJIT, Lua 5.1) and CLI drivers, their
@@ -438,6 +446,84 @@ stage_sdist() {
     "(untracked $(basename "$junk")/ and $(basename "$build_junk")/ left out); wheel built from it"
 }
 
+# ------------------------------------------------------------ wheel stage
+# The manylinux wheel, libpq bundled (scripts/wheel.sh): repair the wheel the
+# sdist stage built from its sdist (tracked files only, checked there; a
+# fresh sdist and wheel when that stage left none), install it in a fresh venv
+# and stream with the system libpq hidden: in a private mount namespace
+# (unshare -m) an empty file is bind-mounted over every libpq.so.5 the
+# dynamic loader could find, so only the wheel's copy can load.
+# tests/python/wheel_check.py then checks the libpq mapped into the process is
+# the bundled one, that pgspout.transport matches what that libpq supports,
+# and the rows' md5 against the server's; then the same with the chunked
+# stage's libpq 18 bundled instead. Needs root (mount): main below
+# reports the stage as not run, and why, otherwise.
+stage_wheel() {
+  local venv="$work/wheel-venv" house="$work/wheelhouse" raw whl so want n=100000 empty="$work/empty" hide
+  raw=$(find "$work/dist" -name 'pgspout-*-linux_x86_64.whl' -print -quit 2>/dev/null || true)
+  [ -n "$raw" ] || note "wheel: no wheel from the sdist stage; scripts/wheel.sh builds one"
+  rm -rf "$house" "$venv"
+  bash scripts/wheel.sh -o "$house" ${raw:+"$raw"} >"$work/wheel.log"
+  cat "$work/wheel.log"
+  whl=$(tail -n 1 "$work/wheel.log")
+  case "$whl" in
+    */pgspout-*-manylinux_2_*_x86_64.whl) ;;
+    *) echo "scripts/wheel.sh wrote no manylinux wheel (last line: $whl)" >&2; return 1 ;;
+  esac
+  "$PYTHON" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-index "$whl"
+  so=$(cd "$work" && "$venv/bin/python" -c 'import pgspout._pgspout as m; print(m.__file__)')
+  case "$so" in "$venv"/*) ;; *) echo "pgspout imported from $so, not the venv" >&2; return 1 ;; esac
+  want=$(psql -X -tAc "SELECT md5(string_agg(g || E'\t' || 'row ' || g || E'\t' || coalesce((NULLIF(g % 7, 0))::text, '\N'), E'\n' ORDER BY g) || E'\n') FROM generate_series(1, $n) g")
+  # every system libpq.so.5: the loader's cache and libpq's pkg-config libdir
+  hide=$({ ldconfig -p | awk '$1 == "libpq.so.5" { print $NF }'
+    ls "$(pkg-config --variable=libdir libpq)"/libpq.so.5* 2>/dev/null || true; } |
+    xargs -r readlink -f | sort -u)
+  [ -n "$hide" ] || { echo "no system libpq.so.5 found to hide" >&2; return 1; }
+  : >"$empty"
+  # shellcheck disable=SC2016  # expanded by the inner bash
+  unshare -m bash -euo pipefail -c '
+    empty=$1 py=$2 so=$3 dsn=$4 n=$5 want=$6 check=$7; shift 7
+    for f in "$@"; do mount --bind "$empty" "$f"; echo "hidden: $f ($(stat -c %s "$f") bytes now)"; done
+    if "$py" -c "import ctypes; ctypes.CDLL(\"libpq.so.5\")" 2>/dev/null; then
+      echo "libpq.so.5 still loads from the system: hiding failed" >&2; exit 1
+    fi
+    echo "system libpq.so.5 no longer loads"
+    deps=$(ldd "$so")  # (not piped into grep -q: pipefail and SIGPIPE)
+    grep -E "libpq|not found" <<<"$deps" | sed "s/^/ldd: /"
+    if grep -q "not found" <<<"$deps"; then echo "the extension has unresolved libraries" >&2; exit 1; fi
+    grep -Eq "libpq(-[0-9a-f]+)+\.so\.5.* => .*/pgspout\.libs/" <<<"$deps" ||
+      { echo "ldd does not resolve libpq to the bundled copy" >&2; exit 1; }
+    cd "$(dirname "$empty")"
+    "$py" "$check" "$dsn" "$n" "$want"
+  ' wheel "$empty" "$venv/bin/python" "$so" "$PGSPOUT_TEST_DSN" "$n" "$want" \
+    "$root/tests/python/wheel_check.py" $hide
+  echo "wheel: $(basename "$whl") ($(stat -c %s "$whl") bytes) installs and streams with the system libpq hidden"
+
+  # The same with the chunked stage's libpq 18 bundled instead
+  # (PGSPOUT_WHEEL_LIBPQ): grafted under a second hashed name, its
+  # chunked-rows mode must still be found (transport.c) and used.
+  local pq18
+  pq18=$(find "$root/build/libpq-wheel/libs" -name 'libpq-*.so.5.*' -print -quit 2>/dev/null || true)
+  [ -n "$pq18" ] || { echo "no libpq >= 17 in build/libpq-wheel (left by the chunked stage)" >&2; return 1; }
+  rm -rf "$house" "$venv"
+  PGSPOUT_WHEEL_LIBPQ="$pq18" bash scripts/wheel.sh -o "$house" ${raw:+"$raw"} >"$work/wheel.log"
+  grep -v '^  ' "$work/wheel.log" | grep -A2 -E 'bundl|constrains'
+  whl=$(tail -n 1 "$work/wheel.log")
+  "$PYTHON" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-index "$whl"
+  # shellcheck disable=SC2016
+  unshare -m bash -euo pipefail -c '
+    empty=$1 py=$2 dsn=$3 n=$4 want=$5 check=$6; shift 6
+    for f in "$@"; do mount --bind "$empty" "$f"; done
+    cd "$(dirname "$empty")"
+    "$py" "$check" "$dsn" "$n" "$want" chunked
+  ' wheel "$empty" "$venv/bin/python" "$PGSPOUT_TEST_DSN" "$n" "$want" \
+    "$root/tests/python/wheel_check.py" $hide
+  echo "wheel: with $(basename "$pq18") bundled instead, transport chunked, system libpq hidden"
+}
+# -------------------------------------------------------- end wheel stage
+
 stage_bench_cc() {
   local out="$work/bench-cc" f
   mkdir -p "$out"
@@ -597,6 +683,11 @@ else
 fi
 ensure_pg; PGSPOUT_PY_VENV="$work/py-venv" run_stage python stage_script tests/python/run.sh
 run_stage sdist stage_sdist
+if [ "$(id -u)" = 0 ]; then
+  ensure_pg; run_stage wheel stage_wheel
+else
+  skip_stage wheel "not run: hiding the system libpq (unshare -m, mount --bind) needs root"
+fi
 ensure_pg; run_stage lua stage_script tests/lua/run.sh
 ensure_pg; run_stage conformance stage_conformance
 if [ "$build_ok" = 1 ]; then
