@@ -114,11 +114,30 @@ local sqlstate, errcode, ncols, colname, coltype = R.sqlstate, R.errcode, R.ncol
 -- caches: 2.5-3x the CPU time on the wide benchmark rows.
 local Rows = {}
 local BATCH = 256
+
+-- The next chunk's rows (chunk). A conversion that fails has taken rows
+-- the program will never see, so the stream ends there, failed, and every
+-- later read gives that error, as in C's and Python's rows.
+local function take(s, st, shape, values)
+    if st.failure then return nil, st.failure[2], st.failure[1] end
+    local ok, rows, err, code = pcall(chunk, s, shape, values)
+    if ok then return rows, err, code end
+    code, err = tostring(rows):match("^pgspout: (%w+): (.*)$")
+    st.failure = { code or "einternal", err or tostring(rows) }
+    local last = stats(s)
+    if last then
+        last.state = "failed"
+        st.stats, st.tag = last, ""
+    end
+    stream_close(s)
+    return nil, st.failure[2], st.failure[1]
+end
+
 function Rows.__call(it)
     local s, st, shape = it.s, it.st, it.shape
     local i = st.i
     if i >= st.n or st.bshape ~= shape then
-        local rows, err, code = chunk(s, shape, BATCH)
+        local rows, err, code = take(s, st, shape, BATCH)
         if not rows then
             if rows == false then return nil end
             error("pgspout: " .. code .. ": " .. err, 0)
@@ -156,7 +175,7 @@ function Stream:chunk(mode)
         rows, n = rest, n - i
     else
         local err, code
-        rows, err, code = chunk(self, shape, 0)
+        rows, err, code = take(self, st, shape, 0)
         if not rows then
             if rows == false then return nil end
             return nil, err, code
@@ -172,6 +191,7 @@ end
 -- command_tag() keep answering with what they said last.
 function Stream:close()
     local st = state(self)
+    if st.failure then return end
     local last = stats(self)
     if last then
         last.state = "closed"
@@ -182,6 +202,7 @@ function Stream:close()
 end
 
 function Stream:state()
+    if state(self).failure then return "failed" end
     return state_name(stream_state(self) or core.PGSPOUT_STATE_CLOSED)
 end
 

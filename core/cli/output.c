@@ -71,13 +71,13 @@ int out_header(FILE *f, int fmt, const pgspout_stream *s)
     return ferror(f) ? OUT_EWRITE : 0;
 }
 
-int out_chunk(FILE *f, int fmt, pgspout_stream *s, const pgspout_chunk *c)
+int out_chunk(FILE *f, int fmt, pgspout_stream *s, const pgspout_chunk *c, int *rc)
 {
     if (fmt == FMT_NDJSON) {
         const char *text;
         size_t len;
-        if (pgspout_chunk_ndjson(s, c, &text, &len) != PGSPOUT_OK)
-            return OUT_ENOMEM;
+        if ((*rc = pgspout_chunk_ndjson(s, c, &text, &len)) != PGSPOUT_OK)
+            return OUT_ELIB;
         return fwrite(text, 1, len, f) == len ? 0 : OUT_EWRITE;
     }
     char sep = fmt == FMT_CSV ? ',' : '\t';

@@ -236,11 +236,9 @@ static int stream_rows(pgspout_stream *s, int fmt, int header, int *rc, int *wri
             *rc = r;
             return 0;
         }
-        int w = out_chunk(stdout, fmt, s, c);
-        if (w == OUT_ENOMEM) {
-            *rc = PGSPOUT_ENOMEM;
+        int w = out_chunk(stdout, fmt, s, c, rc);
+        if (w == OUT_ELIB)
             return 0;
-        }
         if (w != 0) {
             *write_err = 1;
             return output_failed(errno);
@@ -278,6 +276,8 @@ static const char *unusable_option(const char *key)
         return "shapes rows in the Python/Lua bindings; use --format here";
     if (strcmp(key, "idle_timeout") == 0)
         return "applies to registry streams only";
+    if (strcmp(key, "binary") == 0 || strcmp(key, "arrow") == 0)
+        return "hands values over in binary, for programs; this command writes text";
     return NULL;
 }
 

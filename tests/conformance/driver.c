@@ -210,6 +210,53 @@ static void sleep_ms(long ms)
 
 enum { MODE_TUPLE, MODE_DICT, MODE_JSON };
 
+/* A binary float8 as float8out prints it: the shortest digits that read
+ * back exactly, positional for exponents in [-4, 15). */
+static void float8_text(double d, char *out, size_t cap)
+{
+    char e[40], digits[20];
+    int p = 0, k = 0;
+    if (d != d || d == 1.0 / 0.0 || d == -1.0 / 0.0 || d == 0) {
+        snprintf(out, cap, "%s",
+                 d != d      ? "NaN"
+                 : d > 0     ? "Infinity"
+                 : d < 0     ? "-Infinity"
+                 : 1 / d < 0 ? "-0"
+                             : "0");
+        return;
+    }
+    while (snprintf(e, sizeof e, "%.*e", p, d), strtod(e, NULL) != d)
+        p++;
+    const char *q = e + (e[0] == '-');
+    for (; *q != 'e'; q++)
+        if (*q != '.')
+            digits[k++] = *q;
+    while (k > 1 && digits[k - 1] == '0')
+        k--;
+    digits[k] = '\0';
+    int x = atoi(q + 1);
+    char *o = out; /* out has room for 32: sign, 17 digits, point, 4 zeros */
+    if (d < 0)
+        *o++ = '-';
+    if (x >= -4 && x < 15) { /* digit i weighs 10^(x - i) */
+        if (x < 0) {
+            o += sprintf(o, "0.");
+            for (int i = x + 1; i < 0; i++)
+                *o++ = '0';
+            o += sprintf(o, "%s", digits);
+        } else {
+            for (int i = 0; i <= x; i++)
+                *o++ = i < k ? digits[i] : '0';
+            if (k > x + 1)
+                o += sprintf(o, ".%s", digits + x + 1);
+        }
+        *o = '\0';
+        return;
+    }
+    snprintf(o, cap - 1, "%c%s%se%c%02d", digits[0], k > 1 ? "." : "", digits + 1,
+             x < 0 ? '-' : '+', x < 0 ? -x : x);
+}
+
 /* An action run on another thread: "now" ones are joined at once, "later"
  * ones after delay_ms, joined before the stream or connection goes away. */
 typedef struct bg {
@@ -296,6 +343,16 @@ static void render_row(run *r, const pgspout_row *row)
             }
             size_t len;
             const char *v = pgspout_row_value(row, c, &len);
+            char bin[512];
+            double d;
+            unsigned oid = pgspout_stream_coltype(r->s, c);
+            if (!pgspout_row_isnull(row, c) && pgspout_stream_binary(r->s)) { /* option binary */
+                if (oid == 701 && pgspout_binary_float8(v, len, &d) == PGSPOUT_OK)
+                    float8_text(d, bin, sizeof bin), len = strlen(bin);
+                else if (pgspout_binary_text(oid, v, len, bin, sizeof bin, &len) != PGSPOUT_OK)
+                    die("%s: pgspout_binary_text failed for type %u", r->tc->name, oid);
+                v = bin;
+            }
             if (pgspout_row_isnull(row, c))
                 t_str(&r->row, "\\N");
             else
