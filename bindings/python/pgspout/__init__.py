@@ -43,6 +43,7 @@ import uuid as _uuid
 from itertools import islice
 from typing import (
     Any,
+    Callable,
     Dict,
     Iterator,
     List,
@@ -64,6 +65,7 @@ __all__ = [
     "Stream",
     "Column",
     "Row",
+    "Json",
     "Error",
     "SQLError",
     "ConnectionError",
@@ -94,6 +96,7 @@ Row = Union[Tuple[Any, ...], Dict[str, Any], str]
 Param = Union[
     None, str, bool, int, float, _decimal.Decimal, bytes, bytearray, memoryview,
     _dt.date, _dt.datetime, _dt.time, _dt.timedelta, _uuid.UUID, Dict[str, Any], List[Any],
+    Tuple[Any, ...], "Json",
 ]
 OptionValue = Union[str, bool, int, float, _dt.timedelta]
 
@@ -238,12 +241,37 @@ if hasattr(_os, "register_at_fork"):
 # ------------------------------------------------------ values to text
 
 _TRUE, _FALSE = "t", "f"
+#: PostgreSQL's limit on array dimensions (MAXDIM).
+_MAX_DIMS = 6
 
 
-def _param(i: int, v: Any) -> Optional[str]:
+class Json:
+    """Send a value as JSON text: ``conn.stream("SELECT $1::jsonb",
+    [pgspout.Json([1, 2])])``. A list or tuple parameter is a PostgreSQL
+    array, a dict is JSON already; wrap a value in Json to send a list (or
+    any value json.dumps takes) as a JSON document instead. ``dumps`` is the
+    encoder (default: json.dumps)."""
+
+    __slots__ = ("obj", "dumps")
+
+    def __init__(self, obj: Any, dumps: Optional[Callable[[Any], str]] = None) -> None:
+        self.obj = obj
+        self.dumps = dumps
+
+    def text(self) -> str:
+        """The JSON text that is sent."""
+        text = (self.dumps or _json.dumps)(self.obj)
+        if not isinstance(text, str):
+            raise TypeError("Json: dumps returned %s, not str" % type(text).__name__)
+        return text
+
+    def __repr__(self) -> str:
+        return "pgspout.Json(%r)" % (self.obj,)
+
+
+def _scalar(v: Any) -> Optional[str]:
+    """The text of a single value, None when it is not one we can send."""
     t = type(v)
-    if v is None:
-        return None
     if t is str:
         return str(v)
     if t is bool:
@@ -270,11 +298,81 @@ def _param(i: int, v: Any) -> Optional[str]:
         return "%d days %d seconds %d microseconds" % (v.days, v.seconds, v.microseconds)
     if isinstance(v, _uuid.UUID):
         return str(v)
-    if isinstance(v, (dict, list)):
+    if isinstance(v, Json):
+        return v.text()
+    if isinstance(v, dict):
         return _json.dumps(v)
-    raise TypeError(
-        "parameter $%d: cannot send %s (use str, int, float, bool, None, bytes, "
-        "Decimal, date/time/datetime/timedelta, UUID, dict or list)" % (i + 1, t.__name__))
+    return None
+
+
+_ACCEPTED = ("str, int, float, bool, None, bytes, Decimal, date/time/datetime/timedelta, UUID, "
+             "dict (JSON), pgspout.Json, or a list/tuple of those (an array)")
+
+
+def _array(i: int, top: Union[List[Any], Tuple[Any, ...]]) -> str:
+    """A list or tuple (nested for more dimensions) as a PostgreSQL array
+    literal: every element double-quoted with backslash escapes, so that
+    quotes, backslashes, commas, braces, whitespace, "" and the word NULL
+    arrive as written; None is an unquoted NULL. Arrays are rectangular:
+    every list at one depth has the same length, and a depth holds lists or
+    values, never both (else ValueError). Lists of empty lists ([[], []])
+    are the empty array "{}", as PostgreSQL's ARRAY[] constructor makes."""
+    dims: List[int] = []   # the length of the lists at each depth
+    kinds: List[str] = []  # what the lists at each depth hold: "list" or "value"
+    out: List[str] = []
+
+    def where(path: List[int]) -> str:
+        return "parameter $%d%s" % (i + 1, "".join("[%d]" % k for k in path))
+
+    def walk(a: Union[List[Any], Tuple[Any, ...]], depth: int, path: List[int]) -> None:
+        if depth >= _MAX_DIMS:
+            raise ValueError("%s: an array of more than %d dimensions (PostgreSQL's limit)"
+                             % (where(path), _MAX_DIMS))
+        n = len(a)
+        if depth == len(dims):
+            dims.append(n)
+        elif dims[depth] != n:
+            raise ValueError("%s: ragged array: a list of %d elements where the first at this "
+                             "depth has %d (PostgreSQL arrays are rectangular)"
+                             % (where(path), n, dims[depth]))
+        out.append("{")
+        for k, e in enumerate(a):
+            if k:
+                out.append(",")
+            kind = "list" if isinstance(e, (list, tuple)) else "value"
+            if depth == len(kinds):
+                kinds.append(kind)
+            elif kinds[depth] != kind:
+                raise ValueError("%s: ragged array: a %s where the first element at this depth "
+                                 "is a %s (PostgreSQL arrays are rectangular)"
+                                 % (where(path + [k]), kind, kinds[depth]))
+            if kind == "list":
+                walk(e, depth + 1, path + [k])
+            elif e is None:
+                out.append("NULL")
+            else:
+                text = _scalar(e)
+                if text is None:
+                    raise TypeError("%s: cannot send %s in an array (use %s)"
+                                    % (where(path + [k]), type(e).__name__, _ACCEPTED))
+                out.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        out.append("}")
+
+    walk(top, 0, [])
+    if 0 in dims:  # no elements: PostgreSQL has only the one empty array
+        return "{}"
+    return "".join(out)
+
+
+def _param(i: int, v: Any) -> Optional[str]:
+    if v is None:
+        return None
+    text = _scalar(v)
+    if text is not None:
+        return text
+    if isinstance(v, (list, tuple)):
+        return _array(i, v)
+    raise TypeError("parameter $%d: cannot send %s (use %s)" % (i + 1, type(v).__name__, _ACCEPTED))
 
 
 def _params(params: Optional[Sequence[Param]]) -> Optional[List[Optional[str]]]:
