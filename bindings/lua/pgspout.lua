@@ -63,6 +63,10 @@ local function state(s)
 end
 
 M.connect = core.connect -- (dsn [, opts]) -> conn | nil, err, code
+--- pgspout.json(v) -> JSON text, to send a table as JSON ($1::jsonb): a
+-- sequence table parameter is a PostgreSQL array. {} encodes as an empty
+-- object, {n = 0} as an empty array; object keys come out sorted.
+M.json = core.json
 M.version, M.transport = core.version, core.transport
 M.strerror, M.code_name, M.state_name = core.strerror, code_name, state_name
 M.metrics_text, M.metrics_json, M.metrics_reset = core.metrics_prometheus, core.metrics_json, core.metrics_reset
