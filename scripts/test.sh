@@ -19,6 +19,10 @@
 #   sdist      python -m build in a fresh venv, with untracked junk in the
 #              tree: the sdist is exactly `git ls-files` + PKG-INFO, and a
 #              wheel builds from it
+#   types      tests/python/typecheck.sh: mypy and pyright (from PyPI, in a
+#              fresh venv with the package installed; default settings) pass
+#              examples/python/ and the package, and flag exactly the
+#              marked misuses in tests/python/typing/wrong_rows.py
 #   lua        tests/lua/run.sh (busted under LuaJIT, nginx integration)
 #   conformance  tests/conformance/run.sh: one case list through the C,
 #              Python, Lua (LuaJIT, Lua 5.1) and CLI drivers, their
@@ -597,6 +601,9 @@ else
 fi
 ensure_pg; PGSPOUT_PY_VENV="$work/py-venv" run_stage python stage_script tests/python/run.sh
 run_stage sdist stage_sdist
+# --- types: the Python API's static types (its own stage, needs no server)
+run_stage types stage_script tests/python/typecheck.sh
+# ---
 ensure_pg; run_stage lua stage_script tests/lua/run.sh
 ensure_pg; run_stage conformance stage_conformance
 if [ "$build_ok" = 1 ]; then

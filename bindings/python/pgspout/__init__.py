@@ -45,16 +45,20 @@ from typing import (
     Any,
     Callable,
     Dict,
+    Generic,
     Iterator,
     List,
+    Literal,
     Mapping,
     NamedTuple,
     Optional,
     Sequence,
     Tuple,
     Type,
+    TypeVar,
     Union,
     cast,
+    overload,
 )
 
 from . import _pgspout as _c
@@ -65,6 +69,9 @@ __all__ = [
     "Stream",
     "Column",
     "Row",
+    "TupleRow",
+    "DictRow",
+    "JsonRow",
     "Json",
     "Error",
     "SQLError",
@@ -92,7 +99,16 @@ version_number: int = _c.version_number()
 #: Row transport of this process: "chunked" (the libpq loaded is >= 17) or "single-row".
 transport: str = _c.transport()
 
-Row = Union[Tuple[Any, ...], Dict[str, Any], str]
+#: A row of rows="tuple" (the default), rows="dict" and rows="json".
+TupleRow = Tuple[Any, ...]
+DictRow = Dict[str, Any]
+JsonRow = str
+#: Any row: what a stream whose rows= is not a literal gives.
+Row = Union[TupleRow, DictRow, JsonRow]
+#: The row type of a Stream (Stream[TupleRow] ...); covariant, so that a
+#: Stream[TupleRow] is a Stream[Row].
+R = TypeVar("R", covariant=True)
+_S = TypeVar("_S", bound="Stream[Any]")
 Param = Union[
     None, str, bool, int, float, _decimal.Decimal, bytes, bytearray, memoryview,
     _dt.date, _dt.datetime, _dt.time, _dt.timedelta, _uuid.UUID, Dict[str, Any], List[Any],
@@ -195,6 +211,7 @@ _NAMES: Dict[int, str] = {}
 _BY_CODE: Dict[int, Type[Error]] = {}
 #: {code: (name, static text)} for every error code of the C library.
 error_codes: Dict[int, Tuple[str, str]] = {}
+_code, _name = 0, ""  # (bound even if the loop ran no step, for type checkers)
 for _code in range(-1, -1000, -1):
     _name = _c.code_name(_code)
     if _name == "unknown":
@@ -465,19 +482,23 @@ def _to_pandas(table: Any, dtype_backend: str) -> Any:
     if dtype_backend == "numpy":
         return table.to_pandas()
     if dtype_backend == "pyarrow":
-        import pandas
+        import pandas  # type: ignore[import-not-found, import-untyped]
 
         return table.to_pandas(types_mapper=pandas.ArrowDtype)
     raise ValueError("dtype_backend must be 'numpy' or 'pyarrow'")
 
 
-class Stream:
+class Stream(Generic[R]):
     """A running query. Iterate it for rows; use it as a context manager.
 
     Created by :meth:`Connection.stream`. Holds a strong reference to its
     connection. Dropping it (even half-read) closes it, which cancels the
     server query. ``pause()``, ``resume()``, ``cancel()``, ``state`` and
     ``stats`` may be called from any thread.
+
+    Typed by its rows: ``Stream[TupleRow]`` (tuples, the default),
+    ``Stream[DictRow]`` (rows="dict"), ``Stream[JsonRow]`` (rows="json"),
+    ``Stream[Row]`` when rows= is not a literal.
     """
 
     __slots__ = ("_raw", "_conn", "_mode", "__weakref__")
@@ -491,24 +512,24 @@ class Stream:
         self._mode = mode
 
     # iteration: the C object is the iterator (rows converted per chunk in C)
-    def __iter__(self) -> Iterator[Row]:
-        return self._raw
+    def __iter__(self) -> Iterator[R]:
+        return cast(Iterator[R], self._raw)
 
-    def __next__(self) -> Row:
-        return cast(Row, next(self._raw))
+    def __next__(self) -> R:
+        return cast(R, next(self._raw))
 
-    def fetch(self) -> Optional[List[Row]]:
+    def fetch(self) -> Optional[List[R]]:
         """The next rows as a list (the rest of the current chunk, or the
         next chunk); None at the end."""
         return self._raw.fetch()
 
-    def batches(self, n: int) -> Iterator[List[Row]]:
+    def batches(self, n: int) -> Iterator[List[R]]:
         """Lists of n rows (the last may be shorter)."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError("batch size must be a positive int")
         it = self._raw
         while True:
-            batch = list(islice(it, n))
+            batch = cast(List[R], list(islice(it, n)))
             if not batch:
                 return
             yield batch
@@ -525,7 +546,7 @@ class Stream:
     def arrow_reader(self) -> Any:
         """A ``pyarrow.RecordBatchReader`` over the rest of the rows
         (pyarrow >= 14: ``pip install pgspout[arrow]``)."""
-        import pyarrow
+        import pyarrow  # type: ignore[import-not-found, import-untyped]
 
         return pyarrow.RecordBatchReader.from_stream(self)
 
@@ -547,7 +568,7 @@ class Stream:
         be shorter): whole batches are joined, never split."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError("frame size must be a positive int")
-        import pyarrow
+        import pyarrow  # type: ignore[import-not-found, import-untyped]
 
         held: List[Any] = []
         rows = 0
@@ -609,7 +630,7 @@ class Stream:
     def connection(self) -> "Connection":
         return self._conn
 
-    def __enter__(self) -> "Stream":
+    def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -631,23 +652,43 @@ class Connection:
             raise TypeError("dsn must be str, not %s" % type(dsn).__name__)
         self._raw = _c.Connection(dsn, _options(options))
 
-    def stream(self, sql: str, params: Optional[Sequence[Param]] = None,
-               **options: OptionValue) -> Stream:
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: Literal["tuple"] = "tuple", **options: OptionValue) -> Stream[TupleRow]: ...
+
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: Literal["dict"], **options: OptionValue) -> Stream[DictRow]: ...
+
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: Literal["json"], **options: OptionValue) -> Stream[JsonRow]: ...
+
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: str, **options: OptionValue) -> Stream[Row]: ...
+
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: str = "tuple", **options: OptionValue) -> Stream[Any]:
         """Run sql ($1..$n bound to params, sent separately) and return its
         Stream once the server answered. Keyword options go straight to the
         C library (chunk_rows=1000, max_memory="64MB", timeout="30s",
         label="users" ...), except rows="tuple|dict|json", the shape of the
-        rows; unknown keys raise OptionError."""
+        rows (and of the Stream's type); unknown keys raise OptionError."""
+        return self._open(sql, params, rows, options)
+
+    def _open(self, sql: str, params: Optional[Sequence[Param]], rows: str,
+              options: Mapping[str, Any]) -> Stream[Any]:
         if not isinstance(sql, str):
             raise TypeError("sql must be str, not %s" % type(sql).__name__)
-        mode = _rows_mode(options)
+        mode = _rows_mode({"rows": rows})
         raw = self._raw.open(sql, _params(params), _options(options), _MODES[mode])
         return Stream(raw, self, mode)
 
     def arrow(self, sql: str, params: Optional[Sequence[Param]] = None,
               **options: OptionValue) -> Any:
         """A pyarrow.RecordBatchReader of the rows, binary where types allow."""
-        return self.stream(sql, params, arrow=True, **options).arrow_reader()
+        return self._open(sql, params, "tuple", dict(options, arrow=True)).arrow_reader()
 
     def close(self) -> None:
         """Close the connection (and its open stream). Idempotent."""
