@@ -231,14 +231,27 @@ def _make_error(code: int, message: str, sqlstate: Optional[str]) -> Error:
 
 _c.set_error_factory(_make_error)
 
-# The C library's log messages (memory_warn crossed, a COMMIT that ended in
-# ROLLBACK, server NOTICEs...) go to the "pgspout" logger.
+# The C library's log records (server NOTICEs and WARNINGs, memory_warn
+# crossed, a COMMIT that ended in ROLLBACK...) go to the "pgspout" logger:
+# server DEBUG -> DEBUG; LOG, INFO, NOTICE -> INFO; WARNING -> WARNING;
+# pgspout's own messages by their weight. The message starts with
+# "stream <label>: " when it is about a stream, and the record carries
+# pgspout_label, pgspout_severity (the server's, or None) and
+# pgspout_sqlstate (or None) as attributes (logging's `extra`).
 _logger = _logging.getLogger("pgspout")
-_LOG_LEVELS = {1: _logging.INFO, 2: _logging.WARNING, 3: _logging.ERROR}
+_LOG_LEVELS = {0: _logging.DEBUG, 1: _logging.INFO, 2: _logging.WARNING, 3: _logging.ERROR}
 
 
-def _log_from_c(level: int, message: str) -> None:
-    _logger.log(_LOG_LEVELS.get(level, _logging.WARNING), "%s", message)
+def _log_from_c(level: int, message: str, label: Optional[str], severity: Optional[str],
+                sqlstate: Optional[str]) -> None:
+    pylevel = _LOG_LEVELS.get(level, _logging.WARNING)
+    if not _logger.isEnabledFor(pylevel):
+        return
+    extra = {"pgspout_label": label, "pgspout_severity": severity, "pgspout_sqlstate": sqlstate}
+    if label is None:
+        _logger.log(pylevel, "%s", message, extra=extra)
+    else:
+        _logger.log(pylevel, "stream %s: %s", label, message, extra=extra)
 
 
 _c.set_log_function(_log_from_c)
