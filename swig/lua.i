@@ -307,6 +307,8 @@ PGSPOUT_LUA_BLOCKING(pgspout_stream::chunk)
 
 /* core.json(v) -> JSON text (pgspout.json in pgspout.lua; convert.c) */
 %native(json) int pgspout_lua_json(lua_State *L);
+/* core.log_drain() -> records, dropped (pgspout.lua dispatches them) */
+%native(log_drain) int pgspout_lua_log_drain(lua_State *L);
 
 %rename(connect) pgspout_connect_opts;
 %rename("%(strip:[pgspout_])s") "";

@@ -788,8 +788,76 @@ void pgspout_lua_push_stats(lua_State *L, const pgspout_stats *st)
 
 /* ------------------------------------------------------------------- init */
 
+/* ---------------------------------------------------------------- logging */
+
+/* Log records wait here, per thread, until pgspout.lua drains them after
+ * the call that produced them: the hook runs inside libpq's and the core's
+ * frames, where calling Lua (whose errors are longjmps) is not safe. A
+ * thread that never drains (a registry reaper) keeps at most LOGQ records
+ * and counts the rest as dropped. */
+#define LOGQ 32
+typedef struct logq_ent {
+    int level;
+    char label[64], severity[16], sqlstate[8], message[512];
+} logq_ent;
+static _Thread_local struct {
+    int n;
+    unsigned long dropped;
+    logq_ent e[LOGQ];
+} logq;
+
+static void log_record(const pgspout_log_record *r, void *ud)
+{
+    (void)ud;
+    if (logq.n == LOGQ) {
+        logq.dropped++;
+        return;
+    }
+    logq_ent *e = &logq.e[logq.n++];
+    e->level = r->level;
+    snprintf(e->label, sizeof e->label, "%s", r->label ? r->label : "");
+    snprintf(e->severity, sizeof e->severity, "%s", r->severity ? r->severity : "");
+    snprintf(e->sqlstate, sizeof e->sqlstate, "%s", r->sqlstate ? r->sqlstate : "");
+    snprintf(e->message, sizeof e->message, "%s", r->message);
+}
+
+static void set_opt_field(lua_State *L, const char *key, const char *v)
+{
+    if (*v) {
+        lua_pushstring(L, v);
+        lua_setfield(L, -2, key);
+    }
+}
+
+int pgspout_lua_log_drain(lua_State *L)
+{
+    static const char *const names[] = {"debug", "info", "warning", "error"};
+    if (logq.n == 0 && logq.dropped == 0)
+        return 0;
+    lua_createtable(L, logq.n, 0);
+    for (int i = 0; i < logq.n; i++) {
+        logq_ent *e = &logq.e[i];
+        lua_createtable(L, 0, 6);
+        lua_pushstring(L, names[e->level >= 0 && e->level <= 3 ? e->level : 2]);
+        lua_setfield(L, -2, "level");
+        lua_pushinteger(L, e->level);
+        lua_setfield(L, -2, "levelno");
+        lua_pushstring(L, e->message);
+        lua_setfield(L, -2, "message");
+        set_opt_field(L, "label", e->label);
+        set_opt_field(L, "severity", e->severity);
+        set_opt_field(L, "sqlstate", e->sqlstate);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushnumber(L, (lua_Number)logq.dropped);
+    logq.n = 0;
+    logq.dropped = 0;
+    return 2;
+}
+
 void pgspout_lua_init(lua_State *L)
 {
+    pgspout_set_log_record_hook(log_record, NULL);
     luaL_newmetatable(L, MT_BOX);
     lua_pushcfunction(L, box_gc);
     lua_setfield(L, -2, "__gc");

@@ -76,7 +76,14 @@ int pgspout_lua_stream_fail(lua_State *L, pgspout_stream *s, int code);
  * standalone interpreter's Ctrl-C (see convert.c); NULL removes that. */
 void pgspout_lua_interruptible(lua_State *L);
 
-/* Called from %init: registers the box metatable. */
+/* core.log_drain() -> records, dropped | nothing: the log records of this
+ * thread since the last drain (tables with level "debug"/"info"/"warning"/
+ * "error", levelno, message, and label, severity, sqlstate when known) and
+ * how many were dropped past the 32 kept. */
+int pgspout_lua_log_drain(lua_State *L);
+
+/* Called from %init: registers the box metatable and the log record hook
+ * (process-wide: a process loads one binding). */
 void pgspout_lua_init(lua_State *L);
 
 #endif
