@@ -27,6 +27,10 @@
 #              again with the chunked stage's libpq 18 bundled, where the
 #              transport must be chunked; needs root (not run, and counted as
 #              failed, otherwise)
+#   types      tests/python/typecheck.sh: mypy and pyright (from PyPI, in a
+#              fresh venv with the package installed; default settings) pass
+#              examples/python/ and the package, and flag exactly the
+#              marked misuses in tests/python/typing/wrong_rows.py
 #   lua        tests/lua/run.sh (busted under LuaJIT, nginx integration)
 #   conformance  tests/conformance/run.sh: one case list through the C,
 #              Python, Lua (LuaJIT, Lua 5.1) and CLI drivers, their
@@ -688,6 +692,9 @@ if [ "$(id -u)" = 0 ]; then
 else
   skip_stage wheel "not run: hiding the system libpq (unshare -m, mount --bind) needs root"
 fi
+# --- types: the Python API's static types (its own stage, needs no server)
+run_stage types stage_script tests/python/typecheck.sh
+# ---
 ensure_pg; run_stage lua stage_script tests/lua/run.sh
 ensure_pg; run_stage conformance stage_conformance
 if [ "$build_ok" = 1 ]; then

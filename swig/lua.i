@@ -211,8 +211,13 @@ PGSPOUT_LUA_SELF(pgspout_stream, "stream")
 }
 %typemap(default) const char *conninfo { $1 = ""; }
 
-/* (nparams, params) from a Lua array (or nil), see pgspout_lua_params */
+/* (nparams, params) from a Lua array (or nil), see pgspout_lua_params.
+ * The values it pushes must not pose as the options argument that follows
+ * when the caller left it out (registry_open(dsn, sql, params) read its
+ * parameter array as argument #4): that argument is made nil first. */
 %typemap(in) (int nparams, const char *const *params) {
+  if (lua_gettop(L) < $input + 1)
+    lua_settop(L, $input + 1);
   $2 = ($2_ltype)pgspout_lua_params(L, $input, &$1);
 }
 %typemap(default) (int nparams, const char *const *params) { $1 = 0; $2 = NULL; }
@@ -299,6 +304,11 @@ PGSPOUT_LUA_BLOCKING(pgspout_stream::chunk)
 %}
 
 /* -------------------------------------------------- what the module has */
+
+/* core.json(v) -> JSON text (pgspout.json in pgspout.lua; convert.c) */
+%native(json) int pgspout_lua_json(lua_State *L);
+/* core.log_drain() -> records, dropped (pgspout.lua dispatches them) */
+%native(log_drain) int pgspout_lua_log_drain(lua_State *L);
 
 %rename(connect) pgspout_connect_opts;
 %rename("%(strip:[pgspout_])s") "";

@@ -13,6 +13,9 @@
 %ignore pgspout_options_set_filter;
 %ignore pgspout_options_set_progress;
 %ignore pgspout_set_log_hook;
+%ignore pgspout_set_log_record_hook;
+%ignore pgspout_log_record;
+%ignore pgspout_log_record_fn;
 %ignore pgspout_set_interrupt_hook;
 %ignore pgspout_log_fn;
 %ignore pgspout_interrupt_fn;

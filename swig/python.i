@@ -172,13 +172,21 @@ PGSPY_INTERRUPTIBLE(pgspout_registry_fetch, pgspout_registry_cancel(arg1))
 
 /* --------------------------------------------------------------- logging */
 %{
-/* The core's log messages to the Python callable (level, message) that
- * pgspout/__init__.py sets: the "pgspout" logger. On whichever thread
- * drives a stream, so it takes the GIL; never while Python shuts down (a
- * registry reaper thread may still log). */
+/* The core's log records to the Python callable (level, message, label,
+ * severity, sqlstate; the last three str or None) that pgspout/__init__.py
+ * sets: the "pgspout" logger. On whichever thread drives a stream, so it
+ * takes the GIL; never while Python shuts down (a registry reaper thread
+ * may still log). */
 static PyObject *pgspy_log_target;
 
-static void pgspy_log(int level, const char *message, void *ud)
+static PyObject *pgspy_log_str(const char *s)
+{
+    if (s == NULL)
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "replace");
+}
+
+static void pgspy_log(const pgspout_log_record *rec, void *ud)
 {
     (void)ud;
 #if PY_VERSION_HEX >= 0x030D0000
@@ -192,9 +200,10 @@ static void pgspy_log(int level, const char *message, void *ud)
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
         pgspy_in_hook++;
-        PyObject *r = PyObject_CallFunction(
-            pgspy_log_target, "iN", level,
-            PyUnicode_DecodeUTF8(message, (Py_ssize_t)strlen(message), "replace"));
+        PyObject *r = PyObject_CallFunction(pgspy_log_target, "iNNNN", rec->level,
+                                            pgspy_log_str(rec->message), pgspy_log_str(rec->label),
+                                            pgspy_log_str(rec->severity),
+                                            pgspy_log_str(rec->sqlstate));
         pgspy_in_hook--;
         if (r == NULL)
             PyErr_WriteUnraisable(pgspy_log_target);
@@ -583,7 +592,7 @@ static PyObject *set_log_function(PyObject *fn)
     PyObject *target = fn == Py_None ? NULL : fn;
     Py_XINCREF(target);
     Py_XSETREF(pgspy_log_target, target);
-    pgspout_set_log_hook(target ? pgspy_log : NULL, NULL);
+    pgspout_set_log_record_hook(target ? pgspy_log : NULL, NULL);
     Py_RETURN_NONE;
 }
 static void set_main_thread(unsigned long ident) { pgspy_main_thread = ident; }

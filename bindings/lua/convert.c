@@ -140,6 +140,368 @@ const char *pgspout_lua_cstring(lua_State *L, int idx, const char *fmt, ...)
     return NULL; /* not reached */
 }
 
+/* ------------------------------------------------- text built in C memory */
+
+/* A growable string owned by a box (freed by __gc if a Lua error unwinds). */
+typedef struct sbuf {
+    char *p;
+    size_t n, cap;
+} sbuf;
+
+static void sbuf_free(void *v)
+{
+    sbuf *b = v;
+    if (b) {
+        free(b->p);
+        free(b);
+    }
+}
+
+static sbuf *sbuf_new(lua_State *L)
+{
+    void **box = pgspout_lua_box(L, sbuf_free);
+    sbuf *b = calloc(1, sizeof *b);
+    if (!b)
+        luaL_error(L, "pgspout: out of memory");
+    *box = b;
+    return b;
+}
+
+static void sbuf_add(lua_State *L, sbuf *b, const char *s, size_t len)
+{
+    if (b->cap - b->n < len + 1) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap - b->n < len + 1) {
+            if (cap > ((size_t)-1) / 2)
+                luaL_error(L, "pgspout: out of memory");
+            cap *= 2;
+        }
+        char *p = realloc(b->p, cap);
+        if (!p)
+            luaL_error(L, "pgspout: out of memory");
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, len);
+    b->n += len;
+    b->p[b->n] = '\0';
+}
+#define SBUF_LIT(L, b, lit) sbuf_add(L, b, lit, sizeof lit - 1)
+
+/* The length of the sequence table at idx: t.n when it is a number, else
+ * #t; -1 when the table has other keys (a map, not a sequence). Keys
+ * 1..length with nil holes are allowed (the holes are NULL / null). */
+static int seq_len(lua_State *L, int idx)
+{
+    lua_Number len = -1, k;
+    int counted = 0; /* t.n is the count */
+    lua_pushliteral(L, "n");
+    lua_rawget(L, idx);
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+        len = lua_tonumber(L, -1);
+        counted = 1;
+        if (len != floor(len) || len < 0 || len > INT32_MAX)
+            len = -2; /* not a count: t is a map with a key "n" */
+    }
+    lua_pop(L, 1);
+    if (len == -1)
+        len = (lua_Number)lua_objlen(L, idx);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) == LUA_TNUMBER) {
+            k = lua_tonumber(L, -1);
+            if (k == floor(k) && k >= 1 && k <= len)
+                continue;
+        } else if (counted && lua_type(L, -1) == LUA_TSTRING &&
+                   strcmp(lua_tostring(L, -1), "n") == 0) {
+            continue;
+        }
+        lua_pop(L, 1);
+        return -1;
+    }
+    return len < 0 ? -1 : (int)len;
+}
+
+/* ------------------------------------------------------ array parameters */
+
+#define MAX_DIMS 6 /* PostgreSQL's MAXDIM */
+
+typedef struct arr_walk {
+    sbuf *b;
+    int param;           /* 1-based parameter number */
+    int ndims;           /* depths seen so far */
+    int dims[MAX_DIMS];  /* length of the tables at each depth */
+    int kinds[MAX_DIMS]; /* what they hold: 1 tables, 2 values */
+    int path[MAX_DIMS];  /* 1-based index of the element being written */
+    char where[160];
+} arr_walk;
+
+static const char *arr_where(arr_walk *w, int depth)
+{
+    int len = snprintf(w->where, sizeof w->where, "#%d", w->param);
+    for (int d = 0; d < depth && len > 0 && (size_t)len < sizeof w->where; d++)
+        len += snprintf(w->where + len, sizeof w->where - (size_t)len, "[%d]", w->path[d]);
+    return w->where;
+}
+
+/* Append the array literal of the table at idx (depth 0 = the parameter),
+ * following the Python binding's rules: every value double-quoted with "
+ * and \ backslash-escaped, NULL unquoted, rectangular nesting only. */
+static void arr_walk_table(lua_State *L, arr_walk *w, int idx, int depth)
+{
+    char num[64];
+    int n = seq_len(L, idx);
+    if (n < 0)
+        luaL_error(L,
+                   "bad parameter %s (a table that is not a sequence: an array is a table "
+                   "with keys 1..#t, or 1..t.n; pgspout.null for NULL elements; "
+                   "pgspout.json(t) sends JSON)",
+                   arr_where(w, depth));
+    if (depth == w->ndims) {
+        w->dims[depth] = n;
+        w->kinds[depth] = 0;
+        w->ndims++;
+    } else if (w->dims[depth] != n) {
+        luaL_error(L,
+                   "bad parameter %s (ragged array: a table of %d elements where the first at "
+                   "this depth has %d; PostgreSQL arrays are rectangular)",
+                   arr_where(w, depth), n, w->dims[depth]);
+    }
+    luaL_checkstack(L, 4, "array parameter");
+    SBUF_LIT(L, w->b, "{");
+    for (int k = 1; k <= n; k++) {
+        if (k > 1)
+            SBUF_LIT(L, w->b, ",");
+        w->path[depth] = k;
+        lua_rawgeti(L, idx, k);
+        int t = lua_type(L, -1);
+        int kind = t == LUA_TTABLE ? 1 : 2;
+        if (w->kinds[depth] == 0)
+            w->kinds[depth] = kind;
+        else if (w->kinds[depth] != kind)
+            luaL_error(L,
+                       "bad parameter %s (ragged array: a %s where the first element at this depth "
+                       "is a %s; PostgreSQL arrays are rectangular)",
+                       arr_where(w, depth + 1), kind == 1 ? "table" : "value",
+                       kind == 1 ? "value" : "table");
+        if (kind == 1) {
+            if (depth + 1 >= MAX_DIMS)
+                luaL_error(
+                    L, "bad parameter %s (an array of more than %d dimensions, PostgreSQL's limit)",
+                    arr_where(w, depth + 1), MAX_DIMS);
+            arr_walk_table(L, w, lua_gettop(L), depth + 1);
+            lua_pop(L, 1);
+            continue;
+        }
+        const char *v = NULL;
+        size_t len = 0;
+        switch (t) {
+        case LUA_TNIL: break;
+        case LUA_TLIGHTUSERDATA:
+            if (lua_touserdata(L, -1) != NULL)
+                luaL_error(L, "bad parameter %s (light userdata other than pgspout.null)",
+                           arr_where(w, depth + 1));
+            break;
+        case LUA_TBOOLEAN: v = lua_toboolean(L, -1) ? "true" : "false", len = strlen(v); break;
+        case LUA_TNUMBER:
+            v = number_text(lua_tonumber(L, -1), num, sizeof num), len = strlen(v);
+            break;
+        case LUA_TSTRING:
+            pgspout_lua_cstring(L, -1, "parameter %s", arr_where(w, depth + 1));
+            v = lua_tolstring(L, -1, &len);
+            break;
+        default:
+            luaL_error(L,
+                       "bad parameter %s (string, number, boolean, pgspout.null or a table "
+                       "expected, got %s)",
+                       arr_where(w, depth + 1), luaL_typename(L, -1));
+        }
+        if (v == NULL) {
+            SBUF_LIT(L, w->b, "NULL");
+        } else {
+            SBUF_LIT(L, w->b, "\"");
+            for (size_t i = 0, from = 0; i <= len; i++) {
+                if (i == len || v[i] == '"' || v[i] == '\\') {
+                    sbuf_add(L, w->b, v + from, i - from);
+                    if (i < len)
+                        sbuf_add(L, w->b, i < len && v[i] == '"' ? "\\\"" : "\\\\", 2);
+                    from = i + 1;
+                }
+            }
+            SBUF_LIT(L, w->b, "\"");
+        }
+        lua_pop(L, 1);
+    }
+    SBUF_LIT(L, w->b, "}");
+}
+
+/* Push the array literal of the table at idx, parameter #param. */
+static void push_array(lua_State *L, int idx, int param)
+{
+    arr_walk w;
+    memset(&w, 0, sizeof w);
+    w.param = param;
+    w.b = sbuf_new(L);
+    arr_walk_table(L, &w, idx, 0);
+    int empty = 0;
+    for (int d = 0; d < w.ndims; d++)
+        empty |= w.dims[d] == 0;
+    if (empty) /* no elements: PostgreSQL has only the one empty array */
+        lua_pushliteral(L, "{}");
+    else
+        lua_pushlstring(L, w.b->p, w.b->n);
+    lua_remove(L, -2); /* the box */
+}
+
+/* ------------------------------------------------------------------- JSON */
+
+#define JSON_MAX_DEPTH 100
+
+static void json_string(lua_State *L, sbuf *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    SBUF_LIT(L, b, "\"");
+    size_t from = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        sbuf_add(L, b, s + from, i - from);
+        from = i + 1;
+        switch (c) {
+        case '"': SBUF_LIT(L, b, "\\\""); break;
+        case '\\': SBUF_LIT(L, b, "\\\\"); break;
+        case '\n': SBUF_LIT(L, b, "\\n"); break;
+        case '\r': SBUF_LIT(L, b, "\\r"); break;
+        case '\t': SBUF_LIT(L, b, "\\t"); break;
+        default: {
+            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            sbuf_add(L, b, u, 6);
+        }
+        }
+    }
+    sbuf_add(L, b, s + from, len - from);
+    SBUF_LIT(L, b, "\"");
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    const char *const *x = a, *const *y = b;
+    return strcmp(*x, *y);
+}
+
+static void json_value(lua_State *L, sbuf *b, int idx, int depth)
+{
+    char num[64];
+    size_t len;
+    const char *s;
+    luaL_checkstack(L, 6, "pgspout.json");
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL: SBUF_LIT(L, b, "null"); return;
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) != NULL)
+            luaL_error(L, "pgspout.json: light userdata other than pgspout.null");
+        SBUF_LIT(L, b, "null");
+        return;
+    case LUA_TBOOLEAN:
+        if (lua_toboolean(L, idx))
+            SBUF_LIT(L, b, "true");
+        else
+            SBUF_LIT(L, b, "false");
+        return;
+    case LUA_TNUMBER: {
+        lua_Number x = lua_tonumber(L, idx);
+        if (isnan(x) || isinf(x))
+            luaL_error(L, "pgspout.json: %s has no JSON form", number_text(x, num, sizeof num));
+        s = number_text(x, num, sizeof num);
+        sbuf_add(L, b, s, strlen(s));
+        return;
+    }
+    case LUA_TSTRING:
+        s = lua_tolstring(L, idx, &len);
+        json_string(L, b, s, len);
+        return;
+    case LUA_TTABLE: break;
+    default: luaL_error(L, "pgspout.json: cannot encode a %s", luaL_typename(L, idx));
+    }
+    if (depth >= JSON_MAX_DEPTH)
+        luaL_error(L, "pgspout.json: nested deeper than %d tables (a cycle?)", JSON_MAX_DEPTH);
+    int n = seq_len(L, idx);
+    int empty_map = n == 0 && lua_objlen(L, idx) == 0;
+    if (empty_map) { /* {} is an object, {n = 0} an array */
+        lua_pushliteral(L, "n");
+        lua_rawget(L, idx);
+        empty_map = lua_isnil(L, -1);
+        lua_pop(L, 1);
+    }
+    if (n >= 0 && !empty_map) {
+        SBUF_LIT(L, b, "[");
+        for (int k = 1; k <= n; k++) {
+            if (k > 1)
+                SBUF_LIT(L, b, ",");
+            lua_rawgeti(L, idx, k);
+            json_value(L, b, lua_gettop(L), depth + 1);
+            lua_pop(L, 1);
+        }
+        SBUF_LIT(L, b, "]");
+        return;
+    }
+    /* an object: keys as strings (numbers as their text), sorted, so that
+     * the text does not depend on the table's iteration order */
+    lua_newtable(L); /* key text -> original key */
+    int keys = lua_gettop(L), count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            lua_pushvalue(L, -1);
+        } else if (lua_type(L, -1) == LUA_TNUMBER) {
+            lua_pushstring(L, number_text(lua_tonumber(L, -1), num, sizeof num));
+        } else {
+            luaL_error(L, "pgspout.json: a table key of type %s (JSON keys are strings)",
+                       luaL_typename(L, -1));
+        }
+        lua_pushvalue(L, -2);
+        lua_rawset(L, keys);
+        count++;
+    }
+    void **box = pgspout_lua_box(L, free);
+    const char **names = *box = malloc(((size_t)count + 1) * sizeof *names);
+    if (!names)
+        luaL_error(L, "pgspout: out of memory");
+    int m = 0;
+    lua_pushnil(L);
+    while (lua_next(L, keys)) {
+        lua_pop(L, 1);
+        names[m++] = lua_tostring(L, -1); /* kept alive by the keys table */
+    }
+    qsort(names, (size_t)m, sizeof *names, key_cmp);
+    SBUF_LIT(L, b, "{");
+    for (int k = 0; k < m; k++) {
+        if (k > 0)
+            SBUF_LIT(L, b, ",");
+        json_string(L, b, names[k], strlen(names[k]));
+        SBUF_LIT(L, b, ":");
+        lua_getfield(L, keys, names[k]);
+        lua_rawget(L, idx);
+        json_value(L, b, lua_gettop(L), depth + 1);
+        lua_pop(L, 1);
+    }
+    SBUF_LIT(L, b, "}");
+    lua_pop(L, 2); /* the names box, the keys table */
+}
+
+int pgspout_lua_json(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    sbuf *b = sbuf_new(L);
+    json_value(L, b, 1, 0);
+    lua_pushlstring(L, b->p ? b->p : "", b->n);
+    return 1;
+}
+
 const char *const *pgspout_lua_params(lua_State *L, int idx, int *n)
 {
     const char **arr;
@@ -185,10 +547,16 @@ const char *const *pgspout_lua_params(lua_State *L, int idx, int *n)
             arr[i] = lua_tostring(L, -1);
             continue; /* the text stays on the stack while the array lives */
         case LUA_TSTRING: arr[i] = pgspout_lua_cstring(L, -1, "parameter #%d", i + 1); continue;
+        case LUA_TTABLE: /* a sequence: a PostgreSQL array literal */
+            push_array(L, lua_gettop(L), i + 1);
+            lua_replace(L, -2);
+            arr[i] = lua_tostring(L, -1);
+            continue;
         default:
-            luaL_error(
-                L, "bad parameter #%d (string, number, boolean or pgspout.null expected, got %s)",
-                i + 1, luaL_typename(L, -1));
+            luaL_error(L,
+                       "bad parameter #%d (string, number, boolean, pgspout.null or a table "
+                       "expected, got %s)",
+                       i + 1, luaL_typename(L, -1));
         }
         lua_pop(L, 1);
     }
@@ -472,8 +840,76 @@ void pgspout_lua_push_stats(lua_State *L, const pgspout_stats *st)
 
 /* ------------------------------------------------------------------- init */
 
+/* ---------------------------------------------------------------- logging */
+
+/* Log records wait here, per thread, until pgspout.lua drains them after
+ * the call that produced them: the hook runs inside libpq's and the core's
+ * frames, where calling Lua (whose errors are longjmps) is not safe. A
+ * thread that never drains (a registry reaper) keeps at most LOGQ records
+ * and counts the rest as dropped. */
+#define LOGQ 32
+typedef struct logq_ent {
+    int level;
+    char label[64], severity[16], sqlstate[8], message[512];
+} logq_ent;
+static _Thread_local struct {
+    int n;
+    unsigned long dropped;
+    logq_ent e[LOGQ];
+} logq;
+
+static void log_record(const pgspout_log_record *r, void *ud)
+{
+    (void)ud;
+    if (logq.n == LOGQ) {
+        logq.dropped++;
+        return;
+    }
+    logq_ent *e = &logq.e[logq.n++];
+    e->level = r->level;
+    snprintf(e->label, sizeof e->label, "%s", r->label ? r->label : "");
+    snprintf(e->severity, sizeof e->severity, "%s", r->severity ? r->severity : "");
+    snprintf(e->sqlstate, sizeof e->sqlstate, "%s", r->sqlstate ? r->sqlstate : "");
+    snprintf(e->message, sizeof e->message, "%s", r->message);
+}
+
+static void set_opt_field(lua_State *L, const char *key, const char *v)
+{
+    if (*v) {
+        lua_pushstring(L, v);
+        lua_setfield(L, -2, key);
+    }
+}
+
+int pgspout_lua_log_drain(lua_State *L)
+{
+    static const char *const names[] = {"debug", "info", "warning", "error"};
+    if (logq.n == 0 && logq.dropped == 0)
+        return 0;
+    lua_createtable(L, logq.n, 0);
+    for (int i = 0; i < logq.n; i++) {
+        logq_ent *e = &logq.e[i];
+        lua_createtable(L, 0, 6);
+        lua_pushstring(L, names[e->level >= 0 && e->level <= 3 ? e->level : 2]);
+        lua_setfield(L, -2, "level");
+        lua_pushinteger(L, e->level);
+        lua_setfield(L, -2, "levelno");
+        lua_pushstring(L, e->message);
+        lua_setfield(L, -2, "message");
+        set_opt_field(L, "label", e->label);
+        set_opt_field(L, "severity", e->severity);
+        set_opt_field(L, "sqlstate", e->sqlstate);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushnumber(L, (lua_Number)logq.dropped);
+    logq.n = 0;
+    logq.dropped = 0;
+    return 2;
+}
+
 void pgspout_lua_init(lua_State *L)
 {
+    pgspout_set_log_record_hook(log_record, NULL);
     luaL_newmetatable(L, MT_BOX);
     lua_pushcfunction(L, box_gc);
     lua_setfield(L, -2, "__gc");

@@ -62,7 +62,60 @@ local function state(s)
     return st
 end
 
-M.connect = core.connect -- (dsn [, opts]) -> conn | nil, err, code
+---------------------------------------------------------------- logging
+-- Server notices and warnings and pgspout's own messages, as records
+-- { level = "debug"|"info"|"warning"|"error", levelno = 0..3, message,
+--   label (the stream's `label` option), severity (the server's: "NOTICE",
+--   "WARNING", "DEBUG1", "LOG", "INFO"), sqlstate }
+-- (label, severity, sqlstate nil when not known). The C side queues them
+-- per thread; they are handed to the hook after the call that produced them
+-- returns (connect, stream open, a chunk read, close, registry calls).
+-- Default hook: ngx.log inside OpenResty (server DEBUG -> ngx.DEBUG, LOG
+-- and INFO -> ngx.INFO, NOTICE -> ngx.NOTICE, WARNING -> ngx.WARN,
+-- pgspout's errors -> ngx.ERR), else none (the library never prints).
+local log_drain = core.log_drain
+local log_hook, default_hook
+
+if type(ngx) == "table" and type(ngx.log) == "function" then
+    local NGX = { [0] = ngx.DEBUG, ngx.INFO, ngx.WARN, ngx.ERR }
+    default_hook = function(rec)
+        local lvl = rec.severity == "NOTICE" and ngx.NOTICE or NGX[rec.levelno] or ngx.WARN
+        ngx.log(lvl, "pgspout: ", rec.label and ("stream " .. rec.label .. ": ") or "", rec.message)
+    end
+end
+
+local function flush_log()
+    local recs, dropped = log_drain()
+    if not recs then return end
+    local fn = log_hook or default_hook
+    if not fn then return end
+    for i = 1, #recs do pcall(fn, recs[i]) end -- a failing hook never breaks the stream
+    if dropped > 0 then
+        pcall(fn, { level = "warning", levelno = 2,
+                    message = ("%d log messages dropped (more than 32 between two calls)"):format(dropped) })
+    end
+end
+
+--- pgspout.set_log(fn): fn(record) receives every log record (errors it
+-- raises are ignored); nil restores the default (ngx.log in OpenResty).
+-- Per Lua state: each VM (an OpenResty worker thread too) sets its own.
+function M.set_log(fn)
+    if fn ~= nil and type(fn) ~= "function" then
+        error("pgspout.set_log: function or nil expected, got " .. type(fn), 2)
+    end
+    log_hook = fn
+end
+
+local function flushed(...)
+    flush_log()
+    return ...
+end
+
+M.connect = function(...) return flushed(core.connect(...)) end -- (dsn [, opts]) -> conn | nil, err, code
+--- pgspout.json(v) -> JSON text, to send a table as JSON ($1::jsonb): a
+-- sequence table parameter is a PostgreSQL array. {} encodes as an empty
+-- object, {n = 0} as an empty array; object keys come out sorted.
+M.json = core.json
 M.version, M.transport = core.version, core.transport
 M.strerror, M.code_name, M.state_name = core.strerror, code_name, state_name
 M.metrics_text, M.metrics_json, M.metrics_reset = core.metrics_prometheus, core.metrics_json, core.metrics_reset
@@ -86,6 +139,7 @@ function Conn:stream(sql, params, opts)
         copy.rows, opts = nil, copy
     end
     local s, err, code = open(self, sql, params, opts)
+    flush_log()
     if s then state(s).shape = shape end
     return s, err, code
 end
@@ -121,6 +175,7 @@ local BATCH = 256
 local function take(s, st, shape, values)
     if st.failure then return nil, st.failure[2], st.failure[1] end
     local ok, rows, err, code = pcall(chunk, s, shape, values)
+    flush_log()
     if ok then return rows, err, code end
     code, err = tostring(rows):match("^pgspout: (%w+): (.*)$")
     st.failure = { code or "einternal", err or tostring(rows) }
@@ -199,6 +254,7 @@ function Stream:close()
     end
     st.rows, st.n = nil, 0
     stream_close(self)
+    flush_log()
 end
 
 function Stream:state()
@@ -256,15 +312,18 @@ end
 -- README.md. pause/resume/cancel/close(id) -> true | nil, err, code.
 
 M.registry_pause, M.registry_resume = core.registry_pause, core.registry_resume
-M.registry_cancel, M.registry_close = core.registry_cancel, core.registry_close
-M.registry_list, M.registry_reap = core.registry_list_json, core.registry_reap
+M.registry_cancel = core.registry_cancel
+M.registry_list = core.registry_list_json
+function M.registry_close(...) return flushed(core.registry_close(...)) end
+function M.registry_reap(...) return flushed(core.registry_reap(...)) end
 
 --- registry_open(dsn, sql [, params [, opts]]) -> id | nil, err, code
-M.registry_open = core.registry_open
+function M.registry_open(...) return flushed(core.registry_open(...)) end
 
 --- registry_fetch(id [, max_rows]) -> ndjson, nrows | nil (done) | nil, err, code
 function M.registry_fetch(id, max_rows)
     local out, n, code = core.registry_fetch(id, max_rows or 0)
+    flush_log()
     if out == nil and code == nil then return nil end
     return out, n, code
 end

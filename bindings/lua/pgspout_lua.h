@@ -40,11 +40,22 @@ const char *pgspout_lua_cstring(lua_State *L, int idx, const char *fmt, ...);
 
 /* The Lua value at idx (a table of parameters or nil) as a C array of text
  * values: strings as they are, numbers exactly (integers without exponent),
- * booleans "true"/"false", pgspout.null/nil holes as SQL NULL. The length
+ * booleans "true"/"false", pgspout.null/nil holes as SQL NULL, sequence
+ * tables as PostgreSQL array literals (nested tables for more dimensions,
+ * every element double-quoted and backslash-escaped, NULL for
+ * pgspout.null/nil; ragged nesting, tables with other keys and more than 6
+ * dimensions raise; no elements at all is "{}"). The length
  * is t.n when present, else #t. The array and converted strings are kept
  * alive by values pushed on the stack. Raises on a value of another type or
  * a string with a NUL byte. Returns NULL when there are no parameters. */
 const char *const *pgspout_lua_params(lua_State *L, int idx, int *n);
+
+/* core.json(v): v as JSON text (pgspout.json). Tables with keys 1..#t
+ * (or 1..t.n) are arrays, other tables objects with their keys sorted; {}
+ * is an empty object, {n = 0} an empty array; nil and pgspout.null are
+ * null. Raises on NaN/infinite numbers, functions, userdata, non-string
+ * non-number keys and tables nested 100 deep. */
+int pgspout_lua_json(lua_State *L);
 
 /* The Lua table at idx (or nil) as options owned by a box pushed on the
  * stack. Values: strings, numbers, booleans (raises on other types,
@@ -65,7 +76,14 @@ int pgspout_lua_stream_fail(lua_State *L, pgspout_stream *s, int code);
  * standalone interpreter's Ctrl-C (see convert.c); NULL removes that. */
 void pgspout_lua_interruptible(lua_State *L);
 
-/* Called from %init: registers the box metatable. */
+/* core.log_drain() -> records, dropped | nothing: the log records of this
+ * thread since the last drain (tables with level "debug"/"info"/"warning"/
+ * "error", levelno, message, and label, severity, sqlstate when known) and
+ * how many were dropped past the 32 kept. */
+int pgspout_lua_log_drain(lua_State *L);
+
+/* Called from %init: registers the box metatable and the log record hook
+ * (process-wide: a process loads one binding). */
 void pgspout_lua_init(lua_State *L);
 
 #endif

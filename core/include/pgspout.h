@@ -22,7 +22,7 @@
  *    pgspout_stream_pause, _resume, _cancel, _state and _stats. Metrics and the
  *    registry functions are thread-safe.
  *  - The library never prints, aborts or exits. Diagnostics go to the log
- *    hook set with pgspout_set_log_hook().
+ *    hooks set with pgspout_set_log_hook() / pgspout_set_log_record_hook().
  */
 #ifndef PGSPOUT_H
 #define PGSPOUT_H
@@ -110,6 +110,47 @@ PGSPOUT_EXTERN void pgspout_free(void *p);
  * starting streams; not synchronised with running streams. */
 typedef void (*pgspout_log_fn)(int level, const char *message, void *userdata);
 PGSPOUT_EXTERN void pgspout_set_log_hook(pgspout_log_fn fn, void *userdata);
+
+/* Log levels of a pgspout_log_record. The plain hook above gets the same
+ * numbers, except that DEBUG arrives there as INFO (it promised 1..3). */
+#define PGSPOUT_LOG_DEBUG   0
+#define PGSPOUT_LOG_INFO    1
+#define PGSPOUT_LOG_WARNING 2
+#define PGSPOUT_LOG_ERROR   3
+
+/* One log message with what it is about, for hosts that route messages by
+ * level and stream (Python's logging, ngx.log). Borrowed: every pointer is
+ * valid only during the call. Fields may be added at the end: read a field
+ * only if offsetof(field) < size.
+ *   size      sizeof(pgspout_log_record) of the library that built it
+ *   level     PGSPOUT_LOG_*: server messages by their severity (DEBUG1..5
+ *             -> DEBUG; LOG, INFO, NOTICE -> INFO; WARNING -> WARNING),
+ *             pgspout's own by their weight
+ *   message   the text without the stream prefix the plain hook's text
+ *             has ("server NOTICE: <text>", "COMMIT ended in ROLLBACK ...")
+ *   label     the `label` option of the stream it is about ("default" when
+ *             not set), NULL when no stream is involved (connecting, a
+ *             notice outside a stream)
+ *   severity  the server's severity, not localized ("NOTICE", "WARNING",
+ *             "DEBUG1", "LOG", "INFO"), NULL for pgspout's own messages
+ *   sqlstate  the server message's SQLSTATE ("01000"), else NULL */
+typedef struct pgspout_log_record {
+    size_t size;
+    int level;
+    const char *message;
+    const char *label;
+    const char *severity;
+    const char *sqlstate;
+} pgspout_log_record;
+typedef void (*pgspout_log_record_fn)(const pgspout_log_record *record, void *userdata);
+/* Process-wide hook that receives every log message as a record; it may be
+ * set together with pgspout_set_log_hook (each gets every message; the
+ * plain hook's text is "stream <label>: <message>" when there is a label).
+ * Same rules as the plain hook: may be called from any thread that drives
+ * a stream (the thread of pgspout_stream_open/_next... for a server
+ * notice), must not call back into pgspout; NULL removes it; set it before
+ * starting streams. */
+PGSPOUT_EXTERN void pgspout_set_log_record_hook(pgspout_log_record_fn fn, void *userdata);
 
 /* Interrupt hook of the calling thread, for hosts with their own signal
  * handling (Python's KeyboardInterrupt, a shell's Ctrl-C). While set, every

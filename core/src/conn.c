@@ -48,14 +48,24 @@ static void redact_quoted(const char *msg, char *out, size_t n)
     out[w] = '\0';
 }
 
-/* Server notices and warnings go to the log hook, never to stderr. */
+/* Server notices and warnings go to the log hooks, never to stderr, with
+ * the label of the stream running on the connection (arg). libpq calls this
+ * on the thread reading results: the connection's owner thread. */
 static void notice_to_log(void *arg, const PGresult *res)
 {
-    (void)arg;
+    const pgspout_conn *c = arg;
     const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
     const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    int level = sev && strcmp(sev, "WARNING") == 0 ? 2 : 1;
-    pgs_log(level, "server %s: %s", sev ? sev : "NOTICE", msg ? msg : "");
+    const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    int level = PGSPOUT_LOG_INFO; /* NOTICE, INFO, LOG */
+    if (sev == NULL)
+        sev = "NOTICE";
+    else if (strcmp(sev, "WARNING") == 0)
+        level = PGSPOUT_LOG_WARNING;
+    else if (strncmp(sev, "DEBUG", 5) == 0)
+        level = PGSPOUT_LOG_DEBUG;
+    pgs_log_ex(level, c && c->active ? c->active->opt.label : NULL, sev, code, "server %s: %s", sev,
+               msg ? msg : "");
 }
 
 /* Forks of this process, counted in the child: a connection opened before
@@ -294,7 +304,7 @@ int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts, pgsp
         c->broken = 1;
         return PGSPOUT_ECONNECT;
     }
-    PQsetNoticeReceiver(c->pg, notice_to_log, NULL);
+    PQsetNoticeReceiver(c->pg, notice_to_log, c);
     /* every wait is ours (poll with deadlines and a wake-up fd): libpq must
      * never block inside a send */
     PQsetnonblocking(c->pg, 1);

@@ -192,7 +192,11 @@ int pgs_chunked_rows(void);
  * (single-row mode). Nonzero on success, as libpq's calls. */
 int pgs_set_row_mode(PGconn *pg, int chunk_rows);
 
-/* log hook (stream.c) */
+/* log hooks (stream.c): pgs_log for a message about no stream, pgs_log_ex
+ * with the stream's label and, for a server message, its severity and
+ * SQLSTATE (each may be NULL). level is a PGSPOUT_LOG_*. */
 void pgs_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void pgs_log_ex(int level, const char *label, const char *severity, const char *sqlstate,
+                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 #endif

@@ -34,6 +34,8 @@ enum { RETRY = 100 }; /* internal: re-run the control checks */
 
 static pgspout_log_fn log_fn;
 static void *log_ud;
+static pgspout_log_record_fn log_record_fn;
+static void *log_record_ud;
 
 void pgspout_set_log_hook(pgspout_log_fn fn, void *userdata)
 {
@@ -41,16 +43,52 @@ void pgspout_set_log_hook(pgspout_log_fn fn, void *userdata)
     log_ud = userdata;
 }
 
-void pgs_log(int level, const char *fmt, ...)
+void pgspout_set_log_record_hook(pgspout_log_record_fn fn, void *userdata)
 {
-    if (log_fn == NULL)
+    log_record_fn = fn;
+    log_record_ud = userdata;
+}
+
+static void log_va(int level, const char *label, const char *severity, const char *sqlstate,
+                   const char *fmt, va_list ap)
+{
+    pgspout_log_fn plain = log_fn;
+    pgspout_log_record_fn rec = log_record_fn;
+    if (plain == NULL && rec == NULL)
         return;
     char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (rec) {
+        pgspout_log_record r = {sizeof r, level, msg, label, severity, sqlstate};
+        rec(&r, log_record_ud);
+    }
+    if (plain) {
+        int old_level = level < PGSPOUT_LOG_INFO ? PGSPOUT_LOG_INFO : level;
+        if (label == NULL) {
+            plain(old_level, msg, log_ud);
+        } else {
+            char full[600];
+            snprintf(full, sizeof full, "stream %s: %s", label, msg);
+            plain(old_level, full, log_ud);
+        }
+    }
+}
+
+void pgs_log(int level, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    log_va(level, NULL, NULL, NULL, fmt, ap);
     va_end(ap);
-    log_fn(level, msg, log_ud);
+}
+
+void pgs_log_ex(int level, const char *label, const char *severity, const char *sqlstate,
+                const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_va(level, label, severity, sqlstate, fmt, ap);
+    va_end(ap);
 }
 
 /* --------------------------------------------------------------- errors */
@@ -402,8 +440,9 @@ static void utility_result(PGresult *r, int failed, void *ud)
     const utility *u = ud;
     if (PQresultStatus(r) != PGRES_COMMAND_OK && !failed) {
         /* every statement pgspout adds is meant to succeed */
-        pgs_log(3, "the server refused \"%s\", which pgspout sent: %s", u->sql,
-                PQresultErrorMessage(r));
+        pgs_log_ex(PGSPOUT_LOG_ERROR, u->errs ? u->errs->opt.label : NULL, NULL, NULL,
+                   "the server refused \"%s\", which pgspout sent: %s", u->sql,
+                   PQresultErrorMessage(r));
         if (u->errs)
             set_sql_error(u->errs, r);
     }
@@ -618,8 +657,9 @@ static int control(pgspout_stream *s, int nonblock)
                 return fail(s, PGSPOUT_EPAUSE_TIMEOUT, PGSPOUT_STATE_FAILED,
                             PGS_LIMIT_PAUSE_TIMEOUT);
             }
-            pgs_log(1, "stream %s: pause_timeout of %lld ms reached, resuming", s->opt.label,
-                    (long long)s->opt.pause_timeout_ms);
+            pgs_log_ex(PGSPOUT_LOG_INFO, s->opt.label, NULL, NULL,
+                       "pause_timeout of %lld ms reached, resuming",
+                       (long long)s->opt.pause_timeout_ms);
             do_resume(s, now);
             return RETRY;
         }
@@ -719,10 +759,9 @@ static int add_result(pgspout_stream *s, PGresult *res, uint64_t *kept_total)
                 s->warned = 1;
                 if (s->metrics)
                     pgs_metrics_memory_warning(s->metrics);
-                pgs_log(
-                    2,
-                    "stream %s: a row of %zu bytes is over memory_warn (%.2f of max_memory %lld)",
-                    s->opt.label, need + index, s->opt.memory_warn, (long long)s->opt.max_memory);
+                pgs_log_ex(PGSPOUT_LOG_WARNING, s->opt.label, NULL, NULL,
+                           "a row of %zu bytes is over memory_warn (%.2f of max_memory %lld)",
+                           need + index, s->opt.memory_warn, (long long)s->opt.max_memory);
             }
         }
         char *base = s->arena + s->arena_used;
@@ -871,8 +910,8 @@ static void statement_done(pgspout_stream *s)
     else if (strcmp(s->cmd_tag, "COMMIT") == 0)
         c->statement_timeout_in_tx = 0; /* ... or made it the session's */
     if (s->commits && strcmp(s->cmd_tag, "ROLLBACK") == 0)
-        pgs_log(2, "stream %s: COMMIT ended in ROLLBACK (the transaction had failed)",
-                s->opt.label);
+        pgs_log_ex(PGSPOUT_LOG_WARNING, s->opt.label, NULL, NULL,
+                   "COMMIT ended in ROLLBACK (the transaction had failed)");
 }
 
 /* Read one chunk. Returns PGSPOUT_OK with rows in the buffer, DONE, AGAIN,

@@ -458,6 +458,50 @@ static void test_interrupt_connect(void **state)
     close(fd);
 }
 
+/* The record hook: server messages at their levels, with the stream's
+ * label, severity and SQLSTATE; the plain hook gets the same messages with
+ * the "stream <label>: " prefix and DEBUG as 1. */
+static char rec_text[4096];
+static void rec_hook(const pgspout_log_record *r, void *ud)
+{
+    (void)ud;
+    assert_true(r->size >= sizeof *r);
+    if (!strstr(r->message, "pgs-"))
+        return;
+    size_t n = strlen(rec_text);
+    snprintf(rec_text + n, sizeof rec_text - n, "%d|%s|%s|%s|%s\n", r->level, r->message,
+             r->label ? r->label : "-", r->severity ? r->severity : "-",
+             r->sqlstate ? r->sqlstate : "-");
+}
+
+static void test_log_records(void **state)
+{
+    (void)state;
+    pgspout_conn *c = tu_connect();
+    rec_text[0] = '\0';
+    pgspout_set_log_record_hook(rec_hook, NULL);
+    pgspout_options *o = pgspout_options_new();
+    assert_int_equal(pgspout_options_set(o, "label", "etl"), PGSPOUT_OK);
+    pgspout_stream *s = NULL;
+    const pgspout_row *row;
+    const char *sql = "DO $$ BEGIN PERFORM set_config('client_min_messages', 'debug1', true); "
+                      "RAISE DEBUG 'pgs-d'; RAISE NOTICE 'pgs-n'; RAISE WARNING 'pgs-w'; END $$";
+    int rc = pgspout_stream_open(c, sql, 0, NULL, o, &s);
+    while (rc == PGSPOUT_OK)
+        rc = pgspout_stream_next(s, &row);
+    assert_int_equal(rc, PGSPOUT_DONE);
+    pgspout_stream_close(s);
+    pgspout_options_free(o);
+    pgspout_set_log_record_hook(NULL, NULL);
+    assert_string_equal(rec_text, "0|server DEBUG: pgs-d|etl|DEBUG|00000\n"
+                                  "1|server NOTICE: pgs-n|etl|NOTICE|00000\n"
+                                  "2|server WARNING: pgs-w|etl|WARNING|01000\n");
+    assert_int_equal(log_count("1 stream etl: server DEBUG: pgs-d\n"), 1);
+    assert_int_equal(log_count("1 stream etl: server NOTICE: pgs-n\n"), 1);
+    assert_int_equal(log_count("2 stream etl: server WARNING: pgs-w\n"), 1);
+    pgspout_conn_close(c);
+}
+
 int main(void)
 {
     int gate = tu_db_gate("test_session");
@@ -472,6 +516,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lost_connection_says_why, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupt_open_and_next, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupt_connect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_records, setup, teardown),
     };
     return cmocka_run_group_tests_name("session", tests, NULL, NULL);
 }

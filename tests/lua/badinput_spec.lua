@@ -23,7 +23,8 @@ describe("bad input", function()
             function() conn:stream({}) end,
             function() conn:stream("SELECT 1", "params") end,
             function() conn:stream("SELECT 1", nil, 5) end,
-            function() conn:stream("SELECT $1", { {} }) end,
+            function() conn:stream("SELECT $1", { { a = 1 } }) end,   -- a map is not an array
+            function() conn:stream("SELECT $1", { { { 1 }, 2 } }) end,  -- ragged
             function() conn:stream("SELECT $1", { function() end }) end,
             function() conn:stream("SELECT 1", nil, { chunk_rows = {} }) end,
             function() conn:stream("SELECT 1", nil, { "positional" }) end,

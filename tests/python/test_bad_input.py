@@ -13,7 +13,7 @@ class Opaque:
 
 
 @pytest.mark.parametrize("params", [
-    [Opaque()], [object()], [1, {1, 2}], [complex(1, 2)], [(1, 2)], [Ellipsis], [len],
+    [Opaque()], [object()], [1, {1, 2}], [complex(1, 2)], [(1, {1, 2})], [[[object()]]], [Ellipsis], [len],
 ])
 def test_param_wrong_types(conn, params):
     with pytest.raises(TypeError):

@@ -321,7 +321,7 @@ def test_params_round_trip(conn):
     now = dt.datetime(2024, 1, 31, 12, 34, 56, 789012, tzinfo=tz(5, 30))
     params = [123, -9223372036854775808, 1.5, float("inf"), Decimal("1e-30"), Decimal("NaN"), True, False,
               b"\x00\x01\xff", now, dt.date(2024, 2, 29), dt.time(1, 2, 3, 4), uuid.UUID(int=7),
-              {"a": [1, None]}, [1, "x"], "text é", None, dt.timedelta(days=-1, seconds=5, microseconds=6),
+              {"a": [1, None]}, pgspout.Json([1, "x"]), "text é", None, dt.timedelta(days=-1, seconds=5, microseconds=6),
               dt.datetime(2024, 1, 31, 1, 2, 3)]
     row = one(conn, "SELECT $1::int8, $2::int8, $3::float8, $4::float8, $5::numeric, $6::numeric, $7::bool, "
                     "$8::bool, $9::bytea, $10::timestamptz, $11::date, $12::time, $13::uuid, $14::jsonb, "

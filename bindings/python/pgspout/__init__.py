@@ -43,17 +43,22 @@ import uuid as _uuid
 from itertools import islice
 from typing import (
     Any,
+    Callable,
     Dict,
+    Generic,
     Iterator,
     List,
+    Literal,
     Mapping,
     NamedTuple,
     Optional,
     Sequence,
     Tuple,
     Type,
+    TypeVar,
     Union,
     cast,
+    overload,
 )
 
 from . import _pgspout as _c
@@ -64,6 +69,10 @@ __all__ = [
     "Stream",
     "Column",
     "Row",
+    "TupleRow",
+    "DictRow",
+    "JsonRow",
+    "Json",
     "Error",
     "SQLError",
     "ConnectionError",
@@ -90,10 +99,20 @@ version_number: int = _c.version_number()
 #: Row transport of this process: "chunked" (the libpq loaded is >= 17) or "single-row".
 transport: str = _c.transport()
 
-Row = Union[Tuple[Any, ...], Dict[str, Any], str]
+#: A row of rows="tuple" (the default), rows="dict" and rows="json".
+TupleRow = Tuple[Any, ...]
+DictRow = Dict[str, Any]
+JsonRow = str
+#: Any row: what a stream whose rows= is not a literal gives.
+Row = Union[TupleRow, DictRow, JsonRow]
+#: The row type of a Stream (Stream[TupleRow] ...); covariant, so that a
+#: Stream[TupleRow] is a Stream[Row].
+R = TypeVar("R", covariant=True)
+_S = TypeVar("_S", bound="Stream[Any]")
 Param = Union[
     None, str, bool, int, float, _decimal.Decimal, bytes, bytearray, memoryview,
     _dt.date, _dt.datetime, _dt.time, _dt.timedelta, _uuid.UUID, Dict[str, Any], List[Any],
+    Tuple[Any, ...], "Json",
 ]
 OptionValue = Union[str, bool, int, float, _dt.timedelta]
 
@@ -192,6 +211,7 @@ _NAMES: Dict[int, str] = {}
 _BY_CODE: Dict[int, Type[Error]] = {}
 #: {code: (name, static text)} for every error code of the C library.
 error_codes: Dict[int, Tuple[str, str]] = {}
+_code, _name = 0, ""  # (bound even if the loop ran no step, for type checkers)
 for _code in range(-1, -1000, -1):
     _name = _c.code_name(_code)
     if _name == "unknown":
@@ -211,14 +231,27 @@ def _make_error(code: int, message: str, sqlstate: Optional[str]) -> Error:
 
 _c.set_error_factory(_make_error)
 
-# The C library's log messages (memory_warn crossed, a COMMIT that ended in
-# ROLLBACK, server NOTICEs...) go to the "pgspout" logger.
+# The C library's log records (server NOTICEs and WARNINGs, memory_warn
+# crossed, a COMMIT that ended in ROLLBACK...) go to the "pgspout" logger:
+# server DEBUG -> DEBUG; LOG, INFO, NOTICE -> INFO; WARNING -> WARNING;
+# pgspout's own messages by their weight. The message starts with
+# "stream <label>: " when it is about a stream, and the record carries
+# pgspout_label, pgspout_severity (the server's, or None) and
+# pgspout_sqlstate (or None) as attributes (logging's `extra`).
 _logger = _logging.getLogger("pgspout")
-_LOG_LEVELS = {1: _logging.INFO, 2: _logging.WARNING, 3: _logging.ERROR}
+_LOG_LEVELS = {0: _logging.DEBUG, 1: _logging.INFO, 2: _logging.WARNING, 3: _logging.ERROR}
 
 
-def _log_from_c(level: int, message: str) -> None:
-    _logger.log(_LOG_LEVELS.get(level, _logging.WARNING), "%s", message)
+def _log_from_c(level: int, message: str, label: Optional[str], severity: Optional[str],
+                sqlstate: Optional[str]) -> None:
+    pylevel = _LOG_LEVELS.get(level, _logging.WARNING)
+    if not _logger.isEnabledFor(pylevel):
+        return
+    extra = {"pgspout_label": label, "pgspout_severity": severity, "pgspout_sqlstate": sqlstate}
+    if label is None:
+        _logger.log(pylevel, "%s", message, extra=extra)
+    else:
+        _logger.log(pylevel, "stream %s: %s", label, message, extra=extra)
 
 
 _c.set_log_function(_log_from_c)
@@ -238,12 +271,37 @@ if hasattr(_os, "register_at_fork"):
 # ------------------------------------------------------ values to text
 
 _TRUE, _FALSE = "t", "f"
+#: PostgreSQL's limit on array dimensions (MAXDIM).
+_MAX_DIMS = 6
 
 
-def _param(i: int, v: Any) -> Optional[str]:
+class Json:
+    """Send a value as JSON text: ``conn.stream("SELECT $1::jsonb",
+    [pgspout.Json([1, 2])])``. A list or tuple parameter is a PostgreSQL
+    array, a dict is JSON already; wrap a value in Json to send a list (or
+    any value json.dumps takes) as a JSON document instead. ``dumps`` is the
+    encoder (default: json.dumps)."""
+
+    __slots__ = ("obj", "dumps")
+
+    def __init__(self, obj: Any, dumps: Optional[Callable[[Any], str]] = None) -> None:
+        self.obj = obj
+        self.dumps = dumps
+
+    def text(self) -> str:
+        """The JSON text that is sent."""
+        text = (self.dumps or _json.dumps)(self.obj)
+        if not isinstance(text, str):
+            raise TypeError("Json: dumps returned %s, not str" % type(text).__name__)
+        return text
+
+    def __repr__(self) -> str:
+        return "pgspout.Json(%r)" % (self.obj,)
+
+
+def _scalar(v: Any) -> Optional[str]:
+    """The text of a single value, None when it is not one we can send."""
     t = type(v)
-    if v is None:
-        return None
     if t is str:
         return str(v)
     if t is bool:
@@ -270,11 +328,81 @@ def _param(i: int, v: Any) -> Optional[str]:
         return "%d days %d seconds %d microseconds" % (v.days, v.seconds, v.microseconds)
     if isinstance(v, _uuid.UUID):
         return str(v)
-    if isinstance(v, (dict, list)):
+    if isinstance(v, Json):
+        return v.text()
+    if isinstance(v, dict):
         return _json.dumps(v)
-    raise TypeError(
-        "parameter $%d: cannot send %s (use str, int, float, bool, None, bytes, "
-        "Decimal, date/time/datetime/timedelta, UUID, dict or list)" % (i + 1, t.__name__))
+    return None
+
+
+_ACCEPTED = ("str, int, float, bool, None, bytes, Decimal, date/time/datetime/timedelta, UUID, "
+             "dict (JSON), pgspout.Json, or a list/tuple of those (an array)")
+
+
+def _array(i: int, top: Union[List[Any], Tuple[Any, ...]]) -> str:
+    """A list or tuple (nested for more dimensions) as a PostgreSQL array
+    literal: every element double-quoted with backslash escapes, so that
+    quotes, backslashes, commas, braces, whitespace, "" and the word NULL
+    arrive as written; None is an unquoted NULL. Arrays are rectangular:
+    every list at one depth has the same length, and a depth holds lists or
+    values, never both (else ValueError). Lists of empty lists ([[], []])
+    are the empty array "{}", as PostgreSQL's ARRAY[] constructor makes."""
+    dims: List[int] = []   # the length of the lists at each depth
+    kinds: List[str] = []  # what the lists at each depth hold: "list" or "value"
+    out: List[str] = []
+
+    def where(path: List[int]) -> str:
+        return "parameter $%d%s" % (i + 1, "".join("[%d]" % k for k in path))
+
+    def walk(a: Union[List[Any], Tuple[Any, ...]], depth: int, path: List[int]) -> None:
+        if depth >= _MAX_DIMS:
+            raise ValueError("%s: an array of more than %d dimensions (PostgreSQL's limit)"
+                             % (where(path), _MAX_DIMS))
+        n = len(a)
+        if depth == len(dims):
+            dims.append(n)
+        elif dims[depth] != n:
+            raise ValueError("%s: ragged array: a list of %d elements where the first at this "
+                             "depth has %d (PostgreSQL arrays are rectangular)"
+                             % (where(path), n, dims[depth]))
+        out.append("{")
+        for k, e in enumerate(a):
+            if k:
+                out.append(",")
+            kind = "list" if isinstance(e, (list, tuple)) else "value"
+            if depth == len(kinds):
+                kinds.append(kind)
+            elif kinds[depth] != kind:
+                raise ValueError("%s: ragged array: a %s where the first element at this depth "
+                                 "is a %s (PostgreSQL arrays are rectangular)"
+                                 % (where(path + [k]), kind, kinds[depth]))
+            if kind == "list":
+                walk(e, depth + 1, path + [k])
+            elif e is None:
+                out.append("NULL")
+            else:
+                text = _scalar(e)
+                if text is None:
+                    raise TypeError("%s: cannot send %s in an array (use %s)"
+                                    % (where(path + [k]), type(e).__name__, _ACCEPTED))
+                out.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        out.append("}")
+
+    walk(top, 0, [])
+    if 0 in dims:  # no elements: PostgreSQL has only the one empty array
+        return "{}"
+    return "".join(out)
+
+
+def _param(i: int, v: Any) -> Optional[str]:
+    if v is None:
+        return None
+    text = _scalar(v)
+    if text is not None:
+        return text
+    if isinstance(v, (list, tuple)):
+        return _array(i, v)
+    raise TypeError("parameter $%d: cannot send %s (use %s)" % (i + 1, type(v).__name__, _ACCEPTED))
 
 
 def _params(params: Optional[Sequence[Param]]) -> Optional[List[Optional[str]]]:
@@ -367,19 +495,23 @@ def _to_pandas(table: Any, dtype_backend: str) -> Any:
     if dtype_backend == "numpy":
         return table.to_pandas()
     if dtype_backend == "pyarrow":
-        import pandas
+        import pandas  # type: ignore[import-not-found, import-untyped]
 
         return table.to_pandas(types_mapper=pandas.ArrowDtype)
     raise ValueError("dtype_backend must be 'numpy' or 'pyarrow'")
 
 
-class Stream:
+class Stream(Generic[R]):
     """A running query. Iterate it for rows; use it as a context manager.
 
     Created by :meth:`Connection.stream`. Holds a strong reference to its
     connection. Dropping it (even half-read) closes it, which cancels the
     server query. ``pause()``, ``resume()``, ``cancel()``, ``state`` and
     ``stats`` may be called from any thread.
+
+    Typed by its rows: ``Stream[TupleRow]`` (tuples, the default),
+    ``Stream[DictRow]`` (rows="dict"), ``Stream[JsonRow]`` (rows="json"),
+    ``Stream[Row]`` when rows= is not a literal.
     """
 
     __slots__ = ("_raw", "_conn", "_mode", "__weakref__")
@@ -393,24 +525,24 @@ class Stream:
         self._mode = mode
 
     # iteration: the C object is the iterator (rows converted per chunk in C)
-    def __iter__(self) -> Iterator[Row]:
-        return self._raw
+    def __iter__(self) -> Iterator[R]:
+        return cast(Iterator[R], self._raw)
 
-    def __next__(self) -> Row:
-        return cast(Row, next(self._raw))
+    def __next__(self) -> R:
+        return cast(R, next(self._raw))
 
-    def fetch(self) -> Optional[List[Row]]:
+    def fetch(self) -> Optional[List[R]]:
         """The next rows as a list (the rest of the current chunk, or the
         next chunk); None at the end."""
         return self._raw.fetch()
 
-    def batches(self, n: int) -> Iterator[List[Row]]:
+    def batches(self, n: int) -> Iterator[List[R]]:
         """Lists of n rows (the last may be shorter)."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError("batch size must be a positive int")
         it = self._raw
         while True:
-            batch = list(islice(it, n))
+            batch = cast(List[R], list(islice(it, n)))
             if not batch:
                 return
             yield batch
@@ -427,7 +559,7 @@ class Stream:
     def arrow_reader(self) -> Any:
         """A ``pyarrow.RecordBatchReader`` over the rest of the rows
         (pyarrow >= 14: ``pip install pgspout[arrow]``)."""
-        import pyarrow
+        import pyarrow  # type: ignore[import-not-found, import-untyped]
 
         return pyarrow.RecordBatchReader.from_stream(self)
 
@@ -449,7 +581,7 @@ class Stream:
         be shorter): whole batches are joined, never split."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError("frame size must be a positive int")
-        import pyarrow
+        import pyarrow  # type: ignore[import-not-found, import-untyped]
 
         held: List[Any] = []
         rows = 0
@@ -517,7 +649,7 @@ class Stream:
     def connection(self) -> "Connection":
         return self._conn
 
-    def __enter__(self) -> "Stream":
+    def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -539,23 +671,43 @@ class Connection:
             raise TypeError("dsn must be str, not %s" % type(dsn).__name__)
         self._raw = _c.Connection(dsn, _options(options))
 
-    def stream(self, sql: str, params: Optional[Sequence[Param]] = None,
-               **options: OptionValue) -> Stream:
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: Literal["tuple"] = "tuple", **options: OptionValue) -> Stream[TupleRow]: ...
+
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: Literal["dict"], **options: OptionValue) -> Stream[DictRow]: ...
+
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: Literal["json"], **options: OptionValue) -> Stream[JsonRow]: ...
+
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: str, **options: OptionValue) -> Stream[Row]: ...
+
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: str = "tuple", **options: OptionValue) -> Stream[Any]:
         """Run sql ($1..$n bound to params, sent separately) and return its
         Stream once the server answered. Keyword options go straight to the
         C library (chunk_rows=1000, max_memory="64MB", timeout="30s",
         label="users" ...), except rows="tuple|dict|json", the shape of the
-        rows; unknown keys raise OptionError."""
+        rows (and of the Stream's type); unknown keys raise OptionError."""
+        return self._open(sql, params, rows, options)
+
+    def _open(self, sql: str, params: Optional[Sequence[Param]], rows: str,
+              options: Mapping[str, Any]) -> Stream[Any]:
         if not isinstance(sql, str):
             raise TypeError("sql must be str, not %s" % type(sql).__name__)
-        mode = _rows_mode(options)
+        mode = _rows_mode({"rows": rows})
         raw = self._raw.open(sql, _params(params), _options(options), _MODES[mode])
         return Stream(raw, self, mode)
 
     def arrow(self, sql: str, params: Optional[Sequence[Param]] = None,
               **options: OptionValue) -> Any:
         """A pyarrow.RecordBatchReader of the rows, binary where types allow."""
-        return self.stream(sql, params, arrow=True, **options).arrow_reader()
+        return self._open(sql, params, "tuple", dict(options, arrow=True)).arrow_reader()
 
     def close(self) -> None:
         """Close the connection (and its open stream). Idempotent."""
