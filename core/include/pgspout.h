@@ -216,8 +216,8 @@ PGSPOUT_EXTERN void pgspout_set_interrupt_hook(pgspout_interrupt_fn fn, void *us
  *   binary (off)             rows come in binary when every column's type
  *                            is one the pgspout_binary_* functions below
  *                            decode (pgspout_stream_binary says), else in
- *                            text; costs one round trip (a describe) before
- *                            the query; row_json and chunk_ndjson refuse
+ *                            text; costs two round trips (prepare,
+ *                            describe) before the query; row_json and chunk_ndjson refuse
  *                            such a stream with ESTATE
  * Connection keys (pgspout_connect_opts): connect_timeout, keepalives_idle,
  *   keepalives_interval, keepalives_count, tcp_user_timeout, application_name,
