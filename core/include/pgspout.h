@@ -217,8 +217,8 @@ PGSPOUT_EXTERN void pgspout_set_interrupt_hook(pgspout_interrupt_fn fn, void *us
  *                            is one the pgspout_binary_* functions below
  *                            decode (pgspout_stream_binary says), else in
  *                            text; costs two round trips (prepare,
- *                            describe) before the query; row_json and chunk_ndjson refuse
- *                            such a stream with ESTATE
+ *                            describe) before the query; row_json and
+ *                            chunk_ndjson refuse such a stream with ESTATE
  * Connection keys (pgspout_connect_opts): connect_timeout, keepalives_idle,
  *   keepalives_interval, keepalives_count, tcp_user_timeout, application_name,
  *   cancel_timeout (for pgspout_conn_cancel).
