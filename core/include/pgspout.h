@@ -555,10 +555,17 @@ PGSPOUT_EXTERN const char *pgspout_row_value(const pgspout_row *row, int col, si
 PGSPOUT_EXTERN int pgspout_row_isnull(const pgspout_row *row, int col);
 
 /* Row as JSON text: a single json/jsonb column is handed over untouched
- * (NULL becomes null); otherwise an object keyed by column name with numbers,
- * booleans, null, json/jsonb nested as-is and other values as escaped strings
- * (non-finite numbers as strings, as PostgreSQL's to_json does). *json is
- * owned by s and valid until the next call on s. Returns OK, EINVAL, ENOMEM.*/
+ * (NULL becomes null); otherwise an object keyed by column name, each value
+ * as PostgreSQL's row_to_json renders it: numbers, booleans, null, json/jsonb
+ * nested as-is, timestamps in ISO 8601 ("2026-12-02T06:16:21.5+05:30", the
+ * session's zone), arrays of the types pgspout_type_kind knows as nested
+ * JSON arrays (bounds dropped), non-finite numbers and every other value as
+ * a string of its text (dates, times, intervals, bytea, uuid, ranges,
+ * enums). Not yet as row_to_json: composites and records, arrays of other
+ * types, domains over non-text types (their text, as a string). One line:
+ * raw newlines of json values become spaces. *json is owned by s and valid
+ * until the next call on s. Returns OK, EINVAL, ENOMEM, ESTATE (option binary
+ * or arrow).*/
 PGSPOUT_EXTERN int pgspout_row_json(pgspout_stream *s, const pgspout_row *row, const char **json,
                                     size_t *len);
 /* Every row of c as JSON, one per line, each ending in '\n'. Lifetime and

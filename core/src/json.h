@@ -7,12 +7,16 @@
 
 /* How a column's text value becomes JSON, by type OID. */
 enum {
-    PGS_JSON_STRING = 0, /* escaped string */
-    PGS_JSON_NUMBER,     /* int2/4/8, oid, numeric, float4/8: bare number */
-    PGS_JSON_BOOL,       /* 't'/'f' -> true/false */
-    PGS_JSON_RAW,        /* jsonb: inserted as-is (its output has no raw newlines) */
-    PGS_JSON_RAW_LINES   /* json: as-is but for raw CR/LF, which become spaces so
-                            one value stays on one NDJSON line */
+    PGS_JSON_STRING = 0,  /* escaped string */
+    PGS_JSON_NUMBER,      /* int2/4/8, oid, numeric, float4/8: bare number */
+    PGS_JSON_BOOL,        /* 't'/'f' -> true/false */
+    PGS_JSON_RAW,         /* jsonb: inserted as-is (its output has no raw newlines) */
+    PGS_JSON_RAW_LINES,   /* json: as-is but for raw CR/LF, which become spaces so
+                             one value stays on one NDJSON line */
+    PGS_JSON_TIMESTAMP,   /* timestamp(tz): a string in ISO 8601, as to_json
+                             writes it ("2026-12-02T06:16:21.643+00:00") */
+    PGS_JSON_ARRAY = 0x10 /* flag: an array of the kind in the low bits,
+                             rendered as nested JSON arrays */
 };
 
 int pgs_json_kind(unsigned int type_oid);

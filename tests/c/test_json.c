@@ -346,6 +346,44 @@ static void test_value_json_newlines(void **state)
     pgs_buf_free(&b);
 }
 
+/* Array literals nest as JSON arrays (bounds dropped, quoted elements
+ * unescaped, NULL only unquoted); what is not such a literal stays its text;
+ * timestamps turn ISO 8601 with a full offset. */
+static void test_value_json_arrays_and_timestamps(void **state)
+{
+    (void)state;
+    static const struct {
+        int kind;
+        const char *in, *out;
+    } c[] = {
+        {PGS_JSON_ARRAY | PGS_JSON_NUMBER, "{{1,NULL},{3,-4.5}}", "[[1,null],[3,-4.5]]"},
+        {PGS_JSON_ARRAY | PGS_JSON_NUMBER, "{NaN,1}", "[\"NaN\",1]"},
+        {PGS_JSON_ARRAY | PGS_JSON_STRING, "[0:1]={\"a,b\",\"NULL\"}", "[\"a,b\",\"NULL\"]"},
+        {PGS_JSON_ARRAY | PGS_JSON_STRING, "{\"q\\\"\\\\\",null}", "[\"q\\\"\\\\\",null]"},
+        {PGS_JSON_ARRAY | PGS_JSON_STRING, "{}", "[]"},
+        {PGS_JSON_ARRAY | PGS_JSON_STRING, "{{},{}}", "[[],[]]"},
+        {PGS_JSON_ARRAY | PGS_JSON_BOOL, "{t,f}", "[true,false]"},
+        {PGS_JSON_ARRAY | PGS_JSON_RAW, "{\"{\\\"k\\\": 1}\"}", "[{\"k\": 1}]"},
+        {PGS_JSON_ARRAY | PGS_JSON_NUMBER, "{1,2", "\"{1,2\""}, /* unterminated */
+        {PGS_JSON_ARRAY | PGS_JSON_NUMBER, "{1}x", "\"{1}x\""}, /* trailing text */
+        {PGS_JSON_ARRAY | PGS_JSON_NUMBER, "{{{{{{{1}}}}}}}", "\"{{{{{{{1}}}}}}}\""}, /* > 6 */
+        {PGS_JSON_TIMESTAMP, "2024-01-02 03:04:05+00", "\"2024-01-02T03:04:05+00:00\""},
+        {PGS_JSON_TIMESTAMP, "2024-01-02 03:04:05.25-03:30", "\"2024-01-02T03:04:05.25-03:30\""},
+        {PGS_JSON_TIMESTAMP, "1900-01-01 00:00:00+05:53:28 BC",
+         "\"1900-01-01T00:00:00+05:53:28 BC\""},
+        {PGS_JSON_TIMESTAMP, "0044-03-15 10:00:00+01 BC", "\"0044-03-15T10:00:00+01:00 BC\""},
+        {PGS_JSON_TIMESTAMP, "infinity", "\"infinity\""},
+        {PGS_JSON_TIMESTAMP, "Sat Dec 02 06:16:21 2026", "\"Sat Dec 02 06:16:21 2026\""},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        pgs_buf b = PGS_BUF_INIT;
+        assert_int_equal(pgs_json_value(&b, c[i].kind, c[i].in, strlen(c[i].in), 0), 0);
+        if (strcmp(b.data, c[i].out) != 0)
+            fail_msg("%s: got %s, want %s", c[i].in, b.data, c[i].out);
+        pgs_buf_free(&b);
+    }
+}
+
 static void test_kind_oids(void **state)
 {
     (void)state;
@@ -353,31 +391,34 @@ static void test_kind_oids(void **state)
         unsigned oid;
         int kind;
     } k[] = {
-        {21, PGS_JSON_NUMBER},     /* int2 */
-        {23, PGS_JSON_NUMBER},     /* int4 */
-        {20, PGS_JSON_NUMBER},     /* int8 */
-        {26, PGS_JSON_NUMBER},     /* oid */
-        {700, PGS_JSON_NUMBER},    /* float4 */
-        {701, PGS_JSON_NUMBER},    /* float8 */
-        {1700, PGS_JSON_NUMBER},   /* numeric */
-        {16, PGS_JSON_BOOL},       /* bool */
-        {114, PGS_JSON_RAW_LINES}, /* json: CR/LF flattened */
-        {3802, PGS_JSON_RAW},      /* jsonb */
-        {25, PGS_JSON_STRING},     /* text */
-        {1043, PGS_JSON_STRING},   /* varchar */
-        {1042, PGS_JSON_STRING},   /* bpchar */
-        {19, PGS_JSON_STRING},     /* name */
-        {17, PGS_JSON_STRING},     /* bytea */
-        {1082, PGS_JSON_STRING},   /* date */
-        {1114, PGS_JSON_STRING},   /* timestamp */
-        {1184, PGS_JSON_STRING},   /* timestamptz */
-        {1186, PGS_JSON_STRING},   /* interval */
-        {2950, PGS_JSON_STRING},   /* uuid */
-        {790, PGS_JSON_STRING},    /* money: "$1.00" is not a number */
-        {1007, PGS_JSON_STRING},   /* int4[] */
-        {3807, PGS_JSON_STRING},   /* jsonb[]: array text, not JSON */
-        {199, PGS_JSON_STRING},    /* json[] */
-        {0, PGS_JSON_STRING},      {4294967295u, PGS_JSON_STRING},
+        {21, PGS_JSON_NUMBER},                       /* int2 */
+        {23, PGS_JSON_NUMBER},                       /* int4 */
+        {20, PGS_JSON_NUMBER},                       /* int8 */
+        {26, PGS_JSON_NUMBER},                       /* oid */
+        {700, PGS_JSON_NUMBER},                      /* float4 */
+        {701, PGS_JSON_NUMBER},                      /* float8 */
+        {1700, PGS_JSON_NUMBER},                     /* numeric */
+        {16, PGS_JSON_BOOL},                         /* bool */
+        {114, PGS_JSON_RAW_LINES},                   /* json: CR/LF flattened */
+        {3802, PGS_JSON_RAW},                        /* jsonb */
+        {25, PGS_JSON_STRING},                       /* text */
+        {1043, PGS_JSON_STRING},                     /* varchar */
+        {1042, PGS_JSON_STRING},                     /* bpchar */
+        {19, PGS_JSON_STRING},                       /* name */
+        {17, PGS_JSON_STRING},                       /* bytea */
+        {1082, PGS_JSON_STRING},                     /* date */
+        {1114, PGS_JSON_TIMESTAMP},                  /* timestamp: ISO 8601, as to_json */
+        {1184, PGS_JSON_TIMESTAMP},                  /* timestamptz */
+        {1186, PGS_JSON_STRING},                     /* interval */
+        {2950, PGS_JSON_STRING},                     /* uuid */
+        {790, PGS_JSON_STRING},                      /* money: "$1.00" is not a number */
+        {1007, PGS_JSON_ARRAY | PGS_JSON_NUMBER},    /* int4[]: a JSON array */
+        {3807, PGS_JSON_ARRAY | PGS_JSON_RAW},       /* jsonb[] */
+        {199, PGS_JSON_ARRAY | PGS_JSON_RAW_LINES},  /* json[] */
+        {1185, PGS_JSON_ARRAY | PGS_JSON_TIMESTAMP}, /* timestamptz[] */
+        {3905, PGS_JSON_STRING}, /* int4range[]: not in pgspout_type_kind's table */
+        {0, PGS_JSON_STRING},
+        {4294967295u, PGS_JSON_STRING},
     };
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
         if (pgs_json_kind(k[i].oid) != k[i].kind)
@@ -508,6 +549,7 @@ int main(void)
         cmocka_unit_test(test_value_bools_null_raw),
         cmocka_unit_test(test_value_object),
         cmocka_unit_test(test_value_json_newlines),
+        cmocka_unit_test(test_value_json_arrays_and_timestamps),
         cmocka_unit_test(test_kind_oids),
         cmocka_unit_test(test_buf),
     };
