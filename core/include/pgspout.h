@@ -100,6 +100,7 @@ typedef struct pgspout_stream pgspout_stream;
 typedef struct pgspout_options pgspout_options;
 typedef struct pgspout_row pgspout_row;
 typedef struct pgspout_chunk pgspout_chunk;
+typedef struct pgspout_pool pgspout_pool;
 
 /* Release memory the library handed over (metrics text, registry output). */
 PGSPOUT_EXTERN void pgspout_free(void *p);
@@ -222,6 +223,16 @@ PGSPOUT_EXTERN void pgspout_set_interrupt_hook(pgspout_interrupt_fn fn, void *us
  * Connection keys (pgspout_connect_opts): connect_timeout, keepalives_idle,
  *   keepalives_interval, keepalives_count, tcp_user_timeout, application_name,
  *   cancel_timeout (for pgspout_conn_cancel).
+ * Pool keys (pgspout_pool_new, besides the connection keys):
+ *   max_size (10)            connections open at most, idle and in use, 1..100000
+ *   min_idle (0)             idle connections pgspout_pool_maintain keeps open
+ *   idle_timeout (60s)       in a pool's options: an idle connection older
+ *                            than this is closed (above min_idle); 0 = never
+ *   max_lifetime (30min)     a connection older than this is closed when it
+ *                            comes back or is found idle; 0 = no limit
+ *   acquire_timeout (30s)    how long pgspout_pool_acquire waits for a
+ *                            connection by default; 0 = without limit
+ *   label ("default")        names the pool's metrics series
  */
 
 /* New option set with every key at its default; NULL on ENOMEM. Owner thread. */
@@ -282,6 +293,114 @@ PGSPOUT_EXTERN int pgspout_conn_ok(const pgspout_conn *conn);
 PGSPOUT_EXTERN int pgspout_conn_cancel(pgspout_conn *conn);
 /* Server version (e.g. 150018) or 0. Owner thread. */
 PGSPOUT_EXTERN int pgspout_conn_server_version(const pgspout_conn *conn);
+
+/* ------------------------------------------------------------------ pools */
+/*
+ * A thread-safe pool of connections to one server: every connection of a
+ * pool is opened with the conninfo and connection keys given to
+ * pgspout_pool_new, so any of them serves any user. Each pgspout_pool_new
+ * makes a pool of its own (two pools with the same conninfo share nothing):
+ * a host that wants one pool per conninfo and options keeps them in a table,
+ * as it would keep the handles of any other pool library.
+ *
+ * A connection is acquired, used by one thread at a time like any
+ * connection, and released, never closed by its user. What a user leaves
+ * behind never reaches the next one:
+ *  - at release, a stream still open on the connection is ended (as
+ *    pgspout_conn_close ends it: the query cancelled; close the stream
+ *    handle as usual); an open or failed transaction is rolled back; the
+ *    session is reset with one round trip that does what DISCARD ALL does
+ *    (SET SESSION AUTHORIZATION DEFAULT, RESET ALL, CLOSE ALL, UNLISTEN *,
+ *    pg_advisory_unlock_all(), DISCARD PLANS, TEMP and SEQUENCES; DEALLOCATE
+ *    ALL) and restores pgspout's own extra_float_digits; notifications
+ *    queued are dropped. A connection that is broken, whose
+ *    pgspout_conn_cancel failed (the cancel could still land on a later
+ *    query), that is past max_lifetime, or whose reset fails is closed
+ *    instead.
+ *  - at checkout, an idle connection is taken only if it belongs to this
+ *    process (not a fork's parent), pgspout_conn_ok says so, its transaction
+ *    status is idle, the server has not closed it meanwhile (a readable
+ *    socket is read first: a backend terminated while idle is found without
+ *    a round trip) and it is within idle_timeout and max_lifetime; else it
+ *    is closed and the next one tried, or a new one opened.
+ * Waiting callers are served first come, first served. Fork: a child never
+ * reads, writes or closes its parent's pool sockets; its first pool call
+ * forgets the connections inherited (counted closed, reason "fork", though
+ * the parent keeps using them) and opens its own. Metrics: the
+ * pgspout_pool_* series (README "Metrics"), labelled with the pool's label.
+ */
+
+/* Make a pool for conninfo with opts (NULL = defaults; connection and pool
+ * keys are read, stream keys ignored; copied, so opts may be freed after).
+ * Opens no connection: call pgspout_pool_maintain to open min_idle of them
+ * now (and to check the conninfo). Returns OK, EINVAL (NULL conninfo or
+ * out), EVALUE (min_idle above max_size), ENOMEM; *out NULL on failure.
+ * Any thread. */
+PGSPOUT_EXTERN int pgspout_pool_new(const char *conninfo, const pgspout_options *opts,
+                                    pgspout_pool **out);
+/* Take a connection: an idle one that passes the checks above, else a new
+ * one while fewer than max_size are open, else wait for a release.
+ * timeout_ms bounds the wait: -1 uses the pool's acquire_timeout, 0 never
+ * waits, > 0 waits that many milliseconds at most; opening a new connection
+ * is bounded by connect_timeout (libpq's, in whole seconds) and the time
+ * left. The wait wakes for a release, pgspout_pool_close (ESTATE) and the
+ * calling thread's interrupt hook (EINTR: see pgspout_set_interrupt_hook).
+ * On OK *out is a connection owned by the caller until
+ * pgspout_pool_release; on ECONNECT (or EINTR during a connect) *out is the
+ * failed handle, whose pgspout_conn_error says why: release it too (it
+ * holds a place in max_size until then); on any other code *out is NULL.
+ * Returns OK, EINVAL, ETIMEOUT (every connection stayed in use), EINTR,
+ * ESTATE (the pool is closed), ECONNECT, ENOMEM. Any thread. */
+PGSPOUT_EXTERN int pgspout_pool_acquire(pgspout_pool *pool, int64_t timeout_ms, pgspout_conn **out);
+/* Give back a connection acquired from pool, in any state: it is reset for
+ * the next user or closed (see above). Blocks for the reset (one or two
+ * round trips, bounded by cancel_timeout each; an open stream's cancel
+ * first). Do not use conn afterwards. Returns OK, or EINVAL (NULL, or conn
+ * not out from this pool: nothing done). Call on the connection's owner
+ * thread (any thread, when no other uses conn). */
+PGSPOUT_EXTERN int pgspout_pool_release(pgspout_pool *pool, pgspout_conn *conn);
+/* Housekeeping, for a host's timer (the pool has no thread of its own):
+ * close idle connections past idle_timeout (keeping min_idle) or
+ * max_lifetime, then open connections until min_idle are idle. Returns OK,
+ * or the first failure to connect (ECONNECT, ENOMEM, EINTR; the message goes
+ * to the log hooks), EINVAL, ESTATE (closed). Blocks while connecting. Any
+ * thread. */
+PGSPOUT_EXTERN int pgspout_pool_maintain(pgspout_pool *pool);
+
+/* A snapshot of a pool. Grows at the end only: set .size to
+ * sizeof(pgspout_pool_stats) (PGSPOUT_POOL_STATS_INIT). */
+typedef struct pgspout_pool_stats {
+    size_t size;
+    int max_size;
+    int total;         /* connections open or opening: idle + in_use + opening */
+    int idle;          /* in the pool, ready */
+    int in_use;        /* acquired, not yet released */
+    int waiting;       /* acquire calls waiting now */
+    uint64_t acquires; /* connections handed out */
+    uint64_t waits;    /* acquire calls that had to wait */
+    uint64_t timeouts; /* acquire calls that timed out */
+    uint64_t created;  /* connections opened */
+    uint64_t closed;   /* connections closed (any reason) */
+} pgspout_pool_stats;
+#ifdef __cplusplus
+#define PGSPOUT_POOL_STATS_INIT                                                                    \
+    {                                                                                              \
+        sizeof(pgspout_pool_stats), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0                                   \
+    }
+#else
+#define PGSPOUT_POOL_STATS_INIT                                                                    \
+    {                                                                                              \
+        .size = sizeof(pgspout_pool_stats)                                                         \
+    }
+#endif
+/* Fill *st (st->size bytes of it). Returns OK or EINVAL. Any thread. */
+PGSPOUT_EXTERN int pgspout_pool_stats_get(pgspout_pool *pool, pgspout_pool_stats *st);
+/* Close the pool: waiting acquire calls return ESTATE, idle connections are
+ * closed now, connections still in use are closed as they are released
+ * (pgspout_pool_release stays valid for them); the pool's memory goes with
+ * the last of them. No other call on pool may start after this one. NULL is
+ * a no-op. Any thread. */
+PGSPOUT_EXTERN void pgspout_pool_close(pgspout_pool *pool);
 
 /* ---------------------------------------------------------------- streams */
 

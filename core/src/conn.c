@@ -388,6 +388,14 @@ int pgspout_conn_server_version(const pgspout_conn *c)
     return c && c->pg ? PQserverVersion(c->pg) : 0;
 }
 
+unsigned pgs_fork_generation(void)
+{
+    pthread_once(&fork_once, watch_forks);
+    if (fork_watch_failed)
+        return (unsigned)getpid();
+    return atomic_load_explicit(&fork_gen, memory_order_relaxed);
+}
+
 int pgs_conn_owned(const pgspout_conn *c)
 {
     if (fork_watch_failed)
@@ -483,5 +491,7 @@ int pgspout_conn_cancel(pgspout_conn *c)
         return PGSPOUT_EINVAL;
     atomic_fetch_add(&c->cancel_gen, 1); /* the stream reports ECANCELLED, not ESQL */
     int r = pgs_conn_send_cancel(c, c->cancel_timeout_ms);
+    if (r == -1)
+        atomic_store(&c->cancel_failed, 1);
     return r == 0 ? PGSPOUT_OK : r == -2 ? PGSPOUT_ENOMEM : PGSPOUT_ECONN;
 }

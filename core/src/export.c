@@ -14,6 +14,14 @@
  *  histograms connect_seconds (no label), time_to_first_row_seconds,
  *             stream_duration_seconds, chunk_rows, pause_duration_seconds,
  *             buffer_bytes
+ *  pools      (label="..." is the pool's label option)
+ *             counters pool_acquires_total, pool_acquire_waits_total,
+ *             pool_acquire_timeouts_total, pool_connections_created_total,
+ *             pool_connections_closed_total{reason=broken|reset_failed|
+ *             cancel_failed|idle_timeout|max_lifetime|pool_closed|fork},
+ *             pool_resets_total; gauges pool_connections,
+ *             pool_idle_connections, pool_in_use_connections, pool_waiting,
+ *             pool_max_connections; histogram pool_acquire_seconds
  * Every started stream ends in exactly one of completed, failed, cancelled
  * or limited, so started = completed + failed + cancelled + limited + active.
  */
@@ -64,6 +72,53 @@ static int nlabels_used(void)
         if (atomic_load(&pgs_metrics.labels[i].used))
             n = i + 1;
     return n;
+}
+
+static int npools_used(void)
+{
+    int n = 0;
+    for (int i = 0; i < PGS_MAX_POOLS; i++)
+        if (atomic_load(&pgs_metrics.pools[i].used))
+            n = i + 1;
+    return n;
+}
+
+static void prom_pools(pgs_buf *b)
+{
+    const pgs_pool_metrics *P = pgs_metrics.pools;
+    int np = npools_used();
+    for (int c = 0; c < PC_POOL_N; c++) {
+        header(b, pgs_pool_counter_defs[c].name, pgs_pool_counter_defs[c].help, "counter");
+        for (int i = 0; i < np; i++)
+            if (atomic_load(&P[i].used))
+                pgs_buf_printf(b, "pgspout_%s{label=\"%s\"} %llu\n", pgs_pool_counter_defs[c].name,
+                               P[i].name, (unsigned long long)get(&P[i].counter[c]));
+    }
+    header(b, "pool_connections_closed_total", "Connections the pool closed, by reason.",
+           "counter");
+    for (int i = 0; i < np; i++)
+        for (int r = 0; r < PGS_POOL_CLOSE_N && atomic_load(&P[i].used); r++)
+            pgs_buf_printf(b,
+                           "pgspout_pool_connections_closed_total{label=\"%s\",reason=\"%s\"} "
+                           "%llu\n",
+                           P[i].name, pgs_pool_close_names[r],
+                           (unsigned long long)get(&P[i].closed[r]));
+    for (int g = 0; g < PG_POOL_N; g++) {
+        header(b, pgs_pool_gauge_defs[g].name, pgs_pool_gauge_defs[g].help, "gauge");
+        for (int i = 0; i < np; i++)
+            if (atomic_load(&P[i].used))
+                pgs_buf_printf(b, "pgspout_%s{label=\"%s\"} %lld\n", pgs_pool_gauge_defs[g].name,
+                               P[i].name, (long long)atomic_load_explicit(&P[i].gauge[g], R));
+    }
+    const pgs_hist_def *d = &pgs_pool_acquire_hist_def;
+    header(b, d->name, d->help, "histogram");
+    for (int i = 0; i < np; i++) {
+        if (!atomic_load(&P[i].used))
+            continue;
+        char labels[PGS_LABEL_MAX + 16];
+        snprintf(labels, sizeof labels, "label=\"%s\",", P[i].name);
+        prom_hist(b, d->name, d, &P[i].acquire_time, labels);
+    }
 }
 
 char *pgspout_metrics_prometheus(void)
@@ -122,6 +177,7 @@ char *pgspout_metrics_prometheus(void)
             prom_hist(&b, pgs_hist_defs[h].name, &pgs_hist_defs[h], &L[i].hist[h], labels);
         }
     }
+    prom_pools(&b);
     return pgs_buf_steal(&b);
 }
 
@@ -177,6 +233,30 @@ char *pgspout_metrics_json(void)
             pgs_buf_printf(&b, "%s\"%s\":", h ? "," : "", pgs_hist_defs[h].name);
             json_hist(&b, &pgs_hist_defs[h], &L[i].hist[h]);
         }
+        pgs_buf_putc(&b, '}');
+    }
+    pgs_buf_puts(&b, "},\"pools\":{");
+    first = 1;
+    const pgs_pool_metrics *P = pgs_metrics.pools;
+    int np = npools_used();
+    for (int i = 0; i < np; i++) {
+        if (!atomic_load(&P[i].used))
+            continue;
+        pgs_buf_printf(&b, "%s\"%s\":{", first ? "" : ",", P[i].name);
+        first = 0;
+        for (int c = 0; c < PC_POOL_N; c++)
+            pgs_buf_printf(&b, "\"%s\":%llu,", pgs_pool_counter_defs[c].name,
+                           (unsigned long long)get(&P[i].counter[c]));
+        pgs_buf_puts(&b, "\"pool_connections_closed_total\":{");
+        for (int r = 0; r < PGS_POOL_CLOSE_N; r++)
+            pgs_buf_printf(&b, "%s\"%s\":%llu", r ? "," : "", pgs_pool_close_names[r],
+                           (unsigned long long)get(&P[i].closed[r]));
+        pgs_buf_puts(&b, "},");
+        for (int g = 0; g < PG_POOL_N; g++)
+            pgs_buf_printf(&b, "\"%s\":%lld,", pgs_pool_gauge_defs[g].name,
+                           (long long)atomic_load_explicit(&P[i].gauge[g], R));
+        pgs_buf_printf(&b, "\"%s\":", pgs_pool_acquire_hist_def.name);
+        json_hist(&b, &pgs_pool_acquire_hist_def, &P[i].acquire_time);
         pgs_buf_putc(&b, '}');
     }
     pgs_buf_puts(&b, "}}");

@@ -38,6 +38,17 @@ struct pgspout_conn {
                                     must not read, write or cancel on its behalf */
     unsigned fork_gen;           /* forks seen when it connected (conn.c) */
     char *err;                   /* malloc'd message, NULL = none */
+    /* a pgspout_conn_cancel that failed or timed out: the request may still
+     * reach the server later and hit another query (any thread sets it) */
+    _Atomic int cancel_failed;
+    /* pool.c: the pool it belongs to (NULL for a plain connection), its
+     * link in the idle list, when it connected and since when it is idle
+     * (monotonic ns), and whether it is out (acquired) */
+    pgspout_pool *pool;
+    pgspout_conn *pool_next;
+    int64_t pool_born_ns, pool_idle_ns;
+    unsigned pool_gen; /* the pool's fork generation when it joined */
+    int pool_out;
 };
 
 /* A field of a buffered row: value at data + off, len -1 for SQL NULL. */
@@ -167,6 +178,13 @@ void pgs_conn_drop_notifies(pgspout_conn *c);
 
 /* stream.c: end a stream whose connection is closing (it stays allocated) */
 void pgs_stream_detach(pgspout_stream *s);
+/* stream.c: run sql (one or more statements, simple protocol) on an idle c
+ * before deadline (monotonic ns, 0 = none). PGSPOUT_OK when every result is
+ * COMMAND_OK or TUPLES_OK; ESQL (the server's message goes on c's error);
+ * ETIMEOUT or ECONN with c marked broken; EINTR (c stays usable). */
+int pgs_conn_exec(pgspout_conn *c, const char *sql, int64_t deadline);
+/* conn.c: the process's fork count (pgs_conn_owned compares against it) */
+unsigned pgs_fork_generation(void);
 
 /* arrow.c: the exporter of a stream being closed stops using it */
 void pgs_arrow_detach(pgspout_stream *s);

@@ -63,6 +63,40 @@ const char *const pgs_limit_names[PGS_LIMIT_N] = {
     [PGS_LIMIT_PAUSE_TIMEOUT] = "pause_timeout",
 };
 
+const pgs_metric_def pgs_pool_counter_defs[PC_POOL_N] = {
+    [PC_ACQUIRES] = {"pool_acquires_total", "Connections handed out by pgspout_pool_acquire."},
+    [PC_WAITS] = {"pool_acquire_waits_total",
+                  "Acquire calls that had to wait for a connection (every connection in use)."},
+    [PC_TIMEOUTS] = {"pool_acquire_timeouts_total", "Acquire calls that gave up at their timeout."},
+    [PC_CREATED] = {"pool_connections_created_total", "Connections the pool opened."},
+    [PC_RESETS] = {"pool_resets_total",
+                   "Released connections reset (rolled back, session state discarded) for reuse."},
+};
+
+const pgs_metric_def pgs_pool_gauge_defs[PG_POOL_N] = {
+    [PG_SIZE] = {"pool_connections", "Connections of the pool now: idle, in use and opening."},
+    [PG_IDLE] = {"pool_idle_connections", "Connections idle in the pool now."},
+    [PG_IN_USE] = {"pool_in_use_connections", "Connections acquired and not yet released."},
+    [PG_WAITING] = {"pool_waiting", "Acquire calls waiting for a connection now."},
+    [PG_MAX] = {"pool_max_connections", "The pool's max_size."},
+};
+
+const pgs_hist_def pgs_pool_acquire_hist_def = {
+    "pool_acquire_seconds",
+    "Time pgspout_pool_acquire took: waiting, checking a connection, opening one.",
+    15,
+    {0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}};
+
+const char *const pgs_pool_close_names[PGS_POOL_CLOSE_N] = {
+    [PGS_POOL_CLOSE_BROKEN] = "broken",
+    [PGS_POOL_CLOSE_RESET_FAILED] = "reset_failed",
+    [PGS_POOL_CLOSE_CANCEL_FAILED] = "cancel_failed",
+    [PGS_POOL_CLOSE_IDLE_TIMEOUT] = "idle_timeout",
+    [PGS_POOL_CLOSE_MAX_LIFETIME] = "max_lifetime",
+    [PGS_POOL_CLOSE_POOL_CLOSED] = "pool_closed",
+    [PGS_POOL_CLOSE_FORK] = "fork",
+};
+
 #define R memory_order_relaxed
 
 static void hist_observe(pgs_hist *h, const pgs_hist_def *d, double v)
@@ -235,6 +269,75 @@ void pgs_metrics_chunk_rows_gauge(pgs_label_metrics *m, int64_t chunk_rows)
     atomic_store_explicit(&m->gauge[G_CHUNK_ROWS], chunk_rows, R);
 }
 
+/* Pool slots: as labels, the last one the shared overflow "other". */
+pgs_pool_metrics *pgs_metrics_pool(const char *label)
+{
+    pgs_pool_metrics *slots = pgs_metrics.pools, *m = NULL;
+    int to_other = !label_ok(label) || strcmp(label, PGS_OTHER_LABEL) == 0;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < PGS_MAX_POOLS - 1 && m == NULL && !to_other; i++) {
+        if (!atomic_load(&slots[i].used)) {
+            strcpy(slots[i].name, label);
+            atomic_store(&slots[i].used, 1);
+            m = &slots[i];
+        } else if (strcmp(slots[i].name, label) == 0) {
+            m = &slots[i];
+        }
+    }
+    if (m == NULL) {
+        m = &slots[PGS_MAX_POOLS - 1];
+        if (!atomic_load(&m->used)) {
+            strcpy(m->name, PGS_OTHER_LABEL);
+            atomic_store(&m->used, 1);
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return m;
+}
+
+void pgs_metrics_pool_gauges(pgs_pool_metrics *m, int64_t idle, int64_t in_use, int64_t opening,
+                             int64_t waiting, int64_t max_size)
+{
+    if (idle + in_use + opening)
+        atomic_fetch_add_explicit(&m->gauge[PG_SIZE], idle + in_use + opening, R);
+    if (idle)
+        atomic_fetch_add_explicit(&m->gauge[PG_IDLE], idle, R);
+    if (in_use)
+        atomic_fetch_add_explicit(&m->gauge[PG_IN_USE], in_use, R);
+    if (waiting)
+        atomic_fetch_add_explicit(&m->gauge[PG_WAITING], waiting, R);
+    if (max_size)
+        atomic_fetch_add_explicit(&m->gauge[PG_MAX], max_size, R);
+}
+
+void pgs_metrics_pool_acquire(pgs_pool_metrics *m, int ok, int waited, int timed_out,
+                              double seconds)
+{
+    if (ok)
+        atomic_fetch_add_explicit(&m->counter[PC_ACQUIRES], 1, R);
+    if (waited)
+        atomic_fetch_add_explicit(&m->counter[PC_WAITS], 1, R);
+    if (timed_out)
+        atomic_fetch_add_explicit(&m->counter[PC_TIMEOUTS], 1, R);
+    hist_observe(&m->acquire_time, &pgs_pool_acquire_hist_def, seconds);
+}
+
+void pgs_metrics_pool_created(pgs_pool_metrics *m)
+{
+    atomic_fetch_add_explicit(&m->counter[PC_CREATED], 1, R);
+}
+
+void pgs_metrics_pool_closed(pgs_pool_metrics *m, int reason)
+{
+    if (reason >= 0 && reason < PGS_POOL_CLOSE_N)
+        atomic_fetch_add_explicit(&m->closed[reason], 1, R);
+}
+
+void pgs_metrics_pool_reset(pgs_pool_metrics *m)
+{
+    atomic_fetch_add_explicit(&m->counter[PC_RESETS], 1, R);
+}
+
 static int sqlstate_char(char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z'); }
 
 void pgs_metrics_sqlstate(const char *sqlstate)
@@ -277,5 +380,13 @@ void pgspout_metrics_reset(void)
     }
     for (int i = 0; i < PGS_MAX_SQLSTATE_CLASSES; i++)
         atomic_store(&pgs_metrics.sqlstate[i].n, 0);
+    for (int i = 0; i < PGS_MAX_POOLS; i++) { /* counters only: gauges describe live pools */
+        pgs_pool_metrics *m = &pgs_metrics.pools[i];
+        for (int c = 0; c < PC_POOL_N; c++)
+            atomic_store(&m->counter[c], 0);
+        for (int r = 0; r < PGS_POOL_CLOSE_N; r++)
+            atomic_store(&m->closed[r], 0);
+        hist_reset(&m->acquire_time);
+    }
     pthread_mutex_unlock(&lock);
 }

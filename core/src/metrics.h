@@ -38,4 +38,30 @@ void pgs_metrics_sqlstate(const char *sqlstate);
 void pgs_metrics_notifications_dropped(uint64_t n);
 void pgs_metrics_chunk_rows_gauge(pgs_label_metrics *m, int64_t chunk_rows);
 
+/* Connection pools (pool.c), by the pool's label option: pools with the same
+ * label share series (their gauges add up); bounded like stream labels. */
+typedef struct pgs_pool_metrics pgs_pool_metrics;
+/* Why a pool closed a connection: pgspout_pool_connections_closed_total{reason}. */
+enum {
+    PGS_POOL_CLOSE_BROKEN,        /* unusable at release or checkout (lost, killed, desynced) */
+    PGS_POOL_CLOSE_RESET_FAILED,  /* ROLLBACK or the session reset failed */
+    PGS_POOL_CLOSE_CANCEL_FAILED, /* a cancel may still land on a later query */
+    PGS_POOL_CLOSE_IDLE_TIMEOUT,
+    PGS_POOL_CLOSE_MAX_LIFETIME,
+    PGS_POOL_CLOSE_POOL_CLOSED,
+    PGS_POOL_CLOSE_FORK, /* a fork child let go of its parent's connections */
+    PGS_POOL_CLOSE_N
+};
+pgs_pool_metrics *pgs_metrics_pool(const char *label);
+/* Gauge deltas: idle, in use, being opened, waiting acquires, max_size. */
+void pgs_metrics_pool_gauges(pgs_pool_metrics *m, int64_t idle, int64_t in_use, int64_t opening,
+                             int64_t waiting, int64_t max_size);
+/* One acquire call ended: got a connection or not, had to queue, timed out,
+ * and how long it took. */
+void pgs_metrics_pool_acquire(pgs_pool_metrics *m, int ok, int waited, int timed_out,
+                              double seconds);
+void pgs_metrics_pool_created(pgs_pool_metrics *m);
+void pgs_metrics_pool_closed(pgs_pool_metrics *m, int reason);
+void pgs_metrics_pool_reset(pgs_pool_metrics *m);
+
 #endif

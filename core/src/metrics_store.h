@@ -59,6 +59,20 @@ struct pgs_label_metrics {
     pgs_hist hist[H_LABEL_N];
 };
 
+/* Pool slots (pool.c), keyed by the pool's label like stream labels. */
+#define PGS_MAX_POOLS 16
+enum { PC_ACQUIRES, PC_WAITS, PC_TIMEOUTS, PC_CREATED, PC_RESETS, PC_POOL_N };
+enum { PG_SIZE, PG_IDLE, PG_IN_USE, PG_WAITING, PG_MAX, PG_POOL_N };
+
+struct pgs_pool_metrics {
+    char name[PGS_LABEL_MAX + 1];
+    _Atomic int used;
+    _Atomic uint64_t counter[PC_POOL_N];
+    _Atomic uint64_t closed[PGS_POOL_CLOSE_N];
+    _Atomic int64_t gauge[PG_POOL_N];
+    pgs_hist acquire_time;
+};
+
 typedef struct pgs_metric_def {
     const char *name;
     const char *help;
@@ -69,6 +83,10 @@ extern const pgs_metric_def pgs_gauge_defs[G_LABEL_N];
 extern const pgs_hist_def pgs_hist_defs[H_LABEL_N];
 extern const pgs_hist_def pgs_connect_hist_def;
 extern const char *const pgs_limit_names[PGS_LIMIT_N];
+extern const pgs_metric_def pgs_pool_counter_defs[PC_POOL_N];
+extern const pgs_metric_def pgs_pool_gauge_defs[PG_POOL_N];
+extern const pgs_hist_def pgs_pool_acquire_hist_def;
+extern const char *const pgs_pool_close_names[PGS_POOL_CLOSE_N];
 
 typedef struct pgs_metrics_global {
     _Atomic uint64_t connections_opened;
@@ -81,6 +99,7 @@ typedef struct pgs_metrics_global {
         _Atomic uint64_t n;
     } sqlstate[PGS_MAX_SQLSTATE_CLASSES];
     _Atomic int nsqlstate;
+    struct pgs_pool_metrics pools[PGS_MAX_POOLS];
 } pgs_metrics_global;
 
 extern pgs_metrics_global pgs_metrics;

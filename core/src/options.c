@@ -53,6 +53,10 @@ static const opt_def defs[] = {
     {"keepalives_count", K_INT, OFF(keepalives_count), 0, 1000, NULL},
     {"tcp_user_timeout", K_DUR, OFF(tcp_user_timeout_ms), 0, INT32_MAX, NULL},
     {"application_name", K_LABEL, OFF(application_name), 0, 0, NULL},
+    {"max_size", K_INT, OFF(max_size), 1, 100000, NULL},
+    {"min_idle", K_INT, OFF(min_idle), 0, 100000, NULL},
+    {"max_lifetime", K_DUR, OFF(max_lifetime_ms), 0, DURMAX, NULL},
+    {"acquire_timeout", K_DUR, OFF(acquire_timeout_ms), 0, DURMAX, NULL},
 };
 #define NDEFS (sizeof defs / sizeof defs[0])
 
@@ -76,6 +80,9 @@ void pgs_options_defaults(pgspout_options *o)
     o->keepalives_interval_ms = -1;
     o->keepalives_count = -1;
     o->tcp_user_timeout_ms = -1;
+    o->max_size = PGS_POOL_MAX_SIZE;
+    o->max_lifetime_ms = PGS_POOL_MAX_LIFETIME_MS;
+    o->acquire_timeout_ms = PGS_POOL_ACQUIRE_TIMEOUT_MS;
 }
 
 pgspout_options *pgspout_options_new(void)

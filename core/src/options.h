@@ -5,12 +5,15 @@
 #include "pgspout.h"
 #include <stdint.h>
 
-
 #define PGS_LABEL_MAX 64
 /* cancel_timeout's default: generous, so that a cancel request still gets
  * through on a loaded machine (a new connection to the postmaster, which
  * forks a process for it). */
 #define PGS_CANCEL_TIMEOUT_MS 5000
+/* pool defaults (pgspout_pool_new) */
+#define PGS_POOL_MAX_SIZE           10
+#define PGS_POOL_MAX_LIFETIME_MS    (30 * 60 * 1000)
+#define PGS_POOL_ACQUIRE_TIMEOUT_MS 30000
 
 struct pgspout_options {
     /* stream */
@@ -44,6 +47,11 @@ struct pgspout_options {
     int64_t keepalives_count;
     int64_t tcp_user_timeout_ms;
     char application_name[PGS_LABEL_MAX + 1];
+    /* pool (pgspout_pool_new) */
+    int64_t max_size;
+    int64_t min_idle;
+    int64_t max_lifetime_ms;    /* 0 = none */
+    int64_t acquire_timeout_ms; /* 0 = wait without limit */
     /* hooks */
     pgspout_filter_fn filter;
     void *filter_ud;

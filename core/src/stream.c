@@ -406,7 +406,7 @@ static int await_results(pgspout_conn *c, int sent, const char *what, int64_t de
             if (r == NULL)
                 return failed ? PGSPOUT_ESQL : PGSPOUT_OK;
             each(r, failed, ud);
-            failed |= PQresultStatus(r) != PGRES_COMMAND_OK;
+            failed |= PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK;
             PQclear(r);
             continue;
         }
@@ -454,6 +454,21 @@ static int exec_utility(pgspout_conn *c, const char *sql, int64_t deadline, pgsp
 {
     utility u = {sql, errs};
     return await_results(c, PQsendQuery(c->pg, sql), sql, deadline, utility_result, &u);
+}
+
+static void exec_result(PGresult *r, int failed, void *ud)
+{
+    pgspout_conn *c = ud;
+    ExecStatusType st = PQresultStatus(r);
+    if (!failed && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        pgs_conn_set_error(c, "%s", PQresultErrorMessage(r));
+}
+
+int pgs_conn_exec(pgspout_conn *c, const char *sql, int64_t deadline)
+{
+    int rc = await_results(c, PQsendQuery(c->pg, sql), sql, deadline, exec_result, c);
+    pgs_conn_drop_notifies(c);
+    return rc;
 }
 
 typedef struct described {

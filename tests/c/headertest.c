@@ -33,9 +33,16 @@ HT_ASSERT(offsetof(pgspout_stats, size) == 0, "stats.size first");
 
 #ifdef HEADERTEST_USE_MACROS
 size_t headertest_stats_size(void);
+size_t headertest_pool_stats_size(void);
 size_t headertest_stats_size(void)
 {
     pgspout_stats st = PGSPOUT_STATS_INIT; /* as documented */
+    return st.size;
+}
+
+size_t headertest_pool_stats_size(void)
+{
+    pgspout_pool_stats st = PGSPOUT_POOL_STATS_INIT;
     return st.size;
 }
 #endif

@@ -43,6 +43,10 @@ static const char *const all_keys[] = {
     "tcp_user_timeout",
     "application_name",
     "arrow",
+    "max_size",
+    "min_idle",
+    "max_lifetime",
+    "acquire_timeout",
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])
 
@@ -75,6 +79,10 @@ static void assert_same_options(const pgspout_options *a, const pgspout_options 
     EQ(keepalives_interval_ms);
     EQ(keepalives_count);
     EQ(tcp_user_timeout_ms);
+    EQ(max_size);
+    EQ(min_idle);
+    EQ(max_lifetime_ms);
+    EQ(acquire_timeout_ms);
     EQ(filter);
     EQ(filter_ud);
     EQ(progress);
@@ -643,6 +651,10 @@ static void test_get_round_trips(void **state)
         {"keepalives_count", "4"},
         {"tcp_user_timeout", "9s"},
         {"application_name", "app1"},
+        {"max_size", "64"},
+        {"min_idle", "2"},
+        {"max_lifetime", "45min"},
+        {"acquire_timeout", "250ms"},
         {"memory_warn", "0.123456789"},
     };
     int failures = 0;
