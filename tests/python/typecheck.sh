@@ -25,8 +25,10 @@ trap cleanup EXIT
 "$python" -m venv "$tmp/venv"
 py=$tmp/venv/bin/python
 "$py" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-echo "typecheck.sh: pip install $root mypy pyright"
-"$py" -m pip install -q --disable-pip-version-check "$root" mypy pyright
+# with the small typed extra (prometheus_client) its module is checked
+# against it; pyarrow/pandas/polars stay out (large, untyped where used)
+echo "typecheck.sh: pip install $root[prometheus] mypy pyright"
+"$py" -m pip install -q --disable-pip-version-check "$root[prometheus]" mypy pyright
 pkg=$(cd "$tmp" && "$py" -c 'import os, pgspout; print(os.path.dirname(pgspout.__file__))')
 [ -f "$pkg/py.typed" ] || { echo "typecheck.sh: $pkg has no py.typed" >&2; exit 1; }
 echo "typecheck.sh: $("$tmp/venv/bin/mypy" --version); pyright $("$tmp/venv/bin/pyright" --version 2>&1 | tail -1)" \
