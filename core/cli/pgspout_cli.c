@@ -363,8 +363,8 @@ static void discard_output(const char *why)
         unlink(tmp);
     pthread_mutex_unlock(&g_lock);
     if (tmp) {
-        fprintf(stderr, "pgspout: %s not written (%s; the partial output was removed)\n", g_target,
-                why);
+        fprintf(stderr, "pgspout: %s %s (%s; the partial output was removed)\n", g_target,
+                g_target_existed ? "left as it was" : "not written", why);
         free(tmp);
     }
 }
