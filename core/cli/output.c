@@ -148,6 +148,8 @@ int out_chunk(FILE *f, int fmt, pgspout_stream *s, const pgspout_chunk *c, int *
     return ferror(f) ? OUT_EWRITE : 0;
 }
 
+size_t out_footer_size(int fmt) { return fmt == FMT_JSON ? 2 : 0; }
+
 int out_footer(FILE *f, int fmt)
 {
     if (fmt == FMT_JSON)

@@ -25,5 +25,7 @@ int out_chunk(FILE *f, int fmt, pgspout_stream *s, const pgspout_chunk *c, int *
 /* What comes after the last row of a stream that ended well: "]\n" for
  * JSON, nothing for the others. 0 or OUT_EWRITE. */
 int out_footer(FILE *f, int fmt);
+/* The bytes out_footer writes for fmt. */
+size_t out_footer_size(int fmt);
 
 #endif

@@ -235,13 +235,18 @@ static void human_bytes(char *dst, size_t n, double b)
  * the output, which quoting, separators and JSON keys make larger. The hook
  * runs on the main thread (the one writing), so out_bytes_written is
  * current. */
+static int g_fmt; /* the output format, for the progress line */
 static void progress(const pgspout_stats *st, void *ud)
 {
     (void)ud;
+    /* the last call comes as the stream ends, before the JSON array's
+     * closing bracket is written: count it for a stream that ended well */
+    int ended_well = st->state == PGSPOUT_STATE_DONE || st->state == PGSPOUT_STATE_LIMITED;
+    unsigned long long out_bytes = out_bytes_written + (ended_well ? out_footer_size(g_fmt) : 0);
     char bytes[32], rate[32], written[32], head[48] = "", eta[32] = "";
     human_bytes(bytes, sizeof bytes, (double)st->bytes_received);
     human_bytes(rate, sizeof rate, st->bytes_per_sec);
-    human_bytes(written, sizeof written, (double)out_bytes_written);
+    human_bytes(written, sizeof written, (double)out_bytes);
     int ended = st->state >= PGSPOUT_STATE_DONE;
     if (st->progress >= 0) {
         int w = 20, fill = (int)(st->progress * w + 0.5);
@@ -1013,6 +1018,7 @@ int main(int argc, char **argv)
         goto done;
     if (want_progress) {
         g_tty = isatty(STDERR_FILENO);
+        g_fmt = fmt;
         if (!interval_given)
             pgspout_options_set(opts, "progress_interval", g_tty ? "200ms" : "1s");
         pgspout_options_set_progress(opts, progress, NULL);
