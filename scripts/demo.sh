@@ -169,8 +169,8 @@ case "$v_count$v_typed$v_json" in *MISMATCH*) ok=0 ;; esac
 echo
 echo "pgspout demo"
 echo "  streamed     $file_rows rows ($size) in ${secs}s to $out"
-echo "  bytes        $(mib "$value_bytes") of values received from the server (the progress line's"
-echo "               figure); $(mib "$out_bytes") of NDJSON written (keys, quotes, separators added)"
+echo "  bytes        $(mib "$value_bytes") of values received from the server, $(mib "$out_bytes") of"
+echo "               NDJSON written (keys, quotes, separators added): the progress line's two figures"
 echo "  first row    $(head -n 1 "$out" | cut -c 1-300)"
 echo "  row count    server $server_count, file $file_rows: $v_count"
 [ "$bad" = 0 ] || echo "  invalid JSON lines: $bad"
