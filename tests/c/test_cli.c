@@ -1277,9 +1277,10 @@ static int teardown_pw_role(void **state)
 }
 
 /* Run the CLI on a new pseudo-terminal, answer a prompt with answer (when
- * not NULL), and return its exit status with everything it printed on the
- * terminal in *screen. */
-static int run_on_pty(const char *const *args, const char *answer, char **screen)
+ * not NULL; "\003" is Ctrl-C), and return its exit status with everything
+ * it printed on the terminal in *screen; *echo (when not NULL) says whether
+ * the terminal echoes after it exited. */
+static int run_on_pty_echo(const char *const *args, const char *answer, char **screen, int *echo)
 {
     const char *argv[24];
     int n = 0;
@@ -1326,10 +1327,20 @@ static int run_on_pty(const char *const *args, const char *answer, char **screen
     }
     int st;
     waitpid(pid, &st, 0);
+    if (echo) {
+        struct termios t;
+        assert_int_equal(tcgetattr(fd, &t), 0);
+        *echo = (t.c_lflag & ECHO) != 0;
+    }
     close(fd);
     tu_buf_addc(&b, '\0');
     *screen = b.data;
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int run_on_pty(const char *const *args, const char *answer, char **screen)
+{
+    return run_on_pty_echo(args, answer, screen, NULL);
 }
 
 static void test_password_prompt(void **state)
@@ -1373,6 +1384,13 @@ static void test_password_prompt(void **state)
     assert_int_equal(run_on_pty(asked, answer, &screen), 0);
     assert_non_null(strstr(screen, want));
     assert_null(strstr(screen, secret));
+    free(screen);
+
+    /* Ctrl-C at the prompt: exit 130 with the echo back on */
+    int echo = 0;
+    assert_int_equal(run_on_pty_echo(forced, "\003", &screen, &echo), 130);
+    assert_true(echo);
+    assert_non_null(strstr(screen, "interrupted"));
     free(screen);
 
     assert_int_equal(run_on_pty(forced, wrong, &screen), 3);
