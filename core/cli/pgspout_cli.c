@@ -368,8 +368,9 @@ static void discard_output(const char *why)
         unlink(tmp);
     pthread_mutex_unlock(&g_lock);
     if (tmp) {
-        fprintf(stderr, "pgspout: %s %s (%s; the partial output was removed)\n", g_target,
-                g_target_existed ? "left as it was" : "not written", why);
+        fprintf(stderr, "pgspout: %s %s (%s%s)\n", g_target,
+                g_target_existed ? "left as it was" : "not written", why,
+                out_bytes_written ? "; the partial output was removed" : "");
         free(tmp);
     }
 }
@@ -982,6 +983,10 @@ int main(int argc, char **argv)
         goto done;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (prompt == 1 && (ca.password = prompt_password(prompt_user(&ca))) == NULL) {
+        exit_code = usage_error("-W: no terminal (/dev/tty) to read the password from");
+        goto done;
+    }
     if ((exit_code = open_output(output)) != 0)
         goto done;
     setvbuf(g_out, g_outbuf, _IOFBF, sizeof g_outbuf);
@@ -989,10 +994,6 @@ int main(int argc, char **argv)
     /* connection keys (--option connect_timeout=5s, application_name=...)
      * apply here; the stream keys of opts are for pgspout_stream_open */
     connecting = 1;
-    if (prompt == 1 && (ca.password = prompt_password(prompt_user(&ca))) == NULL) {
-        exit_code = usage_error("-W: no terminal (/dev/tty) to read the password from");
-        goto done;
-    }
     for (;;) {
         if ((conninfo = build_conninfo(&ca)) == NULL) {
             exit_code = EXIT_CONNECT;
