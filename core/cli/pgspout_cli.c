@@ -818,7 +818,9 @@ int main(int argc, char **argv)
         case 'o': output = optarg; continue;
         case 'F':
             if ((fmt = out_format(optarg)) < 0) {
-                exit_code = usage_error("unknown format \"%s\" (ndjson, csv, tsv or json)", optarg);
+                exit_code = usage_error("unknown format \"%s\" (ndjson, csv, tsv or json; -F is "
+                                        "pg_dump's --format, not psql's field separator)",
+                                        optarg);
                 goto done;
             }
             continue;
