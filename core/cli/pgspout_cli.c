@@ -739,6 +739,25 @@ static const char *progress_only(int ch, const char *key)
     return NULL;
 }
 
+/* Whether an -o value is KEY=VALUE with a KEY pgspout knows: the old -o
+ * KEY=VALUE, now --option, which would otherwise name a file. */
+static int is_option_setting(const char *arg)
+{
+    const char *eq = strchr(arg, '=');
+    if (eq == NULL || eq == arg || strchr(arg, '/') != NULL)
+        return 0;
+    char key[64];
+    size_t n = (size_t)(eq - arg);
+    if (n >= sizeof key)
+        return 0;
+    memcpy(key, arg, n);
+    key[n] = '\0';
+    pgspout_options *probe = pgspout_options_new();
+    int known = probe && pgspout_options_set(probe, key, eq + 1) != PGSPOUT_EOPTION;
+    pgspout_options_free(probe);
+    return known || unusable_option(key) != NULL;
+}
+
 /* -------------------------------------------------------------- main */
 int main(int argc, char **argv)
 {
@@ -815,7 +834,16 @@ int main(int argc, char **argv)
             }
             *(ch == 'c' ? &command : &file) = optarg;
             continue;
-        case 'o': output = optarg; continue;
+        case 'o':
+            if (is_option_setting(optarg)) {
+                exit_code = usage_error("-o is the output file, and \"%s\" sets a pgspout "
+                                        "option: give it with --option %s (or -o ./%s for a "
+                                        "file of that name)",
+                                        optarg, optarg, optarg);
+                goto done;
+            }
+            output = optarg;
+            continue;
         case 'F':
             if ((fmt = out_format(optarg)) < 0) {
                 exit_code = usage_error("unknown format \"%s\" (ndjson, csv, tsv or json; -F is "

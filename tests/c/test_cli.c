@@ -1023,6 +1023,7 @@ static void test_params_never_confused(void **state)
     REFUSED("--param VALUE", "-v", "x=1", "-c", "SELECT 1");
     REFUSED("--param VALUE", "--set", "x=1", "-c", "SELECT 1");
     REFUSED("-d (--dbname)", "--dsn", tu_dsn(), "-c", "SELECT 1");
+    REFUSED("--option chunk_rows=5", "-o", "chunk_rows=5", "-c", "SELECT 1"); /* the old -o */
     REFUSED("is not a port number", "-p", "SELECT 1");             /* the old -p (progress) */
     REFUSED("needs a value", "-c", "SELECT 1", "-h");              /* the old -h (help) */
     REFUSED("invalid option -- 'n'", "-n", "5", "-c", "SELECT 1"); /* the old --max-rows */
