@@ -305,6 +305,23 @@ static FILE *g_out;
 static const char *g_target; /* -o FILE, or NULL for stdout */
 static int g_target_existed; /* and it was there before: left as it was */
 
+/* Remove the temporary file (a stream that did not end well). */
+static void discard_output(const char *why)
+{
+    pthread_mutex_lock(&g_lock);
+    char *tmp = g_tmp_path;
+    g_tmp_path = NULL;
+    if (tmp)
+        unlink(tmp);
+    pthread_mutex_unlock(&g_lock);
+    if (tmp) {
+        fprintf(stderr, "pgspout: %s %s (%s%s)\n", g_target,
+                g_target_existed ? "left as it was" : "not written", why,
+                out_bytes_written ? "; the partial output was removed" : "");
+        free(tmp);
+    }
+}
+
 /* Open the output for -o path (NULL or "-": stdout). 0, or an exit status
  * after a message. */
 static int open_output(const char *path)
@@ -353,26 +370,10 @@ static int open_output(const char *path)
     if ((g_out = fdopen(fd, "w")) == NULL) {
         fprintf(stderr, "pgspout: %s: %s\n", tmp, strerror(errno));
         close(fd);
+        discard_output("cannot write it");
         return EXIT_QUERY;
     }
     return 0;
-}
-
-/* Remove the temporary file (a stream that did not end well). */
-static void discard_output(const char *why)
-{
-    pthread_mutex_lock(&g_lock);
-    char *tmp = g_tmp_path;
-    g_tmp_path = NULL;
-    if (tmp)
-        unlink(tmp);
-    pthread_mutex_unlock(&g_lock);
-    if (tmp) {
-        fprintf(stderr, "pgspout: %s %s (%s%s)\n", g_target,
-                g_target_existed ? "left as it was" : "not written", why,
-                out_bytes_written ? "; the partial output was removed" : "");
-        free(tmp);
-    }
 }
 
 /* Close the output. With a temporary file: fsync it and rename it over the
