@@ -330,8 +330,12 @@ static int open_output(const char *path)
         g_out = stdout;
         return 0;
     }
-    g_target = path;
+    /* a symbolic link: replace the file it points to, not the link */
+    static char *resolved;
     struct stat st;
+    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode) && (resolved = realpath(path, NULL)))
+        path = resolved;
+    g_target = path;
     int exists = stat(path, &st) == 0;
     g_target_existed = exists;
     if (exists && !S_ISREG(st.st_mode)) {
