@@ -156,7 +156,7 @@ def clients(a):
                lambda sql: [raw, a.dsn, sql], exists(raw, "bench/raw_libpq.c"),
                lambda: f"libpq {libpq}"),
         Client("pgspout_cli", "pgspout CLI, ndjson to /dev/null", "C",
-               lambda sql: [cli, "--dsn", a.dsn, "--format", "ndjson", sql],
+               lambda sql: cli_argv(cli, a.dsn, sql),
                exists(cli, "the pgspout CLI"), lambda: pgspout_version, counts=False),
         Client("pgspout_c", "pgspout C API, stream_next", "C",
                lambda sql: [pc, a.dsn, sql], exists(pc, "bench/pgspout_c.c"),
@@ -217,6 +217,25 @@ def clients(a):
     return out
 
 
+_CLI_OLD = {}
+
+
+def cli_argv(cli, dsn, sql):
+    """The pgspout CLI's command line for sql as NDJSON: psql's options
+    (-d, -F, -c) since issue 15, the old --dsn/--format/"SQL" form for a
+    baseline built before it (its help has no --command; asked once)."""
+    if cli not in _CLI_OLD:
+        try:
+            help_text = subprocess.run([cli, "--help"], capture_output=True, text=True,
+                                       check=False).stdout
+            _CLI_OLD[cli] = "--command" not in help_text
+        except OSError:
+            _CLI_OLD[cli] = False
+    if _CLI_OLD[cli]:
+        return [cli, "--dsn", dsn, "--format", "ndjson", sql]
+    return [cli, "-d", dsn, "-F", "ndjson", "-c", sql]
+
+
 def baseline_clients(a):
     """The pgspout CLI, Python and Lua clients of the build bench/baseline.sh
     made in a.baseline, keyed KEY@base and labelled with its commit."""
@@ -231,7 +250,7 @@ def baseline_clients(a):
     script = os.path.join(PEERS, "pgspout_py.py")
     out = [
         Client("pgspout_cli@base", f"pgspout CLI, ndjson to /dev/null ({rev})", "C",
-               lambda sql: [cli, "--dsn", a.dsn, "--format", "ndjson", sql],
+               lambda sql: cli_argv(cli, a.dsn, sql),
                exists(cli, "the baseline's CLI"),
                lambda: f"pgspout {read_project_version(os.path.join(a.baseline, 'src'))} ({rev})",
                counts=False),

@@ -8,18 +8,20 @@
 # (removed at exit). It loads ROWS (default 100000) rows of typed columns and
 # jsonb into the table pgspout_demo_events (with a DSN: created there, dropped
 # at exit), streams them with
-#   pgspout --dsn DSN --format ndjson --progress "SELECT ..." > $OUT
-# (OUT defaults to /tmp/pgspout-demo.ndjson) and checks the rows against the
+#   pgspout -d DSN -F ndjson --progress -o $OUT -c "SELECT ..."
+# (OUT defaults to /tmp/pgspout-demo.ndjson; -o writes it atomically: only a
+# stream that ended well leaves it) and checks the rows against the
 # server: count, an md5 of every typed value, and a byte-exact md5 of the
 # jsonb column streamed on its own. Exit code 0 only if everything matched.
-# The progress line's bytes are the values' bytes received from the server;
-# the summary shows them beside the (larger) size of the NDJSON written.
+# The progress line names its two byte counts: the values' bytes received
+# from the server and the (larger) bytes of NDJSON written; so does the
+# summary.
 # PGSPOUT_CLI=/path/to/pgspout uses that binary (e.g. installed) and skips the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-case "${1:-}" in -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 dsn=${1:-}
 rows=${ROWS:-100000}
 out=${OUT:-/tmp/pgspout-demo.ndjson}
@@ -112,10 +114,10 @@ SQL
 # ----------------------------------------------------------------- stream
 query="SELECT id, created_at, kind, amount, score, ok, user_id, day, note, payload FROM pgspout_demo_events ORDER BY id"
 metrics=$(mktemp "${TMPDIR:-/tmp}/pgspout-demo-metrics.XXXXXX")
-say "streaming: pgspout --dsn ... --format ndjson --progress \"$query\" > $out"
+say "streaming: pgspout -d ... -F ndjson --progress -o $out -c \"$query\""
 t0=$(date +%s.%N)
-"$cli" --dsn "$dsn" --format ndjson --progress --expected-rows "$rows" --metrics "$metrics" \
-  "$query" >"$out"
+"$cli" -d "$dsn" -F ndjson --progress --expected-rows "$rows" --metrics "$metrics" \
+  -o "$out" -c "$query"
 t1=$(date +%s.%N)
 # value bytes received from the server, as counted by the progress line
 value_bytes=$(awk '/^pgspout_bytes_total[{ ]/ { s += $NF } END { printf "%.0f", s }' "$metrics")
@@ -151,7 +153,7 @@ print(n, h.hexdigest(), bad)
 PY
 )
 json_server=$(sql -tAc "SELECT md5(string_agg(payload::text || E'\\n', '' ORDER BY id)) FROM pgspout_demo_events")
-json_client=$("$cli" --dsn "$dsn" --format ndjson "SELECT payload FROM pgspout_demo_events ORDER BY id" | md5sum | cut -d' ' -f1)
+json_client=$("$cli" -d "$dsn" -F ndjson -c "SELECT payload FROM pgspout_demo_events ORDER BY id" | md5sum | cut -d' ' -f1)
 
 secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
 size=$(du -h "$out" | cut -f1)
@@ -167,8 +169,8 @@ case "$v_count$v_typed$v_json" in *MISMATCH*) ok=0 ;; esac
 echo
 echo "pgspout demo"
 echo "  streamed     $file_rows rows ($size) in ${secs}s to $out"
-echo "  bytes        $(mib "$value_bytes") of values received from the server (the progress line's"
-echo "               figure); $(mib "$out_bytes") of NDJSON written (keys, quotes, separators added)"
+echo "  bytes        $(mib "$value_bytes") of values received from the server, $(mib "$out_bytes") of"
+echo "               NDJSON written (keys, quotes, separators added): the progress line's two figures"
 echo "  first row    $(head -n 1 "$out" | cut -c 1-300)"
 echo "  row count    server $server_count, file $file_rows: $v_count"
 [ "$bad" = 0 ] || echo "  invalid JSON lines: $bad"

@@ -363,10 +363,16 @@ stage_install() {
   # the installed CLI finds its library through its rpath
   if [ -x "$prefix/bin/pgspout" ]; then
     local got
-    got=$(env -u LD_LIBRARY_PATH "$prefix/bin/pgspout" --dsn "$PGSPOUT_TEST_DSN" --format csv \
-      "SELECT g FROM generate_series(1, 10) g" | wc -l)
+    got=$(env -u LD_LIBRARY_PATH "$prefix/bin/pgspout" -d "$PGSPOUT_TEST_DSN" -F csv \
+      -c "SELECT g FROM generate_series(1, 10) g" | wc -l)
     [ "$got" -ge 10 ] || { echo "installed CLI printed $got lines for 10 rows" >&2; return 1; }
-    echo "installed CLI: ok"
+    # and its man page, which renders without warnings
+    local man1="$prefix/share/man/man1/pgspout.1" warn
+    [ -f "$man1" ] || { echo "pgspout.1 was not installed under share/man/man1" >&2; return 1; }
+    warn=""
+    if command -v man >/dev/null 2>&1; then warn=$(MANWIDTH=80 man --warnings -l "$man1" 2>&1 >/dev/null); fi
+    [ -z "$warn" ] || { echo "pgspout.1 renders with warnings: $warn" >&2; return 1; }
+    echo "installed CLI and man page: ok"
   fi
 }
 

@@ -9,8 +9,10 @@
 # checksum is md5sum of stdout) or, for rows=json, as NDJSON (each line
 # escaped the same way). The outcome comes from the exit status and the
 # error line "pgspout: <code>: <message> (SQLSTATE xxxxx)"; the metric from
-# --metrics FILE. The command has no stream object: state, delivered and ev
-# are "na" (README.md lists that).
+# --metrics FILE. The SQL goes with -c, each parameter with --param (a NULL
+# as a token named by --null-param), the options with --option KEY=VALUE.
+# The command has no stream object: state, delivered and ev are "na"
+# (README.md lists that).
 #
 # A case the command cannot run (a partial read, pause, cancel, close,
 # threads, rows=dict) must say "na cli <reason>" in the case list; meeting
@@ -54,7 +56,7 @@ run_case() {
     return 0
   fi
   local fmt=tsv label="" metrics=0 a verb kv
-  local args=(--dsn "$PGSPOUT_TEST_DSN" --no-header)
+  local args=(-d "$PGSPOUT_TEST_DSN" --no-header)
   IFS=';' read -ra acts <<<"$script"
   for a in "${acts[@]}"; do
     a=$(echo "$a" | sed 's/^ *//; s/ *$//')
@@ -73,24 +75,24 @@ run_case() {
       rows=*) die "case $name: $kv has no CLI equivalent: mark the case 'na cli <reason>'" ;;
       *)
         [ "${kv%%=*}" = label ] && label=${kv#*=}
-        args+=(-o "$kv")
+        args+=(--option "$kv")
         ;;
     esac
   done
-  args+=(--format "$fmt")
+  args+=(-F "$fmt")
   if [ "$metrics" = 1 ]; then
     [ -n "$label" ] || die "case $name: the metrics action needs a label option"
     rm -f "$tmp/metrics"
     args+=(--metrics "$tmp/metrics")
   fi
-  local i p=()
+  local i
   for i in "${!params[@]}"; do
-    if [ "${nulls[$i]}" = 1 ]; then p+=("$null_token"); else p+=("${params[$i]}"); fi
+    if [ "${nulls[$i]}" = 1 ]; then args+=(--param "$null_token"); else args+=(--param "${params[$i]}"); fi
   done
-  [ ${#p[@]} -gt 0 ] && args+=(--null-param "$null_token")
+  [ ${#params[@]} -gt 0 ] && args+=(--null-param "$null_token")
 
   local status=0
-  "$cli" "${args[@]}" "$sql" ${p[@]+"${p[@]}"} >"$tmp/out" 2>"$tmp/err" || status=$?
+  "$cli" "${args[@]}" -c "$sql" >"$tmp/out" 2>"$tmp/err" </dev/null || status=$?
 
   local rows sum end=done sqlstate=- msg=- metric=- line
   rows=$(wc -l <"$tmp/out")

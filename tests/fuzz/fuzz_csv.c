@@ -236,8 +236,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *text = NULL;
     size_t tlen = 0;
     FILE *f = open_memstream(&text, &tlen);
-    CHECK(out_header(f, fmt, &s) == 0);
-    CHECK(out_chunk(f, fmt, &s, &ch) == 0);
+    int lrc = 0;
+    CHECK(out_header(f, fmt, 1, &s) == 0);
+    CHECK(out_chunk(f, fmt, &s, &ch, &lrc) == 0);
     fclose(f);
 
     /* read it back */
