@@ -124,9 +124,10 @@ value_bytes=$(awk '/^pgspout_bytes_total[{ ]/ { s += $NF } END { printf "%.0f", 
 
 # ------------------------------------------------------------------ check
 server_count=$(sql -tAc "SELECT count(*) FROM pgspout_demo_events")
-# Every typed value as the server's text output, '|'-joined per row; the
-# client side rebuilds the same text from the NDJSON (numbers kept verbatim).
-server_md5=$(sql -tAc "SELECT md5(string_agg(concat_ws('|', id::text, created_at::text, kind,
+# Every typed value as the server's text output (the timestamp as the
+# server's own to_json writes it, as JSON rows carry it), '|'-joined per row;
+# the client side rebuilds the same text from the NDJSON (numbers verbatim).
+server_md5=$(sql -tAc "SELECT md5(string_agg(concat_ws('|', id::text, to_json(created_at) #>> '{}', kind,
     coalesce(amount::text, '\\N'), coalesce(score::text, '\\N'), coalesce(ok::text, '\\N'),
     coalesce(user_id::text, '\\N'), coalesce(day::text, '\\N'), coalesce(note, '\\N')),
     E'\\n' ORDER BY id)) FROM pgspout_demo_events")
