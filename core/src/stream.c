@@ -1660,10 +1660,11 @@ int pgspout_stream_start(pgspout_conn *conn, const char *sql, int nparams,
     for (int i = 0; i < nparams; i++)
         size += params[i] ? strlen(params[i]) + 1 : 0;
     struct pgs_opening *op = calloc(1, size);
-    if (op == NULL) {
-        set_error(s, "", "out of memory");
+    if (op == NULL) { /* as any ENOMEM before the start: no stream */
         s->server_done = 1;
         stream_end(s, PGSPOUT_STATE_FAILED, PGSPOUT_ENOMEM);
+        pgspout_stream_close(s);
+        *out = NULL;
         return PGSPOUT_ENOMEM;
     }
     op->params = (char **)(void *)(op + 1);
