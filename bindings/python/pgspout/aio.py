@@ -200,6 +200,10 @@ class Stream:
         return cast(AsyncIterator[Row], it)
 
     async def _refill(self, it: Any) -> Row:
+        # let go of the used-up chunk before the next is converted, as the
+        # sync iterator does: its memory is reused at once (holding it would
+        # make every chunk take fresh memory from the system)
+        self._held = None
         rows = await self.fetch()
         if not rows:
             raise StopAsyncIteration
