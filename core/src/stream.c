@@ -1126,6 +1126,15 @@ static int open_drive(pgspout_stream *s, int nonblock)
 {
     if (nonblock)
         pgs_wake_drain(&s->wake);
+    if (!pgs_conn_owned(s->conn)) { /* as fill: a fork child sends nothing */
+        opening_free(s);
+        set_error(s, "",
+                  "the connection belongs to the process that opened it (this is a fork "
+                  "child); open a new connection here");
+        s->server_done = 1;
+        stream_end(s, PGSPOUT_STATE_FAILED, PGSPOUT_ECONN);
+        return PGSPOUT_ECONN;
+    }
     for (;;) {
         if (LOAD(s->cancel_req)) {
             if (nonblock && cancel_drain(s) == PGSPOUT_AGAIN)
