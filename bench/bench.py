@@ -196,6 +196,29 @@ def clients(a):
                importable(py, "pgspout"),
                script_version([py, os.path.join(PEERS, "pgspout_py.py")])),
     ]
+    # asyncio (issue 13): every client runs a 1 ms ticker task beside its
+    # stream and prints the loop's max stall (stall_ms=); loop=uvloop runs
+    # the same script on uvloop
+    aio = [
+        ("aio_asyncpg_cursor", "asyncpg cursor(prefetch=10000), asyncio", "aio_asyncpg_cursor.py",
+         "asyncpg", [], True),
+        ("aio_asyncpg_cursor_uvloop", "asyncpg cursor(prefetch=10000), uvloop",
+         "aio_asyncpg_cursor.py", "asyncpg, uvloop", ["loop=uvloop"], True),
+        ("aio_psycopg3_stream", "psycopg 3 AsyncCursor.stream(), asyncio",
+         "aio_psycopg3_stream.py", "psycopg", [], False),
+        ("aio_pgspout", "pgspout.aio async for, tuples, asyncio", "aio_pgspout.py",
+         "pgspout.aio", [], False),
+        ("aio_pgspout_uvloop", "pgspout.aio async for, tuples, uvloop", "aio_pgspout.py",
+         "pgspout.aio, uvloop", ["loop=uvloop"], False),
+        ("aio_pgspout_json", "pgspout.aio async for, rows=\"json\", asyncio", "aio_pgspout.py",
+         "pgspout.aio", ["rows=json"], False),
+    ]
+    for key, label, script, modules, extra, uri in aio:
+        argv = peer_uri(script) if uri else peer(script)
+        out.append(Client(key, label, "Python asyncio",
+                          (lambda argv, extra: lambda sql: argv(sql) + extra)(argv, extra),
+                          importable(py, modules),
+                          script_version([py, os.path.join(PEERS, script)])))
     for lua in ("lua5.1", "luajit"):
         out.append(Client(
             f"luasql_{lua}", f"luasql-postgres ({lua}, whole result)", "Lua",
@@ -474,6 +497,10 @@ def main():
             "runs": len(ms),
             "types": ms[0]["out"].get("types", ""),
         }
+        stalls = [float(m["out"]["stall_ms"]) for m in ms if "stall_ms" in m["out"]]
+        if stalls:  # the asyncio clients' loop: worst and median of the runs
+            best[key]["stall_ms"] = max(stalls)
+            best[key]["stall_median_ms"] = statistics.median(stalls)
 
     lines = []
     lines.append(f"# pgspout benchmark ({datetime.datetime.now().strftime('%Y-%m-%d %H:%M')})")
@@ -522,8 +549,10 @@ def main():
                             "ratio_vs_raw": ratio, "cpu_s": b["cpu"], "cpu_ratio": cpu_ratio,
                             "cpu_median_ratio": med_ratio,
                             "peak_rss_mb": b["rss_mb"], "wall_s": b["wall"],
-                            "types": b["types"]})
+                            "types": b["types"], "stall_ms": b.get("stall_ms"),
+                            "stall_median_ms": b.get("stall_median_ms")})
     lines.extend(ratio_lines(results))
+    lines.extend(aio_lines(results))
     if a.baseline:
         lines.extend(baseline_lines(results, runs, read_baseline_rev(a.baseline)))
     lines.extend(type_lines(results))
@@ -609,6 +638,28 @@ def ratio_lines(results):
             "|---|---|---:|---|---:|---:|---:|---:|"] + rows
 
 
+AIO_PEERS = ("aio_asyncpg_cursor", "aio_asyncpg_cursor_uvloop", "aio_psycopg3_stream")
+
+
+def aio_lines(results):
+    """The asyncio clients: rows/s, CPU, peak RSS and the loop's max stall."""
+    rows = []
+    for r in results:
+        if r.get("stall_ms") is None:
+            continue
+        rows.append(f"| {r['dataset']} | {r['label']} | {r['rows_per_sec']:,.0f} | {r['cpu_s']:.2f} "
+                    f"| {r['peak_rss_mb']:.1f} | {r['stall_ms']:.1f} | {r['stall_median_ms']:.1f} |")
+    if not rows:
+        return []
+    return ["", "asyncio clients, each with a 1 ms ticker task beside the stream (the loop's max "
+            "stall: the longest gap between two ticks, worst and median of the runs; asyncio "
+            "runs a due timer's task two loop iterations later, so a gap spans about three "
+            "steps of the streaming task):", "",
+            "| dataset | client | rows/s | CPU s | peak RSS MB | max stall ms (worst) "
+            "| max stall ms (median) |",
+            "|---|---|---:|---:|---:|---:|---:|"] + rows
+
+
 def baseline_lines(results, runs, rev):
     """The baseline's clients (before) against this tree's (after)."""
     by = {(r["client"], r["dataset"]): r for r in results}
@@ -689,6 +740,25 @@ def goal_lines(results):
         if r and r["ratio_vs_raw"] is not None:
             check(f"{r['label']} on typed: {r['ratio_vs_raw']:.2f}x raw libpq (issue 12 goal >= 0.8x)",
                   r["ratio_vs_raw"] >= 0.8)
+    for d in datasets:
+        r = by.get(("aio_pgspout", d))
+        top = fastest(by, AIO_PEERS, d)
+        sync = by.get(("pgspout_py", d))
+        if r and top:
+            ratio = r["rows_per_sec"] / top["rows_per_sec"]
+            desc = (f"pgspout.aio async for on {d}: {ratio:.2f}x the faster async peer "
+                    f"({top['label']})")
+            ok = True
+            if d == "typed":
+                desc += " (issue 13 goal >= 1.25x)"
+                ok = ratio >= 1.25
+            desc += f"; loop max stall {r['stall_ms']:.1f} ms vs {top['stall_ms']:.1f} ms"
+            if sync:
+                s_ratio = r["rows_per_sec"] / sync["rows_per_sec"]
+                desc += (f"; {s_ratio:.2f}x the sync iterator's rows/s, CPU "
+                         f"{r['cpu_s'] / sync['cpu_s']:.2f}x (goal: within 10%)")
+                ok = ok and s_ratio >= 0.9
+            check(desc, ok)
     r = by.get(("pgspout_py_json", "json"))
     if r and r["ratio_vs_raw"] is not None:
         check(f"pgspout Python rows=\"json\" on json: {r['ratio_vs_raw']:.2f}x raw libpq (goal >= 0.9x)",

@@ -128,7 +128,7 @@ if [ "$clients" = 1 ] && [ "$peers" = 1 ]; then
     "$py" -m venv "$venv"
   fi
   "$venv/bin/python" -m pip install -q --upgrade pip >&2
-  "$venv/bin/python" -m pip install -q --upgrade psycopg2-binary 'psycopg[binary]' asyncpg >&2
+  "$venv/bin/python" -m pip install -q --upgrade psycopg2-binary 'psycopg[binary]' asyncpg uvloop >&2
   if [ -f pyproject.toml ]; then
     say "pip install . (pgspout's Python package) into the bench venv"
     "$venv/bin/python" -m pip install -q --force-reinstall --no-deps . >&2 \

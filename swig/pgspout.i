@@ -22,6 +22,9 @@
 %ignore pgspout_filter_fn;
 %ignore pgspout_progress_fn;
 %ignore pgspout_free;
+/* The non-blocking connect returns a handle in progress: each binding that
+ * has an event loop drives it its own way (python.i: pgspout.aio). */
+%ignore pgspout_connect_start;
 
 /* Text-value parsers: for C callers and the converters in bindings/; the
  * languages get converted values instead. */

@@ -518,10 +518,101 @@ static PyObject *pgspy_stats(pgspy_stream *w)
 }
 %}
 
+/* ------------------------------------------------- the event loop (aio) */
+%{
+/* pgspout.aio: the non-blocking connect and open (pgspout_connect_start,
+ * pgspout_stream_start) and their polls. Nothing here waits: the waits are
+ * the event loop's, on the descriptors these calls name. The GIL stays held
+ * except around pgspout_stream_poll, which reads and copies a chunk. */
+static pgspy_conn *pgspy_connect_start(const char *dsn, const pgspout_options *o)
+{
+    pgspout_conn *c = NULL;
+    if (pgspy_reentered() || pgspy_convert_ready() < 0)
+        return NULL;
+    int rc = pgspout_connect_start(dsn, o, &c);
+    pgspy_conn *w = rc < 0 ? NULL : PyMem_Calloc(1, sizeof *w);
+    if (w == NULL) {
+        if (rc < 0)
+            pgspy_raise(rc, c ? pgspout_conn_error(c) : NULL, NULL);
+        else
+            PyErr_NoMemory();
+        pgspout_conn_close(c);
+        return NULL;
+    }
+    w->c = c;
+    w->refs = 1;
+    return w;
+}
+
+/* (connected, fd, want_write, wait_ms); a failed connect raises. */
+static PyObject *pgspy_connect_poll(pgspy_conn *w)
+{
+    int fd = -1, ww = 0, ms = -1;
+    if (w->c == NULL)
+        return PGSPY_CLOSED("connection");
+    int rc = pgspout_conn_poll(w->c, &fd, &ww, &ms);
+    if (rc < 0)
+        return pgspy_raise(rc, pgspout_conn_error(w->c), NULL);
+    return Py_BuildValue("(Oiii)", rc == PGSPOUT_OK ? Py_True : Py_False, fd, ww, ms);
+}
+
+static pgspy_stream *pgspy_start(pgspy_conn *cw, const char *sql, int np, const char *const *pv,
+                                 const pgspout_options *o, int mode)
+{
+    pgspout_stream *s = NULL;
+    if (cw->c == NULL)
+        return (pgspy_stream *)PGSPY_CLOSED("connection");
+    if (cw->busy)
+        return (pgspy_stream *)pgspy_raise(PGSPOUT_EBUSY,
+                                           "the connection is in use by another thread", NULL);
+    if (pgspy_reentered() || pgspy_convert_ready() < 0)
+        return NULL;
+    int rc = pgspout_stream_start(cw->c, sql, np, pv, o, &s);
+    pgspy_stream *w = rc < 0 ? NULL : pgspy_stream_new(s, mode);
+    if (w == NULL) {
+        if (!PyErr_Occurred())
+            pgspy_raise(rc, s ? pgspout_stream_error(s) : pgspout_conn_error(cw->c),
+                        s ? pgspout_stream_sqlstate(s) : NULL);
+        pgspout_stream_close(s);
+        return NULL;
+    }
+    w->conn = cw;
+    cw->refs++;
+    return w;
+}
+
+/* pgspout_stream_poll: 0 rows ready, 1 done, 2 wait for the descriptor,
+ * 3 paused; a failed stream raises. The columns are taken once known. */
+static PyObject *pgspy_poll(pgspy_stream *w)
+{
+    pgspout_stream *s = w->s;
+    int rc;
+    if (s == NULL)
+        return pgspy_raise(PGSPOUT_ESTATE, "the stream is closed", NULL);
+    if (pgspy_reentered())
+        return NULL;
+    if (w->conn->busy)
+        return pgspy_raise(PGSPOUT_EBUSY, "the stream is being read by another thread", NULL);
+    pgspy_busy(w->conn, 1);
+    Py_BEGIN_ALLOW_THREADS
+    rc = pgspout_stream_poll(s);
+    Py_END_ALLOW_THREADS
+    pgspy_busy(w->conn, -1);
+    if (rc < 0)
+        return pgspy_raise(rc, pgspout_stream_error(s), pgspout_stream_sqlstate(s));
+    if ((rc == PGSPOUT_OK || rc == PGSPOUT_DONE) && w->ncols != pgspout_stream_ncols(s) &&
+        pgspy_stream_describe(w) < 0)
+        return NULL;
+    return PyLong_FromLong(rc);
+}
+%}
+
 %rename(Connection) pgspy_conn;
 %rename(Stream) pgspy_stream;
 %nodefaultctor pgspy_stream;
 %newobject pgspy_conn::open;
+%newobject pgspy_conn::start;
+%newobject connect_start;
 %noexception pgspy_conn::~pgspy_conn;
 %noexception pgspy_stream::~pgspy_stream;
 %feature("python:tp_iter") pgspy_stream "PyObject_SelfIter";
@@ -541,6 +632,12 @@ typedef struct pgspy_stream {} pgspy_stream;
     }
     PyObject *close() { return pgspy_close_conn($self); }
     int cancel() { return pgspy_cancel($self, NULL, $self->c); }
+    /* pgspout.aio */
+    pgspy_stream *start(const char *sql, int nparams, const char *const *params,
+                        const pgspout_options *opts, int mode) {
+        return pgspy_start($self, sql, nparams, params, opts, mode);
+    }
+    PyObject *connect_poll() { return pgspy_connect_poll($self); }
     PyObject *closed() { return PyBool_FromLong($self->c == NULL); }
     PyObject *ok() { return PyBool_FromLong($self->c != NULL && pgspout_conn_ok($self->c)); }
     PyObject *server_version() {
@@ -575,6 +672,10 @@ typedef struct pgspy_stream {} pgspy_stream;
     }
     PyObject *arrow_capsule(PyObject *owner) { return pgspy_arrow_capsule($self, owner); }
     PyObject *binary() { return PyBool_FromLong($self->binary); }
+    /* pgspout.aio */
+    PyObject *poll() { return pgspy_poll($self); }
+    int fileno() { return $self->s ? pgspout_stream_socket($self->s) : -1; }
+    int wait_ms() { return $self->s ? pgspout_stream_wait_ms($self->s) : -1; }
 }
 
 /* ---------------------------------------------------------- module level */
@@ -596,6 +697,13 @@ static PyObject *set_log_function(PyObject *fn)
     Py_RETURN_NONE;
 }
 static void set_main_thread(unsigned long ident) { pgspy_main_thread = ident; }
+/* pgspout.aio: `async for` over the lists fetch() returns (aiter.c) */
+static PyObject *aio_rows(PyObject *refill) { return pgspy_rowaiter_new(refill); }
+/* pgspout.aio: a Connection whose connect is in progress (connect_poll) */
+static pgspy_conn *connect_start(const char *conninfo, const pgspout_options *opts)
+{
+    return pgspy_connect_start(conninfo, opts);
+}
 %}
 
 /* Module functions: pgspout_version() is version(); handles, options, rows

@@ -1162,3 +1162,21 @@ PyObject *pgspy_fetch(pgspy_stream *w)
     Py_CLEAR(w->rows);
     return rows;
 }
+
+/* ------------------------------------------------------ pgspout.aio */
+
+int pgspy_stream_describe(pgspy_stream *w)
+{
+    pgspy_stream *fresh = pgspy_stream_new(w->s, w->mode);
+    if (fresh == NULL)
+        return -1;
+    PyObject *old_cols = w->columns;
+    int *old_kinds = w->kinds;
+    w->columns = fresh->columns;
+    w->kinds = fresh->kinds;
+    w->ncols = fresh->ncols;
+    fresh->columns = old_cols;
+    fresh->kinds = old_kinds;
+    pgspy_stream_free(fresh);
+    return 0;
+}

@@ -49,6 +49,10 @@ int pgspy_convert_ready(void);
 /* A Stream for s, freshly opened (not closed on failure: NULL with an
  * exception set). */
 pgspy_stream *pgspy_stream_new(pgspout_stream *s, int mode);
+/* Take the columns of w's stream again (pgspout.aio: a stream from
+ * pgspout_stream_start knows them only once it has answered). 0, or -1 with
+ * an exception set (w unchanged). */
+int pgspy_stream_describe(pgspy_stream *w);
 /* Free what pgspy_stream_new allocated (s must be closed already). */
 void pgspy_stream_free(pgspy_stream *w);
 /* The next row (tp_iternext): NULL at the end, or NULL with an exception.
@@ -62,6 +66,10 @@ PyObject *pgspy_fetch(pgspy_stream *w);
 /* arrow.c: the rest of w's rows as a PyCapsule "arrow_array_stream" (the
  * Arrow PyCapsule interface) that keeps owner (the Python Stream) alive. */
 PyObject *pgspy_arrow_capsule(pgspy_stream *w, PyObject *owner);
+
+/* aiter.c: pgspout.aio's `async for` over converted chunks; refill() is
+ * called for a coroutine when a chunk is used up. */
+PyObject *pgspy_rowaiter_new(PyObject *refill);
 
 /* How many owner calls of this thread are counted in some connection's busy
  * (a destructor that runs inside one must not wait for busy to drop). */

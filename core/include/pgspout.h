@@ -271,6 +271,33 @@ PGSPOUT_EXTERN int pgspout_connect(const char *conninfo, pgspout_conn **out);
  * libpq's reason in pgspout_conn_error(). */
 PGSPOUT_EXTERN int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts,
                                         pgspout_conn **out);
+/* Non-blocking connect, for event loops (libpq's PQconnectStart and
+ * PQconnectPoll underneath). Starts connecting to conninfo with the
+ * connection keys of opts (NULL = none) and returns at once: PGSPOUT_OK with
+ * *out a handle in progress, to be driven with pgspout_conn_poll until that
+ * returns OK; or EINVAL, ENOMEM (*out NULL or a failed handle), ECONNECT (a
+ * malformed conninfo, or libpq could not start: *out a failed handle whose
+ * pgspout_conn_error says why). Close the handle either way. Never waits
+ * (host names are resolved by libpq when it starts, which may look them up:
+ * give host addresses, hostaddr, where that matters). connect_timeout (the
+ * option, else the conninfo's or PGCONNECT_TIMEOUT, at least 2 s as libpq
+ * reads it) bounds the whole connect, the session setting included. Owner
+ * thread. */
+PGSPOUT_EXTERN int pgspout_connect_start(const char *conninfo, const pgspout_options *opts,
+                                         pgspout_conn **out);
+/* Advance a pgspout_connect_start connection without waiting. Returns
+ * PGSPOUT_OK once connected (and session set up as pgspout_connect does;
+ * later calls return OK again); PGSPOUT_AGAIN while in progress, with *fd the
+ * socket to wait on, for writing when *want_write is 1 else for reading, and
+ * *wait_ms the milliseconds until connect_timeout passes (-1 = none): call
+ * it again when the socket is ready or that time has passed (calling it
+ * earlier is harmless: it checks readiness itself). The socket may change
+ * between calls: watch the one of the latest. PGSPOUT_ECONNECT when the
+ * connect failed or timed out ("timeout expired" in pgspout_conn_error),
+ * again on every later call: close the handle. EINVAL for NULL. Any of the
+ * out-pointers may be NULL. A handle from pgspout_connect gives OK or
+ * ECONNECT. Owner thread. */
+PGSPOUT_EXTERN int pgspout_conn_poll(pgspout_conn *conn, int *fd, int *want_write, int *wait_ms);
 /* Close the connection. A stream still open on it is ended first (its server
  * query cancelled; it reports PGSPOUT_ESTATE, state CLOSED) but not freed:
  * pgspout_stream_close it as usual, before or after this call. NULL is a
@@ -430,6 +457,36 @@ PGSPOUT_EXTERN const char *pgspout_state_name(int state);
 PGSPOUT_EXTERN int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams,
                                        const char *const *params, const pgspout_options *opts,
                                        pgspout_stream **out);
+
+/* pgspout_stream_open that never waits, for event loops: the same checks
+ * and returns (EINVAL, ENOMEM, EVALUE, EBUSY, ECONN with *out NULL), then
+ * PGSPOUT_OK with *out a stream whose statement is not sent yet (sql and
+ * params are copied). The steps open takes (statement_timeout, the
+ * savepoint inside a transaction, option arrow's describe, sending the
+ * query) and the wait for the first rows run as the stream is driven: by
+ * pgspout_stream_poll or pgspout_stream_next_chunk(PGSPOUT_NONBLOCK), which
+ * return PGSPOUT_AGAIN until they need no waiting (poll
+ * pgspout_stream_socket, which covers waiting to write a large query too,
+ * and pgspout_stream_wait_ms); the errors open would return come from them
+ * instead (ESQL, ECONN, ETIMEOUT, ECANCELLED...). Blocking calls
+ * (pgspout_stream_next...) drive them too. The columns are known once one of
+ * them returned OK or DONE. cancel works at any step. Owner thread. */
+PGSPOUT_EXTERN int pgspout_stream_start(pgspout_conn *conn, const char *sql, int nparams,
+                                        const char *const *params, const pgspout_options *opts,
+                                        pgspout_stream **out);
+/* Move the stream along without waiting and without handing rows out:
+ * PGSPOUT_OK when rows are buffered, so that the next next, next_chunk, or
+ * get_next of pgspout_stream_arrow returns them without waiting; AGAIN
+ * (poll pgspout_stream_socket, or wait pgspout_stream_wait_ms), PAUSED
+ * (paused with the buffer empty: the descriptor wakes on resume and cancel),
+ * DONE, or the stream's negative code as pgspout_stream_next returns it.
+ * Works on option-arrow streams too. After pgspout_stream_cancel from any
+ * thread, the rest of the cancelled statement is read without waiting too
+ * (AGAIN until the server finished it; then ECANCELLED and the connection
+ * is idle); a cancel whose request did not reach the server in time still
+ * takes the blocking way (at most cancel_timeout plus a few seconds). Owner
+ * thread. */
+PGSPOUT_EXTERN int pgspout_stream_poll(pgspout_stream *s);
 
 /* Next row. PGSPOUT_OK with *row valid until the next next/next_chunk/close on
  * s; PGSPOUT_DONE at the end (state DONE or LIMITED); a negative code when the
@@ -615,13 +672,13 @@ PGSPOUT_EXTERN int pgspout_parse_bytea(const char *v, size_t len, unsigned char 
 
 /* A date, time or timestamp as DateStyle ISO prints it. */
 typedef struct pgspout_datetime {
-    int year;       /* astronomical: "0001-01-01 BC" is year 0 */
-    int month, day; /* 1-12, 1-31; year, month and day are 0 for times */
+    int year;                 /* astronomical: "0001-01-01 BC" is year 0 */
+    int month, day;           /* 1-12, 1-31; year, month and day are 0 for times */
     int hour, minute, second; /* hour 24 only in "24:00:00" */
-    int usec;       /* microseconds, 0-999999 */
-    int utc_offset; /* seconds east of UTC (timetz, timestamptz), else 0 */
-    int infinity;   /* +1 "infinity", -1 "-infinity" (dates and timestamps;
-                       every other field 0), else 0 */
+    int usec;                 /* microseconds, 0-999999 */
+    int utc_offset;           /* seconds east of UTC (timetz, timestamptz), else 0 */
+    int infinity;             /* +1 "infinity", -1 "-infinity" (dates and timestamps;
+                                 every other field 0), else 0 */
 } pgspout_datetime;
 /* kind is the column's PGSPOUT_KIND_DATE, _TIME, _TIMETZ, _TIMESTAMP or
  * _TIMESTAMPTZ (the form differs: "2024-02-29", "13:05:00.25",

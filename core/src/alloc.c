@@ -58,6 +58,12 @@ PGconn *pgs_fault_PQconnectdbParams(const char *const *keywords, const char *con
     return should_fail() ? NULL : PQconnectdbParams(keywords, values, expand_dbname);
 }
 
+PGconn *pgs_fault_PQconnectStartParams(const char *const *keywords, const char *const *values,
+                                       int expand_dbname)
+{
+    return should_fail() ? NULL : PQconnectStartParams(keywords, values, expand_dbname);
+}
+
 PQconninfoOption *pgs_fault_PQconninfoParse(const char *conninfo, char **errmsg)
 {
     if (should_fail()) {

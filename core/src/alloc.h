@@ -5,7 +5,7 @@
  * (the CMake option of that name, for tests only), malloc, calloc, realloc
  * and strdup of the file, and the libpq calls that fail only when libpq is
  * out of memory (PQcopyResult, PQgetCancel, PQconnectdbParams,
- * PQconninfoParse), go through one counter that can make the N-th such call
+ * PQconnectStartParams, PQconninfoParse), go through one counter that can make the N-th such call
  * fail, as SQLite's malloc tests do. libpq's own allocations are not
  * intercepted. free() is not wrapped: every pointer still comes from the
  * real allocator.
@@ -40,6 +40,8 @@ PGresult *pgs_fault_PQcopyResult(const PGresult *src, int flags);
 PGcancel *pgs_fault_PQgetCancel(PGconn *conn);
 PGconn *pgs_fault_PQconnectdbParams(const char *const *keywords, const char *const *values,
                                     int expand_dbname);
+PGconn *pgs_fault_PQconnectStartParams(const char *const *keywords, const char *const *values,
+                                       int expand_dbname);
 PQconninfoOption *pgs_fault_PQconninfoParse(const char *conninfo, char **errmsg);
 
 #ifndef PGS_ALLOC_CONTROL_ONLY
@@ -51,6 +53,7 @@ PQconninfoOption *pgs_fault_PQconninfoParse(const char *conninfo, char **errmsg)
 #define PQgetCancel(conn)             pgs_fault_PQgetCancel(conn)
 #define PQconnectdbParams(k, v, e)    pgs_fault_PQconnectdbParams(k, v, e)
 #define PQconninfoParse(conninfo, em) pgs_fault_PQconninfoParse(conninfo, em)
+#define PQconnectStartParams(k, v, e) pgs_fault_PQconnectStartParams(k, v, e)
 #endif
 
 #endif /* PGSPOUT_FAULT_INJECTION */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
@@ -231,7 +232,9 @@ static int connect_interruptible(connect_job *j)
     }
 }
 
-int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts, pgspout_conn **out)
+/* A new handle for conninfo, with conninfo checked: PGSPOUT_OK, or the code
+ * of a failure (*out a failed handle, or NULL for EINVAL/ENOMEM). */
+static int conn_new(const char *conninfo, const pgspout_options *opts, pgspout_conn **out)
 {
     if (out == NULL)
         return PGSPOUT_EINVAL;
@@ -264,6 +267,15 @@ int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts, pgsp
         return code;
     }
     PQconninfoFree(parsed);
+    return PGSPOUT_OK;
+}
+
+int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts, pgspout_conn **out)
+{
+    int rc = conn_new(conninfo, opts, out);
+    if (rc != PGSPOUT_OK)
+        return rc;
+    pgspout_conn *c = *out;
 
     connect_job *j = calloc(1, sizeof *j);
     if (j == NULL || (j->conninfo = strdup(conninfo)) == NULL) {
@@ -310,6 +322,136 @@ int pgspout_connect_opts(const char *conninfo, const pgspout_options *opts, pgsp
     PQsetnonblocking(c->pg, 1);
     pgs_metrics_connect(1, secs);
     return PGSPOUT_OK;
+}
+
+/* ---------------------------------------------------- non-blocking connect */
+
+/* connecting: 1 while PQconnectPoll runs, 2 while the session setting runs,
+ * -1 once it failed, 0 once connected (or connected by pgspout_connect). */
+enum { CONNECT_FAILED = -1, CONNECT_POLL = 1, CONNECT_SETTING = 2 };
+
+static int connect_failed(pgspout_conn *c, const char *why)
+{
+    pgs_metrics_connect(0, (double)(pgs_now_ns() - c->connect_t0) / 1e9);
+    pgs_conn_set_error(c, "connection failed: %s", why);
+    c->broken = 1;
+    c->connecting = CONNECT_FAILED;
+    return PGSPOUT_ECONNECT;
+}
+
+/* connect_timeout as libpq reads it from the conninfo and the environment
+ * (whole seconds; 1 counts as 2, as libpq does), in ms; 0 = none. */
+static int64_t conninfo_timeout_ms(PGconn *pg)
+{
+    int64_t secs = 0;
+    PQconninfoOption *o = PQconninfo(pg);
+    for (PQconninfoOption *p = o; p && p->keyword; p++)
+        if (strcmp(p->keyword, "connect_timeout") == 0 && p->val && *p->val)
+            secs = strtoll(p->val, NULL, 10);
+    PQconninfoFree(o);
+    if (secs > 0 && secs < 2)
+        secs = 2;
+    return secs > 0 ? secs * 1000 : 0;
+}
+
+int pgspout_connect_start(const char *conninfo, const pgspout_options *opts, pgspout_conn **out)
+{
+    int rc = conn_new(conninfo, opts, out);
+    if (rc != PGSPOUT_OK)
+        return rc;
+    pgspout_conn *c = *out;
+    connect_job j;
+    memset(&j, 0, sizeof j);
+    j.conninfo = (char *)conninfo; /* libpq copies what it keeps */
+    job_params(&j, opts);
+    c->connect_t0 = pgs_now_ns();
+    c->pg = PQconnectStartParams(j.keys, j.vals, 1);
+    if (c->pg == NULL) {
+        pgs_metrics_connect(0, 0);
+        pgs_conn_set_error(c, "out of memory");
+        c->broken = 1;
+        c->connecting = CONNECT_FAILED;
+        return PGSPOUT_ENOMEM;
+    }
+    if (PQstatus(c->pg) == CONNECTION_BAD)
+        return connect_failed(c, PQerrorMessage(c->pg));
+    PQsetNoticeReceiver(c->pg, notice_to_log, NULL);
+    int64_t ms = opts && opts->connect_timeout_ms >= 0 ? opts->connect_timeout_ms
+                                                       : conninfo_timeout_ms(c->pg);
+    c->connect_deadline = ms > 0 ? c->connect_t0 + ms * PGS_NS_PER_MS : 0;
+    c->connecting = CONNECT_POLL;
+    c->connect_write = 1; /* libpq: wait for writable before the first poll */
+    return PGSPOUT_OK;
+}
+
+/* 1 if sock is ready now for reading (or writing), or in error. */
+static int sock_ready(int sock, int want_write)
+{
+    struct pollfd p = {sock, (short)(want_write ? POLLOUT : POLLIN), 0};
+    return sock < 0 || poll(&p, 1, 0) != 0;
+}
+
+int pgspout_conn_poll(pgspout_conn *c, int *fd, int *want_write, int *wait_ms)
+{
+    if (fd)
+        *fd = -1;
+    if (want_write)
+        *want_write = 0;
+    if (wait_ms)
+        *wait_ms = -1;
+    if (c == NULL)
+        return PGSPOUT_EINVAL;
+    if (c->connecting == 0) /* connected (or failed) by pgspout_connect */
+        return c->pg && PQstatus(c->pg) == CONNECTION_OK ? PGSPOUT_OK : PGSPOUT_ECONNECT;
+    if (c->connecting == CONNECT_FAILED)
+        return PGSPOUT_ECONNECT;
+    int64_t now = pgs_now_ns();
+    if (c->connect_deadline && now >= c->connect_deadline)
+        return connect_failed(c, "timeout expired (connect_timeout)");
+    PGconn *pg = c->pg;
+    for (;;) {
+        if (c->connecting == CONNECT_POLL) {
+            if (!sock_ready(PQsocket(pg), c->connect_write))
+                break;
+            PostgresPollingStatusType st = PQconnectPoll(pg);
+            if (st == PGRES_POLLING_FAILED)
+                return connect_failed(c, PQerrorMessage(pg));
+            if (st != PGRES_POLLING_OK) {
+                c->connect_write = st == PGRES_POLLING_WRITING;
+                continue;
+            }
+            /* as pgspout_connect: exact floats, then every wait is ours */
+            PQsetnonblocking(pg, 1);
+            if (!PQsendQuery(pg, "SET extra_float_digits = 3"))
+                return connect_failed(c, PQerrorMessage(pg));
+            c->connecting = CONNECT_SETTING;
+        }
+        int f = PQflush(pg);
+        if (f < 0 || !PQconsumeInput(pg))
+            return connect_failed(c, PQerrorMessage(pg));
+        c->connect_write = f > 0;
+        while (f == 0 && !PQisBusy(pg)) {
+            PGresult *r = PQgetResult(pg);
+            if (r == NULL) {
+                if (PQstatus(pg) != CONNECTION_OK)
+                    return connect_failed(c, PQerrorMessage(pg));
+                c->connecting = 0;
+                pgs_metrics_connect(1, (double)(pgs_now_ns() - c->connect_t0) / 1e9);
+                return PGSPOUT_OK;
+            }
+            PQclear(r); /* a refused SET shows as the connection's status, as in connect */
+        }
+        break;
+    }
+    if (fd)
+        *fd = PQsocket(pg);
+    if (want_write)
+        *want_write = c->connect_write;
+    if (wait_ms && c->connect_deadline) {
+        int64_t left = (c->connect_deadline - now + PGS_NS_PER_MS - 1) / PGS_NS_PER_MS;
+        *wait_ms = left > INT32_MAX ? INT32_MAX : (int)left;
+    }
+    return PGSPOUT_AGAIN;
 }
 
 /* Notifications (LISTEN/NOTIFY) pile up in libpq until read: drop them,
@@ -380,7 +522,8 @@ const char *pgspout_conn_error(const pgspout_conn *c)
 
 int pgspout_conn_ok(const pgspout_conn *c)
 {
-    return c && c->pg && !c->broken && pgs_conn_owned(c) && PQstatus(c->pg) == CONNECTION_OK;
+    return c && c->pg && !c->broken && !c->connecting && pgs_conn_owned(c) &&
+           PQstatus(c->pg) == CONNECTION_OK;
 }
 
 int pgspout_conn_server_version(const pgspout_conn *c)

@@ -49,6 +49,12 @@ struct pgspout_conn {
     int64_t pool_born_ns, pool_idle_ns;
     unsigned pool_gen; /* the pool's fork generation when it joined */
     int pool_out;
+    /* pgspout_connect_start: 1 while libpq connects (PQconnectPoll), 2
+     * while pgspout's session setting runs, 0 once done or failed */
+    int connecting;
+    int connect_write;        /* PQconnectPoll wants the socket writable */
+    int64_t connect_t0;       /* monotonic ns, for the connect metrics */
+    int64_t connect_deadline; /* 0 = none */
 };
 
 /* A field of a buffered row: value at data + off, len -1 for SQL NULL. */
@@ -121,11 +127,15 @@ struct pgspout_stream {
     pgs_wake wake;
     int sock_dry;     /* a read found the socket empty: wait before reading */
     int epfd;         /* pgspout_stream_socket: wake fd + server socket */
-    int sock_watched; /* the server socket is in epfd now */
+    int sock_watched; /* the server socket's events in epfd (0: not in it) */
     char *err;
     char sqlstate[6];
     void *arrow; /* the Arrow stream exporting it (arrow.c), detached at close */
     int binary;  /* option arrow or binary: results came in binary */
+    struct pgs_opening *opening; /* pgspout_stream_start: the steps still to run */
+    _Atomic int cancel_sent;     /* pgspout_stream_cancel's request reached the server */
+    int64_t drain_until;         /* non-blocking drain after a cancel: give up then */
+    int drain_saw;               /* ... and what it discarded (DRAINED_*) */
 
     /* time (monotonic ns); the atomics are read by stats from any thread */
     int64_t t_open;

@@ -430,6 +430,51 @@ static int await_results(pgspout_conn *c, int sent, const char *what, int64_t de
     return rc;
 }
 
+/* One pass of await_results that never waits: PGSPOUT_OK once every result
+ * was read (*failed: some result was not COMMAND_OK), AGAIN to wait for the
+ * socket (readable; writable too when *want_write), or ECONN. */
+static int await_step(PGconn *pg, int *want_write, int *failed, result_fn each, void *ud)
+{
+    int f = PQflush(pg);
+    *want_write = f > 0;
+    if (f < 0 || !PQconsumeInput(pg))
+        return PGSPOUT_ECONN;
+    if (f > 0)
+        return PGSPOUT_AGAIN;
+    while (!PQisBusy(pg)) {
+        PGresult *r = PQgetResult(pg);
+        if (r == NULL)
+            return PGSPOUT_OK;
+        each(r, *failed, ud);
+        *failed |= PQresultStatus(r) != PGRES_COMMAND_OK;
+        PQclear(r);
+    }
+    return PGSPOUT_AGAIN;
+}
+
+/* One pass of drain that never waits: 1 once the connection is idle (what
+ * it discarded added to *saw), 0 to wait for the socket, -1 when it cannot
+ * go on this way (connection lost, COPY). */
+static int drain_step(PGconn *pg, int *saw)
+{
+    if (!PQconsumeInput(pg))
+        return -1;
+    while (!PQisBusy(pg)) {
+        PGresult *r = PQgetResult(pg);
+        if (r == NULL)
+            return 1;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_SINGLE_TUPLE || (int)st == PGS_TUPLES_CHUNK)
+            *saw |= DRAINED_ROWS;
+        else if (st == PGRES_FATAL_ERROR)
+            *saw |= DRAINED_ERROR;
+        PQclear(r);
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)
+            return -1;
+    }
+    return 0;
+}
+
 typedef struct utility {
     const char *sql;
     pgspout_stream *errs;
@@ -604,13 +649,14 @@ static int fail_conn(pgspout_stream *s)
  * the wake-up eventfd always and the server socket only while the stream
  * wants to read: paused or throttled, data waiting on the socket must not
  * make the loop spin. Owner thread. */
-static void watch_socket(pgspout_stream *s, int on)
+static void watch_socket(pgspout_stream *s, int events)
 {
-    if (s->epfd < 0 || s->conn == NULL || on == s->sock_watched)
+    if (s->epfd < 0 || s->conn == NULL || events == s->sock_watched)
         return;
-    struct epoll_event ev = {.events = EPOLLIN};
-    if (epoll_ctl(s->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, PQsocket(s->conn->pg), &ev) == 0)
-        s->sock_watched = on;
+    struct epoll_event ev = {.events = (uint32_t)events};
+    int op = !events ? EPOLL_CTL_DEL : s->sock_watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(s->epfd, op, PQsocket(s->conn->pg), &ev) == 0)
+        s->sock_watched = events;
 }
 
 static int64_t min_deadline(int64_t a, int64_t b)
@@ -642,11 +688,41 @@ static int interrupted(pgspout_stream *s)
     return fail(s, PGSPOUT_EINTR, PGSPOUT_STATE_CANCELLED, -1);
 }
 
+/* After pgspout_stream_cancel's request reached the server, a non-blocking
+ * caller (an event loop) reads what is left of the statement without
+ * waiting: AGAIN while the server has more to send; 0 when the statement is
+ * over, or when the blocking way has to finish it (fail's stop_server: a
+ * second cancel, a bounded drain), past DRAIN_NS or on a lost connection. */
+static int cancel_drain(pgspout_stream *s)
+{
+    pgspout_conn *c = s->conn;
+    if (c == NULL || s->server_done || !LOAD(s->cancel_sent) || !pgs_conn_owned(c))
+        return 0;
+    int64_t now = pgs_now_ns();
+    if (s->drain_until == 0)
+        s->drain_until = now + DRAIN_NS;
+    else if (now >= s->drain_until)
+        return 0;
+    int d = drain_step(c->pg, &s->drain_saw);
+    if (d == 0) {
+        watch_socket(s, EPOLLIN);
+        s->wait_until = s->drain_until;
+        return PGSPOUT_AGAIN;
+    }
+    if (d > 0) {
+        s->server_done = 1;
+        savepoint_end(s, s->drain_saw != 0);
+    }
+    return 0;
+}
+
 /* Cancel, deadline, pause and throttle, checked whenever the pump is about to
  * read or wait. 0 = go on reading; RETRY = re-check; else a code to return. */
 static int control(pgspout_stream *s, int nonblock)
 {
     if (LOAD(s->cancel_req)) {
+        if (nonblock && cancel_drain(s) == PGSPOUT_AGAIN)
+            return PGSPOUT_AGAIN;
         set_error(s, "57014", "stream cancelled by the caller after %llu rows",
                   (unsigned long long)(LOAD(s->delivered_base) + (uint64_t)LOAD(s->pos)));
         return fail(s, PGSPOUT_ECANCELLED, PGSPOUT_STATE_CANCELLED, -1);
@@ -929,6 +1005,232 @@ static void statement_done(pgspout_stream *s)
                    "COMMIT ended in ROLLBACK (the transaction had failed)");
 }
 
+/* ----------------------------------------------- opening without waiting */
+
+/* pgspout_stream_start: the steps of pgspout_stream_open, run by the pump
+ * one at a time without waiting, so that an event loop can drive them. */
+enum { OPEN_TIMEOUT = 1, OPEN_SAVEPOINT, OPEN_PREPARE, OPEN_DESCRIBE, OPEN_QUERY, OPEN_FLUSH };
+
+struct pgs_opening {
+    int step;                   /* OPEN_*: running (sent) or next */
+    int sent;                   /* the step's message is on its way */
+    int failed;                 /* ... and a result of it was not COMMAND_OK */
+    PGTransactionStatusType ts; /* the session's when the stream started */
+    int savepoint;              /* run under a savepoint (as pgspout_stream_open) */
+    int64_t timeout_ms;         /* OPEN_TIMEOUT: the statement_timeout sent */
+    utility u;
+    described d;
+    char util_sql[64];
+    char *sql;
+    int nparams;
+    char **params; /* copies of the caller's, in the same allocation */
+};
+
+static int64_t libpq_chunk_rows(const pgspout_stream *s, int64_t target);
+
+static void opening_free(pgspout_stream *s)
+{
+    free(s->opening);
+    s->opening = NULL;
+}
+
+/* The open failed with code: end the stream as pgspout_stream_open does. */
+static int open_failed(pgspout_stream *s, int code)
+{
+    pgspout_conn *c = s->conn;
+    opening_free(s);
+    if (code == PGSPOUT_ECONN) {
+        if (s->err == NULL)
+            set_error(s, "08006", "connection lost while opening the stream: %s",
+                      PQerrorMessage(c->pg));
+        if (!c->broken)
+            mark_broken(c, "connection lost while opening the stream");
+        s->server_done = 1;
+    }
+    if (code == PGSPOUT_ESQL)
+        savepoint_end(s, 0); /* as a refused query ends: the transaction aborted */
+    return fail(s, code, PGSPOUT_STATE_FAILED, -1);
+}
+
+/* Run the opening steps as far as they go without waiting: PGSPOUT_OK once
+ * the query is sent, AGAIN to wait for the socket (readable; writable too
+ * when *want_write), or the code the stream ended with. */
+static int open_step(pgspout_stream *s, int *want_write)
+{
+    struct pgs_opening *op = s->opening;
+    pgspout_conn *c = s->conn;
+    PGconn *pg = c->pg;
+    *want_write = 0;
+    for (;;) {
+        if (op->sent) {
+            int rc;
+            if (op->step == OPEN_FLUSH) {
+                int f = PQflush(pg);
+                *want_write = f > 0;
+                rc = f < 0 || !PQconsumeInput(pg) ? PGSPOUT_ECONN
+                     : f > 0                      ? PGSPOUT_AGAIN
+                                                  : PGSPOUT_OK;
+            } else if (op->step == OPEN_PREPARE || op->step == OPEN_DESCRIBE) {
+                rc = await_step(pg, want_write, &op->failed, described_result, &op->d);
+            } else {
+                rc = await_step(pg, want_write, &op->failed, utility_result, &op->u);
+            }
+            if (rc == PGSPOUT_AGAIN)
+                return rc;
+            if (rc == PGSPOUT_OK && op->failed)
+                rc = PGSPOUT_ESQL;
+            op->sent = 0;
+            if (op->step == OPEN_TIMEOUT) {
+                c->statement_timeout_ms = rc == PGSPOUT_OK ? op->timeout_ms : -1;
+                c->statement_timeout_in_tx = op->ts == PQTRANS_INTRANS;
+            } else if (op->step == OPEN_SAVEPOINT) {
+                s->savepoint = rc == PGSPOUT_OK;
+            }
+            if (op->step != OPEN_FLUSH)
+                s->server_done = 1; /* the statement is over */
+            if (rc != PGSPOUT_OK)
+                return open_failed(s, rc);
+            if (op->step == OPEN_FLUSH) {
+                opening_free(s);
+                watch_socket(s, 0); /* the pump watches what it needs */
+                return PGSPOUT_OK;
+            }
+            op->step++;
+            continue;
+        }
+        int sent = 0;
+        switch (op->step) {
+        case OPEN_TIMEOUT: {
+            /* as apply_statement_timeout */
+            if (c->statement_timeout_in_tx && op->ts == PQTRANS_IDLE) {
+                c->statement_timeout_ms = -1;
+                c->statement_timeout_in_tx = 0;
+            }
+            int64_t want = s->opt.statement_timeout_ms;
+            if (want == c->statement_timeout_ms || op->ts == PQTRANS_INERROR) {
+                op->step++;
+                continue;
+            }
+            op->timeout_ms = want;
+            if (want > 0)
+                snprintf(op->util_sql, sizeof op->util_sql, "SET statement_timeout = %lld",
+                         (long long)want);
+            else
+                snprintf(op->util_sql, sizeof op->util_sql, "RESET statement_timeout");
+            op->u = (utility){op->util_sql, s};
+            sent = PQsendQuery(pg, op->util_sql);
+            break;
+        }
+        case OPEN_SAVEPOINT:
+            if (!op->savepoint) {
+                op->step++;
+                continue;
+            }
+            snprintf(op->util_sql, sizeof op->util_sql, "SAVEPOINT " SAVEPOINT_NAME);
+            op->u = (utility){op->util_sql, s};
+            sent = PQsendQuery(pg, op->util_sql);
+            break;
+        case OPEN_PREPARE:
+            if (!s->opt.arrow) {
+                op->step = OPEN_QUERY;
+                continue;
+            }
+            s->binary = 0;
+            op->d = (described){s, &s->binary};
+            sent = PQsendPrepare(pg, "", op->sql, op->nparams, NULL);
+            break;
+        case OPEN_DESCRIBE: sent = PQsendDescribePrepared(pg, ""); break;
+        default: { /* OPEN_QUERY */
+            const char *const *pv = (const char *const *)op->params;
+            sent = s->opt.arrow
+                       ? PQsendQueryPrepared(pg, "", op->nparams, pv, NULL, NULL, s->binary)
+                       : PQsendQueryParams(pg, op->sql, op->nparams, NULL, pv, NULL, NULL, 0);
+            if (!sent) {
+                set_error(s, "", "could not send the query: %s", PQerrorMessage(pg));
+                if (PQstatus(pg) != CONNECTION_OK)
+                    mark_broken(c, "could not send the query");
+                return open_failed(s, c->broken ? PGSPOUT_ECONN : PGSPOUT_EINTERNAL);
+            }
+            s->server_done = 0;
+            if (!pgs_set_row_mode(pg, (int)libpq_chunk_rows(s, LOAD(s->chunk_target)))) {
+                set_error(s, "", "could not switch libpq to %s mode", pgspout_transport());
+                return open_failed(s, PGSPOUT_EINTERNAL);
+            }
+            op->step = OPEN_FLUSH;
+            op->sent = 1;
+            continue;
+        }
+        }
+        if (!sent) {
+            set_error(s, "08006", "could not send \"%s\": %s",
+                      op->step == OPEN_PREPARE || op->step == OPEN_DESCRIBE ? "the statement"
+                                                                            : op->util_sql,
+                      PQerrorMessage(pg));
+            return open_failed(s, PGSPOUT_ECONN);
+        }
+        s->server_done = 0;
+        op->sent = 1;
+        op->failed = 0;
+    }
+}
+
+/* Drive the opening steps: without waiting (nonblock: AGAIN with the socket
+ * watched as the step needs), or waiting as pgspout_stream_open does.
+ * PGSPOUT_OK once the query is sent, else the code to return. */
+static int open_drive(pgspout_stream *s, int nonblock)
+{
+    if (nonblock)
+        pgs_wake_drain(&s->wake);
+    if (!pgs_conn_owned(s->conn)) { /* as fill: a fork child sends nothing */
+        opening_free(s);
+        set_error(s, "",
+                  "the connection belongs to the process that opened it (this is a fork "
+                  "child); open a new connection here");
+        s->server_done = 1;
+        stream_end(s, PGSPOUT_STATE_FAILED, PGSPOUT_ECONN);
+        return PGSPOUT_ECONN;
+    }
+    for (;;) {
+        if (LOAD(s->cancel_req)) {
+            if (nonblock && cancel_drain(s) == PGSPOUT_AGAIN)
+                return PGSPOUT_AGAIN;
+            opening_free(s);
+            set_error(s, "57014", "stream cancelled by the caller while opening");
+            if (s->savepoint && s->server_done)
+                savepoint_end(s, 1);
+            return fail(s, PGSPOUT_ECANCELLED, PGSPOUT_STATE_CANCELLED, -1);
+        }
+        if (s->deadline && pgs_now_ns() >= s->deadline) {
+            opening_free(s);
+            set_error(s, "", "timeout of %lld ms exceeded while opening the stream",
+                      (long long)s->opt.timeout_ms);
+            if (s->savepoint && s->server_done)
+                savepoint_end(s, 1);
+            return fail(s, PGSPOUT_ETIMEOUT, PGSPOUT_STATE_FAILED, PGS_LIMIT_TIMEOUT);
+        }
+        int want_write = 0;
+        int rc = open_step(s, &want_write);
+        if (rc != PGSPOUT_AGAIN)
+            return rc;
+        if (nonblock) {
+            watch_socket(s, EPOLLIN | (want_write ? EPOLLOUT : 0));
+            s->wait_until = s->deadline;
+            return PGSPOUT_AGAIN;
+        }
+        int w = pgs_wait_rw(PQsocket(s->conn->pg), want_write, s->wake.fd, s->deadline);
+        if (w == PGS_WAIT_INTERRUPTED) {
+            opening_free(s);
+            return interrupted(s);
+        }
+        if (w < 0) {
+            opening_free(s);
+            return fail_conn(s);
+        }
+        if (w & PGS_WAIT_WAKE)
+            pgs_wake_drain(&s->wake);
+    }
+}
+
 /* Read one chunk. Returns PGSPOUT_OK with rows in the buffer, DONE, AGAIN,
  * PAUSED or a negative code (the stream has then ended). */
 static int fill(pgspout_stream *s, int nonblock)
@@ -938,6 +1240,11 @@ static int fill(pgspout_stream *s, int nonblock)
     release_chunk(s);
     if (s->pend_state)
         return finish_pending(s);
+    if (s->opening) {
+        int rc = open_drive(s, nonblock);
+        if (rc != PGSPOUT_OK)
+            return rc;
+    }
     if (s->server_done && s->carry == NULL) { /* everything was read already */
         s->pend_state = PGSPOUT_STATE_DONE;
         s->pend_code = PGSPOUT_DONE;
@@ -1029,7 +1336,7 @@ static int fill(pgspout_stream *s, int nonblock)
                         continue;
                     s->sock_dry = 1;
                     if (nonblock && s->nrows == 0) {
-                        watch_socket(s, 1);
+                        watch_socket(s, EPOLLIN);
                         return PGSPOUT_AGAIN;
                     }
                 }
@@ -1249,8 +1556,10 @@ static int64_t libpq_chunk_rows(const pgspout_stream *s, int64_t target)
     return target;
 }
 
-int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const char *const *params,
-                        const pgspout_options *opts, pgspout_stream **out)
+/* What pgspout_stream_open and _start share: the checks, and a stream
+ * registered on conn (*out) whose statement is not sent yet. */
+static int stream_new(pgspout_conn *conn, const char *sql, int nparams, const char *const *params,
+                      const pgspout_options *opts, pgspout_stream **out)
 {
     if (out == NULL)
         return PGSPOUT_EINVAL;
@@ -1336,6 +1645,17 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
         pgs_metrics_chunk_rows_gauge(s->metrics, target0);
     }
 
+    return PGSPOUT_OK;
+}
+
+int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const char *const *params,
+                        const pgspout_options *opts, pgspout_stream **out)
+{
+    int rc0 = stream_new(conn, sql, nparams, params, opts, out);
+    if (rc0 != PGSPOUT_OK)
+        return rc0;
+    pgspout_stream *s = *out;
+    int64_t target0 = LOAD(s->chunk_target);
     PGTransactionStatusType ts = PQtransactionStatus(conn->pg);
     int txc = tx_control(sql);
     s->commits = txc == TXC_COMMIT;
@@ -1390,6 +1710,56 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
     if (rc == PGSPOUT_OK || rc == PGSPOUT_DONE)
         return PGSPOUT_OK;
     return rc;
+}
+
+int pgspout_stream_start(pgspout_conn *conn, const char *sql, int nparams,
+                         const char *const *params, const pgspout_options *opts,
+                         pgspout_stream **out)
+{
+    int rc = stream_new(conn, sql, nparams, params, opts, out);
+    if (rc != PGSPOUT_OK)
+        return rc;
+    pgspout_stream *s = *out;
+    /* the SQL and the parameters are sent later: copies, in one block */
+    size_t size = sizeof(struct pgs_opening) + (size_t)nparams * sizeof(char *) + strlen(sql) + 1;
+    for (int i = 0; i < nparams; i++)
+        size += params[i] ? strlen(params[i]) + 1 : 0;
+    struct pgs_opening *op = calloc(1, size);
+    if (op == NULL) { /* as any ENOMEM before the start: no stream */
+        s->server_done = 1;
+        stream_end(s, PGSPOUT_STATE_FAILED, PGSPOUT_ENOMEM);
+        pgspout_stream_close(s);
+        *out = NULL;
+        return PGSPOUT_ENOMEM;
+    }
+    op->params = (char **)(void *)(op + 1);
+    char *w = (char *)(op->params + nparams);
+    op->nparams = nparams;
+    for (int i = 0; i < nparams; i++) {
+        if (params[i] == NULL)
+            continue;
+        size_t n = strlen(params[i]) + 1;
+        op->params[i] = memcpy(w, params[i], n);
+        w += n;
+    }
+    op->sql = memcpy(w, sql, strlen(sql) + 1);
+    op->ts = PQtransactionStatus(conn->pg);
+    int txc = tx_control(sql);
+    s->commits = txc == TXC_COMMIT;
+    op->savepoint = op->ts == PQTRANS_INTRANS && txc == TXC_NONE;
+    op->step = OPEN_TIMEOUT;
+    s->server_done = 1; /* nothing of the stream's is on the server yet */
+    s->opening = op;
+    return PGSPOUT_OK;
+}
+
+int pgspout_stream_poll(pgspout_stream *s)
+{
+    if (s == NULL)
+        return PGSPOUT_EINVAL;
+    if (LOAD(s->pos) < s->nrows && !LOAD(s->cancel_req))
+        return PGSPOUT_OK;
+    return fill(s, 1);
 }
 
 /* Rows of a stream opened with option arrow go through pgspout_stream_arrow
@@ -1612,8 +1982,9 @@ int pgspout_stream_cancel(pgspout_stream *s)
     int rc = PGSPOUT_OK;
     if (LOAD(s->ended))
         rc = PGSPOUT_ESTATE;
-    else if (!atomic_exchange(&s->cancel_req, 1) && s->conn && !s->server_done)
-        pgs_conn_send_cancel(s->conn, s->opt.cancel_timeout_ms);
+    else if (!atomic_exchange(&s->cancel_req, 1) && s->conn && !s->server_done &&
+             pgs_conn_send_cancel(s->conn, s->opt.cancel_timeout_ms) == 0)
+        STORE(s->cancel_sent, 1); /* an event loop may drain without waiting */
     pthread_mutex_unlock(&s->ctl);
     pgs_wake_signal(&s->wake);
     return rc;
@@ -1666,6 +2037,7 @@ void pgspout_stream_close(pgspout_stream *s)
     if (s == NULL)
         return;
     pgs_arrow_detach(s);
+    opening_free(s);
     if (!LOAD(s->ended)) {
         stop_server(s);
         stream_end(s, PGSPOUT_STATE_CANCELLED, PGSPOUT_ECANCELLED);

@@ -373,6 +373,87 @@ static void stream_nonblock(pgspout_conn *c, pgspout_options *o)
     pgspout_stream_close(s);
 }
 
+/* The event loop's calls: pgspout_connect_start/_conn_poll, then
+ * pgspout_stream_start/_poll (statement_timeout, option arrow's describe
+ * and the query as separate steps) and next_chunk, waiting in poll(). */
+static void event_loop_calls(const pgspout_options *o)
+{
+    set_step("connect_start");
+    pgspout_conn *c = NULL;
+    int rc = pgspout_connect_start(dsn, o, &c);
+    CHECK_RC(rc, rc == PGSPOUT_OK || is_enomem(rc));
+    while (rc == PGSPOUT_OK || rc == PGSPOUT_AGAIN) {
+        set_step("conn_poll");
+        int fd, ww, ms;
+        rc = pgspout_conn_poll(c, &fd, &ww, &ms);
+        if (rc == PGSPOUT_AGAIN) {
+            struct pollfd pfd = {.fd = fd, .events = (short)(ww ? POLLOUT : POLLIN)};
+            CHECK(poll(&pfd, 1, 5000) >= 0, "poll");
+        } else if (rc == PGSPOUT_OK) {
+            break;
+        }
+    }
+    CHECK_RC(rc, rc == PGSPOUT_OK || rc == PGSPOUT_ECONNECT || is_enomem(rc));
+    if (rc != PGSPOUT_OK) {
+        CHECK(c == NULL || *pgspout_conn_error(c), "error text: empty");
+        pgspout_conn_close(c);
+        return;
+    }
+    for (int arrow = 0; arrow < 2; arrow++) {
+        set_step(arrow ? "stream_start arrow" : "stream_start");
+        pgspout_options *so = pgspout_options_new(); /* NULL: the defaults */
+        int arrow_on = 0;
+        if (so) {
+            pgspout_options_set(so, "chunk_rows", "3");
+            pgspout_options_set(so, "statement_timeout", arrow ? "20s" : "0");
+            arrow_on =
+                pgspout_options_set(so, "arrow", arrow ? "on" : "off") == PGSPOUT_OK && arrow;
+        }
+        pgspout_stream *s = NULL;
+        int usable = pgspout_conn_ok(c);
+        rc = pgspout_stream_start(c, "SELECT g FROM generate_series(1, 10) g", 0, NULL, so, &s);
+        pgspout_options_free(so);
+        CHECK_RC(rc, rc == PGSPOUT_OK || is_enomem(rc) || (rc == PGSPOUT_ECONN && !usable));
+        if (rc != PGSPOUT_OK) {
+            if (s)
+                check_failed(s, rc, PGSPOUT_STATE_FAILED);
+            pgspout_stream_close(s);
+            continue;
+        }
+        long expect = 1;
+        for (;;) {
+            set_step("stream_poll");
+            rc = pgspout_stream_poll(s);
+            if (rc == PGSPOUT_AGAIN) {
+                struct pollfd pfd = {.fd = pgspout_stream_socket(s), .events = POLLIN};
+                CHECK(poll(&pfd, 1, 5000) >= 0, "poll");
+                continue;
+            }
+            if (rc != PGSPOUT_OK || arrow_on)
+                break;
+            const pgspout_chunk *ch;
+            rc = pgspout_stream_next_chunk(s, PGSPOUT_NONBLOCK, &ch);
+            CHECK_RC(rc, rc == PGSPOUT_OK);
+            for (int i = 0; i < pgspout_chunk_nrows(ch); i++)
+                check_row(pgspout_chunk_row(ch, i), &expect);
+        }
+        if (arrow_on && rc == PGSPOUT_OK)
+            CHECK(pgspout_stream_binary(s), "option arrow: binary results");
+        else if (rc == PGSPOUT_DONE)
+            CHECK(expect == 11, "DONE after %ld rows", expect - 1);
+        else {
+            CHECK_RC(rc, is_enomem(rc) || (rc == PGSPOUT_ECONN && !pgspout_conn_ok(c)));
+            /* as check_failed, through poll (next refuses option-arrow streams) */
+            CHECK(pgspout_stream_state(s) == PGSPOUT_STATE_FAILED, "state %s",
+                  pgspout_state_name(pgspout_stream_state(s)));
+            CHECK(pgspout_stream_poll(s) == rc, "sticky: poll after the end");
+            CHECK(*pgspout_stream_error(s), "error text: empty");
+        }
+        pgspout_stream_close(s);
+    }
+    pgspout_conn_close(c);
+}
+
 /* Read a stream to its end, rows numbered from 1: returns the end code. */
 static int drain_rows(pgspout_stream *s, long *expect)
 {
@@ -744,6 +825,7 @@ static void session(pgspout_conn **conn, pgspout_options **opts)
         CHECK_RC(rc, rc == PGSPOUT_OK || is_enomem(rc));
     }
     conn_close_under_stream(o);
+    event_loop_calls(o);
     connect_failures(o);
     metrics_texts();
     registry(o);

@@ -65,6 +65,10 @@ else
   "$venv_py" -m pip install -q "$root" pytest $arrow_peers $prometheus_peers
 fi
 
+# uvloop: test_aio.py runs every test under it too (skipped when missing,
+# e.g. no network to PyPI)
+"$venv_py" -m pip install -q uvloop || echo "run.sh: uvloop not installed: its test_aio.py runs skip"
+
 # The installed package, not the source tree; the extension needs only libpq
 # (the core is linked in statically).
 so=$(cd "$tmp" && "$venv_py" -c 'import pgspout, pgspout._pgspout as m; print(m.__file__)')

@@ -161,6 +161,21 @@ CASE(c_chunk_row_end, pgspout_chunk_row(F.chunk, pgspout_chunk_nrows(F.chunk)) =
 CASE(c_chunk_row_max, pgspout_chunk_row(F.chunk, INT_MAX) == NULL)
 CASE(c_socket_null, pgspout_stream_socket(NULL) == -1)
 CASE(c_wait_ms_null, pgspout_stream_wait_ms(NULL) == -1)
+CASE(c_stream_poll_null, pgspout_stream_poll(NULL) == PGSPOUT_EINVAL)
+CASE(c_conn_poll_null, pgspout_conn_poll(NULL, NULL, NULL, NULL) == PGSPOUT_EINVAL)
+static int c_connect_start_null(void)
+{
+    pgspout_conn *c = (pgspout_conn *)1;
+    return pgspout_connect_start(NULL, NULL, &c) == PGSPOUT_EINVAL && c == NULL &&
+           pgspout_connect_start("", NULL, NULL) == PGSPOUT_EINVAL;
+}
+static int c_stream_start_null(void)
+{
+    pgspout_stream *s = (pgspout_stream *)1;
+    return pgspout_stream_start(NULL, "SELECT 1", 0, NULL, NULL, &s) == PGSPOUT_EINVAL &&
+           s == NULL &&
+           pgspout_stream_start(NULL, "SELECT 1", 0, NULL, NULL, NULL) == PGSPOUT_EINVAL;
+}
 /* columns and rows */
 CASE(c_ncols_null, pgspout_stream_ncols(NULL) == 0)
 CASE(c_colname_null, pgspout_stream_colname(NULL, 0) == NULL)
@@ -386,6 +401,10 @@ static const null_case null_cases[] = {
     ROW(c_chunk_row_max, "pgspout_chunk_row(c, INT_MAX) == NULL"),
     ROW(c_socket_null, "pgspout_stream_socket(NULL) == -1"),
     ROW(c_wait_ms_null, "pgspout_stream_wait_ms(NULL) == -1"),
+    ROW(c_stream_poll_null, "pgspout_stream_poll(NULL) -> EINVAL"),
+    ROW(c_conn_poll_null, "pgspout_conn_poll(NULL, ...) -> EINVAL"),
+    ROW(c_connect_start_null, "pgspout_connect_start(NULL / out NULL) -> EINVAL, *out NULL"),
+    ROW(c_stream_start_null, "pgspout_stream_start(NULL conn / out NULL) -> EINVAL, *out NULL"),
     ROW(c_ncols_null, "pgspout_stream_ncols(NULL) == 0"),
     ROW(c_colname_null, "pgspout_stream_colname(NULL, 0) == NULL"),
     ROW(c_colname_neg, "pgspout_stream_colname(s, -1) == NULL"),
