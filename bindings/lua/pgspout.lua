@@ -73,14 +73,22 @@ end
 -- Default hook: ngx.log inside OpenResty (server DEBUG -> ngx.DEBUG, LOG
 -- and INFO -> ngx.INFO, NOTICE -> ngx.NOTICE, WARNING -> ngx.WARN,
 -- pgspout's errors -> ngx.ERR), else none (the library never prints).
+-- Inside an ngx.run_worker_thread task, ngx.log does not exist: there the
+-- default keeps the records (at most KEEP) for pgspout.take_log(), which the
+-- task returns to the request's VM, where pgspout.log(records) writes them.
 local log_drain = core.log_drain
 local log_hook, default_hook
+local kept, KEEP = {}, 256
 
 if type(ngx) == "table" and type(ngx.log) == "function" then
     local NGX = { [0] = ngx.DEBUG, ngx.INFO, ngx.WARN, ngx.ERR }
     default_hook = function(rec)
         local lvl = rec.severity == "NOTICE" and ngx.NOTICE or NGX[rec.levelno] or ngx.WARN
         ngx.log(lvl, "pgspout: ", rec.label and ("stream " .. rec.label .. ": ") or "", rec.message)
+    end
+elseif type(ngx) == "table" then -- a worker thread's VM
+    default_hook = function(rec)
+        if #kept < KEEP then kept[#kept + 1] = rec end
     end
 end
 
@@ -94,6 +102,21 @@ local function flush_log()
         pcall(fn, { level = "warning", levelno = 2,
                     message = ("%d log messages dropped (more than 32 between two calls)"):format(dropped) })
     end
+end
+
+--- pgspout.take_log() -> the records kept in an ngx.run_worker_thread task
+-- (an array of plain tables, which can be returned from the task), emptied
+-- pgspout.log(records): hands each to the log hook (in a request: ngx.log)
+function M.take_log()
+    local out = kept
+    kept = {}
+    return out
+end
+
+function M.log(records)
+    local fn = log_hook or default_hook
+    if type(records) ~= "table" or not fn then return end
+    for i = 1, #records do pcall(fn, records[i]) end
 end
 
 --- pgspout.set_log(fn): fn(record) receives every log record (errors it

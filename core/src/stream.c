@@ -1372,6 +1372,10 @@ static int fill(pgspout_stream *s, int nonblock)
                     set_error(s, "", "out of memory");
                     return fail(s, PGSPOUT_ENOMEM, PGSPOUT_STATE_FAILED, -1);
                 }
+                /* libpq 18 puts the command tag on the last, partial chunk
+                 * and none on the empty TUPLES_OK after it */
+                if (*PQcmdStatus(res))
+                    snprintf(s->cmd_tag, sizeof s->cmd_tag, "%s", PQcmdStatus(res));
                 int ar = add_result(s, res, &kept_total);
                 if (ar < 0)
                     return fail(s, ar, PGSPOUT_STATE_FAILED,
@@ -1385,7 +1389,8 @@ static int fill(pgspout_stream *s, int nonblock)
                     set_error(s, "", "out of memory");
                     return fail(s, PGSPOUT_ENOMEM, PGSPOUT_STATE_FAILED, -1);
                 }
-                snprintf(s->cmd_tag, sizeof s->cmd_tag, "%s", PQcmdStatus(res));
+                if (*PQcmdStatus(res))
+                    snprintf(s->cmd_tag, sizeof s->cmd_tag, "%s", PQcmdStatus(res));
                 PQclear(res);
                 break;
             case PGRES_COPY_OUT:

@@ -51,9 +51,10 @@ prefix=$(mktemp -d /tmp/pgspout-nginx.XXXXXX)
 mkdir -p "$prefix/logs" "$prefix/tmp" "$prefix/out"
 nginx_pid=""
 control_pid=""
+log_pid=""
 cleanup() {
   local rc=$?
-  for p in $nginx_pid $control_pid; do
+  for p in $nginx_pid $control_pid $log_pid; do
     kill "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
   done
@@ -276,6 +277,74 @@ for _ in $(seq 50); do
 done
 [ "$cancelled" -ge 1 ] || fail "/metrics streams_cancelled_total = $cancelled 5 s after the abort"
 pass "registry empty after the abort; /metrics streams_cancelled_total $cancelled"
+
+# Server notices and warnings reach nginx's error log at their level, with
+# the stream's label: from a request's own VM (the default hook is ngx.log)
+# and from an ngx.run_worker_thread task, whose VM has no ngx.log (the task
+# returns pgspout.take_log() and the request hands it to pgspout.log).
+lp=$prefix/logcheck
+mkdir -p "$lp/logs" "$lp/tmp"
+lport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$lp/logtask.lua" <<'LUA'
+local pgspout = require "pgspout"
+local M = {}
+function M.notice(dsn, where)
+    local c = assert(pgspout.connect(dsn))
+    -- where: "main" or "thread", this file's own words (a DO block takes no parameters)
+    local s = assert(c:stream("DO $$ BEGIN RAISE NOTICE 'pgs-notice-" .. where .. "'; " ..
+        "RAISE WARNING 'pgs-warning-" .. where .. "'; END $$", nil, { label = "logcheck" }))
+    for _ in s:rows() do end
+    s:close()
+    c:close()
+    return "done", pgspout.take_log()
+end
+return M
+LUA
+cat >"$lp/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+$user_line
+worker_processes 1;
+daemon off;
+pid $lp/logs/nginx.pid;
+error_log $lp/logs/error.log info;
+env PGSPOUT_TEST_DSN;
+thread_pool logpool threads=1;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $lp/tmp/body;
+    proxy_temp_path $lp/tmp/proxy;
+    fastcgi_temp_path $lp/tmp/fastcgi;
+    uwsgi_temp_path $lp/tmp/uwsgi;
+    scgi_temp_path $lp/tmp/scgi;
+    lua_package_path "$mod/?.lua;$lp/?.lua;;";
+    lua_package_cpath "$mod/?.so;;";
+    server {
+        listen 127.0.0.1:$lport;
+        location /main { content_by_lua_block {
+            ngx.say(require("logtask").notice(os.getenv("PGSPOUT_TEST_DSN"), "main")) } }
+        location /thread { content_by_lua_block {
+            local ok, st, recs = ngx.run_worker_thread("logpool", "logtask", "notice",
+                                                       os.getenv("PGSPOUT_TEST_DSN"), "thread")
+            require("pgspout").log(recs)
+            ngx.say(tostring(ok), " ", tostring(st), " ", #recs) } }
+    }
+}
+CONF
+PGSPOUT_TEST_DSN=$PGSPOUT_TEST_DSN "$NGINX" -p "$lp" -c "$lp/nginx.conf" -e "$lp/logs/error.log" &
+log_pid=$!
+for _ in $(seq 50); do curl -fsS -o /dev/null "http://127.0.0.1:$lport/main" 2>/dev/null && break; sleep 0.1; done
+got=$(curl -sS "http://127.0.0.1:$lport/thread" 2>&1)
+[ "$got" = "true done 2" ] || { tail -n 20 "$lp/logs/error.log" >&2; fail "/thread of the log check answered: $got"; }
+kill "$log_pid"; wait "$log_pid" 2>/dev/null || true
+for w in main thread; do
+  grep -q "\[notice\].*pgspout: stream logcheck: server NOTICE: pgs-notice-$w" "$lp/logs/error.log" \
+    || fail "no [notice] line for the server NOTICE ($w) in error.log"
+  grep -q "\[warn\].*pgspout: stream logcheck: server WARNING: pgs-warning-$w" "$lp/logs/error.log" \
+    || fail "no [warn] line for the server WARNING ($w) in error.log"
+done
+pass "server NOTICE/WARNING in error.log as [notice]/[warn] with the stream's label, from a request and from a worker thread"
 
 grep -E '\[(alert|emerg|crit)\]|signal [0-9]+|core dumped' "$prefix/logs/error.log" && fail "nginx logged a crash"
 pass "no crash in error.log"

@@ -215,7 +215,7 @@ class Stream:
         """``pyarrow.RecordBatch`` objects, one per chunk, built in C
         (``pip install pgspout[arrow]``); with the option ``arrow`` the
         results come in binary where the types allow, as in the sync API."""
-        import pyarrow
+        import pyarrow  # type: ignore[import-not-found, import-untyped]
 
         reader = pyarrow.RecordBatchReader.from_stream(_ArrowExport(self))
         while True:
@@ -229,7 +229,7 @@ class Stream:
 
     async def to_arrow(self) -> Any:
         """The rest of the rows as one ``pyarrow.Table``."""
-        import pyarrow
+        import pyarrow  # type: ignore[import-not-found, import-untyped]
 
         batches = [b async for b in self.arrow_batches()]
         if batches:
