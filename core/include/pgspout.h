@@ -276,8 +276,12 @@ PGSPOUT_EXTERN int pgspout_connect_opts(const char *conninfo, const pgspout_opti
                                         pgspout_conn **out);
 /* Close the connection. A stream still open on it is ended first (its server
  * query cancelled; it reports PGSPOUT_ESTATE, state CLOSED) but not freed:
- * pgspout_stream_close it as usual, before or after this call. NULL is a
- * no-op. Owner thread. */
+ * pgspout_stream_close it as usual, before or after this call. A connection
+ * acquired from a pool is not closed but given back: this is then
+ * pgspout_pool_release(its pool, conn) (and pgspout_conn_release gives it
+ * back when its stream ends), so bindings whose objects close on garbage
+ * collection return pooled connections as they go. NULL is a no-op. Owner
+ * thread. */
 PGSPOUT_EXTERN void pgspout_conn_close(pgspout_conn *conn);
 /* Give up the caller's handle without ending a stream that runs on it (like
  * sqlite3_close_v2): with no stream open the connection closes now, else it
@@ -355,7 +359,8 @@ PGSPOUT_EXTERN int pgspout_pool_new(const char *conninfo, const pgspout_options 
  * Returns OK, EINVAL, ETIMEOUT (every connection stayed in use), EINTR,
  * ESTATE (the pool is closed), ECONNECT, ENOMEM. Any thread. */
 PGSPOUT_EXTERN int pgspout_pool_acquire(pgspout_pool *pool, int64_t timeout_ms, pgspout_conn **out);
-/* Give back a connection acquired from pool, in any state: it is reset for
+/* Give back a connection acquired from pool, in any state (closing it with
+ * pgspout_conn_close does the same): it is reset for
  * the next user or closed (see above). Blocks for the reset (one or two
  * round trips, bounded by cancel_timeout each; an open stream's cancel
  * first). Do not use conn afterwards. Returns OK, or EINVAL (NULL, or conn
@@ -853,6 +858,16 @@ PGSPOUT_EXTERN int pgspout_registry_open_pool(pgspout_pool *pool, const char *sq
                                               const char *const *params,
                                               const pgspout_options *opts, uint64_t *id,
                                               char **errmsg);
+/* The registry's own pool for conninfo and the connection/pool keys of opts
+ * (NULL = defaults), the one pgspout_registry_open with the same conninfo
+ * and keys uses; made on first use (no connection opened yet), then the
+ * same pool for every caller in the process - any thread, any interpreter.
+ * Borrowed: valid for the life of the process; never pgspout_pool_close it.
+ * Maintained by the registry's background thread (started by this call).
+ * Returns OK, EINVAL (NULL conninfo or out), EVALUE (min_idle above
+ * max_size), ENOMEM. */
+PGSPOUT_EXTERN int pgspout_registry_pool(const char *conninfo, const pgspout_options *opts,
+                                         pgspout_pool **out);
 /* Next rows as NDJSON (pgspout_row_json per row, one per line) in *out
  * (caller frees with pgspout_free), row count in *nrows. max_rows 0 hands
  * over the stream's next chunk; max_rows > 0 waits only for the first rows,

@@ -574,6 +574,23 @@ int pgspout_registry_open(const char *conninfo, const char *sql, int nparams,
     return open_entry(pool, conninfo, sql, nparams, params, opts, id, errmsg);
 }
 
+int pgspout_registry_pool(const char *conninfo, const pgspout_options *opts, pgspout_pool **out)
+{
+    int rc;
+    if (out)
+        *out = NULL;
+    if (!conninfo || !out)
+        return PGSPOUT_EINVAL;
+    pthread_once(&reg_once, reg_init_once);
+    rc = registry_pool(conninfo, opts, out, NULL);
+    if (rc == PGSPOUT_OK) {
+        pthread_mutex_lock(&reg.mu);
+        reaper_start_locked(); /* its tick maintains the pool */
+        pthread_mutex_unlock(&reg.mu);
+    }
+    return rc;
+}
+
 int pgspout_registry_open_pool(pgspout_pool *pool, const char *sql, int nparams,
                                const char *const *params, const pgspout_options *opts, uint64_t *id,
                                char **errmsg)

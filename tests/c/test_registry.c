@@ -440,6 +440,80 @@ static void test_reaper_maintains(void **state)
     pgspout_conn_close(admin);
 }
 
+/* pgspout_registry_pool: one pool per conninfo and keys, the one
+ * pgspout_registry_open uses. */
+static void test_registry_pool(void **state)
+{
+    (void)state;
+    pgspout_options *o = opts("application_name", "pgs_reg_shared", "max_size", "3", NULL);
+    pgspout_options *o2 = opts("application_name", "pgs_reg_shared", "max_size", "4", NULL);
+    pgspout_pool *a = NULL, *b = NULL, *c = NULL;
+    assert_int_equal(pgspout_registry_pool(tu_dsn(), o, &a), PGSPOUT_OK);
+    assert_int_equal(pgspout_registry_pool(tu_dsn(), o, &b), PGSPOUT_OK);
+    assert_int_equal(pgspout_registry_pool(tu_dsn(), o2, &c), PGSPOUT_OK);
+    assert_ptr_equal(a, b);
+    assert_ptr_not_equal(a, c);
+    assert_int_equal(pstats(a).max_size, 3);
+    /* stream keys do not make another pool */
+    pgspout_options *o3 =
+        opts("application_name", "pgs_reg_shared", "max_size", "3", "chunk_rows", "7", NULL);
+    assert_int_equal(pgspout_registry_pool(tu_dsn(), o3, &b), PGSPOUT_OK);
+    assert_ptr_equal(a, b);
+    uint64_t before = pstats(a).acquires;
+    free(one_row(NULL, "SELECT 1", o3));
+    assert_int_equal(pstats(a).acquires, before + 1);
+    assert_int_equal(pgspout_registry_pool(NULL, o, &b), PGSPOUT_EINVAL);
+    assert_int_equal(pgspout_registry_pool(tu_dsn(), o, NULL), PGSPOUT_EINVAL);
+    pgspout_options_free(o);
+    pgspout_options_free(o2);
+    pgspout_options_free(o3);
+}
+
+/* Closing a pooled connection gives it back; releasing it (the garbage
+ * collector's path) gives it back when its stream ends. */
+static void test_close_gives_back(void **state)
+{
+    (void)state;
+    pgspout_pool *p = new_pool("pgs_reg_closeback", "1", "0");
+    pgspout_conn *c = NULL;
+    assert_int_equal(pgspout_pool_acquire(p, 0, &c), PGSPOUT_OK);
+    tu_expect_scalar(c, "SELECT 1", "1");
+    pgspout_conn_close(c);
+    assert_int_equal(pstats(p).in_use, 0);
+    assert_int_equal(pstats(p).idle, 1);
+
+    assert_int_equal(pgspout_pool_acquire(p, 0, &c), PGSPOUT_OK);
+    pgspout_stream *s = NULL;
+    assert_int_equal(
+        pgspout_stream_open(c, "SELECT g FROM generate_series(1, 10) g", 0, NULL, NULL, &s),
+        PGSPOUT_OK);
+    pgspout_conn_release(c); /* the stream still runs on it */
+    assert_int_equal(pstats(p).in_use, 1);
+    const pgspout_row *row;
+    int rc, n = 0;
+    while ((rc = pgspout_stream_next(s, &row)) == PGSPOUT_OK)
+        n++;
+    assert_int_equal(rc, PGSPOUT_DONE);
+    assert_int_equal(n, 10);
+    assert_int_equal(pstats(p).in_use, 0); /* back at the stream's end */
+    pgspout_stream_close(s);
+
+    /* the same, closing the stream before its end */
+    assert_int_equal(pgspout_pool_acquire(p, 0, &c), PGSPOUT_OK);
+    assert_int_equal(
+        pgspout_stream_open(c, "SELECT g FROM generate_series(1, 100000000) g", 0, NULL, NULL, &s),
+        PGSPOUT_OK);
+    pgspout_conn_release(c);
+    assert_int_equal(pgspout_stream_next(s, &row), PGSPOUT_OK);
+    pgspout_stream_close(s);
+    assert_int_equal(pstats(p).in_use, 0);
+    assert_int_equal(pgspout_pool_acquire(p, 0, &c), PGSPOUT_OK);
+    tu_expect_scalar(c, "SELECT 2", "2");
+    assert_int_equal(pgspout_pool_release(p, c), PGSPOUT_OK);
+    assert_int_equal(pstats(p).created, 1);
+    pgspout_pool_close(p);
+}
+
 int main(void)
 {
     int gate = tu_db_gate("test_registry");
@@ -455,6 +529,8 @@ int main(void)
         cmocka_unit_test(test_no_state_leak),
         cmocka_unit_test(test_exhausted),
         cmocka_unit_test(test_reaper_maintains),
+        cmocka_unit_test(test_registry_pool),
+        cmocka_unit_test(test_close_gives_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
