@@ -266,7 +266,7 @@ static void test_back_after_cancel(void **state)
     pgspout_pool *p = new_pool("pgs_reg_cancel", "1", "0");
     pgspout_options *o = opts("chunk_rows", "100", NULL);
     long pid = pid_via(p, NULL);
-    uint64_t id = open_on(p, "SELECT g FROM generate_series(1, 100000000) g", o);
+    uint64_t id = open_on(p, "SELECT generate_series(1, 100000000) AS g", o);
     char *out = NULL;
     assert_int_equal(pgspout_registry_fetch(id, 0, &out, NULL, NULL, NULL), PGSPOUT_OK);
     pgspout_free(out);
@@ -305,7 +305,7 @@ static void test_back_after_cancel_with_fetch(void **state)
     (void)state;
     pgspout_pool *p = new_pool("pgs_reg_cancel2", "1", "0");
     pgspout_options *o = opts("chunk_rows", "100", NULL);
-    fetch_arg a = {open_on(p, "SELECT g FROM generate_series(1, 100000000) g", o), 0};
+    fetch_arg a = {open_on(p, "SELECT generate_series(1, 100000000) AS g", o), 0};
     char *out = NULL;
     assert_int_equal(pgspout_registry_fetch(a.id, 0, &out, NULL, NULL, NULL), PGSPOUT_OK);
     pgspout_free(out);
@@ -330,14 +330,14 @@ static void test_back_after_close_and_reap(void **state)
     (void)state;
     pgspout_pool *p = new_pool("pgs_reg_close", "1", "0");
     pgspout_options *o = opts("chunk_rows", "100", "idle_timeout", "50ms", NULL);
-    uint64_t id = open_on(p, "SELECT g FROM generate_series(1, 100000000) g", o);
+    uint64_t id = open_on(p, "SELECT generate_series(1, 100000000) AS g", o);
     char *out = NULL;
     assert_int_equal(pgspout_registry_fetch(id, 0, &out, NULL, NULL, NULL), PGSPOUT_OK);
     pgspout_free(out);
     assert_int_equal(pgspout_registry_close(id), PGSPOUT_OK);
     assert_int_equal(pstats(p).in_use, 0);
 
-    id = open_on(p, "SELECT g FROM generate_series(1, 100000000) g", o);
+    id = open_on(p, "SELECT generate_series(1, 100000000) AS g", o);
     assert_int_equal(pgspout_registry_fetch(id, 0, &out, NULL, NULL, NULL), PGSPOUT_OK);
     pgspout_free(out);
     tu_sleep_ms(100);
@@ -372,7 +372,7 @@ static void test_no_state_leak(void **state)
             char *js = one_row(p, leave[i], NULL);
             free(js);
         } else { /* cancelled mid-stream */
-            uint64_t id = open_on(p, "SELECT g FROM generate_series(1, 100000000) g", big);
+            uint64_t id = open_on(p, "SELECT generate_series(1, 100000000) AS g", big);
             char *out = NULL;
             assert_int_equal(pgspout_registry_fetch(id, 0, &out, NULL, NULL, NULL), PGSPOUT_OK);
             pgspout_free(out);
@@ -405,7 +405,7 @@ static void test_exhausted(void **state)
     (void)state;
     pgspout_pool *p = new_pool("pgs_reg_full", "1", "100ms");
     pgspout_options *o = opts("chunk_rows", "100", NULL);
-    uint64_t id = open_on(p, "SELECT g FROM generate_series(1, 100000000) g", o);
+    uint64_t id = open_on(p, "SELECT generate_series(1, 100000000) AS g", o);
     uint64_t id2 = 0;
     char *err = NULL;
     assert_int_equal(pgspout_registry_open_pool(p, "SELECT 1", 0, NULL, NULL, &id2, &err),
@@ -501,7 +501,7 @@ static void test_close_gives_back(void **state)
     /* the same, closing the stream before its end */
     assert_int_equal(pgspout_pool_acquire(p, 0, &c), PGSPOUT_OK);
     assert_int_equal(
-        pgspout_stream_open(c, "SELECT g FROM generate_series(1, 100000000) g", 0, NULL, NULL, &s),
+        pgspout_stream_open(c, "SELECT generate_series(1, 100000000) AS g", 0, NULL, NULL, &s),
         PGSPOUT_OK);
     pgspout_conn_release(c);
     assert_int_equal(pgspout_stream_next(s, &row), PGSPOUT_OK);
