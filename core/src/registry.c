@@ -42,7 +42,9 @@
  * so they can wake or stop a fetch that is blocked holding e->mu.
  *  - Order: e->mu may be held while taking reg.mu, never the reverse, so
  *    there is no lock cycle. pools_mu (the registry's own pools) is a leaf:
- *    nothing else is taken under it, and no call that connects.
+ *    nothing else is taken under it (no pool call: pool.c's fork handlers
+ *    take the pools' locks before the registry's take reg.mu and
+ *    pools_mu).
  *
  * Lifetime
  * --------
@@ -250,26 +252,51 @@ static int registry_pool(const char *conninfo, const pgspout_options *opts, pgsp
     if (key.oom || pgspout_options_set(po, "label", "registry") != PGSPOUT_OK)
         goto done;
 
-    pthread_mutex_lock(&pools_mu);
-    for (rp = pools; rp; rp = rp->next)
-        if (strcmp(rp->key, key.data) == 0)
-            break;
-    if (rp) {
-        *out = rp->pool;
-        rc = PGSPOUT_OK;
-    } else if ((rp = calloc(1, sizeof *rp)) != NULL) {
-        rc = pgspout_pool_new(conninfo, po, &rp->pool);
-        if (rc == PGSPOUT_OK) {
-            rp->key = pgs_buf_steal(&key);
-            rp->next = pools;
-            pools = rp;
+    /* look up; make a new pool outside the lock (pool.c takes its own
+     * locks, which its fork handlers take before ours), then insert it
+     * unless another thread inserted one for the key meanwhile */
+    for (;;) {
+        reg_pool *made = NULL;
+        pthread_mutex_lock(&pools_mu);
+        for (rp = pools; rp; rp = rp->next)
+            if (strcmp(rp->key, key.data) == 0)
+                break;
+        pthread_mutex_unlock(&pools_mu);
+        if (rp) {
             *out = rp->pool;
-        } else {
-            free(rp);
-            set_errmsg(errmsg, "pgspout_registry_open: pool: ", NULL, NULL, rc);
+            rc = PGSPOUT_OK;
+            break;
         }
+        made = calloc(1, sizeof *made);
+        if (!made || !(made->key = dup_str(key.data))) {
+            free(made);
+            rc = PGSPOUT_ENOMEM;
+            break;
+        }
+        rc = pgspout_pool_new(conninfo, po, &made->pool);
+        if (rc != PGSPOUT_OK) {
+            free(made->key);
+            free(made);
+            set_errmsg(errmsg, "pgspout_registry_open: pool: ", NULL, NULL, rc);
+            break;
+        }
+        pthread_mutex_lock(&pools_mu);
+        for (rp = pools; rp; rp = rp->next)
+            if (strcmp(rp->key, key.data) == 0)
+                break;
+        if (!rp) {
+            made->next = pools;
+            pools = made;
+        }
+        pthread_mutex_unlock(&pools_mu);
+        if (!rp) {
+            *out = made->pool;
+            break;
+        }
+        pgspout_pool_close(made->pool); /* lost the race: use the other */
+        free(made->key);
+        free(made);
     }
-    pthread_mutex_unlock(&pools_mu);
 
 done:
     if (rc == PGSPOUT_ENOMEM && errmsg && !*errmsg)
