@@ -281,6 +281,50 @@ PGSPOUT_LUA_RC(pgspout_registry_close)
 %typemap(out) int pgspout_registry_open "";
 %typemap(out) int pgspout_registry_fetch "";
 
+/* ------------------------------------------------------------------ pools
+ * Lua gets the registry's process-wide pools (pgspout_registry_pool: one
+ * per DSN and connection/pool keys, shared by every Lua VM of the process,
+ * never closed), not pools of its own: a pool object is a borrowed handle
+ * (no __gc), so no VM can close a pool another one uses. Connections
+ * acquired from it are ordinary connection objects whose close() and
+ * __gc give them back (pgspout_conn_close on a pooled connection). */
+%ignore pgspout_pool_new;
+%ignore pgspout_pool_close;
+%ignore pgspout_pool_release;
+%ignore pgspout_pool_maintain;
+%ignore pgspout_pool_stats;
+%typemap(in, numinputs=0) pgspout_pool **out (pgspout_pool *tmp = NULL) "$1 = &tmp;";
+%typemap(argout) pgspout_pool **out {
+  if (result < 0)
+    return pgspout_lua_fail(L, result, NULL, NULL);
+  SWIG_NewPointerObj(L, *$1, $*1_descriptor, 0);
+  SWIG_arg++;
+}
+%typemap(out) int pgspout_registry_pool "";
+%typemap(out) int pgspout_pool_acquire "";
+%typemap(out) int pgspout_registry_open_pool "";
+%typemap(in) pgspout_pool *pool {
+  if (!SWIG_isptrtype(L, $input) ||
+      !SWIG_IsOK(SWIG_ConvertPtr(L, $input, (void **)&$1, $descriptor, 0)) || !$1)
+    luaL_argerror(L, $input, "pgspout pool expected");
+}
+/* acquire's wait in milliseconds: -1 = the pool's acquire_timeout */
+%typemap(in) int64_t timeout_ms {
+  PGSPOUT_LUA_NUMBER_CHECK
+  $1 = (int64_t)lua_tonumber(L, $input);
+}
+%typemap(in, numinputs=0) pgspout_pool_stats *st (pgspout_pool_stats tmp) "tmp.size = sizeof tmp; $1 = &tmp;";
+%typemap(out) int pgspout_pool_stats_get "";
+%typemap(argout) pgspout_pool_stats *st {
+  if (result < 0)
+    return pgspout_lua_fail(L, result, NULL, NULL);
+  pgspout_lua_push_pool_stats(L, $1);
+  SWIG_arg++;
+}
+%nodefaultctor pgspout_pool;
+%nodefaultdtor pgspout_pool;
+struct pgspout_pool {};
+
 /* Blocking calls: interruptible by the standalone interpreter's Ctrl-C */
 %define PGSPOUT_LUA_BLOCKING(fn)
 %exception fn %{
@@ -290,11 +334,18 @@ PGSPOUT_LUA_RC(pgspout_registry_close)
 %}
 %enddef
 PGSPOUT_LUA_BLOCKING(pgspout_connect_opts)
+PGSPOUT_LUA_BLOCKING(pgspout_pool_acquire)
 PGSPOUT_LUA_BLOCKING(pgspout_conn::open)
 PGSPOUT_LUA_BLOCKING(pgspout_stream::chunk)
 
 /* close() empties the object: its __gc and other methods see it closed */
 %exception pgspout_conn::close %{
+  $action
+  ((swig_lua_userdata *)lua_touserdata(L, 1))->ptr = NULL;
+%}
+/* release() too: the stream running on it closes it (or gives it back to
+ * its pool) as it ends */
+%exception pgspout_conn::release %{
   $action
   ((swig_lua_userdata *)lua_touserdata(L, 1))->ptr = NULL;
 %}
@@ -328,6 +379,7 @@ struct pgspout_stream {};
 %extend pgspout_conn {
   ~pgspout_conn() { pgspout_conn_release($self); }
   void close();
+  void release();
   bool ok();
   const char *error();
   pgspout_lua_rc cancel();

@@ -715,3 +715,204 @@ static pgspy_conn *connect_start(const char *conninfo, const pgspout_options *op
 %ignore pgspout_stats;
 %ignore pgspout_stats_field;
 %ignore pgspout_stats_fields;
+
+/* ================================================================ pools
+ * pgspout.Pool (issue 14): a block of its own. _c.Pool wraps an owned
+ * pgspout_pool; acquire() hands out an ordinary _c.Connection whose close()
+ * and garbage collection give the connection back (pgspout_conn_close and
+ * _release on a pooled connection do), and Connection.release() gives up
+ * the handle while a stream still runs on it (back at the stream's end).
+ *
+ * Threads: acquire and maintain run without the GIL, counted in inflight;
+ * close() first makes the pool unreachable (p = NULL, under the GIL), then
+ * stops the acquire calls still waiting - their interrupt hook sees
+ * `closing` within 100 ms (EINTR) - and waits for inflight to drain before
+ * pgspout_pool_close, so no call ever starts on a closed pool. On the main
+ * thread the hook also runs Python's signal handlers (Ctrl-C). */
+%{
+#include <stdatomic.h>
+
+typedef struct pgspy_pool {
+    pgspout_pool *p;    /* NULL once closed */
+    int inflight;       /* calls running without the GIL (GIL-protected count) */
+    atomic_int closing; /* close() is waiting for them: acquire gives up */
+} pgspy_pool;
+
+static int pgspy_pl_hook(void *ud)
+{
+    pgspy_pool *w = (pgspy_pool *)ud;
+    if (atomic_load(&w->closing))
+        return 1;
+    return PyThread_get_thread_ident() == pgspy_main_thread ? pgspy_interrupt(NULL) : 0;
+}
+
+static pgspy_pool *pgspy_pl_new(const char *conninfo, const pgspout_options *o)
+{
+    pgspout_pool *p = NULL;
+    if (conninfo == NULL)
+        return (pgspy_pool *)pgspy_raise(PGSPOUT_EINVAL, "dsn must not be None", NULL);
+    int rc = pgspout_pool_new(conninfo, o, &p);
+    if (rc < 0)
+        return (pgspy_pool *)pgspy_raise(
+            rc, rc == PGSPOUT_EVALUE ? "min_idle must not be above max_size" : NULL, NULL);
+    pgspy_pool *w = PyMem_Calloc(1, sizeof *w);
+    if (w == NULL) {
+        pgspout_pool_close(p);
+        return (pgspy_pool *)PyErr_NoMemory();
+    }
+    w->p = p;
+    return w;
+}
+
+/* A pooled connection as a _c.Connection (timeout_ms: -1 = the pool's
+ * acquire_timeout, 0 = no wait). */
+static pgspy_conn *pgspy_pl_acquire(pgspy_pool *w, long long timeout_ms)
+{
+    pgspout_pool *p = w->p;
+    pgspout_conn *c = NULL;
+    int rc = PGSPOUT_EINVAL;
+    if (p == NULL)
+        return (pgspy_conn *)PGSPY_CLOSED("pool");
+    if (timeout_ms < -1)
+        return (pgspy_conn *)pgspy_raise(PGSPOUT_EINVAL, "timeout must not be negative", NULL);
+    if (pgspy_reentered() || pgspy_convert_ready() < 0)
+        return NULL;
+    w->inflight++;
+    Py_BEGIN_ALLOW_THREADS
+    pgspout_set_interrupt_hook(pgspy_pl_hook, w);
+    rc = pgspout_pool_acquire(p, (int64_t)timeout_ms, &c);
+    pgspout_set_interrupt_hook(NULL, NULL);
+    Py_END_ALLOW_THREADS
+    pgspy_conn *cw = NULL;
+    if (rc == PGSPOUT_OK && !PyErr_Occurred()) {
+        cw = PyMem_Calloc(1, sizeof *cw);
+        if (cw == NULL)
+            PyErr_NoMemory();
+    }
+    if (cw == NULL) {
+        if (PyErr_Occurred())
+            ; /* a signal handler's exception, or no memory */
+        else if (rc == PGSPOUT_ETIMEOUT)
+            pgspy_raise(rc, "pool exhausted: no connection came free within the acquire timeout",
+                        NULL);
+        else if (rc == PGSPOUT_ESTATE || (rc == PGSPOUT_EINTR && atomic_load(&w->closing)))
+            PGSPY_CLOSED("pool");
+        else
+            pgspy_raise(rc, c ? pgspout_conn_error(c) : NULL, NULL);
+        if (c != NULL) {
+            Py_BEGIN_ALLOW_THREADS
+            pgspout_pool_release(p, c); /* a failed connect holds a place too */
+            Py_END_ALLOW_THREADS
+        }
+    } else {
+        cw->c = c;
+        cw->refs = 1;
+    }
+    w->inflight--;
+    return cw;
+}
+
+static PyObject *pgspy_pl_maintain(pgspy_pool *w)
+{
+    pgspout_pool *p = w->p;
+    int rc;
+    if (p == NULL)
+        return PGSPY_CLOSED("pool");
+    w->inflight++;
+    Py_BEGIN_ALLOW_THREADS
+    pgspout_set_interrupt_hook(pgspy_pl_hook, w);
+    rc = pgspout_pool_maintain(p);
+    pgspout_set_interrupt_hook(NULL, NULL);
+    Py_END_ALLOW_THREADS
+    w->inflight--;
+    if (PyErr_Occurred())
+        return NULL;
+    if (rc < 0)
+        return pgspy_raise(rc, rc == PGSPOUT_ECONNECT ? "could not open a pool connection" : NULL,
+                           NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *pgspy_pl_stats(pgspy_pool *w)
+{
+    pgspout_pool_stats st = PGSPOUT_POOL_STATS_INIT;
+    if (w->p == NULL)
+        return PGSPY_CLOSED("pool");
+    pgspout_pool_stats_get(w->p, &st); /* brief lock, no I/O: GIL kept */
+    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:K,s:K,s:K,s:K,s:K}", "max_size", st.max_size,
+                         "total", st.total, "idle", st.idle, "in_use", st.in_use, "waiting",
+                         st.waiting, "acquires", (unsigned long long)st.acquires, "waits",
+                         (unsigned long long)st.waits, "timeouts",
+                         (unsigned long long)st.timeouts, "created",
+                         (unsigned long long)st.created, "closed", (unsigned long long)st.closed);
+}
+
+static void pgspy_pl_shut(pgspy_pool *w)
+{
+    pgspout_pool *p = w->p;
+    if (p == NULL)
+        return;
+    w->p = NULL;
+    atomic_store(&w->closing, 1);
+    pgspy_wait(&w->inflight);
+    Py_BEGIN_ALLOW_THREADS
+    pgspout_pool_close(p);
+    Py_END_ALLOW_THREADS
+}
+
+%}
+
+%rename(Pool) pgspy_pool;
+%newobject pgspy_pool::acquire;
+%noexception pgspy_pool::~pgspy_pool;
+typedef struct pgspy_pool {} pgspy_pool;
+
+%extend pgspy_pool {
+    pgspy_pool(const char *conninfo, const pgspout_options *opts) {
+        return pgspy_pl_new(conninfo, opts);
+    }
+    ~pgspy_pool() {
+        pgspy_pl_shut($self);
+        PyMem_Free($self);
+    }
+    pgspy_conn *acquire(long long timeout_ms) { return pgspy_pl_acquire($self, timeout_ms); }
+    PyObject *maintain() { return pgspy_pl_maintain($self); }
+    PyObject *stats() { return pgspy_pl_stats($self); }
+    PyObject *close() {
+        pgspy_pl_shut($self);
+        Py_RETURN_NONE;
+    }
+    PyObject *closed() { return PyBool_FromLong($self->p == NULL); }
+}
+
+/* Connection.release(): let go of the handle; a stream still open on it
+ * keeps the connection until it ends, then it is closed - or given back to
+ * its pool. (The body is here: this %extend joins the class declared
+ * above, whose methods are emitted before this file's later %{ %} code.) */
+%extend pgspy_conn {
+    PyObject *release() {
+        pgspout_conn *c = $self->c;
+        if (c != NULL && $self->busy)
+            return pgspy_raise(PGSPOUT_EBUSY, "the connection is in use by another thread", NULL);
+        $self->c = NULL;
+        pgspy_busy($self, 1);
+        pgspy_wait(&$self->inflight);
+        Py_BEGIN_ALLOW_THREADS
+        pgspout_conn_release(c);
+        Py_END_ALLOW_THREADS
+        pgspy_busy($self, -1);
+        Py_RETURN_NONE;
+    }
+}
+
+/* the C pool API is the class above's business */
+%ignore pgspout_pool_new;
+%ignore pgspout_pool_acquire;
+%ignore pgspout_pool_release;
+%ignore pgspout_pool_maintain;
+%ignore pgspout_pool_stats;
+%ignore pgspout_pool_stats_get;
+%ignore pgspout_pool_close;
+%ignore pgspout_registry_pool;
+%ignore pgspout_registry_open_pool;
+/* ============================================================ end pools */

@@ -10,6 +10,7 @@
  *    or JSON text);
  *  - pgspout_lua_push_stats: pgspout_stats -> a table, from the core's field
  *    table (pgspout_stats_fields);
+ *  - pgspout_lua_push_pool_stats: pgspout_pool_stats -> a table;
  *  - pgspout_lua_params / pgspout_lua_options: Lua tables -> the C API's
  *    parameter array and option set;
  *  - pgspout_lua_cstring: every Lua string handed to the library, refusing
@@ -819,6 +820,25 @@ void pgspout_lua_push_rows(lua_State *L, pgspout_stream *s, const pgspout_chunk 
 }
 
 /* ------------------------------------------------------------------ stats */
+
+void pgspout_lua_push_pool_stats(lua_State *L, const pgspout_pool_stats *st)
+{
+    lua_createtable(L, 0, 10);
+#define PGS_POOL_FIELD(f)                                                                          \
+    lua_pushnumber(L, (lua_Number)st->f);                                                          \
+    lua_setfield(L, -2, #f)
+    PGS_POOL_FIELD(max_size);
+    PGS_POOL_FIELD(total);
+    PGS_POOL_FIELD(idle);
+    PGS_POOL_FIELD(in_use);
+    PGS_POOL_FIELD(waiting);
+    PGS_POOL_FIELD(acquires);
+    PGS_POOL_FIELD(waits);
+    PGS_POOL_FIELD(timeouts);
+    PGS_POOL_FIELD(created);
+    PGS_POOL_FIELD(closed);
+#undef PGS_POOL_FIELD
+}
 
 void pgspout_lua_push_stats(lua_State *L, const pgspout_stats *st)
 {

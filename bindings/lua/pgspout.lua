@@ -146,6 +146,7 @@ M.metrics_text, M.metrics_json, M.metrics_reset = core.metrics_prometheus, core.
 ---------------------------------------------------------------- conn
 
 local open, conn_close, conn_ok, conn_error = rawconn.open, rawconn.close, rawconn.ok, rawconn.error
+local conn_release = rawconn.release
 
 --- conn:stream(sql [, params [, opts]]) -> stream | nil, err, code
 -- opts.rows = "tuple" (arrays, the default), "dict" or "json" shapes rows.
@@ -329,6 +330,82 @@ end
 
 -- s:pause(), s:resume(), s:cancel() -> true | nil, err, code (generated)
 
+---------------------------------------------------------------- pools
+-- pgspout.pool(dsn [, opts]) -> pool | nil, err, code
+-- The process-wide pool for dsn and the connection/pool keys of opts
+-- (max_size, min_idle, max_lifetime, acquire_timeout, application_name,
+-- connect_timeout, keepalives_*, cancel_timeout; other keys ignored): every
+-- call with the same dsn and keys, from any Lua VM of the process (an
+-- OpenResty worker's request handlers and its ngx.run_worker_thread VMs),
+-- gets the same pool - the one pgspout.registry_open(dsn, ..., opts) uses.
+-- Pools are never closed; the registry's background thread maintains them
+-- (min_idle, idle_timeout). Connections hold a place only while out:
+--   pool:connection([timeout_ms]) -> conn | nil, err, code
+--       conn:close() (or its __gc) gives it back, reset for the next user
+--   pool:stream(sql [, params [, opts]]) -> stream | nil, err, code
+--       the connection goes back when the stream ends (read to its end,
+--       failed), is closed or is collected
+--   pool:registry_open(sql [, params [, opts]]) -> id | nil, err, code
+--       a registry stream on this pool (see registry below)
+--   pool:stats() -> {max_size, total, idle, in_use, waiting, acquires,
+--       waits, timeouts, created, closed}
+-- Waiting for a connection is bounded by timeout_ms (-1 or nil: the pool's
+-- acquire_timeout), then nil, message, "etimeout".
+
+local Pool = {}
+Pool.__index = Pool
+
+local pool_opts_keys = { "max_size", "min_idle", "max_lifetime", "acquire_timeout",
+    "application_name", "connect_timeout", "keepalives_idle", "keepalives_interval",
+    "keepalives_count", "tcp_user_timeout", "cancel_timeout" }
+
+function M.pool(dsn, opts)
+    if opts ~= nil and type(opts) ~= "table" then
+        error("pgspout.pool: options table or nil expected, got " .. type(opts), 2)
+    end
+    local popts
+    if opts then -- only the keys a pool reads: `rows` and stream keys may ride along
+        popts = {}
+        for _, k in ipairs(pool_opts_keys) do popts[k] = opts[k] end
+    end
+    local p, err, code = core.registry_pool(dsn, popts)
+    if not p then return nil, err, code end
+    return setmetatable({ handle = p, dsn = dsn }, Pool)
+end
+
+function Pool:connection(timeout_ms)
+    local c, err, code = core.pool_acquire(self.handle, timeout_ms or -1)
+    flush_log()
+    if not c then
+        if code == "etimeout" then
+            err = "pool exhausted: no connection came free within the wait"
+        end
+        return nil, err, code
+    end
+    return c
+end
+
+function Pool:stream(sql, params, opts)
+    local c, err, code = self:connection()
+    if not c then return nil, err, code end
+    local s
+    s, err, code = c:stream(sql, params, opts)
+    if not s then
+        conn_close(c) -- back to the pool
+        return nil, err, code
+    end
+    conn_release(c) -- goes back as the stream ends or is closed
+    return s
+end
+
+function Pool:registry_open(sql, params, opts)
+    return flushed(core.registry_open_pool(self.handle, sql, params, opts))
+end
+
+function Pool:stats()
+    return core.pool_stats_get(self.handle)
+end
+
 ---------------------------------------------------------------- registry
 -- A process-wide table of streams addressed by a numeric id, usable from
 -- any thread and any Lua VM of the process (ngx.run_worker_thread); see
@@ -341,6 +418,9 @@ function M.registry_close(...) return flushed(core.registry_close(...)) end
 function M.registry_reap(...) return flushed(core.registry_reap(...)) end
 
 --- registry_open(dsn, sql [, params [, opts]]) -> id | nil, err, code
+-- Runs on a connection of pgspout.pool(dsn, opts) (opts.pool = "off": a
+-- connection of its own); the connection goes back as soon as the stream
+-- ends, fails, is cancelled, closed or reaped.
 function M.registry_open(...) return flushed(core.registry_open(...)) end
 
 --- registry_fetch(id [, max_rows]) -> ndjson, nrows | nil (done) | nil, err, code

@@ -22,6 +22,9 @@ void pgspout_lua_push_rows(lua_State *L, pgspout_stream *s, const pgspout_chunk 
                            int values);
 /* Push st as a table built from pgspout_stats_fields (state by name). */
 void pgspout_lua_push_stats(lua_State *L, const pgspout_stats *st);
+/* A pool snapshot as a table {max_size, total, idle, in_use, waiting,
+ * acquires, waits, timeouts, created, closed}. */
+void pgspout_lua_push_pool_stats(lua_State *L, const pgspout_pool_stats *st);
 
 /* A fresh GC-owned slot for a pointer the library hands over, freed with
  * free_fn (NULL: pgspout_free) by __gc unless taken back. Pushes the box. */

@@ -208,6 +208,9 @@ PGSPOUT_EXTERN void pgspout_set_interrupt_hook(pgspout_interrupt_fn fn, void *us
  *   metrics (on)             off = this stream records no metrics
  *   progress_rows (0), progress_interval (0): when the progress hook fires
  *   idle_timeout (60s)       registry streams idle longer are reaped
+ *   pool (on)                registry: pgspout_registry_open takes the
+ *                            connection from the registry's pool for the
+ *                            conninfo; off = a connection of the stream's own
  *   arrow (off)              the stream is read as Arrow only
  *                            (pgspout_stream_arrow): results come in binary
  *                            when every column's type has a binary decoder
@@ -300,8 +303,12 @@ PGSPOUT_EXTERN int pgspout_connect_start(const char *conninfo, const pgspout_opt
 PGSPOUT_EXTERN int pgspout_conn_poll(pgspout_conn *conn, int *fd, int *want_write, int *wait_ms);
 /* Close the connection. A stream still open on it is ended first (its server
  * query cancelled; it reports PGSPOUT_ESTATE, state CLOSED) but not freed:
- * pgspout_stream_close it as usual, before or after this call. NULL is a
- * no-op. Owner thread. */
+ * pgspout_stream_close it as usual, before or after this call. A connection
+ * acquired from a pool is not closed but given back: this is then
+ * pgspout_pool_release(its pool, conn) (and pgspout_conn_release gives it
+ * back when its stream ends), so bindings whose objects close on garbage
+ * collection return pooled connections as they go. NULL is a no-op. Owner
+ * thread. */
 PGSPOUT_EXTERN void pgspout_conn_close(pgspout_conn *conn);
 /* Give up the caller's handle without ending a stream that runs on it (like
  * sqlite3_close_v2): with no stream open the connection closes now, else it
@@ -379,7 +386,8 @@ PGSPOUT_EXTERN int pgspout_pool_new(const char *conninfo, const pgspout_options 
  * Returns OK, EINVAL, ETIMEOUT (every connection stayed in use), EINTR,
  * ESTATE (the pool is closed), ECONNECT, ENOMEM. Any thread. */
 PGSPOUT_EXTERN int pgspout_pool_acquire(pgspout_pool *pool, int64_t timeout_ms, pgspout_conn **out);
-/* Give back a connection acquired from pool, in any state: it is reset for
+/* Give back a connection acquired from pool, in any state (closing it with
+ * pgspout_conn_close does the same): it is reset for
  * the next user or closed (see above). Blocks for the reset (one or two
  * round trips, bounded by cancel_timeout each; an open stream's cancel
  * first). Do not use conn afterwards. Returns OK, or EINVAL (NULL, or conn
@@ -866,18 +874,57 @@ PGSPOUT_EXTERN void pgspout_metrics_reset(void);
 /*
  * A process-wide table of streams addressed by id, for hosts where one stream
  * is driven from different threads or interpreters over time (OpenResty's
- * ngx.run_worker_thread). Each registry stream owns its own connection. All
- * functions are thread-safe; calls on one id are serialised (a second
- * concurrent fetch waits). Streams idle longer than idle_timeout are reaped:
- * the query is cancelled, the connection closed, the id forgotten.
+ * ngx.run_worker_thread). All functions are thread-safe; calls on one id are
+ * serialised (a second concurrent fetch waits). Streams idle longer than
+ * idle_timeout are reaped: the query is cancelled, the id forgotten.
+ *
+ * Connections: each registry stream runs on a connection of its own while
+ * it runs, taken from a pool - the caller's (pgspout_registry_open_pool), or
+ * for pgspout_registry_open one the registry keeps for the life of the
+ * process per conninfo and connection/pool keys of opts (connect_timeout,
+ * keepalives_*, tcp_user_timeout, application_name, cancel_timeout,
+ * max_size, min_idle, max_lifetime, acquire_timeout; metrics label
+ * "registry"; its idle connections close after the pool default of 60s).
+ * Option pool=off opts out: the stream connects on its own and closes its
+ * connection at the end, as every stream did before pools. The connection
+ * goes back to its pool (pgspout_pool_release: reset, or closed) as soon as
+ * the stream is over - the fetch that reports DONE or an error, a
+ * pgspout_registry_cancel (at once when no fetch holds the stream, else as
+ * that fetch returns), pgspout_registry_close, or the reaper - while the id
+ * stays valid until closed or reaped: later fetches repeat the end, stats
+ * keep answering. The registry's background thread (see
+ * pgspout_registry_reap) also calls pgspout_pool_maintain on the registry's
+ * own pools every second (never on a caller's pool).
  */
 
-/* Connect, open the stream and register it. On success *id > 0. On failure
- * returns the code and, when errmsg is not NULL, a message in *errmsg
- * (caller frees with pgspout_free). */
+/* Open the stream on a connection from the registry's pool for conninfo (or
+ * a connection of its own with pool=off: see above) and register it. Waits
+ * for a pooled connection up to the acquire_timeout of opts (ETIMEOUT when
+ * the pool stays exhausted). On success *id > 0. On failure returns the code
+ * and, when errmsg is not NULL, a message in *errmsg (caller frees with
+ * pgspout_free). */
 PGSPOUT_EXTERN int pgspout_registry_open(const char *conninfo, const char *sql, int nparams,
                                          const char *const *params, const pgspout_options *opts,
                                          uint64_t *id, char **errmsg);
+/* The same on a connection acquired from pool (the pool's acquire_timeout
+ * bounds the wait; ETIMEOUT, or ESTATE for a closed pool). The pool must
+ * stay open until the stream's connection is back (its end, cancel, close or
+ * reap); pgspout_pool_close before that is allowed too (the connection is
+ * then closed as it comes back). opts pool key ignored. Any thread. */
+PGSPOUT_EXTERN int pgspout_registry_open_pool(pgspout_pool *pool, const char *sql, int nparams,
+                                              const char *const *params,
+                                              const pgspout_options *opts, uint64_t *id,
+                                              char **errmsg);
+/* The registry's own pool for conninfo and the connection/pool keys of opts
+ * (NULL = defaults), the one pgspout_registry_open with the same conninfo
+ * and keys uses; made on first use (no connection opened yet), then the
+ * same pool for every caller in the process - any thread, any interpreter.
+ * Borrowed: valid for the life of the process; never pgspout_pool_close it.
+ * Maintained by the registry's background thread (started by this call).
+ * Returns OK, EINVAL (NULL conninfo or out), EVALUE (min_idle above
+ * max_size), ENOMEM. */
+PGSPOUT_EXTERN int pgspout_registry_pool(const char *conninfo, const pgspout_options *opts,
+                                         pgspout_pool **out);
 /* Next rows as NDJSON (pgspout_row_json per row, one per line) in *out
  * (caller frees with pgspout_free), row count in *nrows. max_rows 0 hands
  * over the stream's next chunk; max_rows > 0 waits only for the first rows,
@@ -890,13 +937,17 @@ PGSPOUT_EXTERN int pgspout_registry_fetch(uint64_t id, int max_rows, char **out,
                                           int *nrows, char **errmsg);
 PGSPOUT_EXTERN int pgspout_registry_pause(uint64_t id);
 PGSPOUT_EXTERN int pgspout_registry_resume(uint64_t id);
+/* Cancel the stream's query; with no fetch running on it, the stream ends
+ * now (fetch then returns ECANCELLED) and its connection goes back to its
+ * pool; else the running fetch does that as it returns. */
 PGSPOUT_EXTERN int pgspout_registry_cancel(uint64_t id);
 /* Stats of one stream as JSON (caller frees); NULL if not found. */
 PGSPOUT_EXTERN char *pgspout_registry_stats_json(uint64_t id);
 /* JSON array of {"id":..., "sql":..., "stats":{...}} for every registered
  * stream; caller frees with pgspout_free. */
 PGSPOUT_EXTERN char *pgspout_registry_list_json(void);
-/* Close and forget the stream (cancelling a running query). OK or ENOTFOUND.*/
+/* Close and forget the stream (cancelling a running query; its connection
+ * back to its pool). OK or ENOTFOUND. */
 PGSPOUT_EXTERN int pgspout_registry_close(uint64_t id);
 /* Reap streams idle past their idle_timeout now; returns how many. (The
  * registry also reaps from a background thread once a second.) */

@@ -477,6 +477,12 @@ void pgspout_conn_close(pgspout_conn *c)
 {
     if (c == NULL)
         return;
+    if (c->pool && c->pool_out) {
+        /* out from a pool (its owner's: nobody else writes pool_out while
+         * it is out): back to the pool, which ends a stream left open */
+        pgspout_pool_release(c->pool, c);
+        return;
+    }
     if (c->active)
         pgs_stream_detach(c->active); /* ends it and unlinks it from c */
     if (c->pg && !pgs_conn_owned(c)) {

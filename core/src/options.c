@@ -45,6 +45,7 @@ static const opt_def defs[] = {
     {"progress_rows", K_INT, OFF(progress_rows), 0, I64MAX, NULL},
     {"progress_interval", K_DUR, OFF(progress_interval_ms), 0, DURMAX, NULL},
     {"idle_timeout", K_DUR, OFF(idle_timeout_ms), 0, DURMAX, NULL},
+    {"pool", K_BOOL, OFF(pool), 0, 0, NULL},
     {"arrow", K_BOOL, OFF(arrow), 0, 0, NULL},
     {"binary", K_BOOL, OFF(binary), 0, 0, NULL},
     {"connect_timeout", K_DUR, OFF(connect_timeout_ms), 0, INT32_MAX, NULL},
@@ -74,6 +75,7 @@ void pgs_options_defaults(pgspout_options *o)
     strcpy(o->label, "default");
     o->metrics = 1;
     o->idle_timeout_ms = 60000;
+    o->pool = 1;
     o->cancel_timeout_ms = PGS_CANCEL_TIMEOUT_MS;
     o->connect_timeout_ms = -1;
     o->keepalives_idle_ms = -1;

@@ -38,7 +38,8 @@ struct pgspout_options {
     int64_t progress_rows;
     int64_t progress_interval_ms;
     int64_t idle_timeout_ms;
-    int arrow; /* read through pgspout_stream_arrow only: binary results */
+    int pool;   /* registry: take the connection from the registry's pool */
+    int arrow;  /* read through pgspout_stream_arrow only: binary results */
     int binary; /* rows in binary when every column's type allows */
     /* connection (-1 = not set) */
     int64_t connect_timeout_ms;

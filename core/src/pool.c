@@ -494,6 +494,7 @@ int pgspout_pool_release(pgspout_pool *p, pgspout_conn *c)
         return PGSPOUT_EINVAL;
     }
     c->pool_out = 0;
+    c->released = 0;                     /* a pgspout_conn_release of the last user is over */
     int counted = c->pool_gen == p->gen; /* else forgotten by adopt_fork */
     int closed = p->closed;
     if (counted)

@@ -6,6 +6,16 @@
  * thread, in another VM), so a stream cannot live inside one VM. The
  * registry owns the connection and the stream and hands out a number.
  *
+ * Connections come from a pool (pgspout_pool): the caller's
+ * (pgspout_registry_open_pool) or, for pgspout_registry_open, one the
+ * registry keeps per conninfo and connection/pool keys for the life of the
+ * process (option pool=off: a connection of the stream's own, closed at its
+ * end, as before pools existed). A stream's connection goes back (reset by
+ * pgspout_pool_release) as soon as the stream has ended - the fetch that
+ * met its end, a cancel, a close or the reaper - while the entry and its
+ * ended stream handle stay until closed or reaped, so that fetch keeps
+ * reporting the end and stats keep answering.
+ *
  * It is built on the public API only (pgspout_connect_opts,
  * pgspout_stream_open, pgspout_stream_next_chunk, pgspout_chunk_ndjson,
  * pgspout_row_json, pause/resume/cancel, pgspout_stream_stats_json, close);
@@ -13,12 +23,11 @@
  *
  * Entries
  * -------
- * Every entry has an id (monotonic, never reused, starts at 1), its own
- * connection and stream, a copy of the SQL, the idle timeout, the time it
- * was last used, and a partly consumed chunk (fetch may hand out fewer rows
- * than the core buffered; the rest is served by the next fetch, from the
- * same chunk, which stays valid until the next next_chunk/close on the
- * stream - exactly the core's lifetime rule).
+ * Every entry has an id (monotonic, never reused, starts at 1), a
+ * connection (until it is given back) and a stream, a copy of the SQL, the idle timeout, the time
+ * it was last used, and a partly consumed chunk (fetch may hand out fewer rows than the core
+ * buffered; the rest is served by the next fetch, from the same chunk, which stays valid until the
+ * next next_chunk/close on the stream - exactly the core's lifetime rule).
  *
  * Locks
  * -----
@@ -27,13 +36,15 @@
  *    counter and the reaper flag. It is held only for short, non-blocking
  *    work: no libpq or core call is ever made under it.
  *  - e->mu (one per entry) serialises the "owner" calls on the stream:
- *    pgspout_stream_next_chunk, pgspout_chunk_ndjson, pgspout_row_json and
- *    the chunk cursor. A second concurrent fetch on the same id waits on it.
- *    pause/resume/cancel/stats do NOT take it: the core makes those callable
- *    from any thread, so they can wake or stop a fetch that is blocked
- *    holding e->mu.
+ *    pgspout_stream_next_chunk, pgspout_chunk_ndjson, pgspout_row_json,
+ *    the chunk cursor and the hand-back of e->conn. A second concurrent fetch on the same id waits
+ * on it. pause/resume/cancel/stats do NOT take it: the core makes those callable from any thread,
+ * so they can wake or stop a fetch that is blocked holding e->mu.
  *  - Order: e->mu may be held while taking reg.mu, never the reverse, so
- *    there is no lock cycle.
+ *    there is no lock cycle. pools_mu (the registry's own pools) is a leaf:
+ *    nothing else is taken under it (no pool call: pool.c's fork handlers
+ *    take the pools' locks before the registry's take reg.mu and
+ *    pools_mu).
  *
  * Lifetime
  * --------
@@ -42,8 +53,8 @@
  * id holds one until it returns. Closing or reaping unlinks the entry (so
  * no new caller can find it), cancels the stream (which wakes a fetch
  * blocked on another thread) and drops the table's reference. Whoever drops
- * the last reference tears the entry down - pgspout_stream_close,
- * pgspout_conn_close, free - outside every lock. So the stream is never
+ * the last reference tears the entry down - pgspout_stream_close, the
+ * connection back to its pool (or closed), free - outside every lock. So the stream is never
  * closed while another thread is inside pause/resume/cancel/stats/fetch on
  * it, and pgspout_registry_close returns without waiting for a fetch that
  * is still unwinding on another thread (that fetch finishes the teardown).
@@ -66,7 +77,9 @@
  * Fork: a child process must not close connections it shares with its
  * parent, so after fork() the child's registry starts empty (the parent's
  * entries are forgotten in the child, not closed) and the reaper thread,
- * which does not survive fork, is started again on demand.
+ * which does not survive fork, is started again on demand. The registry's
+ * pools stay: they are fork-safe themselves (a child's first call forgets
+ * the parent's connections).
  */
 #include "pgspout.h"
 
@@ -100,11 +113,12 @@ typedef struct reg_entry {
     /* --- immutable after registration --- */
     int64_t idle_timeout_ms; /* 0 = never reaped */
     char *sql;
-    pgspout_conn *conn;
     pgspout_stream *stream;
+    pgspout_pool *pool; /* where conn goes back; NULL = closed instead */
 
-    /* --- e->mu --- */
+    /* --- e->mu (or the last reference) --- */
     pthread_mutex_t mu;
+    pgspout_conn *conn;         /* NULL once given back */
     const pgspout_chunk *chunk; /* last chunk from the core, maybe partly served */
     int chunk_pos;              /* rows of chunk already handed out */
 } reg_entry;
@@ -118,6 +132,27 @@ static struct {
 } reg = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0, 0, 0};
 
 static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
+
+/* The registry's own pools, one per conninfo and connection/pool keys,
+ * made on first use and kept for the life of the process (a list that only
+ * grows at its head: a reader may walk it from a head read under the lock
+ * without holding it). */
+typedef struct reg_pool {
+    struct reg_pool *next;
+    char *key;
+    pgspout_pool *pool;
+} reg_pool;
+
+static pthread_mutex_t pools_mu = PTHREAD_MUTEX_INITIALIZER;
+static reg_pool *pools;
+
+/* The keys of an options set that make two registry pools differ: how
+ * connections are opened, and the pool's own limits. */
+static const char *const pool_keys[] = {
+    "connect_timeout",  "keepalives_idle",  "keepalives_interval", "keepalives_count",
+    "tcp_user_timeout", "application_name", "cancel_timeout",      "max_size",
+    "min_idle",         "max_lifetime",     "acquire_timeout"};
+#define NPOOL_KEYS (sizeof pool_keys / sizeof pool_keys[0])
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -161,29 +196,176 @@ static void set_errmsg(char **errmsg, const char *prefix, const char *msg, const
 
 /* Runs in the child after fork(): forget (do not close) the parent's
  * entries; the reaper thread did not survive. */
-static void atfork_prepare(void) { pthread_mutex_lock(&reg.mu); }
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&reg.mu);
+    pthread_mutex_lock(&pools_mu);
+}
 
-static void atfork_parent(void) { pthread_mutex_unlock(&reg.mu); }
+static void atfork_parent(void)
+{
+    pthread_mutex_unlock(&pools_mu);
+    pthread_mutex_unlock(&reg.mu);
+}
 
 static void atfork_child(void)
 {
     memset(reg.buckets, 0, sizeof reg.buckets);
     reg.count = 0;
     reg.reaper_started = 0;
+    pthread_mutex_unlock(&pools_mu);
     pthread_mutex_unlock(&reg.mu);
 }
 
 static void reg_init_once(void) { pthread_atfork(atfork_prepare, atfork_parent, atfork_child); }
 
+/* --------------------------------------------------------------- pools */
+
+/* The registry's pool for conninfo and opts (NULL = defaults), made on
+ * first use. Returns OK or ENOMEM (then *errmsg is set). Never connects. */
+static int registry_pool(const char *conninfo, const pgspout_options *opts, pgspout_pool **out,
+                         char **errmsg)
+{
+    pgspout_options *d = NULL, *po = NULL;
+    pgs_buf key = PGS_BUF_INIT;
+    reg_pool *rp;
+    size_t i;
+    int rc = PGSPOUT_ENOMEM;
+
+    *out = NULL;
+    if (!opts)
+        opts = d = pgspout_options_new();
+    po = pgspout_options_new();
+    if (!opts || !po)
+        goto done;
+    pgs_buf_puts(&key, conninfo);
+    for (i = 0; i < NPOOL_KEYS; i++) {
+        const char *v = pgspout_options_get(opts, pool_keys[i]);
+        pgs_buf_printf(&key, "\n%s=%s", pool_keys[i], v ? v : "");
+        /* set over a default set, so it takes: same parser, same ranges */
+        if (v && pgspout_options_set(po, pool_keys[i], v) != PGSPOUT_OK) {
+            rc = PGSPOUT_EVALUE;
+            set_errmsg(errmsg, "pgspout_registry_open: ", pgspout_options_error(po), NULL, rc);
+            goto done;
+        }
+    }
+    if (key.oom || pgspout_options_set(po, "label", "registry") != PGSPOUT_OK)
+        goto done;
+
+    /* look up; make a new pool outside the lock (pool.c takes its own
+     * locks, which its fork handlers take before ours), then insert it
+     * unless another thread inserted one for the key meanwhile */
+    for (;;) {
+        reg_pool *made = NULL;
+        pthread_mutex_lock(&pools_mu);
+        for (rp = pools; rp; rp = rp->next)
+            if (strcmp(rp->key, key.data) == 0)
+                break;
+        pthread_mutex_unlock(&pools_mu);
+        if (rp) {
+            *out = rp->pool;
+            rc = PGSPOUT_OK;
+            break;
+        }
+        made = calloc(1, sizeof *made);
+        if (!made || !(made->key = dup_str(key.data))) {
+            free(made);
+            rc = PGSPOUT_ENOMEM;
+            break;
+        }
+        rc = pgspout_pool_new(conninfo, po, &made->pool);
+        if (rc != PGSPOUT_OK) {
+            free(made->key);
+            free(made);
+            set_errmsg(errmsg, "pgspout_registry_open: pool: ", NULL, NULL, rc);
+            break;
+        }
+        pthread_mutex_lock(&pools_mu);
+        for (rp = pools; rp; rp = rp->next)
+            if (strcmp(rp->key, key.data) == 0)
+                break;
+        if (!rp) {
+            made->next = pools;
+            pools = made;
+        }
+        pthread_mutex_unlock(&pools_mu);
+        if (!rp) {
+            *out = made->pool;
+            break;
+        }
+        pgspout_pool_close(made->pool); /* lost the race: use the other */
+        free(made->key);
+        free(made);
+    }
+
+done:
+    if (rc == PGSPOUT_ENOMEM && errmsg && !*errmsg)
+        set_errmsg(errmsg, NULL, NULL, NULL, rc);
+    pgs_buf_free(&key);
+    pgspout_options_free(po);
+    pgspout_options_free(d);
+    return rc;
+}
+
+/* The reaper's tick for the registry's pools. */
+static void maintain_pools(void)
+{
+    reg_pool *rp;
+    pthread_mutex_lock(&pools_mu);
+    rp = pools;
+    pthread_mutex_unlock(&pools_mu);
+    for (; rp; rp = rp->next)
+        pgspout_pool_maintain(rp->pool); /* failures went to the log hooks */
+}
+
+/* Give e's connection back (e->mu held, or the last reference): to its
+ * pool, which resets it (ending a stream still running on it) or closes
+ * it; without a pool, closed. */
+static void give_back(reg_entry *e)
+{
+    pgspout_conn *c = e->conn;
+    if (!c)
+        return;
+    e->conn = NULL;
+    e->chunk = NULL; /* belongs to the stream, which is over */
+    e->chunk_pos = 0;
+    if (e->pool)
+        pgspout_pool_release(e->pool, c);
+    else
+        pgspout_conn_close(c);
+}
+
+/* The stream is over or on its way out: ended, or cancelled and ended at
+ * its owner's next call. */
+static int stream_over(const reg_entry *e)
+{
+    int st = pgspout_stream_state(e->stream);
+    return st != PGSPOUT_STATE_RUNNING && st != PGSPOUT_STATE_PAUSED;
+}
+
+/* The stream was cancelled, or has ended: bring it to its end (with
+ * cancel requested, the core ends it as cancelled at its next call, rows
+ * still buffered dropped) and give the connection back (e->mu held). */
+static void finish_locked(reg_entry *e)
+{
+    const pgspout_chunk *c;
+    if (!e->conn)
+        return;
+    /* ended: repeats the end; cancelled: ends it now, without waiting */
+    (void)pgspout_stream_next_chunk(e->stream, PGSPOUT_NONBLOCK, &c);
+    give_back(e);
+}
+
 /* ---------------------------------------------------------- entry lifetime */
 
 /* Tear an entry down. Only called by whoever dropped the last reference:
  * nobody else can reach it, so no lock is needed. May block (closing a
- * running stream cancels the query and drains the connection). */
+ * running stream cancels the query and drains the connection; the pool's
+ * reset is a round trip). */
 static void entry_destroy(reg_entry *e)
 {
     pgspout_stream_close(e->stream);
-    pgspout_conn_close(e->conn);
+    give_back(e);
     pthread_mutex_destroy(&e->mu);
     free(e->sql);
     free(e);
@@ -267,6 +449,7 @@ static void *reaper_main(void *arg)
         while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
         }
         pgspout_registry_reap();
+        maintain_pools();
     }
     return NULL;
 }
@@ -295,9 +478,11 @@ static void reaper_start_locked(void)
 
 /* ------------------------------------------------------------- public API */
 
-int pgspout_registry_open(const char *conninfo, const char *sql, int nparams,
-                          const char *const *params, const pgspout_options *opts, uint64_t *id,
-                          char **errmsg)
+/* Open sql on a connection from pool (NULL: a connection of its own to
+ * conninfo) and register the stream. */
+static int open_entry(pgspout_pool *pool, const char *conninfo, const char *sql, int nparams,
+                      const char *const *params, const pgspout_options *opts, uint64_t *id,
+                      char **errmsg)
 {
     pgspout_conn *conn = NULL;
     pgspout_stream *stream = NULL;
@@ -305,17 +490,6 @@ int pgspout_registry_open(const char *conninfo, const char *sql, int nparams,
     int64_t idle_ms = REG_DEFAULT_IDLE_MS;
     size_t b;
     int rc;
-
-    if (errmsg)
-        *errmsg = NULL;
-    if (id)
-        *id = 0;
-    if (!conninfo || !sql || !id || nparams < 0 || (nparams > 0 && !params)) {
-        set_errmsg(errmsg, "pgspout_registry_open: ", "NULL or out-of-range argument", NULL,
-                   PGSPOUT_EINVAL);
-        return PGSPOUT_EINVAL;
-    }
-    pthread_once(&reg_once, reg_init_once);
 
     if (opts) {
         idle_ms = opts->idle_timeout_ms;
@@ -329,24 +503,6 @@ int pgspout_registry_open(const char *conninfo, const char *sql, int nparams,
     if (idle_ms < 0)
         idle_ms = 0;
 
-    rc = pgspout_connect_opts(conninfo, opts, &conn);
-    if (rc < 0) {
-        set_errmsg(errmsg, "connect: ", conn ? pgspout_conn_error(conn) : NULL, NULL, rc);
-        pgspout_conn_close(conn);
-        return rc;
-    }
-    rc = pgspout_stream_open(conn, sql, nparams, params, opts, &stream);
-    if (rc < 0) {
-        if (stream)
-            set_errmsg(errmsg, NULL, pgspout_stream_error(stream), pgspout_stream_sqlstate(stream),
-                       rc);
-        else
-            set_errmsg(errmsg, NULL, pgspout_conn_error(conn), NULL, rc);
-        pgspout_stream_close(stream);
-        pgspout_conn_close(conn);
-        return rc;
-    }
-
     e = calloc(1, sizeof *e);
     if (e)
         e->sql = dup_str(sql);
@@ -354,13 +510,38 @@ int pgspout_registry_open(const char *conninfo, const char *sql, int nparams,
         if (e)
             free(e->sql);
         free(e);
-        pgspout_stream_close(stream);
-        pgspout_conn_close(conn);
         set_errmsg(errmsg, NULL, NULL, NULL, PGSPOUT_ENOMEM);
         return PGSPOUT_ENOMEM;
     }
+    e->pool = pool;
+
+    if (pool) {
+        rc = pgspout_pool_acquire(pool, -1, &conn);
+        if (rc == PGSPOUT_ETIMEOUT)
+            set_errmsg(errmsg, NULL,
+                       "pool exhausted: no connection came free within its acquire_timeout", NULL,
+                       rc);
+        else if (rc == PGSPOUT_ESTATE)
+            set_errmsg(errmsg, NULL, "the pool is closed", NULL, rc);
+    } else {
+        rc = pgspout_connect_opts(conninfo, opts, &conn);
+    }
     e->conn = conn;
+    if (rc < 0) {
+        if (errmsg && !*errmsg)
+            set_errmsg(errmsg, "connect: ", conn ? pgspout_conn_error(conn) : NULL, NULL, rc);
+        goto fail;
+    }
+    rc = pgspout_stream_open(conn, sql, nparams, params, opts, &stream);
     e->stream = stream;
+    if (rc < 0) {
+        if (stream)
+            set_errmsg(errmsg, NULL, pgspout_stream_error(stream), pgspout_stream_sqlstate(stream),
+                       rc);
+        else
+            set_errmsg(errmsg, NULL, pgspout_conn_error(conn), NULL, rc);
+        goto fail;
+    }
     e->idle_timeout_ms = idle_ms;
     e->refs = 1; /* the table's */
     e->linked = 1;
@@ -376,6 +557,78 @@ int pgspout_registry_open(const char *conninfo, const char *sql, int nparams,
     *id = e->id;
     pthread_mutex_unlock(&reg.mu);
     return PGSPOUT_OK;
+
+fail:
+    entry_destroy(e); /* closes the stream, gives the connection back */
+    return rc;
+}
+
+static int open_args_ok(const char *sql, int nparams, const char *const *params, uint64_t *id,
+                        char **errmsg)
+{
+    if (errmsg)
+        *errmsg = NULL;
+    if (id)
+        *id = 0;
+    if (!sql || !id || nparams < 0 || (nparams > 0 && !params)) {
+        set_errmsg(errmsg, "pgspout_registry_open: ", "NULL or out-of-range argument", NULL,
+                   PGSPOUT_EINVAL);
+        return 0;
+    }
+    pthread_once(&reg_once, reg_init_once);
+    return 1;
+}
+
+int pgspout_registry_open(const char *conninfo, const char *sql, int nparams,
+                          const char *const *params, const pgspout_options *opts, uint64_t *id,
+                          char **errmsg)
+{
+    pgspout_pool *pool = NULL;
+    int rc;
+
+    if (!open_args_ok(sql, nparams, params, id, errmsg))
+        return PGSPOUT_EINVAL;
+    if (!conninfo) {
+        set_errmsg(errmsg, "pgspout_registry_open: ", "NULL or out-of-range argument", NULL,
+                   PGSPOUT_EINVAL);
+        return PGSPOUT_EINVAL;
+    }
+    if (!opts || opts->pool) {
+        rc = registry_pool(conninfo, opts, &pool, errmsg);
+        if (rc < 0)
+            return rc;
+    }
+    return open_entry(pool, conninfo, sql, nparams, params, opts, id, errmsg);
+}
+
+int pgspout_registry_pool(const char *conninfo, const pgspout_options *opts, pgspout_pool **out)
+{
+    int rc;
+    if (out)
+        *out = NULL;
+    if (!conninfo || !out)
+        return PGSPOUT_EINVAL;
+    pthread_once(&reg_once, reg_init_once);
+    rc = registry_pool(conninfo, opts, out, NULL);
+    if (rc == PGSPOUT_OK) {
+        pthread_mutex_lock(&reg.mu);
+        reaper_start_locked(); /* its tick maintains the pool */
+        pthread_mutex_unlock(&reg.mu);
+    }
+    return rc;
+}
+
+int pgspout_registry_open_pool(pgspout_pool *pool, const char *sql, int nparams,
+                               const char *const *params, const pgspout_options *opts, uint64_t *id,
+                               char **errmsg)
+{
+    if (!open_args_ok(sql, nparams, params, id, errmsg))
+        return PGSPOUT_EINVAL;
+    if (!pool) {
+        set_errmsg(errmsg, "pgspout_registry_open_pool: ", "NULL pool", NULL, PGSPOUT_EINVAL);
+        return PGSPOUT_EINVAL;
+    }
+    return open_entry(pool, NULL, sql, nparams, params, opts, id, errmsg);
 }
 
 /* The NDJSON a fetch hands out: malloc'd, NUL-terminated, freed by the
@@ -452,10 +705,22 @@ static int add_rows(reg_entry *e, out_buf *b, int n)
  * are returned (OK) and the next fetch reports the end or the error (the
  * core repeats it). */
 static int fetch_locked(reg_entry *e, int max_rows, char **out, size_t *len, int *nrows,
-                        char **errmsg)
+                        char **errmsg, int *ended)
 {
     out_buf b = {NULL, 0, 0};
     int total = 0, rc = PGSPOUT_OK, avail, n;
+
+    if (!e->conn) {
+        /* given back: the stream has ended; the core repeats how */
+        const pgspout_chunk *c = NULL;
+        rc = pgspout_stream_next_chunk(e->stream, PGSPOUT_NONBLOCK, &c);
+        if (rc == PGSPOUT_OK || rc > PGSPOUT_DONE)
+            rc = PGSPOUT_DONE; /* not reached: an ended stream has no rows */
+        if (rc < 0)
+            set_errmsg(errmsg, NULL, pgspout_stream_error(e->stream),
+                       pgspout_stream_sqlstate(e->stream), rc);
+        return rc;
+    }
 
     for (;;) {
         if (!e->chunk || e->chunk_pos >= pgspout_chunk_nrows(e->chunk)) {
@@ -465,6 +730,8 @@ static int fetch_locked(reg_entry *e, int max_rows, char **out, size_t *len, int
             if (total > 0 && max_rows == 0)
                 break;
             rc = pgspout_stream_next_chunk(e->stream, total > 0 ? PGSPOUT_NONBLOCK : 0, &c);
+            if (rc == PGSPOUT_DONE || rc < 0)
+                *ended = 1; /* the core has let go of the connection */
             if (total > 0 && (rc != PGSPOUT_OK || !c)) {
                 rc = PGSPOUT_OK; /* AGAIN, PAUSED, DONE or an error: later */
                 break;
@@ -512,7 +779,7 @@ int pgspout_registry_fetch(uint64_t id, int max_rows, char **out, size_t *len, i
 {
     reg_entry *e;
     size_t dummy_len;
-    int dummy_rows, rc;
+    int dummy_rows, rc, ended = 0;
 
     if (errmsg)
         *errmsg = NULL;
@@ -542,7 +809,11 @@ int pgspout_registry_fetch(uint64_t id, int max_rows, char **out, size_t *len, i
         rc = PGSPOUT_ENOTFOUND;
         set_errmsg(errmsg, NULL, "no registry stream with that id", NULL, rc);
     } else {
-        rc = fetch_locked(e, max_rows, out, len, nrows, errmsg);
+        rc = fetch_locked(e, max_rows, out, len, nrows, errmsg, &ended);
+        /* ended, or cancelled from another thread while we served rows:
+         * the connection goes back now, not when the entry goes */
+        if (ended || stream_over(e))
+            finish_locked(e);
     }
     pthread_mutex_unlock(&e->mu);
     entry_put(e, 1, 1, 0);
@@ -567,7 +838,23 @@ int pgspout_registry_pause(uint64_t id) { return control(id, pgspout_stream_paus
 
 int pgspout_registry_resume(uint64_t id) { return control(id, pgspout_stream_resume); }
 
-int pgspout_registry_cancel(uint64_t id) { return control(id, pgspout_stream_cancel); }
+/* Cancel, and when no fetch holds the stream, end it and give its
+ * connection back now (a fetch that holds it does so as it returns). */
+int pgspout_registry_cancel(uint64_t id)
+{
+    reg_entry *e = entry_get(id, 0, 1);
+    int rc;
+    if (!e)
+        return PGSPOUT_ENOTFOUND;
+    rc = pgspout_stream_cancel(e->stream);
+    if (pthread_mutex_trylock(&e->mu) == 0) {
+        if (stream_over(e))
+            finish_locked(e);
+        pthread_mutex_unlock(&e->mu);
+    }
+    entry_put(e, 0, 1, 0);
+    return rc;
+}
 
 char *pgspout_registry_stats_json(uint64_t id)
 {

@@ -36,6 +36,7 @@ static const char *const all_keys[] = {
     "progress_rows",
     "progress_interval",
     "idle_timeout",
+    "pool",
     "connect_timeout",
     "keepalives_idle",
     "keepalives_interval",
@@ -73,6 +74,7 @@ static void assert_same_options(const pgspout_options *a, const pgspout_options 
     EQ(progress_rows);
     EQ(progress_interval_ms);
     EQ(idle_timeout_ms);
+    EQ(pool);
     EQ(arrow);
     EQ(connect_timeout_ms);
     EQ(keepalives_idle_ms);
@@ -151,6 +153,7 @@ static void test_defaults(void **state)
     assert_int_equal(o->progress_rows, 0);
     assert_int_equal(o->progress_interval_ms, 0);
     assert_int_equal(o->idle_timeout_ms, 60000);
+    assert_int_equal(o->pool, 1);
     /* connection keys: not set until the caller sets them */
     assert_int_equal(o->connect_timeout_ms, -1);
     assert_int_equal(o->keepalives_idle_ms, -1);
@@ -204,6 +207,8 @@ static void test_defaults_via_get(void **state)
     assert_int_equal(pgs_parse_bool(pgspout_options_get(o, "adaptive_chunking"), &b), 0);
     assert_int_equal(b, 0);
     assert_int_equal(pgs_parse_bool(pgspout_options_get(o, "metrics"), &b), 0);
+    assert_int_equal(b, 1);
+    assert_int_equal(pgs_parse_bool(pgspout_options_get(o, "pool"), &b), 0);
     assert_int_equal(b, 1);
     assert_true(strtod(pgspout_options_get(o, "memory_warn"), NULL) == 0.8);
     assert_true(strtod(pgspout_options_get(o, "memory_fail"), NULL) == 1.0);

@@ -12,7 +12,12 @@
 #  3. a slow client is throttled by backpressure (bounded buffer, /streams
 #     shows the stream), and aborting it cancels the server query within a
 #     few seconds (pg_stat_activity) and removes the registry stream;
-#  4. /metrics counts exactly the rows of the completed requests.
+#  4. /metrics counts exactly the rows of the completed requests;
+#  5. bad query arguments (/stream?n=abc, n out of range) get 400 with a
+#     JSON error body;
+#  6. no new PostgreSQL backend per request in steady state: the backends
+#     of the example's pool (application_name pgspout_ngx) are the same
+#     before and after a burst of 200 requests, 8 at a time.
 # Exits non-zero on any failure. Uses curl, python3 (checks) and luajit.
 set -euo pipefail
 
@@ -154,6 +159,20 @@ curl -fsS -o "$prefix/out/one.ndjson" "$base/stream?n=$n1" || fail "single /stre
 check_ndjson "$prefix/out/one.ndjson" $n1 || fail "single request content"
 pass "one request: $n1 rows, all present, in order, correct"
 
+# 5. argument validation -------------------------------------------------
+for q in "n=abc" "n=-1" "n=1.5" "n=100000001" "n=1e3" "n=" "n=1&n=2"; do
+  code=$(curl -sS -o "$prefix/out/bad.json" -w '%{http_code}' "$base/stream?$q")
+  [ "$code" = 400 ] || fail "/stream?$q answered $code, expected 400"
+  python3 - "$prefix/out/bad.json" <<'PY' || fail "/stream?$q: body is not the JSON error"
+import json, sys
+e = json.load(open(sys.argv[1]))
+assert e["param"] == "n" and "integer" in e["error"], e
+PY
+done
+code=$(curl -sS -o "$prefix/out/zero.ndjson" -w '%{http_code}' "$base/stream?n=0")
+[ "$code" = 200 ] && [ ! -s "$prefix/out/zero.ndjson" ] || fail "/stream?n=0 answered $code"
+pass "bad n (abc, -1, 1.5, 1e8+1, 1e3, empty, repeated) -> 400 with a JSON error; n=0 -> 200, no rows"
+
 # 2. 16 concurrent requests, /ping meanwhile ---------------------------
 nc=16; n2=200000
 pids=()
@@ -205,8 +224,40 @@ rows=$(metric pgspout_rows_total)
 done_streams=$(metric pgspout_streams_completed_total)
 want=$((n1 + nc * n2))
 [ "$rows" = "$want" ] || fail "/metrics pgspout_rows_total{label=\"nginx\"} = $rows, expected $want"
-[ "$done_streams" = "$((1 + nc))" ] || fail "/metrics streams_completed_total = $done_streams, expected $((1 + nc))"
+# (+1: the n=0 request of the argument checks, a stream of no rows)
+[ "$done_streams" = "$((2 + nc))" ] || fail "/metrics streams_completed_total = $done_streams, expected $((2 + nc))"
 pass "/metrics: rows_total $rows = every row delivered, streams_completed_total $done_streams"
+
+# 6. no new backend per request in steady state --------------------------
+backend_pids() {
+  LUA_PATH="$mod/?.lua;;" LUA_CPATH="$mod/?.so;;" "$LUAJIT" -e '
+    local p = require "pgspout"
+    local c = assert(p.connect(os.getenv("PGSPOUT_TEST_DSN")))
+    local s = assert(c:stream([[SELECT coalesce(string_agg(pid::text, $$ $$ ORDER BY pid), $$$$)
+        FROM pg_stat_activity WHERE application_name = $1]], { "pgspout_ngx" }))
+    for r in s:rows() do print(r[1]) end'
+}
+# the 16 concurrent streams above filled the pool with more connections
+# than 8 concurrent requests need
+pool_metric() { # NAME -> value for the example's pool (label="registry")
+  curl -fsS "$base/metrics" | awk -v m="$1{label=\"registry\"}" '$1 == m { print $2; f=1 } END { if (!f) print 0 }'
+}
+before=$(backend_pids)
+[ -n "$before" ] || fail "no pooled backend of the example after the concurrent requests"
+acq0=$(pool_metric pgspout_pool_acquires_total)
+made0=$(pool_metric pgspout_pool_connections_created_total)
+seq 200 | xargs -P 8 -I{} curl -fsS -o /dev/null "$base/stream?n=10" || fail "burst of 200 requests"
+after=$(backend_pids)
+acq=$(( $(pool_metric pgspout_pool_acquires_total) - acq0 ))
+made=$(( $(pool_metric pgspout_pool_connections_created_total) - made0 ))
+new=$(comm -13 <(tr ' ' '\n' <<<"$before" | sort) <(tr ' ' '\n' <<<"$after" | sort) | grep -c . || true)
+# every request took its connection from the pool (a request that opened
+# its own would not count here, and would be gone from pg_stat_activity by
+# now), and the pool opened none
+[ "$acq" -ge 200 ] || fail "only $acq pool acquires for 200 requests"
+[ "$made" = 0 ] || fail "the pool opened $made connections during 200 requests"
+[ "$new" = 0 ] || fail "$new new backends during 200 requests (before: $before; after: $after)"
+pass "200 requests, 8 at a time: $acq pool acquires, 0 connections opened, 0 new backends ($(wc -w <<<"$after") pooled)"
 
 # 3. slow client, then abort --------------------------------------------
 [ "$(sql_count active)" = 0 ] || fail "example queries still active before the abort test"

@@ -143,10 +143,28 @@ describe("registry", function()
         assert.is_true(pgspout.registry_close(id))
     end)
 
-    it("close cancels a running query and closes its connection", function()
+    it("close cancels a running query and gives its connection back to the pool", function()
         local app = H.marker("reg_close")
+        local marker = H.marker("reg_close_q")
+        local id = assert(pgspout.registry_open(H.dsn,
+            "SELECT g, '" .. marker .. "' FROM generate_series(1, 5000000) g",
+            nil, { chunk_rows = 100, application_name = app }))
+        assert(pgspout.registry_fetch(id))
+        assert.are.equal(1, H.backends(app))
+        assert.is_true(pgspout.registry_close(id))
+        assert.are.equal(0, H.wait_until(function() return H.running(marker) == 0 and 0 end, H.SERVER_SETTLE))
+        -- pooled: the backend stays, idle, for the next stream
+        assert.are.equal(1, H.backends(app))
+        local p = assert(pgspout.pool(H.dsn, { application_name = app }))
+        assert.are.equal(0, p:stats().in_use)
+        assert.are.equal(1, p:stats().idle)
+    end)
+
+    it("close with pool=off closes the stream's own connection", function()
+        local app = H.marker("reg_close_off")
         local id = assert(pgspout.registry_open(H.dsn, "SELECT g FROM generate_series(1, 5000000) g",
-                                                nil, { chunk_rows = 100, application_name = app }))
+                                                nil, { chunk_rows = 100, application_name = app,
+                                                       pool = "off" }))
         assert(pgspout.registry_fetch(id))
         assert.are.equal(1, H.backends(app))
         assert.is_true(pgspout.registry_close(id))
@@ -205,10 +223,14 @@ describe("registry", function()
             nil, { chunk_rows = 100, idle_timeout = "1s", application_name = app }))
         assert(pgspout.registry_fetch(id))
         assert.are.equal(1, H.backends(app))
-        -- idle 1 s, reaper runs once a second: gone within ~2 s
-        assert.are.equal(0, H.wait_until(function() return H.backends(app) == 0 and 0 end, H.SERVER_SETTLE))
+        local p = assert(pgspout.pool(H.dsn, { application_name = app }))
+        assert.are.equal(1, p:stats().in_use)
+        -- idle 1 s, reaper runs once a second: gone within ~2 s, and its
+        -- connection back in the pool
+        assert.are.equal(0, H.wait_until(function() return p:stats().in_use == 0 and 0 end, H.SERVER_SETTLE))
         local _, _, code = pgspout.registry_fetch(id)
         assert.are.equal("enotfound", code)
+        assert.are.equal(1, p:stats().idle)
     end)
 
     it("counts registry rows in the process-wide metrics", function()

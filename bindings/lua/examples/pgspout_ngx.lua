@@ -7,8 +7,21 @@
 -- server blocks on its socket, and nginx never holds more than a chunk.
 -- A client that disconnects triggers ngx.on_abort (lua_check_client_abort on)
 -- or a failed flush: either way the registry stream is closed, which cancels
--- the server query. If this handler is ever abandoned without that, the
--- registry reaps the stream after idle_timeout.
+-- the server query. The abort handler is registered before the open, so a
+-- client that leaves while the stream opens is noticed too. If this handler
+-- is ever abandoned without that, the registry reaps the stream after
+-- idle_timeout.
+--
+-- Streams run on pooled connections (pgspout.pool in the worker functions,
+-- one pool per nginx worker process, shared by its pool threads): a
+-- request opens no PostgreSQL backend in steady state, and a stream's
+-- connection goes back to the pool (reset) as soon as it ends, is cancelled
+-- or closed. When every pooled connection is in use, an open waits at most
+-- the pool's acquire_timeout (short: the wait holds one of nginx's pool
+-- threads) and the request gets 503 with a JSON error.
+--
+-- Query arguments are validated: /stream?n=abc (or n out of [0, 1e8]) is
+-- answered 400 with {"error": ..., "param": "n", "value": ...}.
 local pgspout = require "pgspout"
 
 local run = ngx.run_worker_thread
@@ -37,25 +50,38 @@ local function call(fn, ...)
     return unpack(res, 2, table.maxn(res))
 end
 
+local MAX_N = 100000000
+
+-- an error answer: status and a JSON object
+local function json_error(status, t)
+    ngx.status = status
+    ngx.header["Content-Type"] = "application/json"
+    ngx.say(pgspout.json(t))
+    return ngx.exit(ngx.HTTP_OK) -- the response is out: end the handler, keep the status
+end
+
+-- n: absent = 1000, else decimal digits only, within [0, MAX_N]. A repeated
+-- argument (?n=1&n=2) arrives as a table and is refused too.
+local function arg_n()
+    local args = ngx.req.get_uri_args(16)
+    local raw = args.n
+    if raw == nil then return 1000 end
+    if type(raw) ~= "string" or not raw:match("^%d+$") or #raw > 9 or tonumber(raw) > MAX_N then
+        return nil, type(raw) == "string" and raw or tostring(raw)
+    end
+    return tonumber(raw)
+end
+
 function M.stream()
-    local n = tonumber(ngx.var.arg_n) or 1000
-    if n < 0 or n > 1e8 or n ~= math.floor(n) then
-        ngx.status = 400
-        ngx.say("n must be an integer in [0, 1e8]")
-        return
+    local n, bad = arg_n()
+    if not n then
+        return json_error(400, { error = "n must be an integer in [0, " .. MAX_N .. "]",
+                                 param = "n", value = bad })
     end
 
-    local status, id = call("open", dsn(), SQL, { n }, OPTS)
-    if status ~= "ok" then
-        ngx.log(ngx.ERR, "pgspout open: ", id)
-        ngx.status = 502
-        ngx.say("could not open the stream: ", id)
-        return
-    end
-
-    local closed = false
+    local id, closed, aborted = nil, false, false
     local function close()
-        if closed then return end
+        if closed or not id then return end
         closed = true
         local st, err = call("close", id)
         if st ~= "ok" then
@@ -63,13 +89,30 @@ function M.stream()
         end
     end
 
+    -- before the open: a client gone while it runs is noticed after it
     local ok, err = ngx.on_abort(function()
+        aborted = true
+        if not id then return end -- the open is still running: see below
         ngx.log(ngx.INFO, "client went away: cancelling registry stream ", id)
         close()
         ngx.exit(499)
     end)
     if not ok then
         ngx.log(ngx.WARN, "ngx.on_abort: ", err)
+    end
+
+    local status, res, code = call("open", dsn(), SQL, { n }, OPTS)
+    if status ~= "ok" then
+        ngx.log(ngx.ERR, "pgspout open: ", res)
+        if code == "etimeout" then -- every pooled connection in use
+            return json_error(503, { error = "busy: no database connection free", detail = res })
+        end
+        return json_error(502, { error = "could not open the stream", detail = res })
+    end
+    id = res
+    if aborted then
+        close()
+        return ngx.exit(499)
     end
 
     ngx.header["Content-Type"] = "application/x-ndjson"

@@ -33,11 +33,38 @@ end
 
 local M = {}
 
---- open(dsn, sql, params, opts) -> "ok", id | "error", message
+-- The worker process's pool: pgspout.pool returns the same process-wide
+-- pool to every VM that asks with the same DSN and keys, so all the pool
+-- threads of this nginx worker share its connections (each nginx worker
+-- process has its own). max_size bounds the backends this worker opens;
+-- acquire_timeout is short because a waiting open holds one of nginx's pool
+-- threads, which the running streams need for their fetches.
+local POOL_OPTS = {
+    max_size = tonumber(os.getenv("PGSPOUT_POOL_SIZE") or "") or 32,
+    acquire_timeout = "500ms",
+    application_name = "pgspout_ngx",
+}
+local pools = {} -- per VM: dsn -> pool object (the C pool is the same)
+
+local function pool_for(dsn)
+    local p = pools[dsn]
+    if not p then
+        local err, code
+        p, err, code = pgspout.pool(dsn, POOL_OPTS)
+        if not p then return nil, err, code end
+        pools[dsn] = p
+    end
+    return p
+end
+
+--- open(dsn, sql, params, opts) -> "ok", id | "error", message, code
 function M.open(dsn, sql, params, opts)
     lower_priority()
-    local id, err = pgspout.registry_open(dsn, sql, params, opts)
-    if not id then return "error", err end
+    local p, err, code = pool_for(dsn)
+    if not p then return "error", err, code end
+    local id
+    id, err, code = p:registry_open(sql, params, opts)
+    if not id then return "error", err, code end
     return "ok", id
 end
 

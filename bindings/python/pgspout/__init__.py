@@ -37,6 +37,7 @@ import datetime as _dt
 import decimal as _decimal
 import json as _json
 import logging as _logging
+import math as _math
 import os as _os
 import threading as _threading
 import uuid as _uuid
@@ -66,6 +67,7 @@ from . import _pgspout as _c
 __all__ = [
     "connect",
     "Connection",
+    "Pool",
     "Stream",
     "Column",
     "Row",
@@ -710,7 +712,8 @@ class Connection:
         return self._open(sql, params, "tuple", dict(options, arrow=True)).arrow_reader()
 
     def close(self) -> None:
-        """Close the connection (and its open stream). Idempotent."""
+        """Close the connection (and its open stream); a connection from a
+        :class:`Pool` goes back to it instead. Idempotent."""
         self._raw.close()
 
     @property
@@ -738,6 +741,125 @@ class Connection:
 
     def __repr__(self) -> str:
         return "<pgspout.Connection %s>" % ("closed" if self.closed else "open")
+
+
+class Pool:
+    """A thread-safe pool of connections to one server (``pgspout_pool``).
+
+    ``pgspout.Pool(dsn, max_size=10, min_idle=0, idle_timeout="60s",
+    max_lifetime="30min", acquire_timeout="30s", label="default", **conn)``
+    takes the pool keys and the connection keys of :func:`connect`; it opens
+    no connection until one is needed (:meth:`maintain` opens ``min_idle``).
+    A context manager: leaving it closes the pool.
+
+    ``with pool.connection() as conn:`` lends a :class:`Connection`; leaving
+    the block (or ``conn.close()``, or dropping it) gives it back instead of
+    closing it. ``pool.stream(sql, params, **options)`` returns a
+    :class:`Stream` on a pooled connection, which goes back when the stream
+    is closed or read to its end. What a user leaves behind (an open or
+    failed transaction, SET, LISTEN, temp tables, advisory locks, prepared
+    statements, a stream still open) is reset before the next user; a
+    broken connection is closed instead. With every connection in use, a
+    call waits up to ``timeout`` (default: the pool's ``acquire_timeout``),
+    then raises :class:`TimeoutError`. Any thread; :meth:`close` stops the
+    calls still waiting (:class:`StateError`). Its metrics are the
+    ``pgspout_pool_*`` series of :func:`metrics_text`, labelled by ``label``.
+    """
+
+    __slots__ = ("_raw", "__weakref__")
+    _raw: _c.Pool
+
+    def __init__(self, dsn: str = "", **options: OptionValue) -> None:
+        if not isinstance(dsn, str):
+            raise TypeError("dsn must be str, not %s" % type(dsn).__name__)
+        self._raw = _c.Pool(dsn, _options(options))
+
+    def _acquire(self, timeout: Optional[float]) -> Connection:
+        if timeout is None:
+            ms = -1
+        elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+            raise ValueError("timeout must be None or a number of seconds >= 0")
+        else:
+            ms = int(_math.ceil(timeout * 1000))
+        conn = Connection.__new__(Connection)
+        conn._raw = self._raw.acquire(ms)
+        return conn
+
+    def connection(self, timeout: Optional[float] = None) -> Connection:
+        """A pooled connection (a context manager: leaving it gives the
+        connection back). timeout: seconds to wait for one (None: the pool's
+        acquire_timeout; 0: do not wait)."""
+        return self._acquire(timeout)
+
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: Literal["tuple"] = "tuple", timeout: Optional[float] = None,
+               **options: OptionValue) -> Stream[TupleRow]: ...
+
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: Literal["dict"], timeout: Optional[float] = None,
+               **options: OptionValue) -> Stream[DictRow]: ...
+
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: Literal["json"], timeout: Optional[float] = None,
+               **options: OptionValue) -> Stream[JsonRow]: ...
+
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: str, timeout: Optional[float] = None,
+               **options: OptionValue) -> Stream[Row]: ...
+
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: str = "tuple", timeout: Optional[float] = None,
+               **options: OptionValue) -> Stream[Any]:
+        """Connection.stream on a pooled connection; the connection goes back
+        to the pool when the stream ends (read to its end, failed, cancelled)
+        or is closed or dropped. timeout: as for connection()."""
+        conn = self._acquire(timeout)
+        try:
+            s = conn._open(sql, params, rows, options)
+        except BaseException:
+            conn.close()  # back to the pool
+            raise
+        conn._raw.release()  # the stream's end gives it back
+        return s
+
+    def maintain(self) -> None:
+        """Close idle connections past idle_timeout or max_lifetime (keeping
+        min_idle), then open connections until min_idle are idle. The pool
+        has no thread: call it from a timer if min_idle or idle_timeout
+        matter."""
+        self._raw.maintain()
+
+    @property
+    def stats(self) -> Dict[str, int]:
+        """max_size, total, idle, in_use, waiting, acquires, waits, timeouts,
+        created, closed."""
+        return self._raw.stats()
+
+    def close(self) -> None:
+        """Close the pool: waiting calls raise StateError, idle connections
+        close now, connections still lent out close as they come back.
+        Idempotent."""
+        self._raw.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._raw.closed()
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<pgspout.Pool closed>"
+        st = self.stats
+        return "<pgspout.Pool %d/%d in use, %d idle>" % (st["in_use"], st["max_size"], st["idle"])
 
 
 def connect(dsn: str = "", **options: OptionValue) -> Connection:

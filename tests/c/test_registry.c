@@ -1,0 +1,536 @@
+/* test_registry.c - the registry on connection pools, against a real
+ * server: pgspout_registry_open reuses backends through the registry's pool
+ * (and pool=off does not), pgspout_registry_open_pool on a caller's pool,
+ * the connection back in the pool after a stream's end, error, cancel (with
+ * and without a fetch running), close and reap, nothing a stream leaves
+ * behind (session settings, an open transaction, LISTEN, a cancel) reaching
+ * the next stream on the same backend, exhaustion, and the reaper's
+ * pgspout_pool_maintain tick. Properties, not timings. Needs
+ * PGSPOUT_TEST_DSN. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+static pgspout_options *opts(const char *key, ...)
+{
+    pgspout_options *o = pgspout_options_new();
+    assert_non_null(o);
+    va_list ap;
+    va_start(ap, key);
+    for (const char *k = key; k; k = va_arg(ap, const char *)) {
+        const char *v = va_arg(ap, const char *);
+        if (pgspout_options_set(o, k, v) != PGSPOUT_OK)
+            fail_msg("option %s=%s: %s", k, v, pgspout_options_error(o));
+    }
+    va_end(ap);
+    return o;
+}
+
+static pgspout_pool *new_pool(const char *app, const char *max_size, const char *acquire)
+{
+    pgspout_options *o =
+        opts("application_name", app, "max_size", max_size, "acquire_timeout", acquire, NULL);
+    pgspout_pool *p = NULL;
+    assert_int_equal(pgspout_pool_new(tu_dsn(), o, &p), PGSPOUT_OK);
+    pgspout_options_free(o);
+    return p;
+}
+
+static pgspout_pool_stats pstats(pgspout_pool *p)
+{
+    pgspout_pool_stats st = PGSPOUT_POOL_STATS_INIT;
+    assert_int_equal(pgspout_pool_stats_get(p, &st), PGSPOUT_OK);
+    return st;
+}
+
+static uint64_t open_on(pgspout_pool *p, const char *sql, const pgspout_options *o)
+{
+    uint64_t id = 0;
+    char *err = NULL;
+    int rc = pgspout_registry_open_pool(p, sql, 0, NULL, o, &id, &err);
+    if (rc != PGSPOUT_OK)
+        fail_msg("registry_open_pool(%s): %s: %s", sql, pgspout_code_name(rc), err ? err : "");
+    pgspout_free(err);
+    assert_true(id > 0);
+    return id;
+}
+
+/* Fetch everything; returns the final code (DONE or an error) and the
+ * NDJSON in *all (malloc'd) when all is not NULL. */
+static int drain(uint64_t id, char **all)
+{
+    tu_buf b = {0};
+    int rc;
+    for (;;) {
+        char *out = NULL;
+        size_t len = 0;
+        int n = 0;
+        rc = pgspout_registry_fetch(id, 0, &out, &len, &n, NULL);
+        if (rc != PGSPOUT_OK)
+            break;
+        tu_buf_add(&b, out, len);
+        pgspout_free(out);
+    }
+    if (all) {
+        tu_buf_addc(&b, '\0');
+        *all = b.data;
+    } else {
+        tu_buf_free(&b);
+    }
+    return rc;
+}
+
+/* The first number after the first ':' of the NDJSON of a one-column row. */
+static long first_value(const char *js)
+{
+    const char *c = js ? strchr(js, ':') : NULL;
+    if (!c)
+        fail_msg("no value in \"%s\"", js ? js : "(null)");
+    return atol(c + 1);
+}
+
+/* The one value a one-row query gives, through the registry on pool p
+ * (NULL: pgspout_registry_open with o). */
+static char *one_row(pgspout_pool *p, const char *sql, const pgspout_options *o)
+{
+    uint64_t id = 0;
+    char *err = NULL, *all = NULL;
+    int rc = p ? pgspout_registry_open_pool(p, sql, 0, NULL, o, &id, &err)
+               : pgspout_registry_open(tu_dsn(), sql, 0, NULL, o, &id, &err);
+    if (rc != PGSPOUT_OK)
+        fail_msg("registry open(%s): %s: %s", sql, pgspout_code_name(rc), err ? err : "");
+    pgspout_free(err);
+    assert_int_equal(drain(id, &all), PGSPOUT_DONE);
+    assert_int_equal(pgspout_registry_close(id), PGSPOUT_OK);
+    return all;
+}
+
+static long pid_via(pgspout_pool *p, const pgspout_options *o)
+{
+    char *js = one_row(p, "SELECT pg_backend_pid() AS pid", o);
+    long pid = first_value(js);
+    free(js);
+    return pid;
+}
+
+/* Client backends with application_name app (admin connection). */
+static long backends(pgspout_conn *admin, const char *app)
+{
+    const char *params[] = {app};
+    char *v = tu_scalar(admin,
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+                        "AND backend_type = 'client backend'",
+                        1, params);
+    long n = atol(v);
+    free(v);
+    return n;
+}
+
+/* Wait (bounded) until the pool has nothing in use: the reaper thread may
+ * be handing a connection back as we look. */
+static void wait_in_use(pgspout_pool *p, int want)
+{
+    double until = tu_now() + tu_slack(10);
+    while (pstats(p).in_use != want && tu_now() < until)
+        tu_sleep_ms(10);
+    assert_int_equal(pstats(p).in_use, want);
+}
+
+/* ------------------------------------------------------------------ tests */
+
+/* Sequential streams through pgspout_registry_open run on one backend: the
+ * registry's pool for the conninfo and options; pool=off opens one per
+ * stream. */
+static void test_open_reuses_backend(void **state)
+{
+    (void)state;
+    pgspout_conn *admin = tu_connect();
+    pgspout_options *o = opts("application_name", "pgs_reg_reuse", NULL);
+    long first = pid_via(NULL, o);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(pid_via(NULL, o), first);
+    assert_true(backends(admin, "pgs_reg_reuse") <= 1);
+
+    pgspout_options *off = opts("application_name", "pgs_reg_nopool", "pool", "off", NULL);
+    long pids[5];
+    for (int i = 0; i < 5; i++) {
+        pids[i] = pid_via(NULL, off);
+        for (int k = 0; k < i; k++)
+            assert_int_not_equal(pids[k], pids[i]);
+    }
+    /* closed at their ends (a backend leaves pg_stat_activity soon after) */
+    double until = tu_now() + tu_slack(10);
+    while (backends(admin, "pgs_reg_nopool") > 0 && tu_now() < until)
+        tu_sleep_ms(20);
+    assert_int_equal(backends(admin, "pgs_reg_nopool"), 0);
+    pgspout_options_free(off);
+    pgspout_options_free(o);
+    pgspout_conn_close(admin);
+}
+
+/* Threads opening streams at once: no more backends than streams running
+ * at the same time, however many streams. */
+static void *reuse_worker(void *arg)
+{
+    const pgspout_options *o = arg;
+    for (int i = 0; i < 15; i++) {
+        uint64_t id = 0;
+        if (pgspout_registry_open(tu_dsn(), "SELECT g FROM generate_series(1, 50) g", 0, NULL, o,
+                                  &id, NULL) != PGSPOUT_OK)
+            return (void *)1;
+        char *out = NULL;
+        int rc;
+        while ((rc = pgspout_registry_fetch(id, 0, &out, NULL, NULL, NULL)) == PGSPOUT_OK)
+            pgspout_free(out);
+        pgspout_registry_close(id);
+        if (rc != PGSPOUT_DONE)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void test_threads_bounded_backends(void **state)
+{
+    (void)state;
+    pgspout_conn *admin = tu_connect();
+    pgspout_options *o = opts("application_name", "pgs_reg_threads", NULL);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, reuse_worker, o), 0);
+    for (int i = 0; i < 4; i++) {
+        void *r = NULL;
+        pthread_join(t[i], &r);
+        assert_null(r);
+    }
+    long n = backends(admin, "pgs_reg_threads");
+    assert_true(n >= 1 && n <= 4); /* 60 streams, at most 4 at once */
+    pgspout_options_free(o);
+    pgspout_conn_close(admin);
+}
+
+/* The connection goes back when the stream ends or fails, before the id is
+ * closed; the id keeps answering. */
+static void test_back_after_done_and_error(void **state)
+{
+    (void)state;
+    pgspout_pool *p = new_pool("pgs_reg_done", "1", "0");
+    uint64_t id = open_on(p, "SELECT g FROM generate_series(1, 2500) g", NULL);
+    assert_int_equal(pstats(p).in_use, 1);
+    assert_int_equal(drain(id, NULL), PGSPOUT_DONE);
+    assert_int_equal(pstats(p).in_use, 0);
+    assert_int_equal(pstats(p).idle, 1);
+    char *out = (char *)1;
+    assert_int_equal(pgspout_registry_fetch(id, 0, &out, NULL, NULL, NULL), PGSPOUT_DONE);
+    assert_null(out);
+    char *js = pgspout_registry_stats_json(id);
+    assert_non_null(js);
+    assert_non_null(strstr(js, "\"state\":\"done\""));
+    pgspout_free(js);
+
+    /* max_size 1: the next stream can only run if the first gave back */
+    pgspout_options *chunk = opts("chunk_rows", "100", NULL);
+    uint64_t bad = open_on(
+        p, "SELECT CASE WHEN g = 1500 THEN 1 / (g - g) ELSE g END FROM generate_series(1, 3000) g",
+        chunk);
+    assert_int_equal(drain(bad, NULL), PGSPOUT_ESQL);
+    assert_int_equal(pstats(p).in_use, 0);
+    char *err = NULL;
+    assert_int_equal(pgspout_registry_fetch(bad, 0, &out, NULL, NULL, &err), PGSPOUT_ESQL);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "22012"));
+    pgspout_free(err);
+
+    assert_int_equal(pgspout_registry_close(id), PGSPOUT_OK);
+    assert_int_equal(pgspout_registry_close(bad), PGSPOUT_OK);
+    assert_int_equal(pstats(p).created, 1); /* one backend served all three */
+    pgspout_options_free(chunk);
+    pgspout_pool_close(p);
+}
+
+static void test_back_after_cancel(void **state)
+{
+    (void)state;
+    pgspout_pool *p = new_pool("pgs_reg_cancel", "1", "0");
+    pgspout_options *o = opts("chunk_rows", "100", NULL);
+    long pid = pid_via(p, NULL);
+    uint64_t id = open_on(p, "SELECT generate_series(1, 100000000) AS g", o);
+    char *out = NULL;
+    assert_int_equal(pgspout_registry_fetch(id, 0, &out, NULL, NULL, NULL), PGSPOUT_OK);
+    pgspout_free(out);
+    assert_int_equal(pgspout_registry_cancel(id), PGSPOUT_OK);
+    assert_int_equal(pstats(p).in_use, 0); /* no fetch ran: back at once */
+    assert_int_equal(pgspout_registry_fetch(id, 0, &out, NULL, NULL, NULL), PGSPOUT_ECANCELLED);
+    /* the same backend, clean: the cancel did not outlive its stream */
+    assert_int_equal(pid_via(p, NULL), pid);
+    char *js = one_row(p, "SELECT count(*) FROM generate_series(1, 3)", NULL);
+    assert_int_equal(first_value(js), 3);
+    free(js);
+    assert_int_equal(pgspout_registry_close(id), PGSPOUT_OK);
+    assert_int_equal(pstats(p).created, 1);
+    pgspout_options_free(o);
+    pgspout_pool_close(p);
+}
+
+typedef struct {
+    uint64_t id;
+    int rc;
+} fetch_arg;
+
+static void *blocked_fetch(void *arg)
+{
+    fetch_arg *a = arg;
+    char *out = NULL;
+    while ((a->rc = pgspout_registry_fetch(a->id, 0, &out, NULL, NULL, NULL)) == PGSPOUT_OK)
+        pgspout_free(out);
+    return NULL;
+}
+
+/* Cancel while a fetch is blocked on a paused stream in another thread:
+ * that fetch ends ECANCELLED and gives the connection back. */
+static void test_back_after_cancel_with_fetch(void **state)
+{
+    (void)state;
+    pgspout_pool *p = new_pool("pgs_reg_cancel2", "1", "0");
+    pgspout_options *o = opts("chunk_rows", "100", NULL);
+    fetch_arg a = {open_on(p, "SELECT generate_series(1, 100000000) AS g", o), 0};
+    char *out = NULL;
+    assert_int_equal(pgspout_registry_fetch(a.id, 0, &out, NULL, NULL, NULL), PGSPOUT_OK);
+    pgspout_free(out);
+    assert_int_equal(pgspout_registry_pause(a.id), PGSPOUT_OK);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, blocked_fetch, &a), 0);
+    tu_sleep_ms(200); /* either order is correct; this makes "fetch first" likely */
+    assert_int_equal(pgspout_registry_cancel(a.id), PGSPOUT_OK);
+    pthread_join(t, NULL);
+    assert_int_equal(a.rc, PGSPOUT_ECANCELLED);
+    assert_int_equal(pstats(p).in_use, 0);
+    assert_int_equal(pgspout_registry_close(a.id), PGSPOUT_OK);
+    char *js = one_row(p, "SELECT 7", NULL);
+    assert_int_equal(first_value(js), 7);
+    free(js);
+    pgspout_options_free(o);
+    pgspout_pool_close(p);
+}
+
+static void test_back_after_close_and_reap(void **state)
+{
+    (void)state;
+    pgspout_pool *p = new_pool("pgs_reg_close", "1", "0");
+    pgspout_options *o = opts("chunk_rows", "100", "idle_timeout", "50ms", NULL);
+    uint64_t id = open_on(p, "SELECT generate_series(1, 100000000) AS g", o);
+    char *out = NULL;
+    assert_int_equal(pgspout_registry_fetch(id, 0, &out, NULL, NULL, NULL), PGSPOUT_OK);
+    pgspout_free(out);
+    assert_int_equal(pgspout_registry_close(id), PGSPOUT_OK);
+    assert_int_equal(pstats(p).in_use, 0);
+
+    id = open_on(p, "SELECT generate_series(1, 100000000) AS g", o);
+    assert_int_equal(pgspout_registry_fetch(id, 0, &out, NULL, NULL, NULL), PGSPOUT_OK);
+    pgspout_free(out);
+    tu_sleep_ms(100);
+    pgspout_registry_reap(); /* or the background thread did */
+    assert_int_equal(pgspout_registry_fetch(id, 0, &out, NULL, NULL, NULL), PGSPOUT_ENOTFOUND);
+    wait_in_use(p, 0);
+    char *js = one_row(p, "SELECT 11", NULL);
+    assert_int_equal(first_value(js), 11);
+    free(js);
+    assert_int_equal(pstats(p).created, 1);
+    pgspout_options_free(o);
+    pgspout_pool_close(p);
+}
+
+/* What a stream leaves in its session never reaches the next stream on the
+ * same backend. */
+static void test_no_state_leak(void **state)
+{
+    (void)state;
+    pgspout_pool *p = new_pool("pgs_reg_leak", "1", "0");
+    long pid = pid_via(p, NULL);
+    static const char *const leave[] = {
+        "SELECT set_config('search_path', 'leak_schema', false)",
+        "SET work_mem = '7MB'",
+        "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY",
+        "LISTEN pgs_reg_leak",
+        "SELECT pg_advisory_lock(4242)",
+    };
+    pgspout_options *big = opts("chunk_rows", "100", NULL);
+    for (size_t i = 0; i < sizeof leave / sizeof leave[0] + 1; i++) {
+        if (i < sizeof leave / sizeof leave[0]) {
+            char *js = one_row(p, leave[i], NULL);
+            free(js);
+        } else { /* cancelled mid-stream */
+            uint64_t id = open_on(p, "SELECT generate_series(1, 100000000) AS g", big);
+            char *out = NULL;
+            assert_int_equal(pgspout_registry_fetch(id, 0, &out, NULL, NULL, NULL), PGSPOUT_OK);
+            pgspout_free(out);
+            assert_int_equal(pgspout_registry_cancel(id), PGSPOUT_OK);
+            assert_int_equal(pgspout_registry_close(id), PGSPOUT_OK);
+        }
+        char *js = one_row(p,
+                           "SELECT current_setting('search_path') NOT LIKE '%leak%' AS path, "
+                           "current_setting('work_mem') <> '7MB' AS work_mem, "
+                           "(SELECT count(*) FROM pg_listening_channels()) = 0 AS listen, "
+                           "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                           "  AND pid = pg_backend_pid()) = 0 AS locks, "
+                           "current_setting('transaction_isolation') <> 'serializable' AND "
+                           "current_setting('transaction_read_only') = 'off' AS tx",
+                           NULL);
+        if (strcmp(js, "{\"path\":true,\"work_mem\":true,\"listen\":true,\"locks\":true,"
+                       "\"tx\":true}\n") != 0)
+            fail_msg("after \"%s\" the next stream saw %s", i < 5 ? leave[i] : "a cancel", js);
+        free(js);
+        assert_int_equal(pid_via(p, NULL), pid); /* reset, not replaced */
+    }
+    pgspout_options_free(big);
+    pgspout_pool_close(p);
+}
+
+/* A stream holds its connection while it runs: with the pool exhausted the
+ * next open waits acquire_timeout, then fails clearly. */
+static void test_exhausted(void **state)
+{
+    (void)state;
+    pgspout_pool *p = new_pool("pgs_reg_full", "1", "100ms");
+    pgspout_options *o = opts("chunk_rows", "100", NULL);
+    uint64_t id = open_on(p, "SELECT generate_series(1, 100000000) AS g", o);
+    uint64_t id2 = 0;
+    char *err = NULL;
+    assert_int_equal(pgspout_registry_open_pool(p, "SELECT 1", 0, NULL, NULL, &id2, &err),
+                     PGSPOUT_ETIMEOUT);
+    assert_int_equal(id2, 0);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "acquire_timeout"));
+    pgspout_free(err);
+    assert_int_equal(pgspout_registry_close(id), PGSPOUT_OK);
+    char *js = one_row(p, "SELECT 5", NULL);
+    assert_int_equal(first_value(js), 5);
+    free(js);
+    assert_int_equal(pgspout_registry_open_pool(NULL, "SELECT 1", 0, NULL, NULL, &id2, NULL),
+                     PGSPOUT_EINVAL);
+    pgspout_options_free(o);
+    pgspout_pool_close(p);
+}
+
+/* The background thread keeps the registry's pools: min_idle connections
+ * are opened without anyone asking. */
+static void test_reaper_maintains(void **state)
+{
+    (void)state;
+    pgspout_conn *admin = tu_connect();
+    pgspout_options *o = opts("application_name", "pgs_reg_minidle", "min_idle", "2", NULL);
+    free(one_row(NULL, "SELECT 1", o));
+    double until = tu_now() + tu_slack(10);
+    while (backends(admin, "pgs_reg_minidle") < 2 && tu_now() < until)
+        tu_sleep_ms(50);
+    assert_int_equal(backends(admin, "pgs_reg_minidle"), 2);
+    pgspout_options_free(o);
+    pgspout_conn_close(admin);
+}
+
+/* pgspout_registry_pool: one pool per conninfo and keys, the one
+ * pgspout_registry_open uses. */
+static void test_registry_pool(void **state)
+{
+    (void)state;
+    pgspout_options *o = opts("application_name", "pgs_reg_shared", "max_size", "3", NULL);
+    pgspout_options *o2 = opts("application_name", "pgs_reg_shared", "max_size", "4", NULL);
+    pgspout_pool *a = NULL, *b = NULL, *c = NULL;
+    assert_int_equal(pgspout_registry_pool(tu_dsn(), o, &a), PGSPOUT_OK);
+    assert_int_equal(pgspout_registry_pool(tu_dsn(), o, &b), PGSPOUT_OK);
+    assert_int_equal(pgspout_registry_pool(tu_dsn(), o2, &c), PGSPOUT_OK);
+    assert_ptr_equal(a, b);
+    assert_ptr_not_equal(a, c);
+    assert_int_equal(pstats(a).max_size, 3);
+    /* stream keys do not make another pool */
+    pgspout_options *o3 =
+        opts("application_name", "pgs_reg_shared", "max_size", "3", "chunk_rows", "7", NULL);
+    assert_int_equal(pgspout_registry_pool(tu_dsn(), o3, &b), PGSPOUT_OK);
+    assert_ptr_equal(a, b);
+    uint64_t before = pstats(a).acquires;
+    free(one_row(NULL, "SELECT 1", o3));
+    assert_int_equal(pstats(a).acquires, before + 1);
+    assert_int_equal(pgspout_registry_pool(NULL, o, &b), PGSPOUT_EINVAL);
+    assert_int_equal(pgspout_registry_pool(tu_dsn(), o, NULL), PGSPOUT_EINVAL);
+    pgspout_options_free(o);
+    pgspout_options_free(o2);
+    pgspout_options_free(o3);
+}
+
+/* Closing a pooled connection gives it back; releasing it (the garbage
+ * collector's path) gives it back when its stream ends. */
+static void test_close_gives_back(void **state)
+{
+    (void)state;
+    pgspout_pool *p = new_pool("pgs_reg_closeback", "1", "0");
+    pgspout_conn *c = NULL;
+    assert_int_equal(pgspout_pool_acquire(p, 0, &c), PGSPOUT_OK);
+    tu_expect_scalar(c, "SELECT 1", "1");
+    pgspout_conn_close(c);
+    assert_int_equal(pstats(p).in_use, 0);
+    assert_int_equal(pstats(p).idle, 1);
+
+    assert_int_equal(pgspout_pool_acquire(p, 0, &c), PGSPOUT_OK);
+    pgspout_stream *s = NULL;
+    assert_int_equal(
+        pgspout_stream_open(c, "SELECT g FROM generate_series(1, 10) g", 0, NULL, NULL, &s),
+        PGSPOUT_OK);
+    pgspout_conn_release(c); /* the stream still runs on it */
+    assert_int_equal(pstats(p).in_use, 1);
+    const pgspout_row *row;
+    int rc, n = 0;
+    while ((rc = pgspout_stream_next(s, &row)) == PGSPOUT_OK)
+        n++;
+    assert_int_equal(rc, PGSPOUT_DONE);
+    assert_int_equal(n, 10);
+    assert_int_equal(pstats(p).in_use, 0); /* back at the stream's end */
+    pgspout_stream_close(s);
+
+    /* the same, closing the stream before its end */
+    assert_int_equal(pgspout_pool_acquire(p, 0, &c), PGSPOUT_OK);
+    assert_int_equal(
+        pgspout_stream_open(c, "SELECT generate_series(1, 100000000) AS g", 0, NULL, NULL, &s),
+        PGSPOUT_OK);
+    pgspout_conn_release(c);
+    assert_int_equal(pgspout_stream_next(s, &row), PGSPOUT_OK);
+    pgspout_stream_close(s);
+    assert_int_equal(pstats(p).in_use, 0);
+    assert_int_equal(pgspout_pool_acquire(p, 0, &c), PGSPOUT_OK);
+    tu_expect_scalar(c, "SELECT 2", "2");
+    assert_int_equal(pgspout_pool_release(p, c), PGSPOUT_OK);
+    assert_int_equal(pstats(p).created, 1);
+    pgspout_pool_close(p);
+}
+
+int main(void)
+{
+    int gate = tu_db_gate("test_registry");
+    if (gate >= 0)
+        return gate;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_open_reuses_backend),
+        cmocka_unit_test(test_threads_bounded_backends),
+        cmocka_unit_test(test_back_after_done_and_error),
+        cmocka_unit_test(test_back_after_cancel),
+        cmocka_unit_test(test_back_after_cancel_with_fetch),
+        cmocka_unit_test(test_back_after_close_and_reap),
+        cmocka_unit_test(test_no_state_leak),
+        cmocka_unit_test(test_exhausted),
+        cmocka_unit_test(test_reaper_maintains),
+        cmocka_unit_test(test_registry_pool),
+        cmocka_unit_test(test_close_gives_back),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
