@@ -351,8 +351,14 @@ static void finish_locked(reg_entry *e)
     const pgspout_chunk *c;
     if (!e->conn)
         return;
-    /* ended: repeats the end; cancelled: ends it now, without waiting */
-    (void)pgspout_stream_next_chunk(e->stream, PGSPOUT_NONBLOCK, &c);
+    /* ended: repeats the end; cancelled: ends it now - at once when the
+     * server has answered the cancel, else after the bounded drain that a
+     * blocking call runs (the non-blocking one leaves it to later calls,
+     * and the connection must not go back to the pool mid-statement) */
+    int rc = pgspout_stream_next_chunk(e->stream, PGSPOUT_NONBLOCK, &c);
+    if ((rc == PGSPOUT_AGAIN || rc == PGSPOUT_PAUSED) &&
+        pgspout_stream_state(e->stream) == PGSPOUT_STATE_CANCELLED)
+        (void)pgspout_stream_next_chunk(e->stream, 0, &c);
     give_back(e);
 }
 

@@ -47,7 +47,8 @@ end
 local function call(fn, ...)
     local res = { run(POOL, WORKER, fn, ...) }
     if not res[1] then return nil, tostring(res[2]) end
-    return unpack(res, 2, table.maxn(res))
+    pgspout.log(res[2]) -- the log records of the worker's call (ngx.log)
+    return unpack(res, 3, table.maxn(res))
 end
 
 local MAX_N = 100000000

@@ -86,4 +86,13 @@ function M.close(id)
     return "error", err
 end
 
-return M
+-- Every function's results come after the log records its call produced
+-- (server notices and warnings, pgspout's own lines): a worker thread has
+-- no ngx.log, so the request writes them (pgspout.log).
+local with_log = {}
+for name, fn in pairs(M) do
+    with_log[name] = function(...) return (function(...)
+        return pgspout.take_log(), ...
+    end)(fn(...)) end
+end
+return with_log
