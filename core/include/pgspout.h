@@ -450,9 +450,10 @@ PGSPOUT_EXTERN const char *pgspout_snapshot_error(const pgspout_snapshot *snap);
 /* 1 while the holder's transaction is open as far as the client knows (a
  * server that ended it is found by the next import), else 0. Owner thread. */
 PGSPOUT_EXTERN int pgspout_snapshot_ok(const pgspout_snapshot *snap);
-/* End the holder's transaction and close its connection: from then on
- * importing the snapshot fails (streams that imported it already keep
- * reading in it). NULL is a no-op. Owner thread. */
+/* End the holder's transaction (ROLLBACK, waited for: at most 5 s) and
+ * close its connection: once this returns, importing the snapshot fails
+ * (streams that imported it already keep reading in it). NULL is a no-op.
+ * Owner thread; blocks. */
 PGSPOUT_EXTERN void pgspout_snapshot_close(pgspout_snapshot *snap);
 
 /* A partition plan: a list of partitions, each an SQL text and its text
