@@ -156,6 +156,49 @@ def run_cli(cli, dsn, nparts, outdir):
             "worker_growth_mb": None, "workers": 1}
 
 
+# ------------------------------------------------------ fixed costs
+
+def fixed_costs(dsn, out, n=200):
+    """What a partition costs besides its rows, medians of n: a connection;
+    a stream that imports a snapshot (BEGIN REPEATABLE READ; SET
+    TRANSACTION SNAPSHOT before it, ROLLBACK after) against the same stream
+    without; a plan of 64 block ranges and of 64 key ranges (histogram);
+    exporting a snapshot. Written to DIR/fixed.md."""
+    import statistics
+    import pgspout
+    import pgspout.partitions as parts
+
+    def median_ms(fn):
+        ts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(ts)
+
+    snap = parts.Snapshot(dsn)
+    conn = pgspout.connect(dsn)
+    rows = {
+        "connect + close": median_ms(lambda: pgspout.connect(dsn).close()),
+        "stream SELECT 1 (plain)": median_ms(lambda: list(conn.stream("SELECT 1"))),
+        "stream SELECT 1 importing the snapshot": median_ms(
+            lambda: list(conn.stream("SELECT 1", snapshot=snap.id))),
+        "export a snapshot (connect, BEGIN, pg_export_snapshot, close)": median_ms(
+            lambda: parts.Snapshot(dsn).close()),
+        "plan: 64 block ranges": median_ms(lambda: parts.plan(conn, TABLE, npartitions=64)),
+        "plan: 64 key ranges (pg_stats histogram)": median_ms(
+            lambda: parts.plan(conn, TABLE, npartitions=64, key="id")),
+    }
+    snap.close()
+    conn.close()
+    lines = ["| step | median ms (of %d) |" % n, "|---|---:|"]
+    lines += ["| %s | %.2f |" % (k, v) for k, v in rows.items()]
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(out, "fixed.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
 # ------------------------------------------------------------------ main
 
 def load(dsn, rows):
@@ -185,8 +228,12 @@ def main():
     ap.add_argument("--parts", default="1,2,4")
     ap.add_argument("--clients", default="pgspout_dask,pgspout_cli,dask_read_sql_table,connectorx")
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--fixed-only", action="store_true", help="only the fixed costs (fixed.md)")
     a = ap.parse_args()
     load(a.dsn, a.rows)
+    if a.fixed_only:
+        fixed_costs(a.dsn, a.out)
+        return
     pm = postmaster_pid(a.dsn)
     sa_uri = a.dsn.replace("postgresql://", "postgresql+psycopg2://", 1)
     parts = [int(x) for x in a.parts.split(",")]
@@ -244,6 +291,7 @@ def main():
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write(text)
     print(text)
+    fixed_costs(a.dsn, a.out)
 
 
 if __name__ == "__main__":
