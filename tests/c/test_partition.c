@@ -218,7 +218,8 @@ static char *read_all(const pgspout_plan *plan, writer *w, size_t *counts)
     int64_t *all = malloc((total ? total : 1) * sizeof *all);
     size_t at = 0;
     for (int i = 0; i < n; i++) {
-        memcpy(all + at, r[i].ids, r[i].n * sizeof *all);
+        if (r[i].n > 0) /* an empty partition has no array */
+            memcpy(all + at, r[i].ids, r[i].n * sizeof *all);
         at += r[i].n;
         free(r[i].ids);
     }
