@@ -367,6 +367,9 @@ PGSPOUT_LUA_BLOCKING(pgspout_stream::chunk)
  * Lua meaning (convert.c uses them). */
 %rename("$ignore", regexmatch$name="^pgspout_(conn|stream|chunk|row|options)_") "";
 %rename("$ignore", regexmatch$name="^pgspout_(connect|free|set_.*_hook|stats.*|.*_fn)$") "";
+/* snapshots and partition plans (issue 16): C and Python only, for now */
+%rename("$ignore", regexmatch$name="^pgspout_(snapshot|plan)_") "";
+%ignore pgspout_plan_spec;
 
 /* ---------------------------------------------------------------- types */
 

@@ -916,3 +916,141 @@ typedef struct pgspy_pool {} pgspy_pool;
 %ignore pgspout_registry_pool;
 %ignore pgspout_registry_open_pool;
 /* ============================================================ end pools */
+/* ------------------------------- snapshots and partition plans (issue 16)
+ * Snapshot: a pgspout_snapshot holder (pgspout/partitions.py wraps it);
+ * plan_json(conn, spec): pgspout_plan_make + pgspout_plan_json for a spec
+ * dict of the pgspout_plan_spec fields (lists of str for columns, params
+ * (str or None) and bounds; str or None for where, key and snapshot). The
+ * plan's partitions are opened as ordinary streams with option snapshot. */
+%{
+typedef struct pgspy_snapshot {
+    pgspout_snapshot *snap;
+} pgspy_snapshot;
+
+static pgspy_snapshot *pgspy_snap_export(const char *dsn, const pgspout_options *o)
+{
+    pgspout_snapshot *snap = NULL;
+    int rc = PGSPOUT_EINVAL;
+    if (pgspy_reentered())
+        return NULL;
+    PGSPY_BLOCK(rc = pgspout_snapshot_export(dsn, o, &snap));
+    pgspy_snapshot *w = rc < 0 || PyErr_Occurred() ? NULL : PyMem_Calloc(1, sizeof *w);
+    if (w == NULL) {
+        if (rc < 0 && !PyErr_Occurred())
+            pgspy_raise(rc, snap ? pgspout_snapshot_error(snap) : NULL, NULL);
+        else if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        Py_BEGIN_ALLOW_THREADS
+        pgspout_snapshot_close(snap);
+        Py_END_ALLOW_THREADS
+        return NULL;
+    }
+    w->snap = snap;
+    return w;
+}
+
+static void pgspy_snap_release(pgspy_snapshot *w)
+{
+    pgspout_snapshot *snap = w->snap;
+    w->snap = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    pgspout_snapshot_close(snap);
+    Py_END_ALLOW_THREADS
+}
+
+/* spec[key] as str (NULL for a missing key or None; -1 on a wrong type). */
+static int pgspy_spec_str(PyObject *spec, const char *key, const char **out)
+{
+    PyObject *v = PyDict_GetItemString(spec, key);
+    *out = NULL;
+    if (v == NULL || v == Py_None)
+        return 0;
+    return (*out = pgspy_cstr(v, key)) == NULL ? -1 : 0;
+}
+
+static PyObject *pgspy_plan_json(pgspy_conn *cw, PyObject *spec)
+{
+    if (!PyDict_Check(spec))
+        return PyErr_Format(PyExc_TypeError, "spec must be a dict");
+    if (cw->c == NULL)
+        return PGSPY_CLOSED("connection");
+    if (cw->busy)
+        return pgspy_raise(PGSPOUT_EBUSY, "the connection is in use by another thread", NULL);
+    if (pgspy_reentered())
+        return NULL;
+    pgspout_plan_spec ps = PGSPOUT_PLAN_SPEC_INIT;
+    PyObject *keep[3] = {NULL, NULL, NULL};
+    const char **lists[3] = {NULL, NULL, NULL};
+    int counts[3] = {0, 0, 0};
+    static const char *const list_keys[] = {"columns", "params", "bounds"};
+    PyObject *np = PyDict_GetItemString(spec, "npartitions");
+    PyObject *result = NULL;
+    if (pgspy_spec_str(spec, "table", &ps.table) < 0 || pgspy_spec_str(spec, "where", &ps.where) < 0 ||
+        pgspy_spec_str(spec, "key", &ps.key) < 0 ||
+        pgspy_spec_str(spec, "snapshot", &ps.snapshot) < 0)
+        goto out;
+    if (np != NULL && np != Py_None) {
+        long n = PyLong_AsLong(np);
+        if (n == -1 && PyErr_Occurred())
+            goto out;
+        ps.npartitions = n < 0 || n > 1000000 ? -1 : (int)n;
+    }
+    for (int i = 0; i < 3; i++) {
+        PyObject *v = PyDict_GetItemString(spec, list_keys[i]);
+        if (v != NULL && pgspy_params(v, &keep[i], &counts[i], &lists[i]) < 0)
+            goto out;
+    }
+    ps.ncolumns = counts[0];
+    ps.columns = lists[0];
+    ps.nparams = counts[1];
+    ps.params = lists[1];
+    ps.nbounds = counts[2];
+    ps.bounds = lists[2];
+    pgspout_plan *plan = NULL;
+    int rc = PGSPOUT_EINVAL;
+    pgspy_busy(cw, 1);
+    PGSPY_BLOCK(rc = pgspout_plan_make(cw->c, &ps, &plan));
+    pgspy_busy(cw, -1);
+    if (!PyErr_Occurred()) {
+        if (rc < 0)
+            pgspy_raise(rc, pgspout_conn_error(cw->c), NULL);
+        else {
+            char *json = pgspout_plan_json(plan);
+            result = json ? PyUnicode_FromString(json) : PyErr_NoMemory();
+            pgspout_free(json);
+        }
+    }
+    pgspout_plan_free(plan);
+out:
+    for (int i = 0; i < 3; i++) {
+        PyMem_Free((void *)lists[i]);
+        Py_XDECREF(keep[i]);
+    }
+    return result;
+}
+%}
+
+%rename(Snapshot) pgspy_snapshot;
+%noexception pgspy_snapshot::~pgspy_snapshot;
+typedef struct pgspy_snapshot {} pgspy_snapshot;
+%extend pgspy_snapshot {
+    pgspy_snapshot(const char *conninfo, const pgspout_options *opts) {
+        return pgspy_snap_export(conninfo, opts);
+    }
+    ~pgspy_snapshot() {
+        pgspy_snap_release($self);
+        PyMem_Free($self);
+    }
+    /* the id, "" once closed */
+    const char *id() { return $self->snap ? pgspout_snapshot_id($self->snap) : ""; }
+    PyObject *ok() { return PyBool_FromLong($self->snap && pgspout_snapshot_ok($self->snap)); }
+    PyObject *close() {
+        pgspy_snap_release($self);
+        Py_RETURN_NONE;
+    }
+}
+%inline %{
+static PyObject *plan_json(pgspy_conn *conn, PyObject *spec) { return pgspy_plan_json(conn, spec); }
+%}
+%rename("$ignore", regextarget=1) "^pgspout_(snapshot|plan)_";
+%ignore pgspout_plan_spec;

@@ -9,11 +9,12 @@
 
 #include <string.h>
 
-unsigned long long out_bytes_written;
+/* per thread: --partitions writes one output per thread */
+_Thread_local unsigned long long out_bytes_written;
 
-/* One JSON stream per process: whether a row came already (the next one
+/* One JSON stream per thread: whether a row came already (the next one
  * needs ",\n" before it). */
-static int g_json_rows;
+static _Thread_local int g_json_rows;
 
 static void put(FILE *f, const char *p, size_t n)
 {

@@ -9,8 +9,10 @@ enum { FMT_NDJSON, FMT_CSV, FMT_TSV, FMT_JSON };
 /* out_chunk's failures */
 enum { OUT_EWRITE = -1, OUT_ELIB = -2 };
 
-/* Bytes handed to the output FILE so far (what --progress calls "written"). */
-extern unsigned long long out_bytes_written;
+/* Bytes handed to the output FILE so far by this thread (what --progress
+ * calls "written"). Each thread writes one output (--partitions: one per
+ * partition), so the counters and the JSON state are per thread. */
+extern _Thread_local unsigned long long out_bytes_written;
 
 /* Parse "ndjson" | "csv" | "tsv" | "json"; -1 if unknown. */
 int out_format(const char *name);

@@ -13,6 +13,7 @@
  * first).
  */
 #include "output.h"
+#include "partitions.h"
 
 #include <pgspout.h>
 #include <libpq-fe.h>
@@ -48,6 +49,12 @@ enum {
     OPT_HELP,
     OPT_VARIABLE, /* psql's -v/--set/--variable: refused */
     OPT_DSN,      /* the old --dsn: refused */
+    OPT_PARTITIONS,
+    OPT_TABLE,
+    OPT_COLUMN,
+    OPT_WHERE,
+    OPT_KEY,
+    OPT_BOUND,
 };
 
 static void usage(FILE *f)
@@ -77,6 +84,18 @@ static void usage(FILE *f)
             "                           the server and bytes written, ETA when the total is known\n"
             "      --expected-rows=N    total rows for the ETA (default: planner estimate)\n"
             "      --metrics=FILENAME   write Prometheus metrics text to FILENAME at the end\n"
+            "\n"
+            "Partitioned reads (one file per partition, all in one snapshot):\n"
+            "      --partitions=N       read the --table in N partitions, in parallel, each on\n"
+            "                           its own connection, into its own file of -o DIR (its\n"
+            "                           part-NNN.FORMAT) or -o PATTERN ({} = the partition\n"
+            "                           number, e.g. -o out/t-{}.csv); block ranges (ctid),\n"
+            "                           or ranges of --key\n"
+            "      --table=TABLE        the table, as SQL names it (schema.table, \"Quoted\")\n"
+            "      --column=NAME        a column to read (exact name; repeat; default all)\n"
+            "      --where=SQL          a condition for every partition ($1.. from --param)\n"
+            "      --key=COLUMN         partition by ranges of COLUMN (its pg_stats histogram)\n"
+            "      --bound=VALUE        a cut between key ranges (repeat; N-1 of them)\n"
             "\n"
             "Stream options:\n"
             "      --chunk-rows=N       rows per chunk (option chunk_rows)\n"
@@ -132,11 +151,13 @@ static int usage_error(const char *fmt, ...)
  *               CANCEL_REPEAT_MS while the phase lasts.
  *   PH_STREAM   streaming: pgspout_stream_cancel; the main thread's next
  *               pgspout_stream_next_chunk reports ECANCELLED.
+ *   PH_PARTS    --partitions: parts_cancel cancels every partition's stream
+ *               (and the ones not yet open never start).
  *   PH_END      the stream is closed: nothing left to cancel.
  *
  * A second signal exits 130 at once, whatever the phase (e.g. stdout is a
  * pipe nobody reads). Any signal received makes the exit status 130. */
-enum { PH_CONNECT, PH_QUERY, PH_STREAM, PH_END };
+enum { PH_CONNECT, PH_QUERY, PH_STREAM, PH_PARTS, PH_END };
 enum { CANCEL_REPEAT_MS = 500 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -159,6 +180,7 @@ static void exit_interrupted_now(void)
     }
     if (g_tmp_path)
         unlink(g_tmp_path);
+    parts_unlink();
     ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
     (void)n;
     _exit(EXIT_INTERRUPTED);
@@ -184,6 +206,8 @@ static void *signal_thread(void *arg)
             g_interrupted = 1;
             if (g_phase == PH_STREAM)
                 pgspout_stream_cancel(g_stream);
+            if (g_phase == PH_PARTS)
+                parts_cancel();
         }
         if (g_interrupted && g_phase == PH_QUERY) {
             pgspout_conn_cancel(g_conn);
@@ -793,6 +817,12 @@ int main(int argc, char **argv)
         {"set", required_argument, NULL, OPT_VARIABLE},
         {"variable", required_argument, NULL, OPT_VARIABLE},
         {"dsn", required_argument, NULL, OPT_DSN},
+        {"partitions", required_argument, NULL, OPT_PARTITIONS},
+        {"table", required_argument, NULL, OPT_TABLE},
+        {"column", required_argument, NULL, OPT_COLUMN},
+        {"where", required_argument, NULL, OPT_WHERE},
+        {"key", required_argument, NULL, OPT_KEY},
+        {"bound", required_argument, NULL, OPT_BOUND},
         {NULL, 0, NULL, 0}};
     connargs ca = {.base = getenv("PGSPOUT_DSN")};
     const char *command = NULL, *file = NULL, *output = NULL, *metrics_file = NULL;
@@ -806,8 +836,13 @@ int main(int argc, char **argv)
     pgspout_stream *s = NULL;
     char *sql = NULL, *conninfo = NULL;
     const char **params = calloc((size_t)argc + 1, sizeof *params);
+    /* --partitions: the plan's spec (columns and bounds point into argv) */
+    const char **columns = calloc((size_t)argc + 1, sizeof *columns);
+    const char **bounds = calloc((size_t)argc + 1, sizeof *bounds);
+    pgspout_plan_spec spec = PGSPOUT_PLAN_SPEC_INIT;
+    long partitions = 0;
     pgspout_options *opts = pgspout_options_new();
-    if (opts == NULL || params == NULL) {
+    if (opts == NULL || params == NULL || columns == NULL || bounds == NULL) {
         fprintf(stderr, "pgspout: out of memory\n");
         exit_code = EXIT_QUERY;
         goto done;
@@ -887,6 +922,22 @@ int main(int argc, char **argv)
             }
             break;
         }
+        case OPT_PARTITIONS: {
+            char *end;
+            errno = 0;
+            partitions = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end || partitions < 1 || partitions > 10000) {
+                exit_code =
+                    usage_error("--partitions wants a number from 1 to 10000, not \"%s\"", optarg);
+                goto done;
+            }
+            continue;
+        }
+        case OPT_TABLE: spec.table = optarg; continue;
+        case OPT_COLUMN: columns[spec.ncolumns++] = optarg; continue;
+        case OPT_WHERE: spec.where = optarg; continue;
+        case OPT_KEY: spec.key = optarg; continue;
+        case OPT_BOUND: bounds[spec.nbounds++] = optarg; continue;
         case OPT_PROGRESS: want_progress = 1; continue;
         case OPT_METRICS: metrics_file = optarg; continue;
         case 'v':
@@ -965,8 +1016,35 @@ int main(int argc, char **argv)
         if (null_param && strcmp(params[i], null_param) == 0)
             params[i] = NULL;
 
-    /* the query: -c, -f FILE, -f - or stdin */
-    if (command) {
+    /* --partitions N --table T: the query is the plan's */
+    if (partitions || spec.table || spec.ncolumns || spec.where || spec.key || spec.nbounds) {
+        const char *why = NULL;
+        if (!partitions || !spec.table)
+            why = partitions ? "--partitions needs --table TABLE"
+                             : "--table, --column, --where, --key and --bound go with "
+                               "--partitions N";
+        else if (command || file)
+            why = "--table reads the table: -c and -f do not go with it (use --where and "
+                  "--column)";
+        else if (spec.nbounds && !spec.key)
+            why = "--bound needs --key COLUMN";
+        else if (spec.nbounds && spec.nbounds + 1 != partitions)
+            why = "N-1 --bound values cut --key into --partitions N ranges";
+        else if (want_progress)
+            why = "--progress does not go with --partitions (yet): use --metrics FILE";
+        else if (parts_output_ok(output, &why) == 0)
+            why = NULL;
+        if (why) {
+            exit_code = usage_error("%s", why);
+            goto done;
+        }
+        spec.npartitions = (int)partitions;
+        spec.columns = columns;
+        spec.bounds = bounds;
+        spec.nparams = nparams;
+        spec.params = params;
+        sql = strdup("");
+    } else if (command) {
         sql = strdup(command);
     } else {
         FILE *in = stdin;
@@ -994,7 +1072,7 @@ int main(int argc, char **argv)
         exit_code = EXIT_QUERY;
         goto done;
     }
-    if (sql[strspn(sql, " \t\r\n")] == '\0') {
+    if (!partitions && sql[strspn(sql, " \t\r\n")] == '\0') {
         exit_code = usage_error("no query: give -c SQL, -f FILE or the query on stdin");
         goto done;
     }
@@ -1022,9 +1100,11 @@ int main(int argc, char **argv)
         exit_code = usage_error("-W: no terminal (/dev/tty) to read the password from");
         goto done;
     }
-    if ((exit_code = open_output(output)) != 0)
-        goto done;
-    setvbuf(g_out, g_outbuf, _IOFBF, sizeof g_outbuf);
+    if (!partitions) {
+        if ((exit_code = open_output(output)) != 0)
+            goto done;
+        setvbuf(g_out, g_outbuf, _IOFBF, sizeof g_outbuf);
+    }
 
     /* connection keys (--option connect_timeout=5s, application_name=...)
      * apply here; the stream keys of opts are for pgspout_stream_open */
@@ -1052,6 +1132,14 @@ int main(int argc, char **argv)
     }
     if (enter_phase(PH_QUERY, conn, NULL))
         goto done;
+    if (partitions) {
+        parts_args pa = {conninfo, opts, conn, spec, output, fmt, header};
+        if (enter_phase(PH_PARTS, conn, NULL))
+            goto done;
+        exit_code = parts_run(&pa, report);
+        rc = exit_code ? PGSPOUT_EINTERNAL : PGSPOUT_DONE;
+        goto done;
+    }
     if (want_progress) {
         g_tty = isatty(STDERR_FILENO);
         g_fmt = fmt;
@@ -1114,6 +1202,8 @@ done:
     free(conninfo);
     free(sql);
     free(params);
+    free(columns);
+    free(bounds);
     pgspout_options_free(opts);
     if (interrupted()) {
         fputs("pgspout: interrupted\n", stderr);

@@ -223,6 +223,23 @@ PGSPOUT_EXTERN void pgspout_set_interrupt_hook(pgspout_interrupt_fn fn, void *us
  *                            text; costs two round trips (prepare,
  *                            describe) before the query; row_json and
  *                            chunk_ndjson refuse such a stream with ESTATE
+ *   snapshot ("")            a snapshot id from pg_export_snapshot()
+ *                            (pgspout_snapshot_id): the stream runs in a
+ *                            transaction of its own, BEGIN ISOLATION LEVEL
+ *                            REPEATABLE READ; SET TRANSACTION SNAPSHOT
+ *                            '<id>' (the id is checked to be hex digits and
+ *                            dashes: it is the one value sent as a
+ *                            literal), and sees exactly what the exporting
+ *                            transaction sees; that transaction ends
+ *                            (ROLLBACK: it only read) as soon as the
+ *                            stream's statement does, or when the stream
+ *                            fails, is cancelled or closed. The connection
+ *                            must be outside a transaction (else ESTATE)
+ *                            and the statement not a transaction control
+ *                            one (EVALUE). A snapshot whose exporter ended
+ *                            fails the open with ESQL, SQLSTATE 22023
+ *                            (invalid snapshot identifier) or 55000 (its
+ *                            process is gone), the message saying so.
  * Connection keys (pgspout_connect_opts): connect_timeout, keepalives_idle,
  *   keepalives_interval, keepalives_count, tcp_user_timeout, application_name,
  *   cancel_timeout (for pgspout_conn_cancel).
@@ -436,6 +453,150 @@ PGSPOUT_EXTERN int pgspout_pool_stats_get(pgspout_pool *pool, pgspout_pool_stats
  * the last of them. No other call on pool may start after this one. NULL is
  * a no-op. Any thread. */
 PGSPOUT_EXTERN void pgspout_pool_close(pgspout_pool *pool);
+
+/* ----------------------------------------------- snapshots and partitions */
+/*
+ * Partitioned reads on one snapshot: a holder exports a snapshot and keeps
+ * its transaction open; partitions of a table run as ordinary streams (on
+ * other connections, threads, processes or machines) that import it with
+ * the stream option "snapshot", so every partition sees exactly the same
+ * rows, and together they read every row of that snapshot exactly once.
+ * Each partition is a pgspout_stream like any other: limits, stats,
+ * metrics, pause and cancel apply.
+ */
+typedef struct pgspout_snapshot pgspout_snapshot;
+
+/* Connect with conninfo (and the connection keys of opts, NULL = none; its
+ * timeout, when set, bounds the export), BEGIN ISOLATION LEVEL REPEATABLE
+ * READ, READ ONLY and run pg_export_snapshot(). The transaction stays open,
+ * holding the snapshot (and, like any long transaction, keeping VACUUM from
+ * removing rows it can see) until pgspout_snapshot_close; the holder's
+ * connection must stay alive meanwhile. On failure other than EINVAL/ENOMEM
+ * *out is a failed handle whose pgspout_snapshot_error says why: close it.
+ * Returns OK, EINVAL, ENOMEM, ECONNECT, ESQL, ECONN, ETIMEOUT, EINTR.
+ * Owner thread (a snapshot is used by one thread at a time); blocks. */
+PGSPOUT_EXTERN int pgspout_snapshot_export(const char *conninfo, const pgspout_options *opts,
+                                           pgspout_snapshot **out);
+/* The snapshot id ("00000003-0000001B-1"), "" if the export failed; owned
+ * by snap, valid until close. Any thread. */
+PGSPOUT_EXTERN const char *pgspout_snapshot_id(const pgspout_snapshot *snap);
+/* Why the export failed ("" if it did not); owned by snap. */
+PGSPOUT_EXTERN const char *pgspout_snapshot_error(const pgspout_snapshot *snap);
+/* 1 while the holder's transaction is open as far as the client knows (a
+ * server that ended it is found by the next import), else 0. Owner thread. */
+PGSPOUT_EXTERN int pgspout_snapshot_ok(const pgspout_snapshot *snap);
+/* End the holder's transaction (ROLLBACK, waited for: at most 5 s) and
+ * close its connection: once this returns, importing the snapshot fails
+ * (streams that imported it already keep reading in it). NULL is a no-op.
+ * Owner thread; blocks. */
+PGSPOUT_EXTERN void pgspout_snapshot_close(pgspout_snapshot *snap);
+
+/* A partition plan: a list of partitions, each an SQL text and its text
+ * parameters, plus the snapshot id they import (may be ""). Opaque; built by
+ * pgspout_plan_make or pgspout_plan_from_json; free with pgspout_plan_free. */
+typedef struct pgspout_plan pgspout_plan;
+
+/* What to plan. Grows at the end only: set .size to
+ * sizeof(pgspout_plan_spec) (PGSPOUT_PLAN_SPEC_INIT); the rest zero means
+ * "not given". Borrowed: read only during pgspout_plan_make.
+ *   table       the table as SQL names it ("events", "app.events",
+ *               "\"MixedCase\""), given to the server's to_regclass as a
+ *               parameter: never spliced. The plan's SQL names it as the
+ *               server's format('%I.%I') quotes it.
+ *   columns     ncolumns exact column names (as the catalog holds them:
+ *               case-sensitive, no quoting), each checked against
+ *               pg_attribute and quoted by the server; 0 = every column (*)
+ *   where       optional SQL condition ANDed to every partition (the
+ *               caller's own SQL, like the sql of pgspout_stream_open), using
+ *               $1..$nparams for its values, which go as parameters
+ *   nparams, params   those values (text, NULL = SQL NULL)
+ *   npartitions the number of partitions, 1..10000
+ *   key         NULL: block ranges (table or materialized view only).
+ *               Partition i of n reads blocks [B*i/n, B*(i+1)/n) with B =
+ *               pg_relation_size / block_size now, as a ctid range scan
+ *               (TID Range Scan, PostgreSQL 14+; older servers filter a
+ *               sequential scan: correct, not faster); the first has no
+ *               lower bound and the last no upper one, so blocks the table
+ *               grew by since are read too.
+ *               A column (exact name): key ranges [cut i-1, cut i), the
+ *               first partition also taking NULL keys, the last no upper
+ *               bound.
+ *   bounds      with key: nbounds cuts (text in the key's type; sorted and
+ *               deduplicated by the server, which refuses one not of the
+ *               type): nbounds + 1 partitions at most, npartitions is then
+ *               ignored. 0 = npartitions - 1 cuts at even steps through the
+ *               key's pg_stats histogram (ANALYZE first; EVALUE without
+ *               one); equal cuts merge, so there may be fewer partitions.
+ *   snapshot    the snapshot id the plan's partitions import, or NULL.
+ * Every bound goes as a parameter after the caller's: $nparams+1 (and
+ * $nparams+2). */
+typedef struct pgspout_plan_spec {
+    size_t size;
+    const char *table;
+    int ncolumns;
+    const char *const *columns;
+    const char *where;
+    int nparams;
+    const char *const *params;
+    int npartitions;
+    const char *key;
+    int nbounds;
+    const char *const *bounds;
+    const char *snapshot;
+} pgspout_plan_spec;
+#ifdef __cplusplus
+#define PGSPOUT_PLAN_SPEC_INIT                                                                     \
+    {                                                                                              \
+        sizeof(pgspout_plan_spec), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0                                 \
+    }
+#else
+#define PGSPOUT_PLAN_SPEC_INIT                                                                     \
+    {                                                                                              \
+        .size = sizeof(pgspout_plan_spec)                                                          \
+    }
+#endif
+
+/* Build a plan for spec with catalog queries on conn (any connection to the
+ * database; it need not be in the snapshot: block counts and statistics
+ * only shape the ranges, which together always cover the whole table). Each
+ * catalog query is a stream (it needs conn free: EBUSY otherwise) that
+ * records no metrics. On failure the reason is in pgspout_conn_error(conn).
+ * Returns OK, EINVAL (NULL, a spec field out of range), EVALUE (no such
+ * table or column, a name that is not a name, a relation block ranges
+ * cannot read, no histogram, a bound not of the key's type, a bad
+ * snapshot id), ENOMEM, or what a stream returns (ECONN, EBUSY...).
+ * Owner thread of conn; blocks. */
+PGSPOUT_EXTERN int pgspout_plan_make(pgspout_conn *conn, const pgspout_plan_spec *spec,
+                                     pgspout_plan **out);
+/* The plan as one JSON object, to ship to workers:
+ * {"pgspout_plan":1,"snapshot":"...","table":"...","partitions":[{"sql":
+ * "...","params":["...",null]}]}. Caller frees with pgspout_free; NULL on
+ * ENOMEM or a NULL plan. Any thread. */
+PGSPOUT_EXTERN char *pgspout_plan_json(const pgspout_plan *plan);
+/* Parse what pgspout_plan_json wrote (unknown keys are skipped). Returns
+ * OK, EINVAL (NULL), EVALUE (not such a plan: *errmsg, when errmsg is not
+ * NULL, says what and where; caller frees it with pgspout_free), ENOMEM. */
+PGSPOUT_EXTERN int pgspout_plan_from_json(const char *json, pgspout_plan **out, char **errmsg);
+PGSPOUT_EXTERN void pgspout_plan_free(pgspout_plan *plan);
+/* Number of partitions (0 for NULL). */
+PGSPOUT_EXTERN int pgspout_plan_npartitions(const pgspout_plan *plan);
+/* The snapshot id ("" if none) and the table as quoted by the server ("" if
+ * the plan came from JSON without one); owned by plan. */
+PGSPOUT_EXTERN const char *pgspout_plan_snapshot(const pgspout_plan *plan);
+PGSPOUT_EXTERN const char *pgspout_plan_table(const pgspout_plan *plan);
+/* Set the snapshot id the partitions import ("" for none). Returns OK,
+ * EINVAL, EVALUE (not hex digits and dashes, or too long), ENOMEM. */
+PGSPOUT_EXTERN int pgspout_plan_set_snapshot(pgspout_plan *plan, const char *id);
+/* Partition i's SQL, parameter count and parameters (owned by plan); NULL,
+ * -1 and NULL when i is out of range. */
+PGSPOUT_EXTERN const char *pgspout_plan_sql(const pgspout_plan *plan, int i);
+PGSPOUT_EXTERN int pgspout_plan_nparams(const pgspout_plan *plan, int i);
+PGSPOUT_EXTERN const char *const *pgspout_plan_params(const pgspout_plan *plan, int i);
+/* Open partition i as pgspout_stream_open does, with opts (NULL =
+ * defaults) and the plan's snapshot as option snapshot when it has one.
+ * Returns as pgspout_stream_open (EINVAL also for i out of range). */
+PGSPOUT_EXTERN int pgspout_plan_open(pgspout_conn *conn, const pgspout_plan *plan, int i,
+                                     const pgspout_options *opts, pgspout_stream **out);
 
 /* ---------------------------------------------------------------- streams */
 

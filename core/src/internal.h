@@ -113,6 +113,7 @@ struct pgspout_stream {
     pthread_mutex_t ctl;          /* orders cancel (any thread) against the end */
     _Atomic int server_done;      /* the query is finished on the server side */
     int savepoint;                /* opened inside a transaction: runs under one */
+    int own_tx;                   /* option snapshot: runs in a transaction of its own */
     int commits;                  /* the statement is a COMMIT (or END) */
     int pend_state;               /* end found while rows were still buffered */
     int pend_code;                /* ... and the code next returns for it */
@@ -193,6 +194,10 @@ void pgs_stream_detach(pgspout_stream *s);
  * COMMAND_OK or TUPLES_OK; ESQL (the server's message goes on c's error);
  * ETIMEOUT or ECONN with c marked broken; EINTR (c stays usable). */
 int pgs_conn_exec(pgspout_conn *c, const char *sql, int64_t deadline);
+/* stream.c: as pgs_conn_exec, and *value (malloc'd; NULL on failure) is the
+ * first value of the last result that had rows. ENOMEM when there was none
+ * (or no memory for it). */
+int pgs_conn_exec_value(pgspout_conn *c, const char *sql, int64_t deadline, char **value);
 /* conn.c: the process's fork count (pgs_conn_owned compares against it) */
 unsigned pgs_fork_generation(void);
 

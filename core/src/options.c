@@ -9,7 +9,7 @@
 #include <strings.h>
 #include "alloc.h" /* last: wraps the allocators in fault-injection builds */
 
-enum kind { K_INT, K_SIZE, K_DUR, K_FRAC, K_RATE, K_BOOL, K_ENUM, K_LABEL };
+enum kind { K_INT, K_SIZE, K_DUR, K_FRAC, K_RATE, K_BOOL, K_ENUM, K_LABEL, K_SNAPSHOT };
 
 typedef struct opt_def {
     const char *key;
@@ -48,6 +48,7 @@ static const opt_def defs[] = {
     {"pool", K_BOOL, OFF(pool), 0, 0, NULL},
     {"arrow", K_BOOL, OFF(arrow), 0, 0, NULL},
     {"binary", K_BOOL, OFF(binary), 0, 0, NULL},
+    {"snapshot", K_SNAPSHOT, OFF(snapshot), 0, 0, NULL},
     {"connect_timeout", K_DUR, OFF(connect_timeout_ms), 0, INT32_MAX, NULL},
     {"keepalives_idle", K_DUR, OFF(keepalives_idle_ms), 0, INT32_MAX, NULL},
     {"keepalives_interval", K_DUR, OFF(keepalives_interval_ms), 0, INT32_MAX, NULL},
@@ -293,6 +294,20 @@ static int valid_label(const char *s)
     return 1;
 }
 
+/* A snapshot id as pg_export_snapshot() writes it: hex digits and dashes
+ * (it is sent as a literal, SET TRANSACTION SNAPSHOT taking no parameter:
+ * nothing else may reach the SQL). "" unsets. */
+static int valid_snapshot(const char *s)
+{
+    size_t n = strlen(s);
+    if (n > PGS_SNAPSHOT_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isxdigit((unsigned char)s[i]) && s[i] != '-')
+            return 0;
+    return 1;
+}
+
 static size_t field_size(const opt_def *d)
 {
     switch (d->kind) {
@@ -301,6 +316,7 @@ static size_t field_size(const opt_def *d)
     case K_BOOL:
     case K_ENUM: return sizeof(int);
     case K_LABEL: return PGS_LABEL_MAX + 1;
+    case K_SNAPSHOT: return PGS_SNAPSHOT_MAX + 1;
     default: return sizeof(int64_t);
     }
 }
@@ -420,6 +436,14 @@ int pgspout_options_set(pgspout_options *o, const char *key, const char *value)
         strcpy(field, value);
         o->err[0] = '\0';
         return PGSPOUT_OK;
+    case K_SNAPSHOT:
+        if (!valid_snapshot(value))
+            return set_error(o, PGSPOUT_EVALUE, key, value,
+                             "expected a snapshot id from pg_export_snapshot() (hex digits and "
+                             "dashes, at most 64), or \"\" for none");
+        strcpy(field, value);
+        o->err[0] = '\0';
+        return PGSPOUT_OK;
     }
     if (i64 < d->min || i64 > d->max) {
         char why[96];
@@ -469,6 +493,7 @@ const char *pgspout_options_get(const pgspout_options *o, const char *key)
         break;
     }
     case K_LABEL: snprintf(out, sizeof out, "%s", *field ? field : "default"); break;
+    case K_SNAPSHOT: snprintf(out, sizeof out, "%s", field); break;
     }
     return out;
 }

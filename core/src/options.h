@@ -6,6 +6,8 @@
 #include <stdint.h>
 
 #define PGS_LABEL_MAX 64
+/* a snapshot id as pg_export_snapshot() gives it ("00000003-0000001B-1") */
+#define PGS_SNAPSHOT_MAX 64
 /* cancel_timeout's default: generous, so that a cancel request still gets
  * through on a loaded machine (a new connection to the postmaster, which
  * forks a process for it). */
@@ -41,6 +43,7 @@ struct pgspout_options {
     int pool;   /* registry: take the connection from the registry's pool */
     int arrow;  /* read through pgspout_stream_arrow only: binary results */
     int binary; /* rows in binary when every column's type allows */
+    char snapshot[PGS_SNAPSHOT_MAX + 1]; /* "" = none: import it (stream.c) */
     /* connection (-1 = not set) */
     int64_t connect_timeout_ms;
     int64_t keepalives_idle_ms;

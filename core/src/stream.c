@@ -516,6 +516,38 @@ int pgs_conn_exec(pgspout_conn *c, const char *sql, int64_t deadline)
     return rc;
 }
 
+typedef struct exec_value {
+    pgspout_conn *c;
+    char *value; /* the first value of the last result with rows */
+} exec_value;
+
+static void exec_value_result(PGresult *r, int failed, void *ud)
+{
+    exec_value *v = ud;
+    exec_result(r, failed, v->c);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) {
+        free(v->value);
+        v->value = strdup(PQgetvalue(r, 0, 0));
+    }
+}
+
+int pgs_conn_exec_value(pgspout_conn *c, const char *sql, int64_t deadline, char **value)
+{
+    exec_value v = {c, NULL};
+    int rc = await_results(c, PQsendQuery(c->pg, sql), sql, deadline, exec_value_result, &v);
+    pgs_conn_drop_notifies(c);
+    if (rc == PGSPOUT_OK && v.value == NULL) {
+        pgs_conn_set_error(c, "\"%s\" returned no value", sql);
+        rc = PGSPOUT_ENOMEM; /* a SELECT that returns its row: only strdup failed */
+    }
+    if (rc != PGSPOUT_OK) {
+        free(v.value);
+        v.value = NULL;
+    }
+    *value = v.value;
+    return rc;
+}
+
 typedef struct described {
     pgspout_stream *s;
     int *binary;
@@ -562,9 +594,31 @@ static int describe(pgspout_stream *s, const char *sql, int nparams, int *binary
  * subtransaction), or gone (COMMIT). */
 #define SAVEPOINT_NAME "pgspout_stream_sp"
 
+/* Option snapshot: the stream runs in a transaction of its own (BEGIN
+ * ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT), ended with
+ * its statement: ROLLBACK, as the transaction only read (and so that a
+ * failed one ends too). */
+static void own_tx_end(pgspout_stream *s)
+{
+    pgspout_conn *c = s->conn;
+    if (!s->own_tx || c == NULL || c->broken)
+        return;
+    s->own_tx = 0;
+    PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+    if (ts != PQTRANS_INTRANS && ts != PQTRANS_INERROR)
+        return;
+    pgs_interrupt_suspend();
+    exec_utility(c, "ROLLBACK", pgs_now_ns() + DRAIN_NS, NULL);
+    pgs_interrupt_resume();
+}
+
 static void savepoint_end(pgspout_stream *s, int rollback)
 {
     pgspout_conn *c = s->conn;
+    if (s->own_tx) {
+        own_tx_end(s);
+        return;
+    }
     if (!s->savepoint || c == NULL || c->broken)
         return;
     s->savepoint = 0;
@@ -1456,6 +1510,7 @@ static int open_fail(pgspout_stream *s, int code, const char *what)
     if (code == PGSPOUT_ETIMEOUT)
         s->limit_reason = PGS_LIMIT_TIMEOUT;
     s->server_done = 1;
+    own_tx_end(s);
     stream_end(s, code == PGSPOUT_EINTR ? PGSPOUT_STATE_CANCELLED : PGSPOUT_STATE_FAILED, code);
     return code;
 }
@@ -1598,6 +1653,18 @@ static int stream_new(pgspout_conn *conn, const char *sql, int nparams, const ch
                            (long long)opts->chunk_rows_min, (long long)opts->chunk_rows_max);
         return PGSPOUT_EVALUE;
     }
+    if (opts && opts->snapshot[0] != '\0') {
+        if (tx_control(sql) != TXC_NONE) {
+            pgs_conn_set_error(conn, "option snapshot: a transaction control statement cannot "
+                                     "run in the snapshot's transaction");
+            return PGSPOUT_EVALUE;
+        }
+        if (PQtransactionStatus(conn->pg) != PQTRANS_IDLE) {
+            pgs_conn_set_error(conn, "option snapshot: the connection is inside a transaction; "
+                                     "a stream that imports a snapshot starts its own");
+            return PGSPOUT_ESTATE;
+        }
+    }
     pgspout_stream *s = calloc(1, sizeof *s);
     if (s == NULL)
         return PGSPOUT_ENOMEM;
@@ -1665,6 +1732,27 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
     int txc = tx_control(sql);
     s->commits = txc == TXC_COMMIT;
     int rc = apply_statement_timeout(s, ts);
+    if (rc == PGSPOUT_OK && s->opt.snapshot[0] != '\0') {
+        /* the id is hex digits and dashes (options.c): SET TRANSACTION
+         * SNAPSHOT takes no parameter, so it goes as a literal */
+        char begin[128 + PGS_SNAPSHOT_MAX];
+        snprintf(begin, sizeof begin,
+                 "BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT '%s'",
+                 s->opt.snapshot);
+        s->own_tx = 1;
+        rc = exec_utility(conn, begin, s->deadline, s);
+        if (rc == PGSPOUT_ESQL) {
+            char *why = s->err ? strdup(s->err) : NULL;
+            char state[sizeof s->sqlstate];
+            memcpy(state, s->sqlstate, sizeof state);
+            set_error(s, state,
+                      "could not import snapshot %s (%s); the transaction that exported it "
+                      "must stay open while streams import it",
+                      s->opt.snapshot, why ? why : "refused");
+            free(why);
+            return open_fail(s, rc, NULL);
+        }
+    }
     if (rc == PGSPOUT_OK && ts == PQTRANS_INTRANS && txc == TXC_NONE) {
         rc = exec_utility(conn, "SAVEPOINT " SAVEPOINT_NAME, s->deadline, s);
         s->savepoint = rc == PGSPOUT_OK;

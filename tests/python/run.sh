@@ -53,16 +53,20 @@ export PGSPOUT_REQUIRE_ARROW=1
 # test_prometheus.py: the prometheus extra; required here, as the Arrow peers.
 prometheus_peers="prometheus_client"
 export PGSPOUT_REQUIRE_PROMETHEUS=1
+# test_dask.py: the dask extra plus dask.distributed (its LocalCluster runs
+# the partitions in worker processes); required here too.
+dask_peers="dask[dataframe,distributed]"
+export PGSPOUT_REQUIRE_DASK=1
 
 if [ "${PGSPOUT_PY_WHEEL:-0}" = 1 ]; then
   echo "run.sh: pip wheel $root"
   "$venv_py" -m pip wheel -q --no-deps -w "$tmp/dist" "$root"
   wheel=$(ls "$tmp"/dist/pgspout-*.whl)
   echo "run.sh: installing $(basename "$wheel")"
-  "$venv_py" -m pip install -q "$wheel" pytest $arrow_peers $prometheus_peers
+  "$venv_py" -m pip install -q "$wheel" pytest $arrow_peers $prometheus_peers "$dask_peers"
 else
   echo "run.sh: pip install $root"
-  "$venv_py" -m pip install -q "$root" pytest $arrow_peers $prometheus_peers
+  "$venv_py" -m pip install -q "$root" pytest $arrow_peers $prometheus_peers "$dask_peers"
 fi
 
 # uvloop: test_aio.py runs every test under it too (skipped when missing,
