@@ -1,6 +1,8 @@
 """pgspout.aio: async for over conn.stream(sql, **options) with a 1 ms ticker
 task; options as KEY=VALUE arguments (e.g. rows=json, chunk_rows=1000,
-loop=uvloop)."""
+loop=uvloop). The rows are counted and touched as _common.touch does for the
+sync clients (the first ten typed, then one tight loop), so that the sync and
+async figures differ only by how the rows are iterated."""
 import pgspout
 import pgspout.aio
 
@@ -19,21 +21,31 @@ async def main():
     t = Ticker()
     t.start()
     conn = await pgspout.aio.connect(dsn)
-    rows = vals = 0
     types = []
-    json_rows = opts.get("rows") == "json"
     async with conn.stream(sql, **opts) as s:
-        async for row in s:
-            rows += 1
-            if rows <= 10:
-                note_types(types, row)
-            if not json_rows:
+        it = aiter(s)
+        head = []
+        async for row in it:
+            head.append(row)
+            if len(head) == 10:
+                break
+        for row in head:
+            note_types(types, row)
+        rows = len(head)
+        if head and isinstance(head[0], (str, bytes)):  # rows rendered as JSON text
+            async for _ in it:
+                rows += 1
+            vals = None
+        else:
+            vals = sum(1 for row in head for v in row if v is not None)
+            async for row in it:
+                rows += 1
                 for v in row:
                     if v is not None:
                         vals += 1
     conn.close()
     t.stop()
-    report(rows, None if json_rows else vals, types)
+    report(rows, vals, types)
     print(t.fields())
 
 
