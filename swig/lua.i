@@ -292,6 +292,10 @@ PGSPOUT_LUA_RC(pgspout_registry_close)
 %ignore pgspout_pool_close;
 %ignore pgspout_pool_release;
 %ignore pgspout_pool_maintain;
+/* The never-blocking probe serves event loops that open connections off
+ * the loop (pgspout.aio's pool); a Lua pool's acquire already runs where it
+ * may block (a worker thread in OpenResty). */
+%ignore pgspout_pool_acquire_idle;
 %ignore pgspout_pool_stats;
 %typemap(in, numinputs=0) pgspout_pool **out (pgspout_pool *tmp = NULL) "$1 = &tmp;";
 %typemap(argout) pgspout_pool **out {

@@ -812,6 +812,31 @@ static pgspy_conn *pgspy_pl_acquire(pgspy_pool *w, long long timeout_ms)
     return cw;
 }
 
+/* An idle connection as a _c.Connection, or NULL without an exception (None:
+ * pgspout_pool_acquire_idle found none; no connect, no wait, so the GIL is
+ * kept). */
+static pgspy_conn *pgspy_pl_acquire_idle(pgspy_pool *w)
+{
+    pgspout_conn *c = NULL;
+    if (w->p == NULL)
+        return (pgspy_conn *)PGSPY_CLOSED("pool");
+    int rc = pgspout_pool_acquire_idle(w->p, &c);
+    if (rc == PGSPOUT_AGAIN)
+        return NULL;
+    if (rc == PGSPOUT_ESTATE)
+        return (pgspy_conn *)PGSPY_CLOSED("pool");
+    if (rc < 0)
+        return (pgspy_conn *)pgspy_raise(rc, NULL, NULL);
+    pgspy_conn *cw = PyMem_Calloc(1, sizeof *cw);
+    if (cw == NULL) {
+        pgspout_pool_release(w->p, c);
+        return (pgspy_conn *)PyErr_NoMemory();
+    }
+    cw->c = c;
+    cw->refs = 1;
+    return cw;
+}
+
 static PyObject *pgspy_pl_maintain(pgspy_pool *w)
 {
     pgspout_pool *p = w->p;
@@ -839,12 +864,13 @@ static PyObject *pgspy_pl_stats(pgspy_pool *w)
     if (w->p == NULL)
         return PGSPY_CLOSED("pool");
     pgspout_pool_stats_get(w->p, &st); /* brief lock, no I/O: GIL kept */
-    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:K,s:K,s:K,s:K,s:K}", "max_size", st.max_size,
+    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:K,s:K,s:K,s:K,s:K,s:L}", "max_size", st.max_size,
                          "total", st.total, "idle", st.idle, "in_use", st.in_use, "waiting",
                          st.waiting, "acquires", (unsigned long long)st.acquires, "waits",
                          (unsigned long long)st.waits, "timeouts",
                          (unsigned long long)st.timeouts, "created",
-                         (unsigned long long)st.created, "closed", (unsigned long long)st.closed);
+                         (unsigned long long)st.created, "closed", (unsigned long long)st.closed,
+                         "acquire_timeout_ms", (long long)st.acquire_timeout_ms);
 }
 
 static void pgspy_pl_shut(pgspy_pool *w)
@@ -864,6 +890,7 @@ static void pgspy_pl_shut(pgspy_pool *w)
 
 %rename(Pool) pgspy_pool;
 %newobject pgspy_pool::acquire;
+%newobject pgspy_pool::acquire_idle;
 %noexception pgspy_pool::~pgspy_pool;
 typedef struct pgspy_pool {} pgspy_pool;
 
@@ -876,6 +903,7 @@ typedef struct pgspy_pool {} pgspy_pool;
         PyMem_Free($self);
     }
     pgspy_conn *acquire(long long timeout_ms) { return pgspy_pl_acquire($self, timeout_ms); }
+    pgspy_conn *acquire_idle() { return pgspy_pl_acquire_idle($self); }
     PyObject *maintain() { return pgspy_pl_maintain($self); }
     PyObject *stats() { return pgspy_pl_stats($self); }
     PyObject *close() {

@@ -823,7 +823,7 @@ void pgspout_lua_push_rows(lua_State *L, pgspout_stream *s, const pgspout_chunk 
 
 void pgspout_lua_push_pool_stats(lua_State *L, const pgspout_pool_stats *st)
 {
-    lua_createtable(L, 0, 10);
+    lua_createtable(L, 0, 11);
 #define PGS_POOL_FIELD(f)                                                                          \
     lua_pushnumber(L, (lua_Number)st->f);                                                          \
     lua_setfield(L, -2, #f)
@@ -837,6 +837,7 @@ void pgspout_lua_push_pool_stats(lua_State *L, const pgspout_pool_stats *st)
     PGS_POOL_FIELD(timeouts);
     PGS_POOL_FIELD(created);
     PGS_POOL_FIELD(closed);
+    PGS_POOL_FIELD(acquire_timeout_ms);
 #undef PGS_POOL_FIELD
 }
 

@@ -348,7 +348,7 @@ end
 --   pool:registry_open(sql [, params [, opts]]) -> id | nil, err, code
 --       a registry stream on this pool (see registry below)
 --   pool:stats() -> {max_size, total, idle, in_use, waiting, acquires,
---       waits, timeouts, created, closed}
+--       waits, timeouts, created, closed, acquire_timeout_ms}
 -- Waiting for a connection is bounded by timeout_ms (-1 or nil: the pool's
 -- acquire_timeout), then nil, message, "etimeout".
 

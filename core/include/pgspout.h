@@ -403,6 +403,14 @@ PGSPOUT_EXTERN int pgspout_pool_new(const char *conninfo, const pgspout_options 
  * Returns OK, EINVAL, ETIMEOUT (every connection stayed in use), EINTR,
  * ESTATE (the pool is closed), ECONNECT, ENOMEM. Any thread. */
 PGSPOUT_EXTERN int pgspout_pool_acquire(pgspout_pool *pool, int64_t timeout_ms, pgspout_conn **out);
+/* Take an idle connection that passes the checks, at once; never opens a
+ * connection and never waits, so an event loop may call it (the checks
+ * read what an idle connection has received without waiting). Returns OK
+ * (*out as from pgspout_pool_acquire), AGAIN when no idle connection is
+ * left (*out NULL: open one with pgspout_pool_acquire off the loop when
+ * stats say total < max_size, else wait for a release), EINVAL, ESTATE
+ * (closed). Any thread. */
+PGSPOUT_EXTERN int pgspout_pool_acquire_idle(pgspout_pool *pool, pgspout_conn **out);
 /* Give back a connection acquired from pool, in any state (closing it with
  * pgspout_conn_close does the same): it is reset for
  * the next user or closed (see above). Blocks for the reset (one or two
@@ -424,20 +432,21 @@ PGSPOUT_EXTERN int pgspout_pool_maintain(pgspout_pool *pool);
 typedef struct pgspout_pool_stats {
     size_t size;
     int max_size;
-    int total;         /* connections open or opening: idle + in_use + opening */
-    int idle;          /* in the pool, ready */
-    int in_use;        /* acquired, not yet released */
-    int waiting;       /* acquire calls waiting now */
-    uint64_t acquires; /* connections handed out */
-    uint64_t waits;    /* acquire calls that had to wait */
-    uint64_t timeouts; /* acquire calls that timed out */
-    uint64_t created;  /* connections opened */
-    uint64_t closed;   /* connections closed (any reason) */
+    int total;                  /* connections open or opening: idle + in_use + opening */
+    int idle;                   /* in the pool, ready */
+    int in_use;                 /* acquired, not yet released */
+    int waiting;                /* acquire calls waiting now */
+    uint64_t acquires;          /* connections handed out */
+    uint64_t waits;             /* acquire calls that had to wait */
+    uint64_t timeouts;          /* acquire calls that timed out */
+    uint64_t created;           /* connections opened */
+    uint64_t closed;            /* connections closed (any reason) */
+    int64_t acquire_timeout_ms; /* the pool's acquire_timeout (0: no limit) */
 } pgspout_pool_stats;
 #ifdef __cplusplus
 #define PGSPOUT_POOL_STATS_INIT                                                                    \
     {                                                                                              \
-        sizeof(pgspout_pool_stats), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0                                   \
+        sizeof(pgspout_pool_stats), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0                                \
     }
 #else
 #define PGSPOUT_POOL_STATS_INIT                                                                    \

@@ -352,7 +352,9 @@ int pgspout_pool_new(const char *conninfo, const pgspout_options *opts, pgspout_
     return PGSPOUT_OK;
 }
 
-int pgspout_pool_acquire(pgspout_pool *p, int64_t timeout_ms, pgspout_conn **out)
+/* pgspout_pool_acquire, or with idle_only pgspout_pool_acquire_idle: AGAIN
+ * instead of opening a connection or waiting. */
+static int acquire(pgspout_pool *p, int64_t timeout_ms, int idle_only, pgspout_conn **out)
 {
     if (out)
         *out = NULL;
@@ -372,6 +374,10 @@ int pgspout_pool_acquire(pgspout_pool *p, int64_t timeout_ms, pgspout_conn **out
             p->nopening--;
             gauges(p, 0, 0, -1, 0);
             rc = PGSPOUT_ESTATE;
+            break;
+        }
+        if (idle_only && !p->closed && p->idle == NULL) {
+            rc = PGSPOUT_AGAIN;
             break;
         }
         if (permit || (!p->closed && p->idle == NULL && total(p) < p->opt.max_size)) {
@@ -476,12 +482,20 @@ int pgspout_pool_acquire(pgspout_pool *p, int64_t timeout_ms, pgspout_conn **out
         p->waits++;
     if (rc == PGSPOUT_ETIMEOUT)
         p->timeouts++;
-    pgs_metrics_pool_acquire(p->m, rc == PGSPOUT_OK, waited, rc == PGSPOUT_ETIMEOUT,
-                             (double)(pgs_now_ns() - t0) / 1e9);
+    if (rc != PGSPOUT_AGAIN) /* a probe that found nothing idle is no acquire */
+        pgs_metrics_pool_acquire(p->m, rc == PGSPOUT_OK, waited, rc == PGSPOUT_ETIMEOUT,
+                                 (double)(pgs_now_ns() - t0) / 1e9);
     *out = c;
     leave(p);
     return rc;
 }
+
+int pgspout_pool_acquire(pgspout_pool *p, int64_t timeout_ms, pgspout_conn **out)
+{
+    return acquire(p, timeout_ms, 0, out);
+}
+
+int pgspout_pool_acquire_idle(pgspout_pool *p, pgspout_conn **out) { return acquire(p, 0, 1, out); }
 
 int pgspout_pool_release(pgspout_pool *p, pgspout_conn *c)
 {
@@ -633,6 +647,7 @@ int pgspout_pool_stats_get(pgspout_pool *p, pgspout_pool_stats *st)
     s.timeouts = p->timeouts;
     s.created = p->created;
     s.closed = p->nclosed;
+    s.acquire_timeout_ms = p->opt.acquire_timeout_ms;
     pthread_mutex_unlock(&p->lock);
     size_t n = st->size < sizeof s ? st->size : sizeof s;
     s.size = st->size;

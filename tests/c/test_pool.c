@@ -330,6 +330,50 @@ static void test_killed_while_idle(void **state)
     pgspout_conn_close(admin);
 }
 
+/* acquire_idle: an idle connection or AGAIN, never a connect or a wait; an
+ * idle connection whose backend was killed is closed and not replaced. */
+static void test_acquire_idle(void **state)
+{
+    (void)state;
+    pgspout_pool *p = new_pool("max_size", "2", "acquire_timeout", "7s", NULL);
+    pgspout_conn *c = NULL;
+    assert_int_equal(pgspout_pool_acquire_idle(p, &c), PGSPOUT_AGAIN);
+    assert_null(c);
+    pgspout_pool_stats st = stats(p);
+    assert_int_equal(st.total, 0);
+    assert_int_equal(st.created, 0);
+    assert_int_equal(st.acquires, 0);
+    assert_int_equal(st.acquire_timeout_ms, 7000);
+
+    c = acquire(p);
+    long pid = backend_pid(c);
+    assert_int_equal(pgspout_pool_release(p, c), PGSPOUT_OK);
+    c = NULL;
+    assert_int_equal(pgspout_pool_acquire_idle(p, &c), PGSPOUT_OK);
+    assert_int_equal(backend_pid(c), pid);
+    pgspout_conn *none = NULL;
+    assert_int_equal(pgspout_pool_acquire_idle(p, &none), PGSPOUT_AGAIN); /* one of two in use */
+    assert_null(none);
+    assert_int_equal(pgspout_pool_release(p, c), PGSPOUT_OK);
+
+    pgspout_conn *admin = tu_connect();
+    char q[128];
+    snprintf(q, sizeof q, "SELECT pg_terminate_backend(%ld, 10000)", pid);
+    expect(admin, q, "t");
+    c = NULL;
+    assert_int_equal(pgspout_pool_acquire_idle(p, &c), PGSPOUT_AGAIN);
+    assert_null(c);
+    st = stats(p);
+    assert_int_equal(st.total, 0);
+    assert_int_equal(st.created, 1);
+    assert_int_equal(st.closed, 1);
+    assert_int_equal(st.acquires, 2);
+
+    pgspout_pool_close(p);
+    assert_int_equal(pgspout_pool_acquire_idle(NULL, &c), PGSPOUT_EINVAL);
+    pgspout_conn_close(admin);
+}
+
 typedef struct waiter_arg {
     pgspout_pool *p;
     int64_t timeout_ms;
@@ -622,8 +666,9 @@ int main(void)
         cmocka_unit_test(test_options),        cmocka_unit_test(test_reuse),
         cmocka_unit_test(test_reset_session),  cmocka_unit_test(test_release_mid_stream),
         cmocka_unit_test(test_release_broken), cmocka_unit_test(test_killed_while_idle),
-        cmocka_unit_test(test_exhaustion),     cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_fork),           cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_acquire_idle),   cmocka_unit_test(test_exhaustion),
+        cmocka_unit_test(test_threads),        cmocka_unit_test(test_fork),
+        cmocka_unit_test(test_metrics),
     };
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
 }

@@ -836,7 +836,7 @@ class Pool:
     @property
     def stats(self) -> Dict[str, int]:
         """max_size, total, idle, in_use, waiting, acquires, waits, timeouts,
-        created, closed."""
+        created, closed, acquire_timeout_ms (the pool's setting)."""
         return self._raw.stats()
 
     def close(self) -> None:

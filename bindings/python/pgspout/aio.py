@@ -34,22 +34,31 @@ any task.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, cast
+import collections
+import math
+from typing import (Any, AsyncIterator, Deque, Dict, Generator, Generic, List, Literal,
+                    Optional, Sequence, cast, overload)
 
 from . import _pgspout as _c
 from . import (
     Column,
     Error,
     OptionValue,
+    StateError,
+    TimeoutError,
     Param,
+    R,
     Row,
+    TupleRow,
+    DictRow,
+    JsonRow,
     _MODES,
     _options,
     _params,
     _rows_mode,
 )
 
-__all__ = ["connect", "Connection", "Stream"]
+__all__ = ["connect", "Connection", "Pool", "Stream"]
 
 # pgspout_stream_poll / pgspout_conn_poll outcomes (pgspout.h)
 _OK, _DONE, _AGAIN, _PAUSED = 0, 1, 2, 3
@@ -96,23 +105,26 @@ class _ArrowExport:
         return self._s._raw.arrow_capsule(self._s)
 
 
-class Stream:
+class Stream(Generic[R]):
     """A running query for asyncio: ``async for row in s``, ``await
     s.fetch()``, ``async for batch in s.arrow_batches()``. Created by
     :meth:`Connection.stream`; ``await`` it or enter it with ``async with``
     to wait for the server's first answer (a SQL error raises there)."""
 
-    __slots__ = ("_raw", "_conn", "_mode", "_held", "__weakref__")
+    __slots__ = ("_raw", "_conn", "_mode", "_held", "_lease", "__weakref__")
     _raw: _c.Stream
     _conn: "Connection"
     _mode: str
-    _held: Optional[List[Row]]
+    _held: Optional[List[Any]]
+    _lease: bool
 
-    def __init__(self, raw: _c.Stream, conn: "Connection", mode: str) -> None:
+    def __init__(self, raw: _c.Stream, conn: "Connection", mode: str,
+                 lease: bool = False) -> None:
         self._raw = raw
         self._conn = conn
         self._mode = mode
         self._held = None
+        self._lease = lease  # Pool.stream: the connection goes back at the end
 
     # ------------------------------------------------------------ waiting
 
@@ -167,18 +179,25 @@ class Stream:
             self._held.clear()
             self._held = None
 
-    async def _open(self) -> "Stream":
+    async def _open(self) -> "Stream[R]":
         try:
             await self._ready()
         except BaseException:
             self._raw.close()
+            await self._give_back()
             raise
         return self
 
-    def __await__(self) -> Any:
+    async def _give_back(self) -> None:
+        """A Pool.stream's connection goes back to its pool (once)."""
+        if self._lease:
+            self._lease = False
+            await self._conn.aclose()
+
+    def __await__(self) -> Generator[Any, None, "Stream[R]"]:
         return self._open().__await__()
 
-    async def __aenter__(self) -> "Stream":
+    async def __aenter__(self) -> "Stream[R]":
         return await self._open()
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -186,20 +205,27 @@ class Stream:
 
     # --------------------------------------------------------------- rows
 
-    async def fetch(self) -> Optional[List[Row]]:
+    async def fetch(self) -> Optional[List[R]]:
         """The next rows as a list (the rest of the current chunk, or the
         next chunk); None at the end."""
         await self._turn()
-        await self._ready()
-        return self._raw.fetch()
+        try:
+            await self._ready()
+            rows = self._raw.fetch()
+        except Error:
+            await self._give_back()
+            raise
+        if rows is None:
+            await self._give_back()
+        return rows
 
-    def __aiter__(self) -> AsyncIterator[Row]:
+    def __aiter__(self) -> AsyncIterator[R]:
         # aiter.c: a row of the current chunk costs a list index, no
         # suspension; a used-up chunk calls _refill for the next one
         it = _c.aio_rows(lambda: self._refill(it))
-        return cast(AsyncIterator[Row], it)
+        return cast(AsyncIterator[R], it)
 
-    async def _refill(self, it: Any) -> Row:
+    async def _refill(self, it: Any) -> Any:
         # let go of the used-up chunk before the next is converted, as the
         # sync iterator does: its memory is reused at once (holding it would
         # make every chunk take fresh memory from the system)
@@ -265,6 +291,7 @@ class Stream:
         if self._raw.state() in _LIVE or self._raw.state() == "cancelled":
             await self._abort()
         self._raw.close()
+        await self._give_back()
 
     def close(self) -> None:
         """Close now: a query still running is cancelled and drained with
@@ -310,21 +337,39 @@ class Connection:
     """A connection for asyncio (use :func:`connect`). One stream at a time;
     ``async with`` closes it."""
 
-    __slots__ = ("_raw", "__weakref__")
+    __slots__ = ("_raw", "_pool", "__weakref__")
     _raw: _c.Connection
+    _pool: Optional["Pool"]
 
-    def __init__(self, raw: _c.Connection) -> None:
+    def __init__(self, raw: _c.Connection, pool: Optional["Pool"] = None) -> None:
         self._raw = raw
+        self._pool = pool  # lent by this pool: closing gives it back
 
-    def stream(self, sql: str, params: Optional[Sequence[Param]] = None,
-               **options: OptionValue) -> Stream:
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: Literal["tuple"] = "tuple", **options: OptionValue) -> Stream[TupleRow]: ...
+
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: Literal["dict"], **options: OptionValue) -> Stream[DictRow]: ...
+
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: Literal["json"], **options: OptionValue) -> Stream[JsonRow]: ...
+
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: str, **options: OptionValue) -> Stream[Row]: ...
+
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: str = "tuple", **options: OptionValue) -> Stream[Any]:
         """Start sql ($1..$n bound to params) and return its Stream at once,
         without waiting: ``async with`` it, or ``await`` it, to wait for
         the server's answer. Options as in pgspout.Connection.stream
         (rows="tuple|dict|json", chunk_rows, timeout, arrow...)."""
         if not isinstance(sql, str):
             raise TypeError("sql must be str, not %s" % type(sql).__name__)
-        mode = _rows_mode(options)
+        mode = _rows_mode({"rows": rows})
         raw = self._raw.start(sql, _params(params), _options(options), _MODES[mode])
         return Stream(raw, self, mode)
 
@@ -333,8 +378,23 @@ class Connection:
         await asyncio.get_running_loop().run_in_executor(None, self._raw.cancel)
 
     def close(self) -> None:
-        """Close the connection (and its open stream). Idempotent."""
+        """Close the connection (and its open stream); a pooled one goes
+        back to its pool, reset there with a blocking round trip (prefer
+        ``await aclose()``). Idempotent."""
         self._raw.close()
+        if self._pool is not None:
+            self._pool._wake_next()
+
+    async def aclose(self) -> None:
+        """Close as close() does, the pooled connection's reset (and the
+        cancel of a stream still open on it) in the loop's executor, not on
+        the loop. Idempotent."""
+        if self._pool is None:
+            self._raw.close()
+            return
+        if not self._raw.closed():
+            await asyncio.get_running_loop().run_in_executor(None, self._raw.close)
+        self._pool._wake_next()
 
     @property
     def closed(self) -> bool:
@@ -353,7 +413,7 @@ class Connection:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        self.close()
+        await self.aclose()
 
     def __repr__(self) -> str:
         return "<pgspout.aio.Connection %s>" % ("closed" if self.closed else "open")
@@ -376,3 +436,268 @@ async def connect(dsn: str = "", **options: OptionValue) -> Connection:
     except BaseException:
         raw.close()
         raise
+
+
+class _Lease:
+    """What Pool.connection() returns: ``async with`` it (the connection
+    goes back at the block's end) or ``await`` it (give it back with
+    ``await conn.aclose()``)."""
+
+    __slots__ = ("_pool", "_timeout", "_conn")
+
+    def __init__(self, pool: "Pool", timeout: Optional[float]) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._conn: Optional[Connection] = None
+
+    async def _get(self) -> Connection:
+        self._conn = Connection(await self._pool._acquire(self._timeout), self._pool)
+        return self._conn
+
+    def __await__(self) -> Generator[Any, None, Connection]:
+        return self._get().__await__()
+
+    async def __aenter__(self) -> Connection:
+        return await self._get()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._conn is not None:
+            await self._conn.aclose()
+
+
+class _PooledStream(Generic[R]):
+    """What Pool.stream() returns: ``async with`` it, or ``await`` it, for
+    the Stream once a connection is lent and the server answered."""
+
+    __slots__ = ("_pool", "_sql", "_params", "_rows", "_options", "_timeout", "_stream")
+
+    def __init__(self, pool: "Pool", sql: str, params: Optional[Sequence[Param]], rows: str,
+                 options: Dict[str, OptionValue], timeout: Optional[float]) -> None:
+        if not isinstance(sql, str):
+            raise TypeError("sql must be str, not %s" % type(sql).__name__)
+        self._pool = pool
+        self._sql = sql
+        self._params = params
+        self._rows = rows
+        self._options = options
+        self._timeout = timeout
+        self._stream: Optional[Stream[R]] = None
+
+    async def _get(self) -> Stream[R]:
+        mode = _rows_mode({"rows": self._rows})
+        params, options = _params(self._params), _options(self._options)
+        conn = Connection(await self._pool._acquire(self._timeout), self._pool)
+        try:
+            raw = conn._raw.start(self._sql, params, options, _MODES[mode])
+        except BaseException:
+            await conn.aclose()
+            raise
+        self._stream = Stream(raw, conn, mode, lease=True)
+        return await self._stream._open()
+
+    def __await__(self) -> Generator[Any, None, Stream[R]]:
+        return self._get().__await__()
+
+    async def __aenter__(self) -> Stream[R]:
+        return await self._get()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._stream is not None:
+            await self._stream.aclose()
+
+
+class Pool:
+    """pgspout.Pool for asyncio: the same C pool (``pgspout_pool``: keys,
+    checks, the reset between users, metrics) with waits that never block
+    the loop.
+
+        pool = pgspout.aio.Pool(dsn, max_size=10)
+        async with pool.connection() as conn:
+            async with conn.stream("SELECT ...") as s: ...
+        async with pool.stream("SELECT ... $1", [x]) as s:
+            async for row in s: ...
+        await pool.aclose()
+
+    An idle connection is taken on the loop (pgspout_pool_acquire_idle: no
+    I/O wait). A new connection (while fewer than ``max_size`` are open)
+    and the reset of a returned one (one round trip, or a cancel first)
+    run in the loop's default executor. With every connection lent, tasks
+    wait on the loop in arrival order for one to come back, up to
+    ``timeout`` seconds (default: the pool's ``acquire_timeout``), then
+    :class:`pgspout.TimeoutError`; a cancelled task leaves the queue, and a
+    connection it was being given goes back. A stream of :meth:`stream`
+    gives its connection back when read to its end, failed, or closed.
+    Use the pool from one event loop.
+    """
+
+    __slots__ = ("_raw", "_queue", "_opening", "__weakref__")
+    _raw: _c.Pool
+    _queue: Deque["asyncio.Future[None]"]
+    _opening: int
+
+    def __init__(self, dsn: str = "", **options: OptionValue) -> None:
+        if not isinstance(dsn, str):
+            raise TypeError("dsn must be str, not %s" % type(dsn).__name__)
+        self._raw = _c.Pool(dsn, _options(options))
+        self._queue = collections.deque()
+        self._opening = 0  # opens sent to the executor, not yet done
+
+    def connection(self, timeout: Optional[float] = None) -> _Lease:
+        """A pooled :class:`Connection`: ``async with pool.connection() as
+        conn`` (given back at the block's end) or ``conn = await
+        pool.connection()`` (give it back with ``await conn.aclose()``).
+        timeout: seconds to wait for one (None: the pool's
+        acquire_timeout; 0: do not wait)."""
+        return _Lease(self, timeout)
+
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: Literal["tuple"] = "tuple", timeout: Optional[float] = None,
+               **options: OptionValue) -> _PooledStream[TupleRow]: ...
+
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: Literal["dict"], timeout: Optional[float] = None,
+               **options: OptionValue) -> _PooledStream[DictRow]: ...
+
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: Literal["json"], timeout: Optional[float] = None,
+               **options: OptionValue) -> _PooledStream[JsonRow]: ...
+
+    @overload
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: str, timeout: Optional[float] = None,
+               **options: OptionValue) -> _PooledStream[Row]: ...
+
+    def stream(self, sql: str, params: Optional[Sequence[Param]] = None, *,
+               rows: str = "tuple", timeout: Optional[float] = None,
+               **options: OptionValue) -> _PooledStream[Any]:
+        """Connection.stream on a pooled connection: ``async with
+        pool.stream(sql) as s`` or ``s = await pool.stream(sql)``; the
+        connection goes back when the stream ends or is closed. timeout: as
+        for connection()."""
+        return _PooledStream(self, sql, params, rows, options, timeout)
+
+    def _wake_next(self) -> None:
+        """A connection came back (or a place came free): the first waiter
+        looks again."""
+        for fut in self._queue:
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    async def _acquire(self, timeout: Optional[float]) -> _c.Connection:
+        raw = self._raw
+        if timeout is None:
+            ms = raw.stats()["acquire_timeout_ms"]
+            limit = ms / 1000.0 if ms > 0 else math.inf
+        elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+            raise ValueError("timeout must be None or a number of seconds >= 0")
+        else:
+            limit = float(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        fut: Optional["asyncio.Future[None]"] = None  # our place in the queue
+        try:
+            while True:
+                if fut is None and self._queue:
+                    pass  # others wait already: behind them
+                else:
+                    conn = raw.acquire_idle()
+                    if conn is None:
+                        # an open already counted in total may count twice
+                        # here for a moment: that only makes a task wait
+                        # for the open's end (it wakes the queue)
+                        st = raw.stats()
+                        if st["total"] + self._opening < st["max_size"]:
+                            conn = await self._open(loop)
+                    if conn is not None:
+                        return conn
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError(
+                        "pool exhausted: no connection came free within the acquire timeout")
+                if fut is None:
+                    fut = loop.create_future()
+                    self._queue.append(fut)
+                elif fut.done():  # woken, but another took it: wait again, first in line
+                    i = self._queue.index(fut)
+                    fut = loop.create_future()
+                    self._queue[i] = fut
+                try:
+                    await asyncio.wait_for(asyncio.shield(fut), None if math.isinf(left) else left)
+                except asyncio.TimeoutError:
+                    pass  # looks once more, then raises
+        finally:
+            if fut is not None:
+                woken = fut.done()
+                self._queue.remove(fut)
+                if woken:
+                    self._wake_next()  # whatever woke us may serve the next
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> Optional[_c.Connection]:
+        """A new connection (or one released meanwhile), opened in the
+        executor; None when the pool filled up meanwhile."""
+        cf = loop.run_in_executor(None, self._raw.acquire, 0)
+        self._opening += 1
+        cf.add_done_callback(self._opened)
+        try:
+            return await asyncio.shield(cf)
+        except TimeoutError:
+            return None
+        except asyncio.CancelledError:
+            cf.add_done_callback(self._give_back_late)
+            raise
+
+    def _opened(self, cf: "asyncio.Future[_c.Connection]") -> None:
+        self._opening -= 1
+        self._wake_next()
+
+    def _give_back_late(self, cf: "asyncio.Future[_c.Connection]") -> None:
+        # a connection opened for a task cancelled meanwhile
+        if not cf.cancelled() and cf.exception() is None:
+            c = cf.result()
+            fut = asyncio.get_running_loop().run_in_executor(None, c.close)
+            fut.add_done_callback(lambda _f: self._wake_next())
+
+    @property
+    def stats(self) -> Dict[str, int]:
+        """As pgspout.Pool.stats, with ``waiting`` the tasks waiting here."""
+        st = self._raw.stats()
+        st["waiting"] += len(self._queue)
+        return st
+
+    async def maintain(self) -> None:
+        """pgspout.Pool.maintain, in the executor."""
+        await asyncio.get_running_loop().run_in_executor(None, self._raw.maintain)
+
+    def close(self) -> None:
+        """Close the pool: waiting tasks raise StateError, idle connections
+        close now, lent ones when they come back. Idempotent."""
+        self._raw.close()
+        for fut in self._queue:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def aclose(self) -> None:
+        """close(), its socket closes in the executor."""
+        await asyncio.get_running_loop().run_in_executor(None, self._raw.close)
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._raw.closed()
+
+    async def __aenter__(self) -> "Pool":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<pgspout.aio.Pool closed>"
+        st = self.stats
+        return "<pgspout.aio.Pool %d/%d in use, %d idle, %d waiting>" % (
+            st["in_use"], st["max_size"], st["idle"], st["waiting"])
