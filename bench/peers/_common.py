@@ -54,6 +54,33 @@ def touch(rows_iter):
     return rows, vals, types
 
 
+async def atouch(rows_aiter):
+    """touch() for an asynchronous iterable of rows: the first ten rows'
+    types, then one tight loop, so the async clients do per row exactly what
+    the sync ones do."""
+    it = aiter(rows_aiter)
+    head = []
+    async for row in it:
+        head.append(row)
+        if len(head) == 10:
+            break
+    types = []
+    for row in head:
+        note_types(types, row)
+    rows = len(head)
+    if head and isinstance(head[0], (str, bytes)):  # rows rendered as JSON text
+        async for _ in it:
+            rows += 1
+        return rows, None, types
+    vals = sum(1 for row in head for v in row if v is not None)
+    async for row in it:
+        rows += 1
+        for v in row:
+            if v is not None:
+                vals += 1
+    return rows, vals, types
+
+
 def report(rows, vals, types=()):
     out = f"rows={rows}"
     if vals is not None:

@@ -2,7 +2,7 @@
 task (loop=uvloop: on uvloop)."""
 import asyncpg
 
-from _common import args, note_types, report
+from _common import args, atouch, report
 from _ticker import Ticker, run
 
 a = args()
@@ -16,19 +16,11 @@ async def main():
     t = Ticker()
     t.start()
     conn = await asyncpg.connect(dsn)
-    rows = vals = 0
-    types = []
     async with conn.transaction():
-        async for row in conn.cursor(sql, prefetch=int(opts.get("prefetch", 10000))):
-            rows += 1
-            if rows <= 10:
-                note_types(types, row)
-            for v in row:
-                if v is not None:
-                    vals += 1
+        counted = await atouch(conn.cursor(sql, prefetch=int(opts.get("prefetch", 10000))))
     await conn.close()
     t.stop()
-    report(rows, vals, types)
+    report(*counted)
     print(t.fields())
 
 

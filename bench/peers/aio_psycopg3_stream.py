@@ -2,7 +2,7 @@
 and size=N), with a 1 ms ticker task (loop=uvloop: on uvloop)."""
 import psycopg
 
-from _common import args, note_types, report
+from _common import args, atouch, report
 from _ticker import Ticker, run
 
 a = args()
@@ -15,22 +15,14 @@ dsn, sql, opts = a
 async def main():
     t = Ticker()
     t.start()
-    rows = vals = 0
-    types = []
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
         async with conn.cursor() as cur:
             kw = {}
             if "size" in opts and psycopg.pq.version() >= 170000:
                 kw["size"] = int(opts["size"])
-            async for row in cur.stream(sql, **kw):
-                rows += 1
-                if rows <= 10:
-                    note_types(types, row)
-                for v in row:
-                    if v is not None:
-                        vals += 1
+            counted = await atouch(cur.stream(sql, **kw))
     t.stop()
-    report(rows, vals, types)
+    report(*counted)
     print(t.fields())
 
 
