@@ -42,6 +42,7 @@ SWIGEXPORT int luaopen_pgspout_core(lua_State *L) { return SWIG_init(L); }
 typedef int pgspout_lua_rc;  /* a code: true | nil, message, code name */
 typedef int pgspout_lua_get; /* the out-values | nil, message, code name */
 typedef int pgspout_lua_new; /* a new object | nil, message, code name */
+typedef const char *const *pgspout_lua_texts; /* a table of text values */
 
 /* The handle of the pgspout object of type ty at idx (NULL once closed);
  * raises for anything else, foreign userdata included. */
@@ -72,7 +73,9 @@ static int pgspout_lua_fail_self(lua_State *L, int code)
     swig_lua_userdata *u = (swig_lua_userdata *)lua_touserdata(L, 1);
     if (u->type == SWIGTYPE_p_pgspout_stream)
         return pgspout_lua_stream_fail(L, (pgspout_stream *)u->ptr, code);
-    return pgspout_lua_fail(L, code, pgspout_conn_error((pgspout_conn *)u->ptr), NULL);
+    if (u->type == SWIGTYPE_p_pgspout_conn)
+        return pgspout_lua_fail(L, code, pgspout_conn_error((pgspout_conn *)u->ptr), NULL);
+    return pgspout_lua_fail(L, code, NULL, NULL); /* a plan: the code's own text */
 }
 %}
 
@@ -80,13 +83,15 @@ static int pgspout_lua_fail_self(lua_State *L, int code)
   pgspout_lua_init(L);
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
-  /* The class metatables, as core.conn_class / core.stream_class, for
+  /* The class metatables, as core.conn_class / core.stream_class /
+   * core.snapshot_class / core.plan_class, for
    * pgspout.lua to add its methods (objects compare by identity, not by
    * SWIG's pointer comparison: closed objects all hold NULL). */
   {
-    swig_type_info *ty[2] = {SWIGTYPE_p_pgspout_conn, SWIGTYPE_p_pgspout_stream};
-    const char *field[2] = {"conn_class", "stream_class"};
-    for (int i = 0; i < 2; i++) {
+    swig_type_info *ty[4] = {SWIGTYPE_p_pgspout_conn, SWIGTYPE_p_pgspout_stream,
+                             SWIGTYPE_p_pgspout_snapshot, SWIGTYPE_p_pgspout_plan};
+    const char *field[4] = {"conn_class", "stream_class", "snapshot_class", "plan_class"};
+    for (int i = 0; i < 4; i++) {
       SWIG_Lua_get_class_metatable(L, ((swig_lua_class *)ty[i]->clientdata)->fqname);
       lua_pushnil(L);
       lua_setfield(L, -2, "__eq");
@@ -371,8 +376,9 @@ PGSPOUT_LUA_BLOCKING(pgspout_stream::chunk)
  * Lua meaning (convert.c uses them). */
 %rename("$ignore", regexmatch$name="^pgspout_(conn|stream|chunk|row|options)_") "";
 %rename("$ignore", regexmatch$name="^pgspout_(connect|free|set_.*_hook|stats.*|.*_fn)$") "";
-/* snapshots and partition plans (issue 16): C and Python only, for now */
-%rename("$ignore", regexmatch$name="^pgspout_(snapshot|plan)_") "";
+/* Snapshots and plans: the types below; their constructors stay module
+ * functions (snapshot_export, plan_make, plan_from_json). */
+%rename("$ignore", regexmatch$name="^pgspout_(snapshot|plan)_(?!export$|make$|from_json$)") "";
 %ignore pgspout_plan_spec;
 
 /* ---------------------------------------------------------------- types */
@@ -422,4 +428,109 @@ struct pgspout_stream {};
     return pgspout_stream_next_chunk($self, PGSPOUT_HANDOUT, chunk);
   }
   pgspout_lua_rc handout(int n);
+}
+
+/* ------------------------------------------------ snapshots and plans
+ * Partitioned reads (pgspout.partitions in pgspout.lua): a snapshot holder
+ * and partition plans are objects like connections, closed or freed by
+ * their __gc. A plan's partitions are read as ordinary streams opened with
+ * the option snapshot (conn:stream), as in Python.
+ *   core.snapshot_export(dsn [, opts]) -> snapshot | nil, message, code
+ *   core.plan_make(conn, spec) -> plan | nil, message, code (spec: a table
+ *       of pgspout_plan_spec's fields, pgspout_lua_plan_spec)
+ *   core.plan_from_json(text) -> plan | nil, message, "evalue"
+ */
+PGSPOUT_LUA_SELF(pgspout_snapshot, "snapshot")
+PGSPOUT_LUA_SELF(pgspout_plan, "plan")
+
+%typemap(in, numinputs=0) pgspout_snapshot **out (int obj = 0), pgspout_plan **out (int obj = 0) "$1 = NULL;";
+%typemap(check) pgspout_snapshot **out, pgspout_plan **out {
+  $1 = ($1_ltype)pgspout_lua_newobj(L, $*1_descriptor);
+  obj$argnum = lua_gettop(L);
+}
+%typemap(argout) pgspout_snapshot **out {
+  if (result < 0) {
+    pgspout_lua_fail(L, result, *$1 ? pgspout_snapshot_error(*$1) : NULL, NULL);
+    pgspout_snapshot_close(*$1);
+    *$1 = NULL;
+    return 3;
+  }
+  lua_pushvalue(L, obj$argnum);
+  SWIG_arg++;
+}
+/* (plan_from_json's failure is returned by the char **errmsg typemap,
+ * plan_make's by its out typemap: here only the success) */
+%typemap(argout) pgspout_plan **out {
+  if (result >= 0) {
+    lua_pushvalue(L, obj$argnum);
+    SWIG_arg++;
+  }
+}
+%typemap(out) int pgspout_snapshot_export "";
+%typemap(out) int pgspout_plan_from_json "";
+%typemap(out) int pgspout_plan_make {
+  if (result < 0)
+    return pgspout_lua_fail(L, result, pgspout_conn_error(arg1), NULL);
+}
+
+/* plan_make's connection: an open pgspout connection (not self) */
+%typemap(in) pgspout_conn *conn {
+  {
+    swig_lua_userdata *u_ = (swig_lua_userdata *)lua_touserdata(L, $input);
+    if (lua_type(L, $input) != LUA_TUSERDATA || lua_objlen(L, $input) != sizeof *u_ ||
+        u_->type != $1_descriptor)
+      luaL_argerror(L, $input, "pgspout connection expected");
+    $1 = ($1_ltype)u_->ptr;
+    if (!$1)
+      return pgspout_lua_fail(L, PGSPOUT_ESTATE, "connection is closed", NULL);
+  }
+}
+%typemap(in) const pgspout_plan_spec *spec (pgspout_plan_spec tmp) {
+  pgspout_lua_plan_spec(L, $input, &tmp);
+  $1 = &tmp;
+}
+
+PGSPOUT_LUA_BLOCKING(pgspout_snapshot_export)
+PGSPOUT_LUA_BLOCKING(pgspout_plan_make)
+%exception pgspout_snapshot::close %{
+  $action
+  ((swig_lua_userdata *)lua_touserdata(L, 1))->ptr = NULL;
+%}
+
+%extend pgspout_snapshot {
+  ~pgspout_snapshot() { pgspout_snapshot_close($self); }
+  /* close(): ends the holder's transaction (ROLLBACK) and its connection */
+  void close();
+  const char *id();
+  const char *error();
+  bool ok();
+}
+
+/* A partition's parameters: {v1, ..., n = n}, SQL NULL as pgspout.null */
+typedef const char *const *pgspout_lua_texts;
+%typemap(out) pgspout_lua_texts {
+  pgspout_lua_push_texts(L, result, pgspout_plan_nparams(arg1, arg2));
+  SWIG_arg++;
+}
+%newobject pgspout_plan::json;
+
+/* (after the typemaps: %extend methods take those in force here) */
+%nodefaultctor pgspout_snapshot;
+%nodefaultctor pgspout_plan;
+struct pgspout_snapshot {};
+struct pgspout_plan {};
+
+/* Methods: pgspout_plan_<name>; partitions are numbered from 0 here (the
+ * C API's), from 1 in pgspout.lua. */
+%extend pgspout_plan {
+  ~pgspout_plan() { pgspout_plan_free($self); }
+  int npartitions();
+  const char *snapshot();
+  const char *table();
+  /* sql(i), params(i): nil when i is out of range */
+  const char *sql(int i);
+  pgspout_lua_texts params(int i);
+  /* the plan as pgspout_plan_json writes it */
+  char *json();
+  pgspout_lua_rc set_snapshot(const char *id);
 }

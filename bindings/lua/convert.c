@@ -610,6 +610,103 @@ int pgspout_lua_options(lua_State *L, int idx, pgspout_options **out, const char
     return PGSPOUT_OK;
 }
 
+/* ------------------------------------------------------------- plan specs */
+
+/* spec[key] (at the top of the stack) as a string, NULL for nil; raises on
+ * another type. The string stays alive in the spec table. */
+static const char *spec_string(lua_State *L, const char *key)
+{
+    if (lua_isnil(L, -1))
+        return NULL;
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "bad plan field '%s' (string expected, got %s)", key, luaL_typename(L, -1));
+    return pgspout_lua_cstring(L, -1, "plan field '%s'", key);
+}
+
+static const char *const spec_keys[] = {"table",  "npartitions", "columns", "where",
+                                        "params", "key",         "bounds",  "snapshot"};
+
+void pgspout_lua_plan_spec(lua_State *L, int idx, pgspout_plan_spec *spec)
+{
+    if (idx < 0)
+        idx = lua_gettop(L) + idx + 1;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    memset(spec, 0, sizeof *spec);
+    spec->size = sizeof *spec;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        size_t k = 0, nkeys = sizeof spec_keys / sizeof spec_keys[0];
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "bad plan field (a string key expected, got %s)", luaL_typename(L, -2));
+        while (k < nkeys && strcmp(lua_tostring(L, -2), spec_keys[k]) != 0)
+            k++;
+        if (k == nkeys)
+            luaL_error(L,
+                       "unknown plan field '%s' (table, npartitions, columns, where, params, "
+                       "key, bounds or snapshot)",
+                       lua_tostring(L, -2));
+        lua_pop(L, 1);
+    }
+    /* strings: alive in the table, which the caller's stack holds */
+    lua_getfield(L, idx, "table");
+    spec->table = spec_string(L, "table");
+    lua_getfield(L, idx, "where");
+    spec->where = spec_string(L, "where");
+    lua_getfield(L, idx, "key");
+    spec->key = spec_string(L, "key");
+    lua_getfield(L, idx, "snapshot");
+    spec->snapshot = spec_string(L, "snapshot");
+    lua_pop(L, 4);
+    lua_getfield(L, idx, "npartitions");
+    if (!lua_isnil(L, -1)) {
+        lua_Number n = lua_tonumber(L, -1);
+        if (lua_type(L, -1) != LUA_TNUMBER || n != floor(n))
+            luaL_error(L, "bad plan field 'npartitions' (an integer expected, got %s)",
+                       lua_type(L, -1) == LUA_TNUMBER ? "a fraction" : luaL_typename(L, -1));
+        /* out of range: the core refuses it (EINVAL, with the range) */
+        spec->npartitions = n < 0 || n > 1e9 ? -1 : (int)n;
+    }
+    lua_pop(L, 1);
+    /* lists: arrays kept alive on the stack (pgspout_lua_params) */
+    lua_getfield(L, idx, "columns");
+    if (!lua_isnil(L, -1)) {
+        luaL_checktype(L, -1, LUA_TTABLE);
+        int n = (int)lua_objlen(L, -1);
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "bad plan field 'columns' (column #%d: string expected, got %s)", i,
+                           luaL_typename(L, -1));
+            lua_pop(L, 1);
+        }
+        spec->columns = pgspout_lua_params(L, -1, &spec->ncolumns);
+    }
+    lua_getfield(L, idx, "params");
+    if (!lua_isnil(L, -1))
+        spec->params = pgspout_lua_params(L, -1, &spec->nparams);
+    lua_getfield(L, idx, "bounds");
+    if (!lua_isnil(L, -1))
+        spec->bounds = pgspout_lua_params(L, -1, &spec->nbounds);
+}
+
+void pgspout_lua_push_texts(lua_State *L, const char *const *v, int n)
+{
+    if (n < 0) {
+        lua_pushnil(L);
+        return;
+    }
+    lua_createtable(L, n, 1);
+    for (int i = 0; i < n; i++) {
+        if (v[i])
+            lua_pushstring(L, v[i]);
+        else
+            lua_pushlightuserdata(L, NULL);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushinteger(L, n);
+    lua_setfield(L, -2, "n");
+}
+
 /* ----------------------------------------------------------------- errors */
 
 int pgspout_lua_fail(lua_State *L, int code, const char *msg, const char *sqlstate)

@@ -406,6 +406,131 @@ function Pool:stats()
     return core.pool_stats_get(self.handle)
 end
 
+---------------------------------------------------------------- partitions
+-- Partitioned reads on one snapshot (the C library's pgspout_snapshot_* and
+-- pgspout_plan_*; Python's pgspout.partitions, with the same names):
+--
+--     local P = pgspout.partitions
+--     local snap = assert(P.snapshot(dsn))         -- holds the snapshot open
+--     local plan = assert(P.plan(conn, "events", { npartitions = 8, snapshot = snap }))
+--     local text = plan:json()                     -- ... to a worker, which does:
+--     local part = assert(P.from_json(text))
+--     for row in assert(part:open(wconn, 3)):rows() do ... end
+--     snap:close()                                 -- or its __gc
+--
+-- P.snapshot(dsn [, opts]) -> snapshot | nil, err, code
+--     exports a snapshot from a REPEATABLE READ transaction it holds open on
+--     a connection of its own (connection keys of opts apply; timeout
+--     bounds the export). snap:id() (also after close), snap:ok(),
+--     snap:close() (idempotent; its __gc closes too: keep the object
+--     referenced while partitions import it). Holding it open keeps VACUUM
+--     from removing rows it can still see, as any long transaction does.
+-- P.plan(conn, table [, opts]) -> plan | nil, err, code
+--     table as SQL names it ("app.events", '"MixedCase"'), resolved and
+--     quoted by the server; opts: npartitions (default 1), columns (exact
+--     names), where (SQL using $1..$n) and params, key (a column: key
+--     ranges; without it block ranges), bounds (the key's cuts; without
+--     them, even steps of its pg_stats histogram), snapshot (a snapshot
+--     object or id). Catalog queries run on conn. Unknown tables and
+--     columns, names that are not names and bad bounds: nil, err, "evalue".
+-- P.from_json(text) -> plan | nil, err, "evalue"
+--     a plan as plan:json() (or C's pgspout_plan_json, Python's Plan.json)
+--     wrote it.
+-- A plan: #plan (partitions), plan:table(), plan:snapshot() ("" for none),
+--     plan:set_snapshot(snap or id) -> true | nil, err, code,
+--     plan:partition(i) -> { sql = ..., params = {..., n = n} } (i from 1;
+--     SQL NULL as pgspout.null), plan:partitions() -> an array of those,
+--     plan:json() -> the JSON text,
+--     plan:open(conn, i [, opts]) -> stream | nil, err, code: partition i
+--         as conn:stream(sql, params, opts) opens it, importing the plan's
+--         snapshot when it has one (option snapshot). Out of range: nil,
+--         err, "einval".
+-- Snapshot export and plan are blocking calls: in OpenResty, run them in
+-- ngx.run_worker_thread, as any other database work.
+
+local P = {}
+M.partitions = P
+
+local rawsnap, Snap = methods(core.snapshot_class)
+local rawplan, Plan = methods(core.plan_class)
+local snap_ids = setmetatable({}, { __mode = "k" })
+
+function P.snapshot(dsn, opts)
+    local snap, err, code = core.snapshot_export(dsn, opts)
+    flush_log()
+    if not snap then return nil, err, code end
+    snap_ids[snap] = rawsnap.id(snap)
+    return snap
+end
+
+function Snap:id() return snap_ids[self] or "" end
+function Snap:ok() return rawsnap.ok(self) == true end
+function Snap:close()
+    rawsnap.close(self)
+    flush_log()
+end
+function Snap:error()
+    local e, closed = rawsnap.error(self)
+    return e or closed
+end
+
+-- a snapshot object or an id (string) or nil, as an id
+local function snapshot_id(v, level)
+    if v == nil or type(v) == "string" then return v end
+    if snap_ids[v] then return snap_ids[v] end
+    error(("snapshot must be a snapshot object, a snapshot id (string) or nil, not %s")
+        :format(type(v)), level + 1)
+end
+
+function P.plan(conn, table, opts)
+    if opts ~= nil and type(opts) ~= "table" then
+        error("pgspout.partitions.plan: options table or nil expected, got " .. type(opts), 2)
+    end
+    local spec = { npartitions = 1 }
+    for k, v in pairs(opts or {}) do spec[k] = v end
+    spec.table = table
+    spec.snapshot = snapshot_id(spec.snapshot, 2)
+    return flushed(core.plan_make(conn, spec))
+end
+
+P.from_json = core.plan_from_json
+
+core.plan_class.__len = function(p) return rawplan.npartitions(p) end
+
+function Plan:set_snapshot(snap)
+    local id = snapshot_id(snap, 2) or ""
+    local ok, err, code = rawplan.set_snapshot(self, id)
+    if ok then return ok end
+    if code == "evalue" then err = ("not a snapshot id: '%s' (hex digits and dashes)"):format(id) end
+    return nil, err, code
+end
+
+function Plan:partition(i)
+    local params = type(i) == "number" and rawplan.params(self, i - 1)
+    if not params then return nil end
+    return { sql = rawplan.sql(self, i - 1), params = params }
+end
+
+function Plan:partitions()
+    local out = {}
+    for i = 1, rawplan.npartitions(self) do out[i] = self:partition(i) end
+    return out
+end
+
+function Plan:open(conn, i, opts)
+    local p = self:partition(i)
+    if not p then
+        return nil, ("partition %s out of range (1..%d)"):format(tostring(i), #self), "einval"
+    end
+    local snap = rawplan.snapshot(self)
+    if snap ~= "" then
+        local copy = {}
+        for k, v in pairs(opts or {}) do copy[k] = v end
+        copy.snapshot, opts = snap, copy
+    end
+    return conn:stream(p.sql, p.params, opts)
+end
+
 ---------------------------------------------------------------- registry
 -- A process-wide table of streams addressed by a numeric id, usable from
 -- any thread and any Lua VM of the process (ngx.run_worker_thread); see

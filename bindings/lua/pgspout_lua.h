@@ -53,6 +53,16 @@ const char *pgspout_lua_cstring(lua_State *L, int idx, const char *fmt, ...);
  * a string with a NUL byte. Returns NULL when there are no parameters. */
 const char *const *pgspout_lua_params(lua_State *L, int idx, int *n);
 
+/* The Lua table at idx as a partition plan's spec (pgspout_plan_make):
+ * fields table, where, key, snapshot (strings), npartitions (an integer),
+ * columns (strings), params and bounds (values as pgspout_lua_params takes
+ * them). Raises on an unknown field or a wrong type. Strings stay alive in
+ * the table; the lists' arrays are pushed on the stack. */
+void pgspout_lua_plan_spec(lua_State *L, int idx, pgspout_plan_spec *spec);
+/* Push n text values as an array {v1, ..., n = n}, NULL as pgspout.null;
+ * nil when n < 0. */
+void pgspout_lua_push_texts(lua_State *L, const char *const *v, int n);
+
 /* core.json(v): v as JSON text (pgspout.json). Tables with keys 1..#t
  * (or 1..t.n) are arrays, other tables objects with their keys sorted; {}
  * is an empty object, {n = 0} an empty array; nil and pgspout.null are

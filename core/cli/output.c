@@ -157,3 +157,12 @@ int out_footer(FILE *f, int fmt)
         put(f, "]\n", 2);
     return ferror(f) ? OUT_EWRITE : 0;
 }
+
+void out_human_bytes(char *dst, size_t n, double b)
+{
+    const char *u[] = {"B", "kB", "MB", "GB", "TB"};
+    int i = 0;
+    while (b >= 1024 && i < 4)
+        b /= 1024, i++;
+    snprintf(dst, n, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+}

@@ -29,5 +29,7 @@ int out_chunk(FILE *f, int fmt, pgspout_stream *s, const pgspout_chunk *c, int *
 int out_footer(FILE *f, int fmt);
 /* The bytes out_footer writes for fmt. */
 size_t out_footer_size(int fmt);
+/* b bytes as the progress line writes them: "512 B", "1.5 kB", "2.0 MB"... */
+void out_human_bytes(char *dst, size_t n, double b);
 
 #endif

@@ -7,7 +7,9 @@
  * file beside its target. The files are renamed into place only when every
  * partition ended well, so the set is all there or left as it was: the
  * concatenation of the files in partition order is the whole table as of
- * the snapshot. A failed partition cancels the others. */
+ * the snapshot. A failed partition cancels the others. With --progress the
+ * main thread, which only waits for the partitions otherwise, prints one
+ * line for all of them together (progress_line). */
 #include "partitions.h"
 
 #include "output.h"
@@ -16,10 +18,12 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { EXIT_QUERY = 1, EXIT_USAGE = 2, EXIT_CONNECT = 3 };
@@ -33,15 +37,25 @@ typedef struct part {
     pgspout_stream *s; /* under g_plock while the partition streams */
     int rc;            /* PGSPOUT_DONE, or the code that ended it */
     int write_err;     /* errno of a failed write, 0 if none */
+    int ended;         /* under g_plock: the thread is done with it */
     char msg[512];
     char sqlstate[6];
-    unsigned long long rows;
+    /* for the progress line, read by the main thread while it runs: rows
+     * delivered, bytes of values received, bytes written */
+    _Atomic unsigned long long rows, received, written;
 } part;
 
 static pthread_mutex_t g_plock = PTHREAD_MUTEX_INITIALIZER;
 static part *g_parts; /* under g_plock */
 static int g_nparts;
 static int g_cancelled; /* under g_plock: a signal or a failed partition */
+/* --progress: g_pcond (CLOCK_MONOTONIC) wakes the main thread when a
+ * partition ends or the rows of all reach the next multiple of
+ * g_progress_rows (g_progress_due, under g_plock) */
+static pthread_cond_t g_pcond;
+static int g_nended, g_progress_due;
+static unsigned long long g_progress_rows;
+static _Atomic unsigned long long g_rows_all;
 
 int parts_output_ok(const char *output, const char **why)
 {
@@ -160,6 +174,141 @@ void parts_unlink(void)
     pthread_mutex_unlock(&g_plock);
 }
 
+/* ------------------------------------------------------------ progress */
+
+/* After a chunk of n rows of p (n = 0: at the end): its counters for the
+ * progress line, and a wake-up when the rows of all partitions reach the
+ * next multiple of progress_rows. Partition thread. */
+static void progress_count(part *p, pgspout_stream *s, unsigned long long n)
+{
+    pgspout_stats st = PGSPOUT_STATS_INIT;
+    if (pgspout_stream_stats(s, &st) == PGSPOUT_OK)
+        atomic_store(&p->received, st.bytes_received);
+    atomic_store(&p->written, out_bytes_written);
+    atomic_fetch_add(&p->rows, n);
+    unsigned long long all = atomic_fetch_add(&g_rows_all, n) + n;
+    if (n && g_progress_rows && all / g_progress_rows != (all - n) / g_progress_rows) {
+        pthread_mutex_lock(&g_plock);
+        g_progress_due = 1;
+        pthread_cond_signal(&g_pcond);
+        pthread_mutex_unlock(&g_plock);
+    }
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* One line for all the partitions: rows, rows/s, bytes of values received
+ * and their rate, bytes written (as the single-stream line counts them),
+ * how many partitions ended well (and how many did not) and the elapsed
+ * time; with a known total, a bar, a percentage and, until the end, an ETA.
+ * Rates are averages since the start. Main thread. */
+static void progress_line(const part *parts, int n, long long total, double elapsed, int final,
+                          int tty)
+{
+    unsigned long long rows = 0, received = 0, written = 0;
+    int done = 0, failed = 0;
+    pthread_mutex_lock(&g_plock);
+    for (int i = 0; i < n; i++) {
+        const part *p = &parts[i];
+        rows += atomic_load(&p->rows);
+        received += atomic_load(&p->received);
+        written += atomic_load(&p->written);
+        if (p->ended && p->rc == PGSPOUT_DONE && !p->write_err)
+            done++;
+        else if (p->ended)
+            failed++;
+    }
+    pthread_mutex_unlock(&g_plock);
+    double rps = elapsed > 0 ? (double)rows / elapsed : 0;
+    char bytes[32], rate[32], out[32], head[48] = "", eta[32] = "", bad[32] = "";
+    out_human_bytes(bytes, sizeof bytes, (double)received);
+    out_human_bytes(rate, sizeof rate, elapsed > 0 ? (double)received / elapsed : 0);
+    out_human_bytes(out, sizeof out, (double)written);
+    if (total > 0) {
+        double frac = (double)rows / (double)total;
+        if (frac > 1)
+            frac = 1;
+        int w = 20, fill = (int)(frac * w + 0.5);
+        head[0] = '[';
+        for (int i = 0; i < w; i++)
+            head[1 + i] = i < fill ? '#' : '.';
+        snprintf(head + w + 1, sizeof head - (size_t)w - 1, "] %3.0f%%  ", frac * 100);
+        if (!final && rps > 0 && (unsigned long long)total > rows)
+            snprintf(eta, sizeof eta, "  ETA %.0fs",
+                     (double)((unsigned long long)total - rows) / rps);
+    }
+    if (failed)
+        snprintf(bad, sizeof bad, ", %d failed", failed);
+    fprintf(stderr,
+            "%s%s%llu rows  %.0f rows/s  %s of values received (%s/s)  %s written  %d/%d "
+            "partitions done%s  %.1fs%s%s",
+            tty ? "\r" : "", head, rows, rps, bytes, rate, out, done, n, bad, elapsed, eta,
+            tty ? "\033[K" : "\n");
+    if (final && tty)
+        fputc('\n', stderr);
+}
+
+/* The total for the bar: expected_rows, else the planner's estimates of the
+ * partitions' queries added up (-1 when one is unknown). */
+static long long progress_total(const parts_args *a, const pgspout_plan *plan)
+{
+    long long total = strtoll(pgspout_options_get(a->opts, "expected_rows"), NULL, 10);
+    if (total > 0 || a->estimate == NULL)
+        return total > 0 ? total : -1;
+    total = 0;
+    for (int i = 0; i < pgspout_plan_npartitions(plan) && total >= 0; i++) {
+        long long est = a->estimate(a->conn, pgspout_plan_sql(plan, i),
+                                    pgspout_plan_nparams(plan, i), pgspout_plan_params(plan, i));
+        total = est < 0 ? -1 : total + est;
+    }
+    return total;
+}
+
+/* t + ms */
+static void ts_add_ms(struct timespec *t, long long ms)
+{
+    long long ns = t->tv_nsec + (ms % 1000) * 1000000LL;
+    t->tv_sec += (time_t)(ms / 1000 + ns / 1000000000LL);
+    t->tv_nsec = (long)(ns % 1000000000LL);
+}
+
+/* Print the line every progress_interval (and when progress_count asks)
+ * until every started partition has ended. Main thread. */
+static void progress_wait(const parts_args *a, const part *parts, int n, int started,
+                          long long total, double t0)
+{
+    long long interval_ms = strtoll(pgspout_options_get(a->opts, "progress_interval"), NULL, 10);
+    struct timespec next, now;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    if (interval_ms > 0)
+        ts_add_ms(&next, interval_ms);
+    pthread_mutex_lock(&g_plock);
+    while (g_nended < started) {
+        int timed_out = 0;
+        while (g_nended < started && !g_progress_due && !timed_out)
+            timed_out = (interval_ms > 0 ? pthread_cond_timedwait(&g_pcond, &g_plock, &next)
+                                         : pthread_cond_wait(&g_pcond, &g_plock)) == ETIMEDOUT;
+        if (g_nended == started)
+            break;
+        if (timed_out) { /* the next deadline after now: a late wake-up skips, never bursts */
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            while (next.tv_sec < now.tv_sec ||
+                   (next.tv_sec == now.tv_sec && next.tv_nsec <= now.tv_nsec))
+                ts_add_ms(&next, interval_ms);
+        }
+        g_progress_due = 0;
+        pthread_mutex_unlock(&g_plock);
+        progress_line(parts, n, total, now_s() - t0, 0, a->tty);
+        pthread_mutex_lock(&g_plock);
+    }
+    pthread_mutex_unlock(&g_plock);
+}
+
 static void *part_main(void *arg)
 {
     part *p = arg;
@@ -205,7 +354,7 @@ static void *part_main(void *arg)
                 p->write_err = errno;
             break;
         }
-        p->rows += (unsigned long long)pgspout_chunk_nrows(c);
+        unsigned long long n = (unsigned long long)pgspout_chunk_nrows(c);
         int w = out_chunk(f, a->fmt, s, c, &p->rc);
         if (w == OUT_ELIB)
             break;
@@ -213,9 +362,13 @@ static void *part_main(void *arg)
             p->write_err = errno;
             break;
         }
+        if (a->progress)
+            progress_count(p, s, n);
     }
     if (p->rc == PGSPOUT_DONE && !p->write_err && (fflush(f) != 0 || fsync(fileno(f)) != 0))
         p->write_err = errno;
+    if (a->progress)
+        progress_count(p, s, 0); /* the footer, the last bytes received */
 out:
     if (p->rc < 0 && p->msg[0] == '\0' && (s || conn)) {
         snprintf(p->msg, sizeof p->msg, "%s",
@@ -228,6 +381,10 @@ out:
     p->s = NULL;
     if (p->rc != PGSPOUT_DONE || p->write_err)
         cancel_all_locked();
+    p->ended = 1;
+    g_nended++;
+    if (a->progress)
+        pthread_cond_signal(&g_pcond);
     pthread_mutex_unlock(&g_plock);
     pgspout_stream_close(s);
     pgspout_conn_close(conn);
@@ -284,9 +441,22 @@ int parts_run(const parts_args *a, void (*report)(int, const char *, const char 
             exit_code = EXIT_QUERY;
         }
     }
+    long long total = -1;
+    double t0 = now_s();
+    if (a->progress) {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&g_pcond, &ca);
+        pthread_condattr_destroy(&ca);
+        g_progress_rows = strtoull(pgspout_options_get(a->opts, "progress_rows"), NULL, 10);
+        total = progress_total(a, plan);
+        t0 = now_s();
+    }
     pthread_mutex_lock(&g_plock);
     g_parts = parts;
     g_nparts = n;
+    g_nended = 0;
     int started = 0;
     for (int i = 0; i < n && !exit_code && !g_cancelled; i++, started++)
         if (pthread_create(&parts[i].th, NULL, part_main, &parts[i]) != 0) {
@@ -295,8 +465,14 @@ int parts_run(const parts_args *a, void (*report)(int, const char *, const char 
             exit_code = EXIT_QUERY;
         }
     pthread_mutex_unlock(&g_plock);
+    if (a->progress)
+        progress_wait(a, parts, n, started, total, t0);
     for (int i = 0; i < started; i++)
         pthread_join(parts[i].th, NULL);
+    if (a->progress) {
+        progress_line(parts, n, total, now_s() - t0, 1, a->tty);
+        pthread_cond_destroy(&g_pcond);
+    }
     /* the snapshot is no longer needed by anyone */
     pgspout_snapshot_close(snap);
 

@@ -12,6 +12,14 @@ typedef struct parts_args {
     pgspout_plan_spec spec;      /* table, columns, where, params, npartitions, key, bounds */
     const char *output;          /* DIR (existing, or ending in '/') or a PATTERN with {} */
     int fmt, header;
+    /* --progress: one line on stderr for all the partitions together, every
+     * progress_interval and every progress_rows rows in all (the keys of
+     * opts), and at the end; rewritten in place when tty. The total is
+     * opts' expected_rows, else the sum of estimate's row estimates of the
+     * partitions' queries (-1: unknown). */
+    int progress, tty;
+    long long (*estimate)(pgspout_conn *conn, const char *sql, int nparams,
+                          const char *const *params);
 } parts_args;
 
 /* Check -o for --partitions: 0, or a usage message in why (static). */

@@ -90,7 +90,7 @@ static void usage(FILE *f)
             "                           its own connection, into its own file of -o DIR (its\n"
             "                           part-NNN.FORMAT) or -o PATTERN ({} = the partition\n"
             "                           number, e.g. -o out/t-{}.csv); block ranges (ctid),\n"
-            "                           or ranges of --key\n"
+            "                           or ranges of --key (--progress: one line for them all)\n"
             "      --table=TABLE        the table, as SQL names it (schema.table, \"Quoted\")\n"
             "      --column=NAME        a column to read (exact name; repeat; default all)\n"
             "      --where=SQL          a condition for every partition ($1.. from --param)\n"
@@ -243,14 +243,6 @@ static int interrupted(void)
 
 /* ----------------------------------------------------------- progress */
 static int g_tty;
-static void human_bytes(char *dst, size_t n, double b)
-{
-    const char *u[] = {"B", "kB", "MB", "GB", "TB"};
-    int i = 0;
-    while (b >= 1024 && i < 4)
-        b /= 1024, i++;
-    snprintf(dst, n, i ? "%.1f %s" : "%.0f %s", b, u[i]);
-}
 
 /* One status line on stderr, for every format. The bar, the percentage and
  * the ETA appear only when the total is known (expected_rows). Two byte
@@ -268,9 +260,9 @@ static void progress(const pgspout_stats *st, void *ud)
     int ended_well = st->state == PGSPOUT_STATE_DONE || st->state == PGSPOUT_STATE_LIMITED;
     unsigned long long out_bytes = out_bytes_written + (ended_well ? out_footer_size(g_fmt) : 0);
     char bytes[32], rate[32], written[32], head[48] = "", eta[32] = "";
-    human_bytes(bytes, sizeof bytes, (double)st->bytes_received);
-    human_bytes(rate, sizeof rate, st->bytes_per_sec);
-    human_bytes(written, sizeof written, (double)out_bytes);
+    out_human_bytes(bytes, sizeof bytes, (double)st->bytes_received);
+    out_human_bytes(rate, sizeof rate, st->bytes_per_sec);
+    out_human_bytes(written, sizeof written, (double)out_bytes);
     int ended = st->state >= PGSPOUT_STATE_DONE;
     if (st->progress >= 0) {
         int w = 20, fill = (int)(st->progress * w + 0.5);
@@ -1030,8 +1022,6 @@ int main(int argc, char **argv)
             why = "--bound needs --key COLUMN";
         else if (spec.nbounds && spec.nbounds + 1 != partitions)
             why = "N-1 --bound values cut --key into --partitions N ranges";
-        else if (want_progress)
-            why = "--progress does not go with --partitions (yet): use --metrics FILE";
         else if (parts_output_ok(output, &why) == 0)
             why = NULL;
         if (why) {
@@ -1132,8 +1122,16 @@ int main(int argc, char **argv)
     }
     if (enter_phase(PH_QUERY, conn, NULL))
         goto done;
+    if (want_progress) {
+        g_tty = isatty(STDERR_FILENO);
+        g_fmt = fmt;
+        if (!interval_given)
+            pgspout_options_set(opts, "progress_interval", g_tty ? "200ms" : "1s");
+    }
     if (partitions) {
-        parts_args pa = {conninfo, opts, conn, spec, output, fmt, header};
+        /* --progress: one line for all the partitions, printed by parts_run */
+        parts_args pa = {conninfo, opts,   conn,          spec,  output,
+                         fmt,      header, want_progress, g_tty, estimate_rows};
         if (enter_phase(PH_PARTS, conn, NULL))
             goto done;
         exit_code = parts_run(&pa, report);
@@ -1141,10 +1139,6 @@ int main(int argc, char **argv)
         goto done;
     }
     if (want_progress) {
-        g_tty = isatty(STDERR_FILENO);
-        g_fmt = fmt;
-        if (!interval_given)
-            pgspout_options_set(opts, "progress_interval", g_tty ? "200ms" : "1s");
         pgspout_options_set_progress(opts, progress, NULL);
         if (!expected_given) {
             long long est = estimate_rows(conn, sql, nparams, params);

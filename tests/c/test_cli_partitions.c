@@ -1,7 +1,8 @@
 /* test_cli_partitions.c - pgspout --partitions N --table T -o DIR|PATTERN
  * (issue 16): the files, concatenated in partition order, are the table as
  * of one snapshot while another connection commits changes; the set is
- * written all or nothing; usage and name errors are refused.
+ * written all or nothing; usage and name errors are refused; --progress is
+ * one line for all the partitions.
  *   test_cli_partitions PATH-OF-pgspout      (needs PGSPOUT_TEST_DSN) */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -433,9 +434,6 @@ static void test_refused(void **state)
           NULL},
          2,
          "N-1 --bound"},
-        {{"--partitions", "2", "--table", "cli_part", "--progress", "-o", "PAT", NULL},
-         2,
-         "--progress"},
         {{"--partitions", "2", "--table", "cli_part; DROP TABLE cli_part", "-o", "PAT", NULL},
          1,
          "is not a table name"},
@@ -468,6 +466,146 @@ static void test_refused(void **state)
     pgspout_conn_close(c);
 }
 
+/* ------------------------------------------------------------- progress */
+
+/* b bytes as the progress line writes them (the CLI's out_human_bytes) */
+static void human(char *dst, size_t n, double b)
+{
+    const char *u[] = {"B", "kB", "MB", "GB", "TB"};
+    int i = 0;
+    while (b >= 1024 && i < 4)
+        b /= 1024, i++;
+    snprintf(dst, n, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+}
+
+/* The number just before what in line (what must be there). */
+static unsigned long long number_before(const char *line, const char *what)
+{
+    const char *p = strstr(line, what);
+    if (p == NULL)
+        fail_msg("no \"%s\" in the progress line: %s", what, line);
+    while (p > line && p[-1] >= '0' && p[-1] <= '9')
+        p--;
+    return strtoull(p, NULL, 10);
+}
+
+/* The files' total size. */
+static long long dir_bytes(void)
+{
+    struct dirent **names;
+    int n = scandir(g_dir, &names, NULL, alphasort);
+    long long total = 0;
+    for (int i = 0; i < n; i++) {
+        char path[600];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", g_dir, names[i]->d_name);
+        if (names[i]->d_name[0] != '.' && stat(path, &st) == 0)
+            total += st.st_size;
+        free(names[i]);
+    }
+    free(names);
+    return total;
+}
+
+/* --progress with --partitions: every line is one line for all the
+ * partitions (never one per partition), its counts only grow, and the last
+ * one - the only one with 4/4 done - has the totals: every row, the bytes
+ * of values received (the server's sum of the values' lengths), the bytes
+ * written (the files' sizes), the bar full. Without --expected-rows the
+ * bar comes from the planner's estimates of the partitions' queries. The
+ * streams' max_rate makes the run last at least 0.5 s, against lines every
+ * 20 ms: there are lines before the last. */
+static void test_progress_one_line(void **state)
+{
+    (void)state;
+    char pattern[300];
+    snprintf(pattern, sizeof pattern, "%s/p-{}.csv", g_dir);
+    const char *args[] = {"--partitions",
+                          "4",
+                          "--table",
+                          "cli_part",
+                          "--column",
+                          "id",
+                          "--column",
+                          "v",
+                          "-F",
+                          "csv",
+                          "--no-header",
+                          "--chunk-rows",
+                          "100",
+                          "--progress",
+                          "--expected-rows",
+                          "20000",
+                          "--option",
+                          "progress_interval=20ms",
+                          "--option",
+                          "max_rate=10000",
+                          "-o",
+                          pattern,
+                          NULL};
+    char *err;
+    int st = run(args, &err);
+    if (st != 0)
+        fail_msg("exit %d: %s", st, err);
+    print_message("%s", err);
+    int nlines = 0, nfinal = 0;
+    unsigned long long last_rows = 0, last_done = 0;
+    char *last = NULL;
+    for (char *line = strtok(err, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strstr(line, "/4 partitions done") == NULL || strncmp(line, "[", 1) != 0)
+            fail_msg("not one line for all the partitions: %s", line);
+        unsigned long long rows = number_before(line, " rows  ");
+        unsigned long long done = number_before(line, "/4 partitions done");
+        assert_true(rows >= last_rows);
+        assert_true(done >= last_done);
+        last_rows = rows, last_done = done;
+        nfinal += done == 4;
+        nlines++;
+        last = line;
+    }
+    assert_true(nlines >= 2);
+    assert_int_equal(nfinal, 1);
+    assert_non_null(last);
+    assert_int_equal(last_done, 4);
+    assert_int_equal(last_rows, 20000);
+    assert_non_null(strstr(last, "[####################] 100%  20000 rows  "));
+    assert_null(strstr(last, "ETA"));
+    assert_null(strstr(last, "failed"));
+    char want[64], line_part[96];
+    human(want, sizeof want, (double)dir_bytes());
+    snprintf(line_part, sizeof line_part, "  %s written  ", want);
+    if (strstr(last, line_part) == NULL)
+        fail_msg("written: want %s in: %s", want, last);
+    pgspout_conn *c = tu_connect();
+    char *vb =
+        tu_scalar(c, "SELECT sum(length(id::text) + length(v::text)) FROM cli_part", 0, NULL);
+    human(want, sizeof want, strtod(vb, NULL));
+    snprintf(line_part, sizeof line_part, "  %s of values received ", want);
+    if (strstr(last, line_part) == NULL)
+        fail_msg("values received: want %s in: %s", want, last);
+    free(vb);
+    pgspout_conn_close(c);
+    free(err);
+    int nfiles;
+    char *all = concat_dir(&nfiles);
+    assert_int_equal(nfiles, 4);
+    free(all);
+
+    /* the planner's estimates: a bar without --expected-rows */
+    snprintf(pattern, sizeof pattern, "%s/q-{}.csv", g_dir);
+    const char *est[] = {"--partitions", "3",  "--table", "cli_part",
+                         "--progress",   "-o", pattern,   NULL};
+    st = run(est, &err);
+    if (st != 0)
+        fail_msg("exit %d: %s", st, err);
+    print_message("%s", err);
+    assert_non_null(strstr(err, "3/3 partitions done"));
+    assert_non_null(strstr(err, "20000 rows  "));
+    assert_int_equal(err[0], '[');
+    assert_non_null(strstr(err, "%  20000 rows"));
+    free(err);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -483,6 +621,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_given_snapshot_checksum, setup, teardown),
         cmocka_unit_test_setup_teardown(test_all_or_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_progress_one_line, setup, teardown),
     };
     return cmocka_run_group_tests_name("cli_partitions", tests, NULL, NULL);
 }

@@ -17,6 +17,11 @@
  * read from it again. A read after the case's own `close` reports ESTATE
  * without calling the library (what the other languages must report), and
  * state and stats after it come from a snapshot taken just before the close.
+ *
+ * A case with "partitions N" reads a table in partitions (pgspout_plan_*) in
+ * one snapshot this driver exports: see run_partitions. With --write-plans
+ * DIR it only writes the plans of the cases whose "plan-from" is c, as
+ * DIR/<case>.json, for the other drivers to read.
  */
 #define _GNU_SOURCE
 #include <pgspout.h>
@@ -109,6 +114,10 @@ typedef struct tcase {
     int nparams, nopts, na;
     char **params; /* NULL entries are SQL NULL */
     char **keys, **vals;
+    /* partitioned reads */
+    int nsetup, nparts, ncolumns, nbounds;
+    char **setup, **columns, **bounds;
+    char *table, *key, *where, *plan_from;
 } tcase;
 
 static void push(char ***arr, int *n, char *v)
@@ -175,6 +184,23 @@ static tcase *load_cases(const char *path, int *ncases)
         } else if (strcmp(key, "na") == 0) {
             if (strncmp(val, "c ", 2) == 0)
                 c->na = 1;
+        } else if (strcmp(key, "setup") == 0) {
+            push(&c->setup, &c->nsetup, xstrdup(val));
+        } else if (strcmp(key, "partitions") == 0) {
+            if ((c->nparts = atoi(val)) < 1)
+                die("%s:%d: partitions wants a number", path, lineno);
+        } else if (strcmp(key, "column") == 0) {
+            push(&c->columns, &c->ncolumns, xstrdup(val));
+        } else if (strcmp(key, "bound") == 0) {
+            push(&c->bounds, &c->nbounds, xstrdup(val));
+        } else if (!strcmp(key, "table") || !strcmp(key, "key") || !strcmp(key, "where") ||
+                   !strcmp(key, "plan-from")) {
+            char **dst = key[0] == 't'   ? &c->table
+                         : key[0] == 'k' ? &c->key
+                         : key[0] == 'w' ? &c->where
+                                         : &c->plan_from;
+            free(*dst);
+            *dst = xstrdup(val);
         } else if (strcmp(key, "expect") != 0) {
             die("%s:%d: unknown key '%s'", path, lineno, key);
         }
@@ -193,6 +219,14 @@ static void free_cases(tcase *cases, int n)
             free(c->params[j]);
         for (int j = 0; j < c->nopts; j++)
             free(c->keys[j]), free(c->vals[j]);
+        for (int j = 0; j < c->nsetup; j++)
+            free(c->setup[j]);
+        for (int j = 0; j < c->ncolumns; j++)
+            free(c->columns[j]);
+        for (int j = 0; j < c->nbounds; j++)
+            free(c->bounds[j]);
+        free(c->setup), free(c->columns), free(c->bounds);
+        free(c->table), free(c->key), free(c->where), free(c->plan_from);
         free(c->params), free(c->keys), free(c->vals);
         free(c->name), free(c->sql), free(c->actions);
     }
@@ -300,6 +334,9 @@ typedef struct run {
     int nev;
     bg later[4];
     int nlater;
+    /* partition cases: the last partition's state, rows delivered in all */
+    char part_state[16];
+    unsigned long long part_delivered;
 } run;
 
 static void ev_add(run *r, const char *fmt, ...)
@@ -585,6 +622,174 @@ static void print_msg(const char *m)
     }
 }
 
+/* ------------------------------------------------------ partitioned reads */
+
+/* Run sql on conn to its end; dies on failure (the case's setup). */
+static void exec_sql(const tcase *tc, pgspout_conn *conn, const char *sql)
+{
+    pgspout_stream *s = NULL;
+    const pgspout_row *row;
+    int rc = pgspout_stream_open(conn, sql, 0, NULL, NULL, &s);
+    while (rc == PGSPOUT_OK && (rc = pgspout_stream_next(s, &row)) == PGSPOUT_OK)
+        ;
+    if (rc != PGSPOUT_DONE)
+        die("%s: setup: %s: %s", tc->name, sql,
+            s ? pgspout_stream_error(s) : pgspout_conn_error(conn));
+    pgspout_stream_close(s);
+}
+
+static char *plan_path(const char *dir, const tcase *tc)
+{
+    char *path;
+    if (asprintf(&path, "%s/%s.json", dir, tc->name) < 0)
+        die("out of memory");
+    return path;
+}
+
+/* The case's plan: made from its spec on conn (importing snapshot, if not
+ * NULL), or read from the file plan-from's driver wrote. OK, or the code
+ * pgspout_plan_make failed with (the message in pgspout_conn_error). */
+static int case_plan(const tcase *tc, pgspout_conn *conn, const char *snapshot, pgspout_plan **out)
+{
+    if (tc->plan_from && snapshot) { /* a reading run */
+        const char *dir = getenv("PGSPOUT_CONF_PLANS");
+        if (dir == NULL)
+            die("%s: plan-from needs PGSPOUT_CONF_PLANS (run.sh sets it)", tc->name);
+        char *path = plan_path(dir, tc), *err = NULL;
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            die("%s: %s: %s (run.sh --write-plans writes it)", tc->name, path, strerror(errno));
+        text t = {0};
+        char buf[4096];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+            t_add(&t, buf, n);
+        fclose(f);
+        if (pgspout_plan_from_json(t.p ? t.p : "", out, &err) != PGSPOUT_OK)
+            die("%s: %s: %s", tc->name, path, err ? err : "not a plan");
+        free(t.p);
+        free(path);
+        return pgspout_plan_set_snapshot(*out, snapshot);
+    }
+    pgspout_plan_spec spec = PGSPOUT_PLAN_SPEC_INIT;
+    spec.table = tc->table;
+    spec.ncolumns = tc->ncolumns;
+    spec.columns = (const char *const *)tc->columns;
+    spec.where = tc->where;
+    spec.nparams = tc->nparams;
+    spec.params = (const char *const *)tc->params;
+    spec.npartitions = tc->nparts;
+    spec.key = tc->key;
+    spec.nbounds = tc->nbounds;
+    spec.bounds = (const char *const *)tc->bounds;
+    spec.snapshot = snapshot;
+    return pgspout_plan_make(conn, &spec, out);
+}
+
+/* --write-plans DIR: the plans of the cases whose plan-from is c, made
+ * without a snapshot (each reader imports its own). */
+static void write_plan(const char *dsn, const char *dir, const tcase *tc)
+{
+    if (tc->plan_from == NULL || strcmp(tc->plan_from, "c") != 0)
+        return;
+    pgspout_conn *conn;
+    if (pgspout_connect(dsn, &conn) != PGSPOUT_OK)
+        die("%s: connect: %s", tc->name, pgspout_conn_error(conn));
+    for (int i = 0; i < tc->nsetup; i++)
+        exec_sql(tc, conn, tc->setup[i]);
+    pgspout_plan *plan = NULL;
+    if (case_plan(tc, conn, NULL, &plan) != PGSPOUT_OK)
+        die("%s: plan: %s", tc->name, pgspout_conn_error(conn));
+    char *json = pgspout_plan_json(plan), *path = plan_path(dir, tc);
+    FILE *f = fopen(path, "w");
+    if (json == NULL || f == NULL || fputs(json, f) < 0 || fclose(f) != 0)
+        die("%s: writing %s failed", tc->name, path);
+    free(path);
+    pgspout_free(json);
+    pgspout_plan_free(plan);
+    pgspout_conn_close(conn);
+}
+
+/* A partition case: export a snapshot, plan (or read plan-from's plan),
+ * ship the plan through JSON, and read its partitions in order on the
+ * case's connection, each an ordinary stream importing the snapshot, as
+ * one read: the rows of all of them, the end of the last. ev: plan=MD5 (the
+ * plan's JSON with its snapshot blanked, as this language writes it) or
+ * plan=CODE, then all=K:CODE. */
+static void run_partitions(run *r, const char *dsn, const pgspout_options *o)
+{
+    const tcase *tc = r->tc;
+    pgspout_snapshot *snap = NULL;
+    int rc = pgspout_snapshot_export(dsn, NULL, &snap);
+    if (rc != PGSPOUT_OK)
+        die("%s: snapshot: %s", tc->name, pgspout_snapshot_error(snap));
+    const char *id = pgspout_snapshot_id(snap);
+    pgspout_plan *made = NULL, *plan = NULL;
+    rc = case_plan(tc, r->conn, id, &made);
+    if (rc != PGSPOUT_OK) {
+        /* no SQLSTATE accessor for a plan: the one its message quotes, as
+         * every driver reports it */
+        const char *msg = pgspout_conn_error(r->conn), *q = strstr(msg, "(SQLSTATE ");
+        char sqlstate[6] = "";
+        if (q && strlen(q) >= 16 && q[15] == ')')
+            memcpy(sqlstate, q + 10, 5);
+        set_end(r, rc, sqlstate, msg);
+        ev_add(r, "plan=%s", pgspout_code_name(rc));
+    } else {
+        /* shipped: what a worker reads */
+        char *json = pgspout_plan_json(made), *err = NULL;
+        if (json == NULL || pgspout_plan_from_json(json, &plan, &err) != PGSPOUT_OK)
+            die("%s: the plan's JSON does not read back: %s", tc->name, err ? err : "");
+        pgspout_free(json);
+        if (strcmp(pgspout_plan_snapshot(plan), id) != 0)
+            die("%s: the plan's JSON lost its snapshot", tc->name);
+        char sum[33];
+        if (pgspout_plan_set_snapshot(plan, "") != PGSPOUT_OK ||
+            (json = pgspout_plan_json(plan)) == NULL)
+            die("%s: cannot blank the plan's snapshot", tc->name);
+        tu_md5_str(json, strlen(json), sum);
+        pgspout_free(json);
+        pgspout_plan_set_snapshot(plan, id);
+        ev_add(r, "plan=%s", sum);
+    }
+    char *script = xstrdup(tc->actions), *save = NULL;
+    for (char *a = strtok_r(script, "; ", &save); a; a = strtok_r(NULL, "; ", &save)) {
+        if (strcmp(a, "read-all") != 0)
+            die("%s: a partition case runs read-all only, not '%s'", tc->name, a);
+        if (plan == NULL) {
+            ev_add(r, "read-all=-");
+            continue;
+        }
+        long got = 0;
+        int code = PGSPOUT_DONE;
+        for (int i = 0; i < pgspout_plan_npartitions(plan) && code == PGSPOUT_DONE; i++) {
+            pgspout_stats st = PGSPOUT_STATS_INIT;
+            if (r->s) {
+                pgspout_stream_close(r->s);
+                r->s = NULL;
+            }
+            code = pgspout_plan_open(r->conn, plan, i, o, &r->s);
+            if (code != PGSPOUT_OK) {
+                set_end(r, code, r->s ? pgspout_stream_sqlstate(r->s) : NULL,
+                        r->s ? pgspout_stream_error(r->s) : pgspout_conn_error(r->conn));
+                pgspout_stream_close(r->s);
+                r->s = NULL;
+                break;
+            }
+            while (read_one(r, &code))
+                got++;
+            pgspout_stream_stats(r->s, &st);
+            r->part_delivered += st.rows_delivered;
+            snprintf(r->part_state, sizeof r->part_state, "%s", pgspout_state_name(st.state));
+        }
+        ev_add(r, "all=%ld:%s", got, pgspout_code_name(code));
+    }
+    free(script);
+    pgspout_plan_free(made);
+    pgspout_plan_free(plan);
+    pgspout_snapshot_close(snap);
+}
+
 static void run_case(const char *dsn, const tcase *tc)
 {
     if (tc->na) {
@@ -601,6 +806,8 @@ static void run_case(const char *dsn, const tcase *tc)
 
     if (pgspout_connect(dsn, &r.conn) != PGSPOUT_OK)
         die("%s: connect: %s", tc->name, pgspout_conn_error(r.conn));
+    for (int i = 0; i < tc->nsetup; i++)
+        exec_sql(tc, r.conn, tc->setup[i]);
 
     const char *label = NULL;
     pgspout_options *o = pgspout_options_new();
@@ -630,6 +837,19 @@ static void run_case(const char *dsn, const tcase *tc)
         die("%s: the metrics action needs a label option", tc->name);
     unsigned long long before = metrics ? rows_metric(label) : 0;
 
+    char state[16] = "-", delivered[32] = "-";
+    if (tc->nparts > 0) {
+        if (rc == PGSPOUT_OK)
+            run_partitions(&r, dsn, o);
+        else
+            ev_add(&r, "plan=%s", r.end);
+        pgspout_options_free(o);
+        if (r.part_state[0]) { /* a partition opened */
+            snprintf(state, sizeof state, "%s", r.part_state);
+            snprintf(delivered, sizeof delivered, "%llu", r.part_delivered);
+        }
+        goto report;
+    }
     if (rc == PGSPOUT_OK) {
         rc = pgspout_stream_open(r.conn, tc->sql, tc->nparams, (const char *const *)tc->params, o,
                                  &r.s);
@@ -664,7 +884,6 @@ static void run_case(const char *dsn, const tcase *tc)
     free(script);
     join_later(&r);
 
-    char state[16] = "-", delivered[32] = "-";
     if (r.opened) {
         pgspout_stats st = PGSPOUT_STATS_INIT;
         if (r.s_closed) {
@@ -676,6 +895,7 @@ static void run_case(const char *dsn, const tcase *tc)
         }
         snprintf(delivered, sizeof delivered, "%" PRIu64, st.rows_delivered);
     }
+report:
     pgspout_stream_close(r.s);
     if (!r.conn_closed)
         pgspout_conn_close(r.conn);
@@ -702,8 +922,14 @@ static void run_case(const char *dsn, const tcase *tc)
 
 int main(int argc, char **argv)
 {
+    const char *plans_dir = NULL;
+    if (argc > 2 && strcmp(argv[1], "--write-plans") == 0) {
+        plans_dir = argv[2];
+        argv += 2;
+        argc -= 2;
+    }
     if (argc < 2)
-        die("usage: conformance_driver CASES-FILE [CASE...]");
+        die("usage: conformance_driver [--write-plans DIR] CASES-FILE [CASE...]");
     const char *dsn = getenv("PGSPOUT_TEST_DSN");
     if (dsn == NULL)
         die("PGSPOUT_TEST_DSN is not set");
@@ -720,7 +946,9 @@ int main(int argc, char **argv)
         int want = argc == 2;
         for (int a = 2; a < argc; a++)
             want |= strcmp(cases[i].name, argv[a]) == 0;
-        if (want)
+        if (want && plans_dir)
+            write_plan(dsn, plans_dir, &cases[i]);
+        else if (want)
             run_case(dsn, &cases[i]);
     }
     free_cases(cases, n);

@@ -14,6 +14,11 @@
 --
 -- Lua has no threads: cases whose actions need a second thread are marked
 -- "na lua" in the case list; running into one here is an error.
+--
+-- A case with "partitions N" reads a table in partitions
+-- (pgspout.partitions) in one snapshot this driver exports: see
+-- run_partitions. With --write-plans DIR it only writes the plans of the
+-- cases whose "plan-from" is lua, as DIR/<case>.json.
 
 local pgspout = require "pgspout"
 
@@ -37,7 +42,7 @@ local function load_cases(path)
             if not key then key, val = line, "" end
             if key == "case" then
                 c = { name = val, sql = "", params = { n = 0 }, opts = {}, script = "read-all",
-                      na = {} }
+                      na = {}, setup = {}, partitions = 0, columns = {}, bounds = {} }
                 cases[#cases + 1] = c
             elseif not c then
                 die(path .. ":" .. lineno .. ": '" .. key .. "' before the first 'case'")
@@ -57,6 +62,15 @@ local function load_cases(path)
                 c.script = val
             elseif key == "na" then
                 c.na[val:match("^(%S+)")] = true
+            elseif key == "setup" then
+                c.setup[#c.setup + 1] = val
+            elseif key == "partitions" then
+                c.partitions = tonumber(val) or die(path .. ":" .. lineno .. ": partitions wants a number")
+            elseif key == "column" or key == "bound" then
+                local list = c[key .. "s"]
+                list[#list + 1] = val
+            elseif key == "table" or key == "key" or key == "where" or key == "plan-from" then
+                c[key] = val
             elseif key ~= "expect" then
                 die(path .. ":" .. lineno .. ": unknown key '" .. key .. "'")
             end
@@ -190,9 +204,71 @@ local function fmt_stat(v, exact)
     return "set"
 end
 
+---------------------------------------------------------------- partitions
+
+local P = pgspout.partitions
+
+local function setup(c, conn)
+    for _, sql in ipairs(c.setup) do
+        local s, err = conn:stream(sql)
+        if not s then die(c.name .. ": setup: " .. sql .. ": " .. tostring(err)) end
+        local ok, e = pcall(function() for _ in s:rows() do end end)
+        if not ok then die(c.name .. ": setup: " .. sql .. ": " .. tostring(e)) end
+        s:close()
+    end
+end
+
+local function plan_path(dir, c) return dir .. "/" .. c.name .. ".json" end
+
+-- The case's plan: made from its spec (importing snap), or, in a reading
+-- run, the one plan-from's driver wrote. plan | nil, err, code.
+local function case_plan(c, conn, snap)
+    if c["plan-from"] and snap then
+        local dir = os.getenv("PGSPOUT_CONF_PLANS") or die(c.name .. ": plan-from needs PGSPOUT_CONF_PLANS")
+        local f = io.open(plan_path(dir, c), "rb") or die(c.name .. ": no " .. plan_path(dir, c))
+        local text = f:read("*a")
+        f:close()
+        local plan = P.from_json(text) or die(c.name .. ": " .. plan_path(dir, c) .. " is not a plan")
+        assert(plan:set_snapshot(snap))
+        return plan
+    end
+    return P.plan(conn, c.table, {
+        npartitions = c.partitions, columns = #c.columns > 0 and c.columns or nil,
+        where = c.where, params = c.params, key = c.key,
+        bounds = #c.bounds > 0 and c.bounds or nil, snapshot = snap })
+end
+
+-- --write-plans: the plan of a case whose plan-from is lua, made without a
+-- snapshot (each reader imports its own).
+local function write_plan(c, dsn, dir)
+    if c["plan-from"] ~= "lua" then return end
+    local conn = assert(pgspout.connect(dsn))
+    setup(c, conn)
+    local plan, err = case_plan(c, conn, nil)
+    if not plan then die(c.name .. ": plan: " .. tostring(err)) end
+    local f = io.open(plan_path(dir, c), "wb") or die("cannot write " .. plan_path(dir, c))
+    f:write(plan:json())
+    f:close()
+    conn:close()
+end
+
+-- md5sum's checksum of a string
+local function md5_of(text)
+    local tmp = os.tmpname()
+    local f = io.open(tmp, "wb")
+    f:write(text)
+    f:close()
+    local p = io.popen("md5sum < '" .. tmp .. "'")
+    local sum = p:read("*l"):match("^(%x+)")
+    p:close()
+    os.remove(tmp)
+    return sum
+end
+
 local function run_case(c, dsn)
     local conn, cerr = pgspout.connect(dsn)
     if not conn then die(c.name .. ": connect: " .. tostring(cerr)) end
+    setup(c, conn)
     local r = { rows = 0, ev = {}, endc = "-", sqlstate = "-", msg = "-" }
     local tmp = os.tmpname()
     local out = io.open(tmp, "wb")
@@ -317,28 +393,89 @@ local function run_case(c, dsn)
         end
     end
 
-    local sv, err, code = conn:stream(c.sql, c.params, opts)
-    if sv then
-        s = sv
-        names, oids = s:columns()
-        ev("open=ok")
-    else
-        set_end(code or "?", sqlstate_of(err), err)
-        ev("open=" .. tostring(code))
-    end
-    for a in c.script:gmatch("[^;]+") do
-        a = a:match("^%s*(.-)%s*$")
-        if a ~= "" then
-            local verb, arg = a:match("^(%S+)%s+(.*)$")
-            verb = verb or a
-            -- a call the API lacks or refuses with a raise: its token says so
-            local ok, e = pcall(action, verb, arg)
-            if not ok then ev(verb .. "=" .. (parse_error(e))) end
+    -- A partition case (as driver.c's run_partitions): export a snapshot,
+    -- plan (or read plan-from's plan), ship the plan through JSON, read its
+    -- partitions in order on the case's connection as one read. ev:
+    -- plan=MD5 (the plan's JSON with its snapshot blanked) or plan=CODE,
+    -- then all=K:CODE.
+    local part_state, part_delivered = "-", 0
+    local function run_partitions()
+        local snap = P.snapshot(dsn) or die(c.name .. ": snapshot export failed")
+        local made, perr, pcode = case_plan(c, conn, snap)
+        local plan
+        if not made then
+            -- no SQLSTATE for a plan: the one its message quotes
+            set_end(pcode or "?", sqlstate_of(perr), perr)
+            ev("plan=" .. tostring(pcode))
+        else
+            plan = P.from_json(made:json()) or die(c.name .. ": the plan's JSON does not read back")
+            if plan:snapshot() ~= snap:id() then die(c.name .. ": the plan's JSON lost its snapshot") end
+            assert(plan:set_snapshot(""))
+            ev("plan=" .. md5_of(plan:json()))
+            assert(plan:set_snapshot(snap))
         end
+        for a in c.script:gmatch("[^;]+") do
+            a = a:match("^%s*(.-)%s*$")
+            if a ~= "" then
+                if a ~= "read-all" then die(c.name .. ": a partition case runs read-all only, not '" .. a .. "'") end
+                if not plan then
+                    ev("read-all=-")
+                else
+                    local got, code = 0, "done"
+                    for i = 1, #plan do
+                        if s then s:close() end
+                        it = nil
+                        local serr, scode
+                        s, serr, scode = plan:open(conn, i, opts)
+                        if not s then
+                            code = scode or "?"
+                            set_end(code, sqlstate_of(serr), serr)
+                            break
+                        end
+                        names, oids = s:columns()
+                        repeat
+                            code = read_one()
+                            if not code then got = got + 1 end
+                        until code
+                        part_delivered = part_delivered + s:stats().rows_delivered
+                        part_state = s:state()
+                        if code ~= "done" then break end
+                    end
+                    ev("all=" .. got .. ":" .. code)
+                end
+            end
+        end
+        snap:close()
     end
 
+    local function run_stream()
+        local sv, err, code = conn:stream(c.sql, c.params, opts)
+        if sv then
+            s = sv
+            names, oids = s:columns()
+            ev("open=ok")
+        else
+            set_end(code or "?", sqlstate_of(err), err)
+            ev("open=" .. tostring(code))
+        end
+        for a in c.script:gmatch("[^;]+") do
+            a = a:match("^%s*(.-)%s*$")
+            if a ~= "" then
+                local verb, arg = a:match("^(%S+)%s+(.*)$")
+                verb = verb or a
+                -- a call the API lacks or refuses with a raise: its token says so
+                local ok, e = pcall(action, verb, arg)
+                if not ok then ev(verb .. "=" .. (parse_error(e))) end
+            end
+        end
+    end
+    if c.partitions > 0 then run_partitions() else run_stream() end
+
     local state, delivered = "-", "-"
-    if s then
+    if c.partitions > 0 then
+        if part_state ~= "-" then state, delivered = part_state, string.format("%d", part_delivered) end
+        if s then s:close() end
+    elseif s then
         local ok, v = pcall(s.state, s)
         state = ok and tostring(v) or "?" .. (parse_error(v))
         local st
@@ -362,17 +499,26 @@ local function run_case(c, dsn)
 end
 
 local function main()
-    if not arg[1] then die("usage: driver.lua CASES-FILE [CASE...]") end
+    local args, plans = {}, nil
+    for i = 1, #arg do args[i] = arg[i] end
+    if args[1] == "--write-plans" and args[2] then
+        plans = args[2]
+        table.remove(args, 1)
+        table.remove(args, 1)
+    end
+    if not args[1] then die("usage: driver.lua [--write-plans DIR] CASES-FILE [CASE...]") end
     local dsn = os.getenv("PGSPOUT_TEST_DSN") or die("PGSPOUT_TEST_DSN is not set")
-    local cases = load_cases(arg[1])
+    local cases = load_cases(args[1])
     local want, names = {}, {}
     for _, c in ipairs(cases) do names[c.name] = true end
-    for i = 2, #arg do
-        if not names[arg[i]] then die("no case named '" .. arg[i] .. "'") end
-        want[arg[i]] = true
+    for i = 2, #args do
+        if not names[args[i]] then die("no case named '" .. args[i] .. "'") end
+        want[args[i]] = true
     end
     for _, c in ipairs(cases) do
-        if #arg < 2 or want[c.name] then
+        if plans then
+            if #args < 2 or want[c.name] then write_plan(c, dsn, plans) end
+        elseif #args < 2 or want[c.name] then
             if c.na.lua then
                 io.write(c.name, " na\n")
             else

@@ -10,6 +10,11 @@ the mapping kept exactly gives the checksum the C driver computes from the
 text itself. A value of a Python type other than the one the binding
 documents for its column renders as "?type:repr", which no server text
 matches.
+
+A case with "partitions N" reads a table in partitions (pgspout.partitions)
+in one snapshot this driver exports: see Run.run_partitions. With
+--write-plans DIR it only writes the plans of the cases whose "plan-from" is
+python, as DIR/<case>.json, for the other drivers to read.
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import json
 
+import re
+
 import pgspout
+import pgspout.partitions as parts
 
 # ------------------------------------------------------------------ cases
 
@@ -43,7 +51,8 @@ def load_cases(path: str) -> List[Dict[str, Any]]:
             key, _, val = line.partition(" ")
             if key == "case":
                 c = {"name": val, "sql": "", "params": [], "opts": [], "do": "read-all",
-                     "na": set()}
+                     "na": set(), "setup": [], "partitions": 0, "columns": [], "bounds": [],
+                     "table": None, "key": None, "where": None, "plan-from": None}
                 cases.append(c)
                 continue
             if c is None:
@@ -63,6 +72,14 @@ def load_cases(path: str) -> List[Dict[str, Any]]:
                 c["do"] = val
             elif key == "na":
                 c["na"].add(val.split(" ", 1)[0])
+            elif key == "setup":
+                c["setup"].append(val)
+            elif key == "partitions":
+                c["partitions"] = int(val)
+            elif key in ("column", "bound"):
+                c[key + "s"].append(val)
+            elif key in ("table", "key", "where", "plan-from"):
+                c[key] = val
             elif key != "expect":
                 sys.exit("%s:%d: unknown key '%s'" % (path, lineno, key))
     return cases
@@ -275,10 +292,45 @@ def fmt_stat(v: Any, exact: bool) -> str:
     return "%.2f" % v if exact else "set"
 
 
+def setup(conn: pgspout.Connection, case: Dict[str, Any]) -> None:
+    for sql in case["setup"]:
+        list(conn.stream(sql))
+
+
+def case_plan(conn: pgspout.Connection, case: Dict[str, Any],
+              snapshot: Optional[parts.Snapshot]) -> parts.Plan:
+    """The case's plan: made from its spec (importing snapshot), or, in a
+    reading run, the one plan-from's driver wrote."""
+    if case["plan-from"] and snapshot is not None:
+        path = os.path.join(os.environ["PGSPOUT_CONF_PLANS"], case["name"] + ".json")
+        with open(path, encoding="utf-8") as f:
+            p = parts.Plan.from_json(f.read())
+        p.snapshot = snapshot.id
+        return p
+    return parts.plan(conn, case["table"], npartitions=case["partitions"],
+                      columns=case["columns"] or None, where=case["where"],
+                      params=case["params"], key=case["key"],
+                      bounds=case["bounds"] or None, snapshot=snapshot)
+
+
+def write_plan(dsn: str, plans: str, case: Dict[str, Any]) -> None:
+    """--write-plans: the plan of a case whose plan-from is python, made
+    without a snapshot (each reader imports its own)."""
+    if case["plan-from"] != "python":
+        return
+    with pgspout.connect(dsn) as conn:
+        setup(conn, case)
+        text = case_plan(conn, case, None).json()
+    with open(os.path.join(plans, case["name"] + ".json"), "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 class Run:
     def __init__(self, case: Dict[str, Any], dsn: str) -> None:
         self.case = case
+        self.dsn = dsn
         self.conn = pgspout.connect(dsn)
+        setup(self.conn, case)
         self.s: Optional[pgspout.Stream] = None
         self.cols: List[Any] = []
         self.mode = "tuple"
@@ -417,9 +469,74 @@ class Run:
         else:
             sys.exit("%s: unknown action '%s'" % (self.case["name"], verb))
 
+    def run_partitions(self, opts: Dict[str, Any]) -> Tuple[str, str]:
+        """A partition case (as driver.c's run_partitions): export a
+        snapshot, plan (or read plan-from's plan), ship the plan through
+        JSON, read its partitions in order on the case's connection as one
+        read. ev: plan=MD5 (the plan's JSON with its snapshot blanked) or
+        plan=CODE, then all=K:CODE. Returns state and delivered."""
+        case = self.case
+        state, delivered = "-", 0
+        with parts.Snapshot(self.dsn) as snap:
+            try:
+                made = case_plan(self.conn, case, snap)
+            except pgspout.Error as e:
+                code, _, msg = code_of(e)
+                # no SQLSTATE for a plan: the one its message quotes
+                m = re.search(r"\(SQLSTATE (\w{5})\)", msg)
+                self.set_end(code, m.group(1) if m else "-", msg)
+                self.ev.append("plan=" + code)
+                made = None
+            plan = None
+            if made is not None:
+                plan = parts.Plan.from_json(made.json())  # shipped: what a worker reads
+                assert plan.snapshot == snap.id, "the plan's JSON lost its snapshot"
+                plan.snapshot = ""
+                self.ev.append("plan=" + hashlib.md5(plan.json().encode("utf-8")).hexdigest())
+                plan.snapshot = snap.id
+            for a in case["do"].split(";"):
+                a = a.strip()
+                if not a:
+                    continue
+                if a != "read-all":
+                    sys.exit("%s: a partition case runs read-all only, not '%s'" % (case["name"], a))
+                if plan is None:
+                    self.ev.append("read-all=-")
+                    continue
+                got, code = 0, "done"
+                for i in range(len(plan)):
+                    if self.s is not None:
+                        self.s.close()
+                        self.s = None
+                    try:
+                        self.s = plan.open(self.conn, i, **opts)
+                    except Exception as e:  # noqa: BLE001
+                        code, sqlstate, msg = code_of(e)
+                        self.set_end(code, sqlstate, msg)
+                        break
+                    self.cols = self.s.columns
+                    while True:
+                        c = self.read_one()
+                        if c is not None:
+                            code = c
+                            break
+                        got += 1
+                    delivered += self.s.stats["rows_delivered"]
+                    state = self.s.state
+                    if code != "done":
+                        break
+                self.ev.append("all=%d:%s" % (got, code))
+        return state, (str(delivered) if state != "-" else "-")
+
     def run(self) -> str:
         case = self.case
         opts = dict(case["opts"])
+        if case["partitions"]:
+            state, delivered = self.run_partitions(opts)
+            if self.s is not None:
+                self.s.close()
+            self.conn.close()
+            return self.line(state, delivered, "-")
         self.mode = opts.get("rows", "tuple")
         label = opts.get("label")
         metrics = any(a.strip().split(" ")[0] == "metrics" for a in case["do"].split(";"))
@@ -451,25 +568,35 @@ class Run:
             s.close()
         self.conn.close()
         metric = str(rows_metric(label) - before) if metrics and label else "-"
+        return self.line(state, delivered, metric)
+
+    def line(self, state: str, delivered: str, metric: str) -> str:
         msg = self.msg.replace("\r", "").replace("\n", "\\n").replace("\t", "\\t")
         return "%s rows=%d sum=%s end=%s sqlstate=%s state=%s delivered=%s metric=%s ev=%s msg=%s" % (
-            case["name"], self.rows, self.md5.hexdigest(), self.end, self.sqlstate, state,
+            self.case["name"], self.rows, self.md5.hexdigest(), self.end, self.sqlstate, state,
             delivered, metric, ",".join(self.ev), msg)
 
 
 def main() -> None:
-    if len(sys.argv) < 2:
-        sys.exit("usage: driver.py CASES-FILE [CASE...]")
+    argv = sys.argv[1:]
+    plans = None
+    if len(argv) > 1 and argv[0] == "--write-plans":
+        plans, argv = argv[1], argv[2:]
+    if not argv:
+        sys.exit("usage: driver.py [--write-plans DIR] CASES-FILE [CASE...]")
     dsn = os.environ.get("PGSPOUT_TEST_DSN")
     if dsn is None:
         sys.exit("PGSPOUT_TEST_DSN is not set")
-    cases = load_cases(sys.argv[1])
+    cases = load_cases(argv[0])
     names = {c["name"] for c in cases}
-    for n in sys.argv[2:]:
+    for n in argv[1:]:
         if n not in names:
             sys.exit("no case named '%s'" % n)
     for case in cases:
-        if sys.argv[2:] and case["name"] not in sys.argv[2:]:
+        if argv[1:] and case["name"] not in argv[1:]:
+            continue
+        if plans is not None:
+            write_plan(dsn, plans, case)
             continue
         if "python" in case["na"]:
             print("%s na" % case["name"], flush=True)

@@ -17,6 +17,11 @@
 # A case the command cannot run (a partial read, pause, cancel, close,
 # threads, rows=dict) must say "na cli <reason>" in the case list; meeting
 # such an action here is an error, never a silent skip.
+#
+# A partition case runs --partitions N --table T (with --column, --key,
+# --bound, --where and the parameters) -o DIR/: the files concatenated in
+# partition order are its rows. Its setup statements run first, each with
+# -c. (A plan-from case is "na cli": the command reads no plan JSON.)
 set -euo pipefail
 
 [ $# -ge 2 ] || { echo "usage: driver_cli.sh PGSPOUT-BINARY CASES-FILE [CASE...]" >&2; exit 2; }
@@ -40,11 +45,13 @@ escape_lines() { LC_ALL=C sed -e 's/\\/\\\\/g' -e 's/\t/\\t/g' -e 's/\r/\\r/g'; 
 # The case being read (reset by new_case).
 name="" sql="" script="read-all" na=0
 params=() nulls=() opts=()
+setups=() parts=0 table="" columns=() part_key="" bounds=() where=""
 seen=()
 
 new_case() {
   name=$1 sql="" script="read-all" na=0
   params=() nulls=() opts=()
+  setups=() parts=0 table="" columns=() part_key="" bounds=() where=""
 }
 
 run_case() {
@@ -91,8 +98,25 @@ run_case() {
   done
   [ ${#params[@]} -gt 0 ] && args+=(--null-param "$null_token")
 
-  local status=0
-  "$cli" "${args[@]}" -c "$sql" >"$tmp/out" 2>"$tmp/err" </dev/null || status=$?
+  local status=0 stmt
+  for stmt in ${setups[@]+"${setups[@]}"}; do
+    "$cli" -d "$PGSPOUT_TEST_DSN" -c "$stmt" >/dev/null </dev/null || die "case $name: setup failed: $stmt"
+  done
+  if [ "$parts" -gt 0 ]; then
+    [ "$script" = read-all ] || die "case $name: a partition case runs read-all only"
+    args+=(--partitions "$parts" --table "$table")
+    for i in ${columns[@]+"${!columns[@]}"}; do args+=(--column "${columns[$i]}"); done
+    [ -z "$part_key" ] || args+=(--key "$part_key")
+    for i in ${bounds[@]+"${!bounds[@]}"}; do args+=(--bound "${bounds[$i]}"); done
+    [ -z "$where" ] || args+=(--where "$where")
+    rm -rf "$tmp/parts"
+    mkdir "$tmp/parts"
+    "$cli" "${args[@]}" -o "$tmp/parts/" >/dev/null 2>"$tmp/err" </dev/null || status=$?
+    # the files in partition order (zero-padded numbers sort)
+    find "$tmp/parts" -type f -name 'part-*' | LC_ALL=C sort | xargs -r cat >"$tmp/out"
+  else
+    "$cli" "${args[@]}" -c "$sql" >"$tmp/out" 2>"$tmp/err" </dev/null || status=$?
+  fi
 
   local rows sum end=done sqlstate=- msg=- metric=- line
   rows=$(wc -l <"$tmp/out")
@@ -142,6 +166,14 @@ while IFS= read -r line || [ -n "$line" ]; do
     opt) opts+=("$val") ;;
     do) script=$val ;;
     na) [ "${val%% *}" = cli ] && na=1 ;;
+    setup) setups+=("$val") ;;
+    partitions) parts=$val ;;
+    table) table=$val ;;
+    column) columns+=("$val") ;;
+    key) part_key=$val ;;
+    bound) bounds+=("$val") ;;
+    where) where=$val ;;
+    plan-from) ;;  # such cases are na cli
     expect) ;;
     *) die "$casefile:$lineno: unknown key '$key'" ;;
   esac

@@ -104,6 +104,25 @@ cases=("$@")
 failed_drivers=()
 
 export LUA_PATH="$luamod/?.lua;;" LUA_CPATH="$luamod/?.so;;"
+# Plans one language writes for every language to read (cases with
+# "plan-from LANG"): each driver's --write-plans, before the runs.
+plans=$work/plans
+mkdir "$plans"
+export PGSPOUT_CONF_PLANS=$plans
+write_plans() { # lang command...
+  local lang=$1 rc=0
+  shift
+  (cd "$work" && timeout -k 10 "${PGSPOUT_CONF_TIMEOUT:-900}" "$@" --write-plans "$plans" \
+    "$cases_file" ${cases[@]+"${cases[@]}"}) >"$work/$lang.plans.err" 2>&1 || rc=$?
+  if [ "$rc" != 0 ]; then
+    sed "s/^/  $lang --write-plans: /" "$work/$lang.plans.err" | head -20 >&2
+    note "$lang: writing plans failed (exit $rc)"
+    failed_drivers+=("$lang")
+  fi
+}
+write_plans c "$c_driver"
+write_plans python "$pyexe" "$here/driver.py"
+write_plans lua "${LUAJIT:-luajit}" "$here/driver.lua"
 run_driver c "$c_driver"
 run_driver python "$pyexe" "$here/driver.py"
 run_driver lua "${LUAJIT:-luajit}" "$here/driver.lua"
