@@ -7,8 +7,8 @@
 #
 # 1. tests/lua/sse_check.py (Python standard library): /sse events (rows in
 #    order, progress with ETA, end), the rate, a client that leaves (stream,
-#    query and pooled connection released), pause/resume/cancel, 404/405/400
-#    answers, the page itself.
+#    query and pooled connection released), pause/resume/cancel, a backend
+#    terminated mid-stream (an error event), 404/405/400 answers, the page.
 # 2. tests/lua/browser_test.py: Debian's chromium, driven through
 #    chromium-driver by Selenium (from PyPI, in a venv kept in
 #    $PGSPOUT_BUILD_DIR/browser-venv): open /status, start a stream, watch

@@ -14,7 +14,8 @@
    connection (pgspout_pool_in_use_connections) are all released.
 3. Control endpoints: pause (stats and `progress` events show "paused", the
    rows stop), resume (they move again), cancel (the events end with state
-   "cancelled", the query is gone); 404 JSON for an unknown id or path, 405
+   "cancelled", the query is gone); a backend terminated mid-stream ends the
+   events with `error`, never `end`; 404 JSON for an unknown id or path, 405
    with Allow for a wrong method, 400 for bad /sse arguments.
 4. /status is the HTML page, with nothing loaded from another host; /
    redirects there.
@@ -249,6 +250,34 @@ until(lambda: not active_queries(), 30, "no demo query left in pg_stat_activity"
 status, _, a = request("POST", "/streams/%d/cancel" % sid)
 assert status == 404 and a["error"] == "no registry stream with that id", (status, a)
 ok("cancel: end event with state cancelled, query gone; a second cancel is 404")
+
+# a failure mid-stream (the backend terminated) is an `error` event, never
+# an end; the pool lets the broken connection go
+ev = Events("n=3000000")
+kind, first, _ = ev.next()
+sid = first["id"]
+kind, data, _ = ev.next()
+assert kind == "rows", kind
+pids = until(active_queries, 10, "the stream's query")
+subprocess.run(["psql", DSN, "-XtAqc", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid IN (%s)" % ",".join(map(str, pids))], check=True, capture_output=True)
+sent = len(data)
+while True:  # the rows the socket buffers held come first
+    e = ev.next()
+    assert e is not None, "the response ended without an error event"
+    kind, data, _ = e
+    if kind == "rows":
+        sent += len(data)
+    elif kind != "progress":
+        break
+assert kind == "error" and data["error"] and data["code"] not in ("ok", "ecancelled"), (kind, data)
+assert data["stats"]["state"] == "failed" and data["sent"] == sent < 3000000, (sent, data)
+assert ev.next() is None, "events after the error"
+ev.close()
+until(lambda: all(s["id"] != sid for s in streams()), 10, "the failed stream to go")
+until(lambda: pool_in_use() == 0, 10, "no pooled connection in use")
+ok("backend terminated after %d rows: event error, code %s (%s...)"
+   % (sent, data["code"], data["error"][:40]))
 
 for method, path, want, allow in [
         ("POST", "/streams/987654/pause", 404, None),

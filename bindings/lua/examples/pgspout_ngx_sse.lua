@@ -286,6 +286,9 @@ function M.control()
     end
     local state = state_of(pgspout.registry_stats(id))
     if ok then
+        -- a cancelled stream's handler may have closed it already (its
+        -- fetch woke at once): gone from the registry then, but cancelled
+        state = state or (action == "cancel" and "cancelled" or "closed")
         return json_answer(200, { id = id, action = action, ok = true, state = state })
     end
     if code == "enotfound" then return unknown() end
