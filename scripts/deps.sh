@@ -21,6 +21,7 @@ packages=(
   nginx-light libnginx-mod-http-lua lua-resty-core
   luajit2 libluajit2-5.1-dev lua5.1 liblua5.1-0-dev
   lua-busted lua-cjson lua-sql-postgres luarocks
+  chromium chromium-driver # the example server's status page in a headless browser (browser_test.sh)
 )
 
 say() { echo "deps: $*" >&2; }
@@ -66,6 +67,8 @@ need /usr/bin/valgrind valgrind
 need /usr/bin/setarch util-linux
 need /usr/bin/time time
 need /usr/bin/python3 python3
+need /usr/bin/chromium chromium
+need /usr/bin/chromedriver chromium-driver
 pg_ctl=""
 for d in /usr/lib/postgresql/*/bin; do [ -x "$d/pg_ctl" ] && pg_ctl=$d/pg_ctl; done
 [ -n "$pg_ctl" ] || problems+=("/usr/lib/postgresql/*/bin/pg_ctl (postgresql)")

@@ -13,7 +13,11 @@
 #    cancel/close and reaping racing on shared ids from 11 threads; exactly-
 #    once delivery checked) - PGSPOUT_REGISTRY_STRESS=<seconds>, 0 to skip;
 # 4. the nginx integration test (tests/lua/nginx_test.sh) - PGSPOUT_NGINX=0
-#    to skip.
+#    to skip;
+# 5. the live-control test (tests/lua/browser_test.sh): the example's
+#    Server-Sent Events and pause/resume/cancel endpoints over HTTP, then its
+#    status page in headless Chromium (Selenium) - PGSPOUT_BROWSER=0 to skip;
+#    without chromium it prints SKIP, and fails under CI=true.
 # Starts a throwaway PostgreSQL (scripts/pg-throwaway.sh) unless
 # PGSPOUT_TEST_DSN is set. Fails on any failure, error, or zero tests run.
 # The server, the TAP verdict and the stress build are shared with
@@ -53,5 +57,9 @@ fi
 if [ "${PGSPOUT_NGINX:-1}" != 0 ]; then
   echo "=== nginx integration test"
   "$here/nginx_test.sh"
+fi
+if [ "${PGSPOUT_BROWSER:-1}" != 0 ]; then
+  echo "=== live control: SSE, pause/resume/cancel, the status page in headless Chromium"
+  "$here/browser_test.sh"
 fi
 echo "run.sh: all Lua tests passed"

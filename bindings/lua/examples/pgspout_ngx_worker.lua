@@ -68,13 +68,13 @@ function M.open(dsn, sql, params, opts)
     return "ok", id
 end
 
---- fetch(id, max_rows) -> "rows", ndjson, nrows | "done" | "error", message
+--- fetch(id, max_rows) -> "rows", ndjson, nrows | "done" | "error", message, code
 -- Blocks this pool thread (not the event loop) until rows are there.
 function M.fetch(id, max_rows)
     lower_priority()
-    local out, nrows_or_err = pgspout.registry_fetch(id, max_rows)
+    local out, nrows_or_err, code = pgspout.registry_fetch(id, max_rows)
     if out then return "rows", out, nrows_or_err end
-    if nrows_or_err then return "error", nrows_or_err end
+    if nrows_or_err then return "error", nrows_or_err, code end
     return "done"
 end
 
@@ -84,6 +84,17 @@ function M.close(id)
     local ok, err = pgspout.registry_close(id)
     if ok then return "ok" end
     return "error", err
+end
+
+--- cancel(id) -> "ok" | "error", message, code. Cancels the query but keeps
+-- the id (its stats and the end a fetch reports stay): POST
+-- /streams/{id}/cancel (pgspout_ngx_sse.lua). In a pool thread because
+-- ending the cancelled stream may wait for the server to take the cancel.
+function M.cancel(id)
+    lower_priority()
+    local ok, err, code = pgspout.registry_cancel(id)
+    if ok then return "ok" end
+    return "error", err, code
 end
 
 -- Every function's results come after the log records its call produced
