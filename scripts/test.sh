@@ -31,7 +31,8 @@
 #              fresh venv with the package installed; default settings) pass
 #              examples/python/ and the package, and flag exactly the
 #              marked misuses in tests/python/typing/wrong_rows.py
-#   lua        tests/lua/run.sh (busted under LuaJIT, nginx integration)
+#   lua        tests/lua/run.sh (busted under LuaJIT, nginx integration and
+#              fault tests)
 #   conformance  tests/conformance/run.sh: one case list through the C,
 #              Python, Lua (LuaJIT, Lua 5.1) and CLI drivers, their
 #              normalized lines compared; any difference its README's table

@@ -13,7 +13,10 @@
 #    cancel/close and reaping racing on shared ids from 11 threads; exactly-
 #    once delivery checked) - PGSPOUT_REGISTRY_STRESS=<seconds>, 0 to skip;
 # 4. the nginx integration test (tests/lua/nginx_test.sh) - PGSPOUT_NGINX=0
-#    to skip.
+#    to skip - and the nginx fault tests under load (tests/lua/
+#    nginx_fault_test.py: aborted requests, connection state isolation, a
+#    server restart, killed idle backends, an exhausted pool; ~45 s, on a
+#    PostgreSQL of their own) - PGSPOUT_NGINX_FAULT=0 to skip them.
 # Starts a throwaway PostgreSQL (scripts/pg-throwaway.sh) unless
 # PGSPOUT_TEST_DSN is set. Fails on any failure, error, or zero tests run.
 # The server, the TAP verdict and the stress build are shared with
@@ -53,5 +56,9 @@ fi
 if [ "${PGSPOUT_NGINX:-1}" != 0 ]; then
   echo "=== nginx integration test"
   "$here/nginx_test.sh"
+  if [ "${PGSPOUT_NGINX_FAULT:-1}" != 0 ]; then
+    echo "=== nginx fault tests (a PostgreSQL of their own, restarted)"
+    "${PYTHON:-python3}" "$here/nginx_fault_test.py"
+  fi
 fi
 echo "run.sh: all Lua tests passed"
