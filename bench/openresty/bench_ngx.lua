@@ -2,10 +2,11 @@
 -- (bindings/lua/examples) by bench/openresty/measure.py.
 --
 -- It is the example's way to run a small query (pgspout_ngx_query): a
--- connection slot, then open on the worker process's pool (or on a
--- connection of its own with PGSPOUT_POOL=off), fetch, fetch that sees the
--- end, close - four round trips through nginx's thread pool - so what it
--- measures is what an application built on the example pays per request.
+-- connection slot, then one task in nginx's thread pool that opens a
+-- registry stream on the worker process's pool (or on a connection of its
+-- own with PGSPOUT_POOL=off), fetches the row and closes the stream - so
+-- what it measures is what an application built on the example pays per
+-- request.
 local query = require "pgspout_ngx_query"
 
 local SQL = "SELECT id, name, amount FROM typed WHERE id = $1"

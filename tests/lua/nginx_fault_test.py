@@ -21,6 +21,8 @@ connection dirty, and `check`, which reports a connection's state). Checks:
     requests run: within ABORT_BOUND seconds every aborted stream is gone
     from the registry and its query from pg_stat_activity, the pool is
     back to no connection in use, and the requests of the load all succeed;
+ 3b. a client leaving a running small query (/t/sql, one thread-pool
+    task): its connection comes back when the query ends (not cancelled);
  4. backends killed while idle in the pool (pg_terminate_backend): the
     requests after it all succeed, the pool closes the dead connections;
  5. the server restarted under load (fast shutdown): no request hangs (each
@@ -452,6 +454,25 @@ def test_abort_under_load(ngx, psql):
         f"{cancelled_closed or 'none'}")
 
 
+def test_abort_small_query(ngx):
+    """a client leaving a small query (pgspout_ngx_query: one thread-pool
+    task) while it runs: the query is not cancelled but bounded; its
+    connection and slot come back when it ends"""
+    before = metric(ngx.metrics(), "pgspout_pool_connections_created_total")
+    c = Leaver(ngx.port, path="/t/sql?q=sleep&n=1000")
+    check(wait_until(lambda: metric(ngx.metrics(), "pgspout_pool_in_use_connections") == 1, 5) is not None,
+          "the small query never took a connection")
+    c.leave()
+    took = wait_until(lambda: metric(ngx.metrics(), "pgspout_pool_in_use_connections") == 0 and
+                      not ngx.streams("pg_sleep"), ABORT_BOUND)
+    check(took is not None, f"the left query's connection is still out {ABORT_BOUND} s later")
+    checked(ngx, " after the left small query")
+    made = metric(ngx.metrics(), "pgspout_pool_connections_created_total") - before
+    check(made == 0, f"the pool opened {made:.0f} connections")
+    log(f"ok - a client left a running 1 s small query: its connection came back {took:.2f} s later "
+        "(the query's end), reused")
+
+
 def test_killed_idle(ngx, psql):
     # fill the pool with a few connections, then let them go idle
     def pick(rnd):
@@ -491,6 +512,7 @@ def test_restart_under_load(ngx, psql, server):
             return "/stream?n=2000", ndjson_ids(2000)
         return "/t/sql?q=small&n=100", ndjson_ids(100)
 
+    m0 = ngx.metrics()
     with Load(ngx, 8, pick) as load:
         time.sleep(2)
         t_restart0 = time.monotonic()
@@ -513,8 +535,9 @@ def test_restart_under_load(ngx, psql, server):
     check(len(after) >= 20, f"only {len(after)} requests after the restart")
     check(not failed_after, f"{len(failed_after)} of {len(after)} requests after the restart failed: "
                             f"{failed_after[:3]}")
-    # every pooled connection replaced: hold every connection of the pool
-    # at once (32 concurrent sleeps), then the pool's count is the count of
+    # every pooled connection replaced: the first checkout after the
+    # restart walked the idle list, closing each dead connection; after a
+    # burst of 32 concurrent requests the pool's count is the count of its
     # live backends, all started after the restart
     with Load(ngx, 32, lambda rnd: ("/t/sql?q=sleep&n=300", lambda b: True)) as hold:
         time.sleep(2)
@@ -522,6 +545,8 @@ def test_restart_under_load(ngx, psql, server):
     check(not failed_hold, f"{len(failed_hold)} requests failed holding the pool: {failed_hold[:3]}")
     wait_until(lambda: metric(ngx.metrics(), "pgspout_pool_in_use_connections") == 0, 5)
     m = ngx.metrics()
+    closed_dead = metric(m, "pgspout_pool_connections_closed_total", "broken") - \
+        metric(m0, "pgspout_pool_connections_closed_total", "broken")
     pooled = metric(m, "pgspout_pool_connections")
     live = int(psql.q(f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{APP}' "
                       "AND backend_start > pg_postmaster_start_time()"))
@@ -530,7 +555,8 @@ def test_restart_under_load(ngx, psql, server):
                                     f"{live} live backends of it ({allapp} in all)")
     log(f"ok - server restarted under load ({t_back - t_restart0:.2f} s): {len(res)} requests, "
         f"{len(during)} failed while it restarted (status: {kinds}), none hung (longest {longest:.2f} s), all {len(after)} "
-        f"after it succeeded; then the pool held {pooled:.0f} connections, all live and new")
+        f"after it succeeded; then the pool held {pooled:.0f} connections, all live and new "
+        f"(closed as dead: {closed_dead:.0f})")
 
 
 def test_exhausted(dsn):
@@ -631,6 +657,7 @@ def main():
         test_isolation_sequential(ngx, psql)
         test_isolation_concurrent(ngx)
         test_abort_under_load(ngx, psql)
+        test_abort_small_query(ngx)
         test_killed_idle(ngx, psql)
         test_restart_under_load(ngx, psql, server)
         check_log(ngx)
