@@ -393,7 +393,7 @@ def main():
         "load_start": loadavg(),
     }
     runs = []
-    for endpoint in args.endpoints.split(","):
+    for endpoint in filter(None, args.endpoints.split(",")):
         for mode in args.modes.split(","):
             for c in [int(x) for x in args.conns.split(",")]:
                 print(f"measure: {mode} {endpoint} {c} conns (load {loadavg()})", file=sys.stderr)

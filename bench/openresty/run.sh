@@ -8,7 +8,7 @@
 #
 # Options (passed on to measure.py): --duration S, --warmup S, --conns 16,64,
 # --modes pooled,unpooled, --endpoints row,stream, --long S (0: none),
-# --long-conns N, --out DIR (default bench/openresty/results).
+# --long-conns N, --long-every S, --out DIR (default bench/openresty/results).
 # Build dir: $PGSPOUT_BUILD_DIR or build/ (built here with the Lua module
 # when absent).
 set -euo pipefail
@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --dsn) dsn=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    --duration|--warmup|--conns|--modes|--endpoints|--long|--long-conns) pass+=("$1" "$2"); shift 2 ;;
+    --duration|--warmup|--conns|--modes|--endpoints|--long|--long-conns|--long-every) pass+=("$1" "$2"); shift 2 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
