@@ -330,19 +330,20 @@ def write(args, runs, lng, meta):
     L.append(f"wrk -t2, {args.duration} s per run after a {args.warmup} s warm-up at the same "
              "concurrency, a fresh nginx (1 worker, the example's nginx.conf.in) per run, loopback. "
              "Load average (1/5/15 min) before the first run: " + meta["load_start"] + ".\n")
-    L.append("| mode | endpoint | conns | req/s | p50 ms | p99 ms | max ms | non-2xx | sock err "
-             "| backends created | per request | pool created (closed) | peak backends "
-             "| RSS peak MB | RSS after MB | no Lua VM | errors | load before |")
-    L.append("|" + "---|" * 18)
-    for r in runs:
-        created = r["backends_created_log"]
-        per = "n/a" if created is None else f"{created / max(r['requests'], 1):.3f}"
-        L.append(f"| {r['mode']} | {'1 row' if r['endpoint'] == 'row' else '10,000 rows'} | {r['conns']} "
-                 f"| {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.0f} | {r['non2xx']} "
-                 f"| {r['sockerr']} | {'n/a' if created is None else created} | {per} "
-                 f"| {r['pool_created']}{closed_txt(r)} "
-                 f"| {r['backends_peak']} | {mb(r['rss_peak_kb'])} | {mb(r['rss_after_kb'])} "
-                 f"| {r['no_vm']} | {r['errors']} | {r['load_before']} |")
+    if runs:
+        L.append("| mode | endpoint | conns | req/s | p50 ms | p99 ms | max ms | non-2xx | sock err "
+                 "| backends created | per request | pool created (closed) | peak backends "
+                 "| RSS peak MB | RSS after MB | no Lua VM | errors | load before |")
+        L.append("|" + "---|" * 18)
+        for r in runs:
+            created = r["backends_created_log"]
+            per = "n/a" if created is None else f"{created / max(r['requests'], 1):.3f}"
+            L.append(f"| {r['mode']} | {'1 row' if r['endpoint'] == 'row' else '10,000 rows'} | {r['conns']} "
+                     f"| {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.0f} | {r['non2xx']} "
+                     f"| {r['sockerr']} | {'n/a' if created is None else created} | {per} "
+                     f"| {r['pool_created']}{closed_txt(r)} "
+                     f"| {r['backends_peak']} | {mb(r['rss_peak_kb'])} | {mb(r['rss_after_kb'])} "
+                     f"| {r['no_vm']} | {r['errors']} | {r['load_before']} |")
     L.append("")
     if lng:
         L.append(f"## Long run: pooled, 10,000-row requests, {lng['conns']} connections, {lng['duration']} s\n")
