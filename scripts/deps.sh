@@ -18,6 +18,7 @@ packages=(
   libcmocka-dev clang clang-format libclang-rt-14-dev valgrind
   libtsan2 # gcc ThreadSanitizer runtime (tsan stage; libgcc-12-dev pulls it in too)
   curl openssl
+  wrk # HTTP load generator (bench/openresty)
   nginx-light libnginx-mod-http-lua lua-resty-core
   luajit2 libluajit2-5.1-dev lua5.1 liblua5.1-0-dev
   lua-busted lua-cjson lua-sql-postgres luarocks
@@ -66,6 +67,7 @@ need /usr/include/postgresql/libpq-fe.h libpq-dev
 need /usr/bin/valgrind valgrind
 need /usr/bin/setarch util-linux
 need /usr/bin/time time
+need /usr/bin/wrk wrk
 need /usr/bin/python3 python3
 need /usr/bin/chromium chromium
 need /usr/bin/chromedriver chromium-driver

@@ -2,6 +2,7 @@
 # pg-throwaway.sh - a disposable PostgreSQL server for tests, demos and benchmarks.
 #
 #   eval "$(scripts/pg-throwaway.sh start DIR)"   # prints export lines
+#   scripts/pg-throwaway.sh restart DIR           # fast shutdown, then start again
 #   scripts/pg-throwaway.sh stop DIR
 #
 # start: initdb into DIR/data (a fresh directory), listen on 127.0.0.1 on a free
@@ -26,7 +27,7 @@ free_port() {
 }
 
 cmd=${1:-}; dir=${2:-}
-if [ -z "$cmd" ] || [ -z "$dir" ]; then echo "usage: $0 start|stop DIR" >&2; exit 2; fi
+if [ -z "$cmd" ] || [ -z "$dir" ]; then echo "usage: $0 start|restart|stop DIR" >&2; exit 2; fi
 
 case "$cmd" in
 start)
@@ -74,6 +75,14 @@ HBA
   echo "export PGHOST='$dir' PGPORT=$port PGUSER=pgspout PGDATABASE=pgspout"
   echo "export PGSPOUT_TEST_DSN='host=127.0.0.1 port=$port user=pgspout dbname=pgspout'"
   ;;
+restart)
+  # A fast shutdown (every backend terminated, its clients see the
+  # connection end) and a start on the same port and socket directory.
+  dir=$(cd "$dir" && pwd)
+  [ -d "$dir/data" ] || { echo "pg-throwaway: no server in $dir" >&2; exit 1; }
+  as_server "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w -t 60 restart >/dev/null \
+    || { tail -n 20 "$dir/server.log" >&2; exit 1; }
+  ;;
 stop)
   if [ ! -d "$dir/data" ]; then
     # never started (or initdb failed): remove our leftovers, nothing else
@@ -85,5 +94,5 @@ stop)
   rm -rf "$dir"
   ;;
 *)
-  echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+  echo "usage: $0 start|restart|stop DIR" >&2; exit 2 ;;
 esac

@@ -31,12 +31,12 @@
 #              fresh venv with the package installed; default settings) pass
 #              examples/python/ and the package, and flag exactly the
 #              marked misuses in tests/python/typing/wrong_rows.py
-#   lua        tests/lua/run.sh (busted under LuaJIT, nginx integration, the
-#              example's live control: SSE and pause/resume/cancel over
-#              HTTP, its status page in headless Chromium via Selenium:
-#              deps.sh installs and requires chromium, so it never skips
-#              here; run alone without chromium, browser_test.sh says SKIP,
-#              or fails under CI=true)
+#   lua        tests/lua/run.sh (busted under LuaJIT, nginx integration and
+#              fault tests, the example's live control: SSE and
+#              pause/resume/cancel over HTTP, its status page in headless
+#              Chromium via Selenium: deps.sh installs and requires chromium,
+#              so it never skips here; run alone without chromium,
+#              browser_test.sh says SKIP, or fails under CI=true)
 #   conformance  tests/conformance/run.sh: one case list through the C,
 #              Python, Lua (LuaJIT, Lua 5.1) and CLI drivers, their
 #              normalized lines compared; any difference its README's table

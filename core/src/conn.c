@@ -51,11 +51,21 @@ static void redact_quoted(const char *msg, char *out, size_t n)
 
 /* Server notices and warnings go to the log hooks, never to stderr, with
  * the label of the stream running on the connection (arg). libpq calls this
- * on the thread reading results: the connection's owner thread. */
+ * on the thread reading results: the connection's owner thread.
+ * An error that arrives while no query runs comes here too: a FATAL one
+ * (pg_terminate_backend, a shutdown, idle_session_timeout) means the
+ * backend is exiting, though its socket may stay open a while longer (the
+ * exit's cleanup runs first): the connection is marked broken at once, so
+ * that a pool's checkout does not hand it out in that window. */
 static void notice_to_log(void *arg, const PGresult *res)
 {
-    const pgspout_conn *c = arg;
+    pgspout_conn *c = arg;
     const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (c && sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0)) {
+        const char *m = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        pgs_conn_set_error(c, "connection lost: the server ended the session: %s", m ? m : sev);
+        c->broken = 1;
+    }
     const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
     const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     int level = PGSPOUT_LOG_INFO; /* NOTICE, INFO, LOG */
@@ -375,7 +385,7 @@ int pgspout_connect_start(const char *conninfo, const pgspout_options *opts, pgs
     }
     if (PQstatus(c->pg) == CONNECTION_BAD)
         return connect_failed(c, PQerrorMessage(c->pg));
-    PQsetNoticeReceiver(c->pg, notice_to_log, NULL);
+    PQsetNoticeReceiver(c->pg, notice_to_log, c);
     int64_t ms = opts && opts->connect_timeout_ms >= 0 ? opts->connect_timeout_ms
                                                        : conninfo_timeout_ms(c->pg);
     c->connect_deadline = ms > 0 ? c->connect_t0 + ms * PGS_NS_PER_MS : 0;

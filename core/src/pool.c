@@ -263,7 +263,8 @@ static int checkout_check(const pgspout_pool *p, pgspout_conn *c, int64_t now)
             return PGS_POOL_CLOSE_BROKEN;
         pgs_conn_drop_notifies(c);
     }
-    if (PQisBusy(c->pg) || PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+    /* a FATAL read just now (conn.c: notice_to_log) broke it */
+    if (!pgspout_conn_ok(c) || PQisBusy(c->pg) || PQtransactionStatus(c->pg) != PQTRANS_IDLE)
         return PGS_POOL_CLOSE_BROKEN;
     return -1;
 }

@@ -13,7 +13,10 @@
 #    cancel/close and reaping racing on shared ids from 11 threads; exactly-
 #    once delivery checked) - PGSPOUT_REGISTRY_STRESS=<seconds>, 0 to skip;
 # 4. the nginx integration test (tests/lua/nginx_test.sh) - PGSPOUT_NGINX=0
-#    to skip;
+#    to skip - and the nginx fault tests under load (tests/lua/
+#    nginx_fault_test.py: aborted requests, connection state isolation, a
+#    server restart, killed idle backends, an exhausted pool; ~45 s, on a
+#    PostgreSQL of their own) - PGSPOUT_NGINX_FAULT=0 to skip them;
 # 5. the live-control test (tests/lua/browser_test.sh): the example's
 #    Server-Sent Events and pause/resume/cancel endpoints over HTTP, then its
 #    status page in headless Chromium (Selenium) - PGSPOUT_BROWSER=0 to skip;
@@ -57,6 +60,10 @@ fi
 if [ "${PGSPOUT_NGINX:-1}" != 0 ]; then
   echo "=== nginx integration test"
   "$here/nginx_test.sh"
+  if [ "${PGSPOUT_NGINX_FAULT:-1}" != 0 ]; then
+    echo "=== nginx fault tests (a PostgreSQL of their own, restarted)"
+    "${PYTHON:-python3}" "$here/nginx_fault_test.py"
+  fi
 fi
 if [ "${PGSPOUT_BROWSER:-1}" != 0 ]; then
   echo "=== live control: SSE, pause/resume/cancel, the status page in headless Chromium"

@@ -18,11 +18,15 @@
 -- connection goes back to the pool (reset) as soon as it ends, is cancelled
 -- or closed. When every pooled connection is in use, an open waits at most
 -- the pool's acquire_timeout (short: the wait holds one of nginx's pool
--- threads) and the request gets 503 with a JSON error.
+-- threads) and the request gets 503 with a JSON error. Before that, a
+-- request queues for a slot on the event loop (pgspout_ngx_slots: as many
+-- as the pool has connections), so that opens never hold the threads the
+-- running streams need; no slot within PGSPOUT_POOL_WAIT: 503 too.
 --
 -- Query arguments are validated: /stream?n=abc (or n out of [0, 1e8]) is
 -- answered 400 with {"error": ..., "param": "n", "value": ...}.
 local pgspout = require "pgspout"
+local slots = require "pgspout_ngx_slots"
 
 local run = ngx.run_worker_thread
 local POOL = "pgspout"
@@ -80,7 +84,7 @@ function M.stream()
                                  param = "n", value = bad })
     end
 
-    local id, closed, aborted = nil, false, false
+    local id, closed, aborted, opening = nil, false, false, false
     local function close()
         if closed or not id then return end
         closed = true
@@ -88,11 +92,13 @@ function M.stream()
         if st ~= "ok" then
             ngx.log(ngx.INFO, "pgspout close ", id, ": ", err)
         end
+        slots.release()
     end
 
     -- before the open: a client gone while it runs is noticed after it
     local ok, err = ngx.on_abort(function()
         aborted = true
+        if not opening then return ngx.exit(499) end -- still queued for a slot
         if not id then return end -- the open is still running: see below
         ngx.log(ngx.INFO, "client went away: cancelling registry stream ", id)
         close()
@@ -102,8 +108,15 @@ function M.stream()
         ngx.log(ngx.WARN, "ngx.on_abort: ", err)
     end
 
+    local sok, serr = slots.acquire()
+    if not sok then
+        return json_error(503, { error = "busy: no database connection free",
+                                 detail = "no slot within " .. slots.wait .. " s: " .. tostring(serr) })
+    end
+    opening = true
     local status, res, code = call("open", dsn(), SQL, { n }, OPTS)
     if status ~= "ok" then
+        slots.release()
         ngx.log(ngx.ERR, "pgspout open: ", res)
         if code == "etimeout" then -- every pooled connection in use
             return json_error(503, { error = "busy: no database connection free", detail = res })
@@ -122,6 +135,7 @@ function M.stream()
         local st, out = call("fetch", id, FETCH_ROWS)
         if st == "done" then break end
         if st ~= "rows" then
+            if aborted then return ngx.exit(499) end -- the abort handler closed it
             -- An error mid-stream must not look like a normal end: log it
             -- and cut the connection, so the client sees a truncated
             -- (unterminated chunked) response, not a complete one.

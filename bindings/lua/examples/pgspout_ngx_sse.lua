@@ -48,6 +48,7 @@
 -- on 127.0.0.1 only.
 local pgspout = require "pgspout"
 local semaphore = require "ngx.semaphore"
+local slots = require "pgspout_ngx_slots"
 
 local run = ngx.run_worker_thread
 local POOL = "pgspout"
@@ -127,15 +128,17 @@ function M.events()
     local rate = int_arg(args, "rate", 0, 0, 10000000)
     local every = int_arg(args, "every", 1000, 100, 60000) / 1000
 
-    local id, closed, aborted = nil, false, false
+    local id, closed, aborted, opening = nil, false, false, false
     local function close()
         if closed or not id then return end
         closed = true
         local st, err = call("close", id)
         if st ~= "ok" then ngx.log(ngx.INFO, "pgspout close ", id, ": ", err) end
+        slots.release()
     end
     local ok, err = ngx.on_abort(function() -- before the open, as /stream does
         aborted = true
+        if not opening then return ngx.exit(499) end -- still queued for a slot
         if not id then return end
         ngx.log(ngx.INFO, "SSE client went away: closing registry stream ", id)
         close()
@@ -148,8 +151,16 @@ function M.events()
     local batch = rate > 0 and math.max(1, math.min(BATCH, math.ceil(rate / 10))) or BATCH
     local opts = { chunk_rows = batch, max_memory = "16MB", label = "sse", idle_timeout = IDLE,
                    expected_rows = n }
+    -- a connection slot first, queued on the event loop as /stream's
+    local sok, serr = slots.acquire()
+    if not sok then
+        return json_answer(503, { error = "busy: no database connection free",
+                                  detail = "no slot within " .. slots.wait .. " s: " .. tostring(serr) })
+    end
+    opening = true
     local status, res, code = call("open", os.getenv("PGSPOUT_DSN") or "", SQL, { n }, opts)
     if status ~= "ok" then
+        slots.release()
         ngx.log(ngx.ERR, "pgspout open: ", res)
         if code == "etimeout" then
             return json_answer(503, { error = "busy: no database connection free", detail = res })

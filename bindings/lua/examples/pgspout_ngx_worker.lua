@@ -57,12 +57,25 @@ local function pool_for(dsn)
     return p
 end
 
+-- PGSPOUT_POOL=off: no pool, every stream opens a PostgreSQL connection of
+-- its own, closed at its end (what the example did before pools; for
+-- comparison, bench/openresty)
+local POOLED = os.getenv("PGSPOUT_POOL") ~= "off"
+
 --- open(dsn, sql, params, opts) -> "ok", id | "error", message, code
 function M.open(dsn, sql, params, opts)
     lower_priority()
-    local p, err, code = pool_for(dsn)
+    local id, err, code
+    if not POOLED then
+        local o = { pool = "off", application_name = POOL_OPTS.application_name }
+        for k, v in pairs(opts or {}) do o[k] = o[k] or v end
+        id, err, code = pgspout.registry_open(dsn, sql, params, o)
+        if not id then return "error", err, code end
+        return "ok", id
+    end
+    local p
+    p, err, code = pool_for(dsn)
     if not p then return "error", err, code end
-    local id
     id, err, code = p:registry_open(sql, params, opts)
     if not id then return "error", err, code end
     return "ok", id
