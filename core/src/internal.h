@@ -55,6 +55,9 @@ struct pgspout_conn {
     int connect_write;        /* PQconnectPoll wants the socket writable */
     int64_t connect_t0;       /* monotonic ns, for the connect metrics */
     int64_t connect_deadline; /* 0 = none */
+    /* what the catalog said of the types JSON rows met (jsontypes.c); the
+     * stream running on the connection uses it (NULL until the first) */
+    pgs_typecache *types;
 };
 
 /* A field of a buffered row: value at data + off, len -1 for SQL NULL. */
@@ -85,6 +88,13 @@ struct pgspout_stream {
     int ncols;
     int json_single; /* one json/jsonb column: hand it over as-is */
     int *json_kind;  /* per column PGS_JSON_* */
+    const pgs_jtype **json_type; /* per column: its tree (PGS_JSON_TREE) */
+    int json_unresolved;         /* a PGS_JSON_UNRESOLVED column, or -1 */
+    int json_warned;             /* a value not of its type's shape was logged */
+    pgs_jtypes jtypes;           /* the trees, and the catalog's rows */
+    pgs_jscratch jscratch;
+    unsigned int *desc_oids; /* option json: the columns' types, described */
+    int ndesc;
     char **json_key; /* per column "\"name\":" pre-escaped */
     size_t *json_key_len;
 

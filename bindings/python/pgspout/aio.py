@@ -44,6 +44,7 @@ from . import (
     Param,
     Row,
     _MODES,
+    _json_option,
     _options,
     _params,
     _rows_mode,
@@ -325,7 +326,8 @@ class Connection:
         if not isinstance(sql, str):
             raise TypeError("sql must be str, not %s" % type(sql).__name__)
         mode = _rows_mode(options)
-        raw = self._raw.start(sql, _params(params), _options(options), _MODES[mode])
+        raw = self._raw.start(sql, _params(params), _options(_json_option(mode, options)),
+                              _MODES[mode])
         return Stream(raw, self, mode)
 
     async def cancel(self) -> None:
