@@ -86,8 +86,8 @@ struct pgspout_stream {
     /* columns */
     PGresult *meta; /* attribute descriptions only (PQcopyResult) */
     int ncols;
-    int json_single; /* one json/jsonb column: hand it over as-is */
-    int *json_kind;  /* per column PGS_JSON_* */
+    int json_single;             /* one json/jsonb column: hand it over as-is */
+    int *json_kind;              /* per column PGS_JSON_* */
     const pgs_jtype **json_type; /* per column: its tree (PGS_JSON_TREE) */
     int json_unresolved;         /* a PGS_JSON_UNRESOLVED column, or -1 */
     int json_warned;             /* a value not of its type's shape was logged */
@@ -141,8 +141,8 @@ struct pgspout_stream {
     int sock_watched; /* the server socket's events in epfd (0: not in it) */
     char *err;
     char sqlstate[6];
-    void *arrow; /* the Arrow stream exporting it (arrow.c), detached at close */
-    int binary;  /* option arrow or binary: results came in binary */
+    void *arrow;                 /* the Arrow stream exporting it (arrow.c), detached at close */
+    int binary;                  /* option arrow or binary: results came in binary */
     struct pgs_opening *opening; /* pgspout_stream_start: the steps still to run */
     _Atomic int cancel_sent;     /* pgspout_stream_cancel's request reached the server */
     int64_t drain_until;         /* non-blocking drain after a cancel: give up then */
