@@ -644,6 +644,10 @@ static int types_query(pgspout_stream *s, char **sql)
         return PGSPOUT_ENOMEM;
     if (n > 0 && (*sql = pgs_jtypes_sql(&s->jtypes, PQserverVersion(c->pg))) == NULL)
         return PGSPOUT_ENOMEM;
+    if (n > 0)
+        pgs_log_ex(PGSPOUT_LOG_DEBUG, s->opt.label, NULL, NULL,
+                   "JSON rows: looking up %d type%s in the catalog (first: %u)", n,
+                   n == 1 ? "" : "s", s->jtypes.need[0]);
     return PGSPOUT_OK;
 }
 
