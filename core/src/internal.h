@@ -89,6 +89,7 @@ struct pgspout_stream {
     int json_single;             /* one json/jsonb column: hand it over as-is */
     int *json_kind;              /* per column PGS_JSON_* */
     const pgs_jtype **json_type; /* per column: its tree (PGS_JSON_TREE) */
+    int json_trees;              /* some column is PGS_JSON_TREE */
     int json_unresolved;         /* a PGS_JSON_UNRESOLVED column, or -1 */
     int json_warned;             /* a value not of its type's shape was logged */
     pgs_jtypes jtypes;           /* the trees, and the catalog's rows */

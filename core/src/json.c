@@ -162,11 +162,17 @@ static int json_array(pgs_buf *b, const pgs_jtype *elem, int kind, char delim, c
 {
     const char *p = v, *e = v + n;
     int dims = 0;
+    if (elem && elem->kind < PGS_JT_ARRAY) { /* scalar elements: no tree below */
+        kind = elem->kind;
+        elem = NULL;
+    }
     if (p < e && *p == '[') {
         if ((p = memchr(v, '=', n)) == NULL)
             return -1;
         p++;
     }
+    if (p >= e || *p != '{')
+        return -1;
     do {
         if (p >= e)
             return -1;
@@ -178,6 +184,8 @@ static int json_array(pgs_buf *b, const pgs_jtype *elem, int kind, char delim, c
             continue; /* an empty level ends at the closing brace below */
         }
         if (*p == '}') {
+            if (p[-1] == delim)
+                return -1; /* "{a,}": an element missing */
             pgs_buf_putc(b, ']');
             dims--;
             p++;
@@ -191,8 +199,10 @@ static int json_array(pgs_buf *b, const pgs_jtype *elem, int kind, char delim, c
                 }
                 if (p++ >= e)
                     return -1;
-                if (json_elem(b, elem, kind, el->data ? el->data : "", el->len, sc, depth + 1) != 0)
-                    return -1;
+                if (elem)
+                    json_tree(b, elem, el->data ? el->data : "", el->len, sc, depth + 1);
+                else
+                    json_scalar(b, kind, el->data ? el->data : "", el->len);
             } else {
                 const char *st = p;
                 while (p < e && *p != delim && *p != '}')
@@ -202,13 +212,19 @@ static int json_array(pgs_buf *b, const pgs_jtype *elem, int kind, char delim, c
                     return -1;
                 if (k == 4 && strncasecmp(st, "NULL", 4) == 0)
                     pgs_buf_append(b, "null", 4);
-                else if (json_elem(b, elem, kind, st, k, sc, depth + 1) != 0)
-                    return -1;
+                else if (elem)
+                    json_tree(b, elem, st, k, sc, depth + 1);
+                else
+                    json_scalar(b, kind, st, k);
             }
         }
-        if (dims > 0 && p < e && *p == delim) {
-            pgs_buf_putc(b, ',');
-            p++;
+        if (dims > 0) { /* after an element or a level: a delimiter or the end of one */
+            if (p < e && *p == delim) {
+                pgs_buf_putc(b, ',');
+                p++;
+            } else if (p >= e || *p != '}') {
+                return -1;
+            }
         }
     } while (dims > 0);
     return p == e && !b->oom && !el->oom ? 0 : -1;

@@ -238,6 +238,7 @@ static int set_meta(pgspout_stream *s, const PGresult *res)
         if (kind < 0)
             return -1;
         s->json_kind[c] = kind;
+        s->json_trees |= kind == PGS_JSON_TREE;
         if (kind == PGS_JSON_UNRESOLVED && s->json_unresolved < 0)
             s->json_unresolved = c;
         pgs_buf key = PGS_BUF_INIT;
@@ -2108,6 +2109,14 @@ int pgs_stream_render_row(pgspout_stream *s, const pgspout_row *row, pgs_buf *b)
                               f[0].len < 0 ? 0 : (size_t)f[0].len, f[0].len < 0);
     if (pgs_buf_putc(b, '{') != 0)
         return -1;
+    if (!s->json_trees) { /* built-in types only: no tree to look at */
+        for (int c = 0; c < row->ncols; c++) {
+            pgs_buf_append(b, s->json_key[c], s->json_key_len[c]);
+            pgs_json_value(b, s->json_kind[c], row->data + f[c].off,
+                           f[c].len < 0 ? 0 : (size_t)f[c].len, f[c].len < 0);
+        }
+        return pgs_buf_putc(b, '}');
+    }
     for (int c = 0; c < row->ncols; c++) {
         pgs_buf_append(b, s->json_key[c], s->json_key_len[c]);
         if (s->json_kind[c] == PGS_JSON_TREE && f[c].len >= 0)

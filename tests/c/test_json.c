@@ -525,6 +525,12 @@ static void test_tree_arrays(void **state)
     pgs_jtype av = {1006, PGS_JT_ARRAY, ',', &v2, 0, NULL};
     expect_tree(&av, "{\"1 2\",\"3\",NULL}", "[[1,2],[3],null]", 0);
     expect_tree(&av, "{\"1 2\"", "\"{\\\"1 2\\\"\"", 1);
+    /* no delimiter between elements or levels: not an array literal */
+    expect_tree(&av, "{\"1\"]}", "\"{\\\"1\\\"]}\"", 1);
+    expect_tree(&box, "{{a}{b}}", "\"{{a}{b}}\"", 1);
+    expect_tree(&box, "}", "\"}\"", 1);
+    expect_tree(&box, "{h;}", "\"{h;}\"", 1);
+    expect_tree(&box, "[1:1]=}", "\"[1:1]=}\"", 1);
     /* records and anyarray: their text, by design (not a mismatch) */
     pgs_jtype rec = {2249, PGS_JT_RECORD, ',', NULL, 0, NULL};
     expect_tree(&rec, "(1,x)", "\"(1,x)\"", 0);
