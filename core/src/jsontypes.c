@@ -348,35 +348,44 @@ int pgs_jtypes_need(pgs_jtypes *jt, const pgs_typecache *cache, const unsigned i
 /* The types in need and every type they are made of (elements, domains'
  * bases, fields), then the composites' fields; one row per type (attnum
  * NULL) or field. True arrays as the server tells them: typsubscript
- * array_subscript_handler since PostgreSQL 14, typlen -1 before. */
+ * array_subscript_handler since PostgreSQL 14, typlen -1 before. Every
+ * lookup is a LATERAL subquery with OFFSET 0, so that each is an index scan
+ * per type: joined, the planner hashes all of pg_type and pg_attribute (a
+ * millisecond and more per stream). */
 char *pgs_jtypes_sql(const pgs_jtypes *jt, int server_version)
 {
     const char *array =
         server_version >= 140000
-            ? "y.typsubscript = 'pg_catalog.array_subscript_handler'::pg_catalog.regproc"
-            : "y.typlen = -1";
+            ? "typsubscript = 'pg_catalog.array_subscript_handler'::pg_catalog.regproc"
+            : "typlen = -1";
+    char type[400];
+    snprintf(type, sizeof type,
+             "SELECT oid, typtype, CASE WHEN typelem <> 0 AND %s THEN typelem ELSE 0 END, "
+             "typbasetype, typrelid FROM pg_catalog.pg_type WHERE oid = ",
+             array);
     pgs_buf b = PGS_BUF_INIT;
-    pgs_buf_puts(&b, "WITH RECURSIVE t(oid) AS (SELECT pg_catalog.unnest('{");
+    pgs_buf_puts(&b, "WITH RECURSIVE t(oid, typtype, elem, base, relid) AS (SELECT y.* FROM "
+                     "pg_catalog.unnest('{");
     for (int i = 0; i < jt->nneed; i++)
         pgs_buf_printf(&b, "%s%u", i ? "," : "", jt->need[i]);
     pgs_buf_printf(
         &b,
-        "}'::pg_catalog.oid[]) UNION SELECT s.x FROM t JOIN pg_catalog.pg_type y ON y.oid = t.oid "
-        "CROSS JOIN LATERAL (SELECT y.typelem WHERE y.typelem <> 0 AND %s "
-        "UNION ALL SELECT y.typbasetype WHERE y.typtype = 'd' "
-        "UNION ALL SELECT a.atttypid FROM pg_catalog.pg_attribute a WHERE a.attrelid = y.typrelid "
-        "AND a.attnum > 0 AND NOT a.attisdropped) s(x)) "
-        "SELECT y.oid, y.typtype, CASE WHEN y.typelem <> 0 AND %s THEN y.typelem ELSE 0 END, "
-        "y.typbasetype, e.typdelim, y.oid >= 16384 AND EXISTS (SELECT FROM pg_catalog.pg_cast c "
-        "WHERE c.castsource = y.oid AND c.casttarget = 114 AND c.castmethod = 'f'), "
-        "NULL::pg_catalog.int2 AS attnum, NULL::pg_catalog.name "
-        "FROM t JOIN pg_catalog.pg_type y ON y.oid = t.oid "
-        "LEFT JOIN pg_catalog.pg_type e ON e.oid = y.typelem "
-        "UNION ALL SELECT y.oid, NULL, a.atttypid, NULL, NULL, NULL, a.attnum, a.attname "
-        "FROM t JOIN pg_catalog.pg_type y ON y.oid = t.oid JOIN pg_catalog.pg_attribute a "
-        "ON a.attrelid = y.typrelid AND a.attnum > 0 AND NOT a.attisdropped "
+        "}'::pg_catalog.oid[]) u(oid), LATERAL (%su.oid OFFSET 0) y "
+        "UNION SELECT y.* FROM t, LATERAL (SELECT t.elem WHERE t.elem <> 0 "
+        "UNION ALL SELECT t.base WHERE t.typtype = 'd' "
+        "UNION ALL SELECT a.atttypid FROM pg_catalog.pg_attribute a WHERE a.attrelid = t.relid "
+        "AND t.relid <> 0 AND a.attnum > 0 AND NOT a.attisdropped) s(x), "
+        "LATERAL (%ss.x OFFSET 0) y) "
+        "SELECT t.oid, t.typtype, t.elem, t.base, "
+        "(SELECT e.typdelim FROM pg_catalog.pg_type e WHERE e.oid = t.elem), "
+        "t.oid >= 16384 AND EXISTS (SELECT FROM pg_catalog.pg_cast c WHERE c.castsource = t.oid "
+        "AND c.casttarget = 114 AND c.castmethod = 'f'), NULL::pg_catalog.int2, "
+        "NULL::pg_catalog.name FROM t "
+        "UNION ALL SELECT t.oid, NULL, a.atttypid, NULL, NULL, NULL, a.attnum, a.attname FROM t, "
+        "LATERAL (SELECT atttypid, attnum, attname FROM pg_catalog.pg_attribute WHERE attrelid = "
+        "t.relid AND t.relid <> 0 AND attnum > 0 AND NOT attisdropped OFFSET 0) a "
         "ORDER BY 1, 7 NULLS FIRST",
-        array, array);
+        type, type);
     return pgs_buf_steal(&b);
 }
 
