@@ -199,6 +199,10 @@ static int json_array(pgs_buf *b, const pgs_jtype *elem, int kind, char delim, c
                 }
                 if (p++ >= e)
                     return -1;
+                if (el->oom) { /* out of memory, not a mismatch: the output says so */
+                    b->oom = 1;
+                    return -1;
+                }
                 if (elem)
                     json_tree(b, elem, el->data ? el->data : "", el->len, sc, depth + 1);
                 else
@@ -227,7 +231,7 @@ static int json_array(pgs_buf *b, const pgs_jtype *elem, int kind, char delim, c
             }
         }
     } while (dims > 0);
-    return p == e && !b->oom && !el->oom ? 0 : -1;
+    return p == e && !b->oom ? 0 : -1;
 }
 
 /* int2vector, oidvector: "1 2 3" as [1,2,3] (oids as strings, as to_json). */
@@ -294,7 +298,11 @@ static int json_composite(pgs_buf *b, const pgs_jtype *t, const char *v, size_t 
                 pgs_buf_putc(el, *p++);
             }
         }
-        if (quoted || el->oom)
+        if (el->oom) { /* out of memory, not a mismatch: the output says so */
+            b->oom = 1;
+            return -1;
+        }
+        if (quoted)
             return -1;
         if (json_elem(b, t->fields[i].type, PGS_JSON_STRING, el->data ? el->data : "", el->len, sc,
                       depth + 1) != 0)
