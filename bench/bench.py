@@ -20,8 +20,8 @@ available (module not built yet, package missing) are listed under the table
 with the reason, never dropped silently.
 
 With --baseline DIR (made by bench/baseline.sh), an earlier commit's CLI,
-Python and Lua clients (keys KEY@base) run the same peer scripts in the same
-rounds, and the report adds a before/after table.
+Python (tuples and rows="json") and Lua clients (keys KEY@base) run the same
+peer scripts in the same rounds, and the report adds a before/after table.
 
 Stdlib only: run it with /usr/bin/python3.
 """
@@ -279,6 +279,9 @@ def baseline_clients(a):
                counts=False),
         Client("pgspout_py@base", f"pgspout Python, tuples ({rev})", "Python",
                lambda sql: [py, script, a.dsn, sql], importable(py, "pgspout"),
+               lambda: f"{script_version([py, script])()} ({rev})"),
+        Client("pgspout_py_json@base", f"pgspout Python, rows=\"json\" ({rev})", "Python",
+               lambda sql: [py, script, a.dsn, sql, "rows=json"], importable(py, "pgspout"),
                lambda: f"{script_version([py, script])()} ({rev})"),
     ]
     for lua in ("luajit", "lua5.1"):
@@ -663,7 +666,8 @@ def aio_lines(results):
 def baseline_lines(results, runs, rev):
     """The baseline's clients (before) against this tree's (after)."""
     by = {(r["client"], r["dataset"]): r for r in results}
-    pairs = [("pgspout_py", "Python tuples", ALL_PY), ("pgspout_luajit", "LuaJIT", LUASQL),
+    pairs = [("pgspout_py", "Python tuples", ALL_PY), ("pgspout_py_json", "Python rows=\"json\"", ALL_PY),
+             ("pgspout_luajit", "LuaJIT", LUASQL),
              ("pgspout_lua5.1", "Lua 5.1", ("luasql_lua5.1",)), ("pgspout_cli", "CLI", ("raw_libpq",))]
     rows = []
     for d in dict.fromkeys(r["dataset"] for r in results):

@@ -149,7 +149,9 @@ local open, conn_close, conn_ok, conn_error = rawconn.open, rawconn.close, rawco
 local conn_release = rawconn.release
 
 --- conn:stream(sql [, params [, opts]]) -> stream | nil, err, code
--- opts.rows = "tuple" (arrays, the default), "dict" or "json" shapes rows.
+-- opts.rows = "tuple" (arrays, the default), "dict" or "json" shapes rows;
+-- "json" also sets the core's option json (s:rows("json") on a stream
+-- opened without it fails on columns of types outside the built-in table).
 function Conn:stream(sql, params, opts)
     local shape = 0
     if type(opts) == "table" and opts.rows ~= nil then
@@ -160,6 +162,9 @@ function Conn:stream(sql, params, opts)
         end
         local copy = {}
         for k, v in pairs(opts) do copy[k] = v end
+        -- json rows as row_to_json renders them: the core's option json
+        -- looks composite, domain, enum... columns' types up first
+        if shape == OPTION.json and copy.json == nil then copy.json = true end
         copy.rows, opts = nil, copy
     end
     local s, err, code = open(self, sql, params, opts)

@@ -744,6 +744,9 @@ static const char *unusable_option(const char *key)
         return "applies to registry streams only";
     if (strcmp(key, "binary") == 0 || strcmp(key, "arrow") == 0)
         return "hands values over in binary, for programs; this command writes text";
+    if (strcmp(key, "json") == 0)
+        return "follows --format: ndjson and json look the columns' types up, csv and tsv "
+               "need not";
     return NULL;
 }
 
@@ -1128,6 +1131,10 @@ int main(int argc, char **argv)
         if (!interval_given)
             pgspout_options_set(opts, "progress_interval", g_tty ? "200ms" : "1s");
     }
+    /* JSON rows as row_to_json renders them: composites, domains, enums...
+     * need their types looked up before the statement runs */
+    if (fmt == FMT_NDJSON || fmt == FMT_JSON)
+        pgspout_options_set(opts, "json", "on");
     if (partitions) {
         /* --progress: one line for all the partitions, printed by parts_run */
         parts_args pa = {conninfo, opts,   conn,          spec,  output,

@@ -223,6 +223,19 @@ PGSPOUT_EXTERN void pgspout_set_interrupt_hook(pgspout_interrupt_fn fn, void *us
  *                            text; costs two round trips (prepare,
  *                            describe) before the query; row_json and
  *                            chunk_ndjson refuse such a stream with ESTATE
+ *   json (off)               the rows will be read as JSON (row_json,
+ *                            chunk_ndjson): describe the statement first
+ *                            (two round trips) and, when a column's type is
+ *                            neither a built-in one nor known to the
+ *                            connection yet (composites, arrays of
+ *                            domains, enums, types of extensions...), look
+ *                            it up in the catalog with one query before the
+ *                            statement runs (the connection caches what it
+ *                            learnt, composites' fields excepted: a stream
+ *                            with one reads them again). Ignored with
+ *                            binary or arrow. Python and Lua rows="json",
+ *                            the command's JSON formats and registry
+ *                            streams set it
  *   snapshot ("")            a snapshot id from pg_export_snapshot()
  *                            (pgspout_snapshot_id): the stream runs in a
  *                            transaction of its own, BEGIN ISOLATION LEVEL
@@ -912,14 +925,19 @@ PGSPOUT_EXTERN int pgspout_row_isnull(const pgspout_row *row, int col);
  * (NULL becomes null); otherwise an object keyed by column name, each value
  * as PostgreSQL's row_to_json renders it: numbers, booleans, null, json/jsonb
  * nested as-is, timestamps in ISO 8601 ("2026-12-02T06:16:21.5+05:30", the
- * session's zone), arrays of the types pgspout_type_kind knows as nested
- * JSON arrays (bounds dropped), non-finite numbers and every other value as
- * a string of its text (dates, times, intervals, bytea, uuid, ranges,
- * enums). Not yet as row_to_json: composites and records, arrays of other
- * types, domains over non-text types (their text, as a string). One line:
- * raw newlines of json values become spaces. *json is owned by s and valid
- * until the next call on s. Returns OK, EINVAL, ENOMEM, ESTATE (option binary
- * or arrow).*/
+ * session's zone), arrays of any type as nested JSON arrays (bounds
+ * dropped), composites as objects of their fields, domains as their base
+ * type, non-finite numbers and every other value as a string of its text
+ * (dates, times, intervals, bytea, uuid, oid, ranges, enums). Types outside
+ * pgspout's built-in table (composites, enums, arrays of domains, ...) are
+ * known only to a stream opened with option json: on any other stream a
+ * column of such a type makes this return ESTATE. Not as row_to_json, by
+ * necessity, and logged once per stream: anonymous records (the result
+ * carries neither their field names nor their field types), anyarray, types
+ * with a function cast to json: their text, as a string. One line: raw
+ * newlines of json values become spaces. *json is owned by s and valid
+ * until the next call on s. Returns OK, EINVAL, ENOMEM, ESTATE (option
+ * binary or arrow; a type not looked up).*/
 PGSPOUT_EXTERN int pgspout_row_json(pgspout_stream *s, const pgspout_row *row, const char **json,
                                     size_t *len);
 /* Every row of c as JSON, one per line, each ending in '\n'. Lifetime and

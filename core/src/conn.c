@@ -511,6 +511,7 @@ void pgspout_conn_close(pgspout_conn *c)
     if (pg)
         PQfinish(pg);
     pthread_mutex_destroy(&c->lock);
+    pgs_typecache_free(c->types);
     free(c->err);
     free(c);
 }

@@ -55,6 +55,9 @@ struct pgspout_conn {
     int connect_write;        /* PQconnectPoll wants the socket writable */
     int64_t connect_t0;       /* monotonic ns, for the connect metrics */
     int64_t connect_deadline; /* 0 = none */
+    /* what the catalog said of the types JSON rows met (jsontypes.c); the
+     * stream running on the connection uses it (NULL until the first) */
+    pgs_typecache *types;
 };
 
 /* A field of a buffered row: value at data + off, len -1 for SQL NULL. */
@@ -83,8 +86,16 @@ struct pgspout_stream {
     /* columns */
     PGresult *meta; /* attribute descriptions only (PQcopyResult) */
     int ncols;
-    int json_single; /* one json/jsonb column: hand it over as-is */
-    int *json_kind;  /* per column PGS_JSON_* */
+    int json_single;             /* one json/jsonb column: hand it over as-is */
+    int *json_kind;              /* per column PGS_JSON_* */
+    const pgs_jtype **json_type; /* per column: its tree (PGS_JSON_TREE) */
+    int json_trees;              /* some column is PGS_JSON_TREE */
+    int json_unresolved;         /* a PGS_JSON_UNRESOLVED column, or -1 */
+    int json_warned;             /* a value not of its type's shape was logged */
+    pgs_jtypes jtypes;           /* the trees, and the catalog's rows */
+    pgs_jscratch jscratch;
+    unsigned int *desc_oids; /* option json: the columns' types, described */
+    int ndesc;
     char **json_key; /* per column "\"name\":" pre-escaped */
     size_t *json_key_len;
 
@@ -131,8 +142,8 @@ struct pgspout_stream {
     int sock_watched; /* the server socket's events in epfd (0: not in it) */
     char *err;
     char sqlstate[6];
-    void *arrow; /* the Arrow stream exporting it (arrow.c), detached at close */
-    int binary;  /* option arrow or binary: results came in binary */
+    void *arrow;                 /* the Arrow stream exporting it (arrow.c), detached at close */
+    int binary;                  /* option arrow or binary: results came in binary */
     struct pgs_opening *opening; /* pgspout_stream_start: the steps still to run */
     _Atomic int cancel_sent;     /* pgspout_stream_cancel's request reached the server */
     int64_t drain_until;         /* non-blocking drain after a cancel: give up then */

@@ -5,22 +5,21 @@
 #include <string.h>
 #include <strings.h>
 
-/* How PostgreSQL's to_json renders a value: by its type's kind. */
+/* How PostgreSQL's to_json renders a value of a built-in type, by OID
+ * (jsontypes.c's table): the fast kinds need no type tree. */
 int pgs_json_kind(unsigned int oid)
 {
-    int kind = pgspout_type_kind(oid), array = kind & PGSPOUT_KIND_ARRAY ? PGS_JSON_ARRAY : 0;
-    switch (kind & 0xff) {
-    case PGSPOUT_KIND_INT:
-    case PGSPOUT_KIND_INT8:
-    case PGSPOUT_KIND_FLOAT:
-    case PGSPOUT_KIND_NUMERIC: return array | PGS_JSON_NUMBER;
-    case PGSPOUT_KIND_BOOL: return array | PGS_JSON_BOOL;
-    case PGSPOUT_KIND_TIMESTAMP:
-    case PGSPOUT_KIND_TIMESTAMPTZ: return array | PGS_JSON_TIMESTAMP;
-    case PGSPOUT_KIND_JSON: /* json keeps its input's whitespace, jsonb has none */
-        return array | (oid == 114 || oid == 199 ? PGS_JSON_RAW_LINES : PGS_JSON_RAW);
-    default: return array | PGS_JSON_STRING;
+    const pgs_builtin *t = pgs_json_builtin(oid);
+    if (t == NULL)
+        return PGS_JSON_UNRESOLVED;
+    if (t->kind < PGS_JT_ARRAY)
+        return t->kind;
+    if (t->kind == PGS_JT_ARRAY && t->delim == ',') {
+        const pgs_builtin *e = pgs_json_builtin(t->elem);
+        if (e && e->kind < PGS_JT_ARRAY)
+            return PGS_JSON_ARRAY | e->kind;
     }
+    return PGS_JSON_TREE;
 }
 
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
@@ -137,34 +136,58 @@ static int json_timestamp(pgs_buf *b, const char *v, size_t n)
 }
 
 static int json_scalar(pgs_buf *b, int kind, const char *v, size_t n);
+static int json_tree(pgs_buf *b, const pgs_jtype *t, const char *v, size_t n, pgs_jscratch *sc,
+                     int depth);
+
+/* One element or field value (its text v[0..n)) of type t, or of the
+ * scalar kind when t is NULL. */
+static int json_elem(pgs_buf *b, const pgs_jtype *t, int kind, const char *v, size_t n,
+                     pgs_jscratch *sc, int depth)
+{
+    if (t == NULL)
+        return json_scalar(b, kind, v, n);
+    if (t->kind < PGS_JT_ARRAY)
+        return json_scalar(b, t->kind, v, n);
+    return json_tree(b, t, v, n, sc, depth);
+}
 
 /* An array literal ("{1,2}", "{{a,\"b c\"},{NULL,d}}", "[0:1]={x,y}") as
- * nested JSON arrays, elements by kind, bounds dropped, as to_json does.
- * -1 when it is not such a literal (the caller writes the text instead). */
-static int json_array(pgs_buf *b, int kind, const char *v, size_t n, pgs_buf *el)
+ * nested JSON arrays, elements of type elem (or of the scalar kind when
+ * elem is NULL), delimited by delim, bounds dropped, as to_json does. el
+ * holds an element's unescaped text; sc and depth are for elements that
+ * are trees themselves. -1 when it is not such a literal (the caller
+ * writes the text instead). */
+static int json_array(pgs_buf *b, const pgs_jtype *elem, int kind, char delim, const char *v,
+                      size_t n, pgs_buf *el, pgs_jscratch *sc, int depth)
 {
     const char *p = v, *e = v + n;
-    int depth = 0;
+    int dims = 0;
+    if (elem && elem->kind < PGS_JT_ARRAY) { /* scalar elements: no tree below */
+        kind = elem->kind;
+        elem = NULL;
+    }
     if (p < e && *p == '[') {
         if ((p = memchr(v, '=', n)) == NULL)
             return -1;
         p++;
     }
+    if (p >= e || *p != '{')
+        return -1;
     do {
         if (p >= e)
             return -1;
         if (*p == '{') {
-            if (++depth > 6)
+            if (++dims > 6)
                 return -1;
             pgs_buf_putc(b, '[');
             p++;
-            if (p < e && *p == '}')
-                continue; /* an empty level: the closing brace below */
-            continue;
+            continue; /* an empty level ends at the closing brace below */
         }
         if (*p == '}') {
+            if (p[-1] == delim)
+                return -1; /* "{a,}": an element missing */
             pgs_buf_putc(b, ']');
-            depth--;
+            dims--;
             p++;
         } else { /* an element, quoted or not */
             pgs_buf_clear(el);
@@ -176,24 +199,160 @@ static int json_array(pgs_buf *b, int kind, const char *v, size_t n, pgs_buf *el
                 }
                 if (p++ >= e)
                     return -1;
-                json_scalar(b, kind, el->data ? el->data : "", el->len);
+                if (el->oom) { /* out of memory, not a mismatch: the output says so */
+                    b->oom = 1;
+                    return -1;
+                }
+                if (elem)
+                    json_tree(b, elem, el->data ? el->data : "", el->len, sc, depth + 1);
+                else
+                    json_scalar(b, kind, el->data ? el->data : "", el->len);
             } else {
                 const char *st = p;
-                while (p < e && *p != ',' && *p != '}')
+                while (p < e && *p != delim && *p != '}')
                     p++;
                 size_t k = (size_t)(p - st);
+                if (k == 0)
+                    return -1;
                 if (k == 4 && strncasecmp(st, "NULL", 4) == 0)
                     pgs_buf_append(b, "null", 4);
+                else if (elem)
+                    json_tree(b, elem, st, k, sc, depth + 1);
                 else
                     json_scalar(b, kind, st, k);
             }
         }
-        if (depth > 0 && p < e && *p == ',') {
-            pgs_buf_putc(b, ',');
-            p++;
+        if (dims > 0) { /* after an element or a level: a delimiter or the end of one */
+            if (p < e && *p == delim) {
+                pgs_buf_putc(b, ',');
+                p++;
+            } else if (p >= e || *p != '}') {
+                return -1;
+            }
         }
-    } while (depth > 0);
-    return p == e && !b->oom && !el->oom ? 0 : -1;
+    } while (dims > 0);
+    return p == e && !b->oom ? 0 : -1;
+}
+
+/* int2vector, oidvector: "1 2 3" as [1,2,3] (oids as strings, as to_json). */
+static int json_vector(pgs_buf *b, const pgs_jtype *t, const char *v, size_t n)
+{
+    const char *p = v, *e = v + n;
+    int kind = t->elem ? t->elem->kind : PGS_JSON_STRING;
+    pgs_buf_putc(b, '[');
+    while (p < e) {
+        const char *st = p;
+        while (p < e && *p != ' ')
+            p++;
+        if (p == st)
+            return -1;
+        if (st != v)
+            pgs_buf_putc(b, ',');
+        if (json_scalar(b, kind < PGS_JT_ARRAY ? kind : PGS_JSON_STRING, st, (size_t)(p - st)) != 0)
+            return -1;
+        if (p < e && ++p == e)
+            return -1; /* a trailing space */
+    }
+    return pgs_buf_putc(b, ']');
+}
+
+/* record_out's text of a composite ("(1,\"a b\",)": fields quoted when they
+ * must be, "" and \\ inside quotes, NULL as nothing) as an object keyed by
+ * the fields' names, each value by its type. -1 when the text does not have
+ * t's fields. */
+static int json_composite(pgs_buf *b, const pgs_jtype *t, const char *v, size_t n, pgs_jscratch *sc,
+                          int depth)
+{
+    const char *p = v, *e = v + n;
+    pgs_buf *el = &sc->lvl[depth];
+    if (p >= e || *p++ != '(')
+        return -1;
+    pgs_buf_putc(b, '{');
+    for (int i = 0; i < t->nfields; i++) {
+        if (i > 0) {
+            if (p >= e || *p++ != ',')
+                return -1;
+            pgs_buf_putc(b, ',');
+        }
+        pgs_buf_append(b, t->fields[i].key, t->fields[i].key_len);
+        if (p < e && (*p == ',' || *p == ')')) { /* nothing at all: NULL */
+            pgs_buf_append(b, "null", 4);
+            continue;
+        }
+        pgs_buf_clear(el);
+        int quoted = 0;
+        while (p < e && (quoted || (*p != ',' && *p != ')'))) {
+            if (*p == '"') {
+                if (quoted && p + 1 < e && p[1] == '"') {
+                    pgs_buf_putc(el, '"');
+                    p += 2;
+                } else {
+                    quoted = !quoted;
+                    p++;
+                }
+            } else if (*p == '\\') {
+                if (++p >= e)
+                    return -1;
+                pgs_buf_putc(el, *p++);
+            } else {
+                pgs_buf_putc(el, *p++);
+            }
+        }
+        if (el->oom) { /* out of memory, not a mismatch: the output says so */
+            b->oom = 1;
+            return -1;
+        }
+        if (quoted)
+            return -1;
+        if (json_elem(b, t->fields[i].type, PGS_JSON_STRING, el->data ? el->data : "", el->len, sc,
+                      depth + 1) != 0)
+            return -1;
+    }
+    if (p + 1 != e || *p != ')')
+        return -1;
+    return pgs_buf_putc(b, '}');
+}
+
+/* A value of type t at nesting depth: its structure, or (when its text
+ * does not have it, or nesting is too deep) its text as a string. */
+static int json_tree(pgs_buf *b, const pgs_jtype *t, const char *v, size_t n, pgs_jscratch *sc,
+                     int depth)
+{
+    size_t at = b->len;
+    int rc = -1;
+    if (depth < PGS_JT_DEPTH) {
+        switch (t->kind) {
+        case PGS_JT_ARRAY:
+            rc =
+                json_array(b, t->elem, PGS_JSON_STRING, t->delim, v, n, &sc->lvl[depth], sc, depth);
+            break;
+        case PGS_JT_VECTOR: rc = json_vector(b, t, v, n); break;
+        case PGS_JT_COMPOSITE: rc = json_composite(b, t, v, n, sc, depth); break;
+        case PGS_JT_RECORD:
+        case PGS_JT_ANYARRAY:
+        case PGS_JT_CAST: break; /* their text, by design */
+        default: return json_scalar(b, t->kind, v, n);
+        }
+    }
+    if (rc == 0 && !b->oom)
+        return 0;
+    if (b->oom)
+        return -1;
+    if (t->kind == PGS_JT_ARRAY || t->kind == PGS_JT_VECTOR || t->kind == PGS_JT_COMPOSITE)
+        sc->mismatch = 1;
+    b->len = at;
+    return pgs_json_string(b, v, n);
+}
+
+int pgs_json_tree(pgs_buf *b, const pgs_jtype *t, const char *v, size_t n, pgs_jscratch *sc)
+{
+    return json_tree(b, t, v, n, sc, 0);
+}
+
+void pgs_jscratch_free(pgs_jscratch *sc)
+{
+    for (int i = 0; i <= PGS_JT_DEPTH; i++)
+        pgs_buf_free(&sc->lvl[i]);
 }
 
 int pgs_json_value(pgs_buf *b, int kind, const char *v, size_t n, int isnull)
@@ -203,7 +362,7 @@ int pgs_json_value(pgs_buf *b, int kind, const char *v, size_t n, int isnull)
     if (kind & PGS_JSON_ARRAY) {
         pgs_buf el = PGS_BUF_INIT;
         size_t at = b->len;
-        int rc = json_array(b, kind & ~PGS_JSON_ARRAY, v, n, &el);
+        int rc = json_array(b, NULL, kind & ~PGS_JSON_ARRAY, ',', v, n, &el, NULL, 0);
         pgs_buf_free(&el);
         if (rc == 0)
             return 0;

@@ -48,6 +48,7 @@ static const opt_def defs[] = {
     {"pool", K_BOOL, OFF(pool), 0, 0, NULL},
     {"arrow", K_BOOL, OFF(arrow), 0, 0, NULL},
     {"binary", K_BOOL, OFF(binary), 0, 0, NULL},
+    {"json", K_BOOL, OFF(json), 0, 0, NULL},
     {"snapshot", K_SNAPSHOT, OFF(snapshot), 0, 0, NULL},
     {"connect_timeout", K_DUR, OFF(connect_timeout_ms), 0, INT32_MAX, NULL},
     {"keepalives_idle", K_DUR, OFF(keepalives_idle_ms), 0, INT32_MAX, NULL},

@@ -43,6 +43,7 @@ struct pgspout_options {
     int pool;   /* registry: take the connection from the registry's pool */
     int arrow;  /* read through pgspout_stream_arrow only: binary results */
     int binary; /* rows in binary when every column's type allows */
+    int json;   /* rows read as JSON: describe first, types from the catalog */
     char snapshot[PGS_SNAPSHOT_MAX + 1]; /* "" = none: import it (stream.c) */
     /* connection (-1 = not set) */
     int64_t connect_timeout_ms;

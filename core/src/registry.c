@@ -19,7 +19,8 @@
  * It is built on the public API only (pgspout_connect_opts,
  * pgspout_stream_open, pgspout_stream_next_chunk, pgspout_chunk_ndjson,
  * pgspout_row_json, pause/resume/cancel, pgspout_stream_stats_json, close);
- * the one internal detail it reads is idle_timeout_ms of the parsed options.
+ * the internal details it uses: idle_timeout_ms of the parsed options, and
+ * option json, which it sets on a copy of them (its rows go out as JSON).
  *
  * Entries
  * -------
@@ -538,7 +539,15 @@ static int open_entry(pgspout_pool *pool, const char *conninfo, const char *sql,
             set_errmsg(errmsg, "connect: ", conn ? pgspout_conn_error(conn) : NULL, NULL, rc);
         goto fail;
     }
-    rc = pgspout_stream_open(conn, sql, nparams, params, opts, &stream);
+    /* its rows go out as NDJSON: option json, so that they render as
+     * row_to_json does (a copy: opts is the caller's) */
+    pgspout_options jopts;
+    if (opts)
+        jopts = *opts;
+    else
+        pgs_options_defaults(&jopts);
+    jopts.json = 1;
+    rc = pgspout_stream_open(conn, sql, nparams, params, &jopts, &stream);
     e->stream = stream;
     if (rc < 0) {
         if (stream)

@@ -227,12 +227,20 @@ static int set_meta(pgspout_stream *s, const PGresult *res)
     if (s->lens == NULL)
         return -1;
     s->json_kind = calloc((size_t)n, sizeof *s->json_kind);
+    s->json_type = calloc((size_t)n, sizeof *s->json_type);
     s->json_key = calloc((size_t)n, sizeof *s->json_key);
     s->json_key_len = calloc((size_t)n, sizeof *s->json_key_len);
-    if (!s->json_kind || !s->json_key || !s->json_key_len)
+    if (!s->json_kind || !s->json_type || !s->json_key || !s->json_key_len)
         return -1;
     for (int c = 0; c < n; c++) {
-        s->json_kind[c] = pgs_json_kind(PQftype(s->meta, c));
+        int kind = pgs_jtypes_column(&s->jtypes, s->conn ? s->conn->types : NULL,
+                                     PQftype(s->meta, c), &s->json_type[c]);
+        if (kind < 0)
+            return -1;
+        s->json_kind[c] = kind;
+        s->json_trees |= kind == PGS_JSON_TREE;
+        if (kind == PGS_JSON_UNRESOLVED && s->json_unresolved < 0)
+            s->json_unresolved = c;
         pgs_buf key = PGS_BUF_INIT;
         const char *name = PQfname(s->meta, c);
         if (c > 0)
@@ -446,7 +454,7 @@ static int await_step(PGconn *pg, int *want_write, int *failed, result_fn each, 
         if (r == NULL)
             return PGSPOUT_OK;
         each(r, *failed, ud);
-        *failed |= PQresultStatus(r) != PGRES_COMMAND_OK;
+        *failed |= PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK;
         PQclear(r);
     }
     return PGSPOUT_AGAIN;
@@ -561,6 +569,16 @@ static void described_result(PGresult *r, int failed, void *ud)
             set_sql_error(d->s, r);
         return;
     }
+    if (!d->s->opt.arrow && !d->s->opt.binary) { /* option json: the columns' types */
+        int n = PQnfields(r);
+        if (n > 0 && d->s->desc_oids == NULL) {
+            d->s->desc_oids = malloc((size_t)n * sizeof *d->s->desc_oids);
+            d->s->ndesc = d->s->desc_oids ? n : -1;
+            for (int f = 0; d->s->desc_oids && f < n; f++)
+                d->s->desc_oids[f] = PQftype(r, f);
+        }
+        return;
+    }
     if (PQnfields(r) > 0) /* the Describe's result: the columns */
         *d->binary = 1;
     for (int f = 0; f < PQnfields(r); f++)
@@ -582,6 +600,71 @@ static int describe(pgspout_stream *s, const char *sql, int nparams, int *binary
     if (rc == PGSPOUT_OK)
         rc = await_results(s->conn, PQsendDescribePrepared(pg, ""), "describing the statement",
                            s->deadline, described_result, &d);
+    return rc;
+}
+
+/* Option json: the catalog's rows for the types the described columns need
+ * (jsontypes.c), taken into the connection's cache and the stream. */
+static void types_result(PGresult *r, int failed, void *ud)
+{
+    pgspout_stream *s = ud;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        if (!failed && PQresultStatus(r) != PGRES_COMMAND_OK)
+            set_sql_error(s, r);
+        return;
+    }
+    if (PQnfields(r) != PGS_JTYPES_NCOLS) {
+        s->ndesc = -1;
+        return;
+    }
+    s->jtypes.looked_up = 1;
+    for (int i = 0; i < PQntuples(r) && s->ndesc >= 0; i++) {
+        const char *v[PGS_JTYPES_NCOLS];
+        for (int f = 0; f < PGS_JTYPES_NCOLS; f++)
+            v[f] = PQgetisnull(r, i, f) ? NULL : PQgetvalue(r, i, f);
+        if (pgs_jtypes_row(&s->jtypes, s->conn->types, v) != 0)
+            s->ndesc = -1;
+    }
+}
+
+/* Option json, once the statement is described: the catalog query for the
+ * types of its columns that need one, in *sql (malloc'd), or NULL when none
+ * does (the built-in table and the connection's cache know them all).
+ * PGSPOUT_OK or ENOMEM. */
+static int types_query(pgspout_stream *s, char **sql)
+{
+    pgspout_conn *c = s->conn;
+    *sql = NULL;
+    s->jtypes.catalog = 1;
+    if (s->ndesc < 0)
+        return PGSPOUT_ENOMEM;
+    if (c->types == NULL && (c->types = calloc(1, sizeof *c->types)) == NULL)
+        return PGSPOUT_ENOMEM;
+    int n = pgs_jtypes_need(&s->jtypes, c->types, s->desc_oids, s->ndesc);
+    if (n < 0)
+        return PGSPOUT_ENOMEM;
+    if (n > 0 && (*sql = pgs_jtypes_sql(&s->jtypes, PQserverVersion(c->pg))) == NULL)
+        return PGSPOUT_ENOMEM;
+    if (n > 0)
+        pgs_log_ex(PGSPOUT_LOG_DEBUG, s->opt.label, NULL, NULL,
+                   "JSON rows: looking up %d type%s in the catalog (first: %u)", n,
+                   n == 1 ? "" : "s", s->jtypes.need[0]);
+    return PGSPOUT_OK;
+}
+
+/* Option json (pgspout_stream_open): look the columns' types up, when they
+ * need it, before the statement runs. Returns as await_results, or ENOMEM. */
+static int lookup_types(pgspout_stream *s)
+{
+    char *sql;
+    int rc = types_query(s, &sql);
+    if (rc != PGSPOUT_OK || sql == NULL)
+        return rc;
+    rc = await_results(s->conn, PQsendQuery(s->conn->pg, sql), "looking up the columns' types",
+                       s->deadline, types_result, s);
+    free(sql);
+    if (rc == PGSPOUT_OK && s->ndesc < 0)
+        rc = PGSPOUT_ENOMEM;
     return rc;
 }
 
@@ -1063,7 +1146,15 @@ static void statement_done(pgspout_stream *s)
 
 /* pgspout_stream_start: the steps of pgspout_stream_open, run by the pump
  * one at a time without waiting, so that an event loop can drive them. */
-enum { OPEN_TIMEOUT = 1, OPEN_SAVEPOINT, OPEN_PREPARE, OPEN_DESCRIBE, OPEN_QUERY, OPEN_FLUSH };
+enum {
+    OPEN_TIMEOUT = 1,
+    OPEN_SAVEPOINT,
+    OPEN_PREPARE,
+    OPEN_DESCRIBE,
+    OPEN_TYPES,
+    OPEN_QUERY,
+    OPEN_FLUSH
+};
 
 struct pgs_opening {
     int step;                   /* OPEN_*: running (sent) or next */
@@ -1103,6 +1194,10 @@ static int open_failed(pgspout_stream *s, int code)
     }
     if (code == PGSPOUT_ESQL)
         savepoint_end(s, 0); /* as a refused query ends: the transaction aborted */
+    if (code == PGSPOUT_ENOMEM) {
+        set_error(s, "", "out of memory while looking up the columns' types");
+        savepoint_end(s, 1);
+    }
     return fail(s, code, PGSPOUT_STATE_FAILED, -1);
 }
 
@@ -1126,6 +1221,10 @@ static int open_step(pgspout_stream *s, int *want_write)
                                                   : PGSPOUT_OK;
             } else if (op->step == OPEN_PREPARE || op->step == OPEN_DESCRIBE) {
                 rc = await_step(pg, want_write, &op->failed, described_result, &op->d);
+            } else if (op->step == OPEN_TYPES) {
+                rc = await_step(pg, want_write, &op->failed, types_result, s);
+                if (rc == PGSPOUT_OK && !op->failed && s->ndesc < 0)
+                    rc = PGSPOUT_ENOMEM;
             } else {
                 rc = await_step(pg, want_write, &op->failed, utility_result, &op->u);
             }
@@ -1185,7 +1284,7 @@ static int open_step(pgspout_stream *s, int *want_write)
             sent = PQsendQuery(pg, op->util_sql);
             break;
         case OPEN_PREPARE:
-            if (!s->opt.arrow) {
+            if (!s->opt.arrow && !s->opt.json) {
                 op->step = OPEN_QUERY;
                 continue;
             }
@@ -1194,9 +1293,22 @@ static int open_step(pgspout_stream *s, int *want_write)
             sent = PQsendPrepare(pg, "", op->sql, op->nparams, NULL);
             break;
         case OPEN_DESCRIBE: sent = PQsendDescribePrepared(pg, ""); break;
+        case OPEN_TYPES: {
+            char *sql = NULL;
+            int rc = s->opt.arrow ? PGSPOUT_OK : types_query(s, &sql);
+            if (rc != PGSPOUT_OK)
+                return open_failed(s, rc);
+            if (sql == NULL) {
+                op->step++;
+                continue;
+            }
+            sent = PQsendQuery(pg, sql);
+            free(sql);
+            break;
+        }
         default: { /* OPEN_QUERY */
             const char *const *pv = (const char *const *)op->params;
-            sent = s->opt.arrow
+            sent = s->opt.arrow /* option json: as pgspout_stream_open */
                        ? PQsendQueryPrepared(pg, "", op->nparams, pv, NULL, NULL, s->binary)
                        : PQsendQueryParams(pg, op->sql, op->nparams, NULL, pv, NULL, NULL, 0);
             if (!sent) {
@@ -1218,6 +1330,7 @@ static int open_step(pgspout_stream *s, int *want_write)
         if (!sent) {
             set_error(s, "08006", "could not send \"%s\": %s",
                       op->step == OPEN_PREPARE || op->step == OPEN_DESCRIBE ? "the statement"
+                      : op->step == OPEN_TYPES                              ? "the types query"
                                                                             : op->util_sql,
                       PQerrorMessage(pg));
             return open_failed(s, PGSPOUT_ECONN);
@@ -1673,6 +1786,7 @@ static int stream_new(pgspout_conn *conn, const char *sql, int nparams, const ch
     else
         pgs_options_defaults(&s->opt);
     s->limit_reason = -1;
+    s->json_unresolved = -1;
     s->wake.fd = -1;
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN};
@@ -1757,19 +1871,30 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
         rc = exec_utility(conn, "SAVEPOINT " SAVEPOINT_NAME, s->deadline, s);
         s->savepoint = rc == PGSPOUT_OK;
     }
-    int prepared = s->opt.arrow || s->opt.binary;
+    int prepared = s->opt.arrow || s->opt.binary || s->opt.json;
     if (rc == PGSPOUT_OK && prepared) {
         rc = describe(s, sql, nparams, &s->binary);
+        if (rc == PGSPOUT_OK && !s->opt.arrow && !s->opt.binary)
+            rc = lookup_types(s);
         if (rc == PGSPOUT_ESQL) { /* as a refused query ends: the transaction aborted */
             s->server_done = 1;
             savepoint_end(s, 0);
             return open_fail(s, rc, NULL);
         }
     }
+    if (rc == PGSPOUT_ENOMEM) {
+        set_error(s, "", "out of memory while looking up the columns' types");
+        s->server_done = 1;
+        savepoint_end(s, 1);
+        return open_fail(s, rc, NULL);
+    }
     if (rc != PGSPOUT_OK)
         return open_fail(s, rc, "preparing the stream");
-    if (prepared ? !PQsendQueryPrepared(conn->pg, "", nparams, params, NULL, NULL, s->binary)
-                 : !PQsendQueryParams(conn->pg, sql, nparams, NULL, params, NULL, NULL, 0)) {
+    /* option json sends the statement again: a catalog query replaced the
+     * unnamed statement (and parsing it again costs no round trip) */
+    if (s->opt.arrow || s->opt.binary
+            ? !PQsendQueryPrepared(conn->pg, "", nparams, params, NULL, NULL, s->binary)
+            : !PQsendQueryParams(conn->pg, sql, nparams, NULL, params, NULL, NULL, 0)) {
         set_error(s, "", "could not send the query: %s", PQerrorMessage(conn->pg));
         if (PQstatus(conn->pg) != CONNECTION_OK)
             mark_broken(conn, "could not send the query");
@@ -1984,12 +2109,70 @@ int pgs_stream_render_row(pgspout_stream *s, const pgspout_row *row, pgs_buf *b)
                               f[0].len < 0 ? 0 : (size_t)f[0].len, f[0].len < 0);
     if (pgs_buf_putc(b, '{') != 0)
         return -1;
+    if (!s->json_trees) { /* built-in types only: no tree to look at */
+        for (int c = 0; c < row->ncols; c++) {
+            pgs_buf_append(b, s->json_key[c], s->json_key_len[c]);
+            pgs_json_value(b, s->json_kind[c], row->data + f[c].off,
+                           f[c].len < 0 ? 0 : (size_t)f[c].len, f[c].len < 0);
+        }
+        return pgs_buf_putc(b, '}');
+    }
     for (int c = 0; c < row->ncols; c++) {
         pgs_buf_append(b, s->json_key[c], s->json_key_len[c]);
-        pgs_json_value(b, s->json_kind[c], row->data + f[c].off,
-                       f[c].len < 0 ? 0 : (size_t)f[c].len, f[c].len < 0);
+        if (s->json_kind[c] == PGS_JSON_TREE && f[c].len >= 0)
+            pgs_json_tree(b, s->json_type[c], row->data + f[c].off, (size_t)f[c].len, &s->jscratch);
+        else
+            pgs_json_value(b, s->json_kind[c], row->data + f[c].off,
+                           f[c].len < 0 ? 0 : (size_t)f[c].len, f[c].len < 0);
     }
     return pgs_buf_putc(b, '}');
+}
+
+/* Before JSON rows are rendered: ESTATE for a column whose type the stream
+ * did not look up (or the catalog did not describe); a warning, once, for
+ * values written as their text by design (records...). */
+static int json_ready(pgspout_stream *s)
+{
+    if (s->json_unresolved >= 0) {
+        int c = s->json_unresolved;
+        if (s->jtypes.catalog)
+            set_error(s, "",
+                      "JSON rows: the catalog did not describe type %u of column \"%s\" (was it "
+                      "dropped?)",
+                      PQftype(s->meta, c), PQfname(s->meta, c));
+        else
+            set_error(s, "",
+                      "JSON rows: column \"%s\" has type %u, which only a stream opened with "
+                      "option json looks up to render as row_to_json does (Python and Lua: "
+                      "rows=\"json\")",
+                      PQfname(s->meta, c), PQftype(s->meta, c));
+        return PGSPOUT_ESTATE;
+    }
+    if (s->json_warned == 0 && s->jtypes.fallback_kind != 0) {
+        s->json_warned = 1;
+        int k = s->jtypes.fallback_kind;
+        pgs_log_ex(PGSPOUT_LOG_WARNING, s->opt.label, NULL, NULL,
+                   "JSON rows: values of type %u are written as their text, not as row_to_json "
+                   "renders them (%s)",
+                   s->jtypes.fallback_oid,
+                   k == PGS_JT_RECORD     ? "an anonymous record: the result carries neither its "
+                                            "field names nor their types; cast it to a composite type"
+                   : k == PGS_JT_ANYARRAY ? "anyarray: the element type is not in the result"
+                                          : "a cast to json, which only the server can apply");
+    }
+    return PGSPOUT_OK;
+}
+
+/* A value was not of its column type's shape (the type changed between the
+ * lookup and the statement?): written as its text; logged once. */
+static void json_checked(pgspout_stream *s)
+{
+    if (s->jscratch.mismatch && s->json_warned < 2) {
+        s->json_warned = 2;
+        pgs_log_ex(PGSPOUT_LOG_WARNING, s->opt.label, NULL, NULL,
+                   "JSON rows: a value did not have its type's shape (was the type altered while "
+                   "the stream opened?); written as its text");
+    }
 }
 
 /* JSON rows are rendered from text: ESTATE for a stream opened with option
@@ -2011,9 +2194,13 @@ int pgspout_row_json(pgspout_stream *s, const pgspout_row *row, const char **jso
         return PGSPOUT_EINVAL;
     if (s->opt.arrow || s->opt.binary)
         return text_only(s);
+    int rc = json_ready(s);
+    if (rc != PGSPOUT_OK)
+        return rc;
     pgs_buf_clear(&s->json);
     if (pgs_stream_render_row(s, row, &s->json) != 0 || s->json.oom)
         return PGSPOUT_ENOMEM;
+    json_checked(s);
     *json = s->json.data;
     if (len)
         *len = s->json.len;
@@ -2026,6 +2213,9 @@ int pgspout_chunk_ndjson(pgspout_stream *s, const pgspout_chunk *c, const char *
         return PGSPOUT_EINVAL;
     if (s->opt.arrow || s->opt.binary)
         return text_only(s);
+    int rc = json_ready(s);
+    if (rc != PGSPOUT_OK)
+        return rc;
     pgs_buf_clear(&s->json);
     for (int i = 0; i < c->n; i++) {
         pgs_stream_render_row(s, &c->rows[i], &s->json);
@@ -2033,6 +2223,7 @@ int pgspout_chunk_ndjson(pgspout_stream *s, const pgspout_chunk *c, const char *
     }
     if (pgs_buf_reserve(&s->json, 0) != 0)
         return PGSPOUT_ENOMEM;
+    json_checked(s);
     *out = s->json.data;
     if (len)
         *len = s->json.len;
@@ -2143,6 +2334,10 @@ void pgspout_stream_close(pgspout_stream *s)
     free(s->json_key);
     free(s->json_key_len);
     free(s->json_kind);
+    free(s->json_type);
+    pgs_jtypes_free(&s->jtypes);
+    pgs_jscratch_free(&s->jscratch);
+    free(s->desc_oids);
     free(s->rows);
     free(s->arena);
     free(s->lens);

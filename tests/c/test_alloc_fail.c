@@ -454,6 +454,53 @@ static void event_loop_calls(const pgspout_options *o)
     pgspout_conn_close(c);
 }
 
+/* Option json: the describe, the catalog query for a catalog row type and
+ * an array of it, the type trees, and JSON rows through them. */
+static void stream_json_types(pgspout_conn *c)
+{
+    set_step("stream json types: options");
+    pgspout_options *jo = pgspout_options_new();
+    if (jo == NULL)
+        return;
+    int rc = pgspout_options_set(jo, "json", "on");
+    CHECK_RC(rc, rc == PGSPOUT_OK);
+    set_step("stream json types: open");
+    pgspout_stream *s = open_stream(c,
+                                    "SELECT g, a, ARRAY[a, NULL] AS arr FROM pg_am a, "
+                                    "generate_series(1, 3) g WHERE a.amname = 'heap' ORDER BY g",
+                                    jo, 0);
+    pgspout_options_free(jo);
+    if (s == NULL)
+        return;
+    long expect = 1;
+    for (;;) {
+        set_step("stream json types: next");
+        const pgspout_row *r;
+        rc = pgspout_stream_next(s, &r);
+        if (rc != PGSPOUT_OK)
+            break;
+        check_row(r, &expect);
+        set_step("stream json types: row_json");
+        const char *js;
+        size_t len;
+        int jr = pgspout_row_json(s, r, &js, &len);
+        CHECK_RC(jr, jr == PGSPOUT_OK || is_enomem(jr));
+        if (jr == PGSPOUT_OK) {
+            check_json("row_json", js, len);
+            CHECK(strstr(js, "\"a\":{\"oid\":\"2\",\"amname\":\"heap\"") != NULL &&
+                      strstr(js, "\"amtype\":\"t\"},null]") != NULL,
+                  "row_json renders the composite: %s", js);
+        }
+    }
+    if (rc == PGSPOUT_DONE) {
+        CHECK(expect == 4, "all rows: DONE after %ld rows", expect - 1);
+    } else {
+        CHECK_RC(rc, is_enomem(rc));
+        check_failed(s, rc, PGSPOUT_STATE_FAILED);
+    }
+    pgspout_stream_close(s);
+}
+
 /* Read a stream to its end, rows numbered from 1: returns the end code. */
 static int drain_rows(pgspout_stream *s, long *expect)
 {
@@ -817,6 +864,7 @@ static void session(pgspout_conn **conn, pgspout_options **opts)
             stream_memory_limit(c, o);
         }
         stream_sql_error(c, o);
+        stream_json_types(c);
         stream_stop(c, o, 1);
         stream_stop(c, o, 0);
         stream_in_transaction(c, o);

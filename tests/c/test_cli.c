@@ -1209,6 +1209,35 @@ static void test_json_array(void **state)
     free(err);
 }
 
+/* NDJSON of columns whose types the command looks up (it opens the stream
+ * with option json): a catalog's row type, arrays of it, of a domain, of
+ * ranges and of box (';' between elements), bounds dropped - byte for byte
+ * the server's row_to_json, one line each. */
+static void test_ndjson_looked_up_types(void **state)
+{
+    (void)state;
+#define LOOKED_UP_SQL                                                                              \
+    "SELECT g, a, ARRAY[a] AS arr, ARRAY[a.amname::information_schema.sql_identifier] AS ids, "    \
+    "ARRAY[int4range(g, NULL), 'empty'] AS r, ARRAY[box(point(g, g), point(0, 0)), NULL] AS b, "   \
+    "('[' || g % 5 || ':' || g % 5 || ']={' || g || '}')::int[] AS bounded "                       \
+    "FROM pg_am a, generate_series(1, 2000) g"
+    char *out = NULL;
+    const char *args[] = {"-d", tu_dsn(), "-c", LOOKED_UP_SQL " ORDER BY g, a.oid", NULL};
+    assert_int_equal(cli_run(args, &out, NULL), 0);
+    char *want = tu_scalar(g_db,
+                           "SELECT md5(string_agg(row_to_json(t)::text || E'\\n', '' ORDER BY g, "
+                           "(t.a).oid)) FROM (" LOOKED_UP_SQL ") t",
+                           0, NULL);
+    char got[33];
+    tu_md5_str(out, strlen(out), got);
+    assert_string_equal(got, want);
+    free(want);
+    free(out);
+    const char *off[] = {"-d", tu_dsn(), "--option", "json=off", "-c", "SELECT 1", NULL};
+    assert_int_equal(cli_run(off, NULL, NULL), 2); /* it follows --format */
+#undef LOOKED_UP_SQL
+}
+
 static void test_help_version(void **state)
 {
     (void)state;
@@ -1457,6 +1486,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_params_never_confused),
         cmocka_unit_test(test_output_file_atomic),
         cmocka_unit_test(test_json_array),
+        cmocka_unit_test(test_ndjson_looked_up_types),
         cmocka_unit_test(test_help_version),
         cmocka_unit_test(test_progress_every_format),
         cmocka_unit_test_teardown(test_password_prompt, teardown_pw_role),

@@ -394,7 +394,7 @@ static void test_kind_oids(void **state)
         {21, PGS_JSON_NUMBER},                       /* int2 */
         {23, PGS_JSON_NUMBER},                       /* int4 */
         {20, PGS_JSON_NUMBER},                       /* int8 */
-        {26, PGS_JSON_NUMBER},                       /* oid */
+        {26, PGS_JSON_STRING},                       /* oid: to_json quotes it */
         {700, PGS_JSON_NUMBER},                      /* float4 */
         {701, PGS_JSON_NUMBER},                      /* float8 */
         {1700, PGS_JSON_NUMBER},                     /* numeric */
@@ -416,14 +416,203 @@ static void test_kind_oids(void **state)
         {3807, PGS_JSON_ARRAY | PGS_JSON_RAW},       /* jsonb[] */
         {199, PGS_JSON_ARRAY | PGS_JSON_RAW_LINES},  /* json[] */
         {1185, PGS_JSON_ARRAY | PGS_JSON_TIMESTAMP}, /* timestamptz[] */
-        {3905, PGS_JSON_STRING}, /* int4range[]: not in pgspout_type_kind's table */
-        {0, PGS_JSON_STRING},
-        {4294967295u, PGS_JSON_STRING},
+        {1028, PGS_JSON_ARRAY | PGS_JSON_STRING},    /* oid[] */
+        {3904, PGS_JSON_STRING},                     /* int4range */
+        {4451, PGS_JSON_STRING},                     /* int4multirange */
+        {3905, PGS_JSON_ARRAY | PGS_JSON_STRING},    /* int4range[] */
+        {1020, PGS_JSON_TREE},                       /* box[]: ';' between elements */
+        {22, PGS_JSON_TREE},                         /* int2vector: "1 2" */
+        {1006, PGS_JSON_TREE},                       /* int2vector[] */
+        {2249, PGS_JSON_TREE},                       /* record */
+        {2287, PGS_JSON_TREE},                       /* record[] */
+        {83, PGS_JSON_UNRESOLVED},                   /* pg_class: a composite */
+        {16384, PGS_JSON_UNRESOLVED},                /* user types: the catalog */
+        {0, PGS_JSON_UNRESOLVED},
+        {4294967295u, PGS_JSON_UNRESOLVED},
     };
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
         if (pgs_json_kind(k[i].oid) != k[i].kind)
             fail_msg("pgs_json_kind(%u) = %d, want %d", k[i].oid, pgs_json_kind(k[i].oid),
                      k[i].kind);
+}
+
+/* ------------------------------------------------------------ type trees */
+
+/* Render v with tree t; check validity; compare with want. */
+static void expect_tree(const pgs_jtype *t, const char *v, const char *want, int mismatch)
+{
+    pgs_buf b = PGS_BUF_INIT;
+    pgs_jscratch sc;
+    memset(&sc, 0, sizeof sc);
+    assert_int_equal(pgs_json_tree(&b, t, v, strlen(v), &sc), 0);
+    if (!tu_json_valid(b.data, b.len))
+        fail_msg("pgs_json_tree(%s) is not valid JSON: %s", v, b.data ? b.data : "(empty)");
+    if (strcmp(b.data, want))
+        fail_msg("pgs_json_tree(\"%s\") = %s, want %s", v, b.data, want);
+    if (sc.mismatch != mismatch)
+        fail_msg("pgs_json_tree(\"%s\"): mismatch %d, want %d", v, sc.mismatch, mismatch);
+    pgs_jscratch_free(&sc);
+    pgs_buf_free(&b);
+}
+
+static pgs_jfield field(const char *key, const pgs_jtype *t)
+{
+    return (pgs_jfield){(char *)key, strlen(key), t};
+}
+
+static void test_tree_composite(void **state)
+{
+    (void)state;
+    static const pgs_jtype num = {23, PGS_JSON_NUMBER, ',', NULL, 0, NULL};
+    static const pgs_jtype str = {25, PGS_JSON_STRING, ',', NULL, 0, NULL};
+    static const pgs_jtype ts = {1184, PGS_JSON_TIMESTAMP, ',', NULL, 0, NULL};
+    static const pgs_jtype jb = {3802, PGS_JSON_RAW, ',', NULL, 0, NULL};
+    static const pgs_jtype bl = {16, PGS_JSON_BOOL, ',', NULL, 0, NULL};
+    pgs_jfield inner_f[] = {field("\"a\":", &num), field("\"b\":", &str)};
+    pgs_jtype inner = {16400, PGS_JT_COMPOSITE, ',', NULL, 2, inner_f};
+    pgs_jtype arr_inner = {16401, PGS_JT_ARRAY, ',', &inner, 0, NULL};
+    pgs_jtype arr_num = {1007, PGS_JT_ARRAY, ',', &num, 0, NULL};
+    pgs_jfield outer_f[] = {field("\"i\":", &inner),   field("\"l\":", &arr_inner),
+                            field("\"n\":", &arr_num), field("\"t\":", &ts),
+                            field("\"j\":", &jb),      field("\"q\":", &bl)};
+    pgs_jtype outer = {16402, PGS_JT_COMPOSITE, ',', NULL, 6, outer_f};
+
+    expect_tree(&inner, "(1,x)", "{\"a\":1,\"b\":\"x\"}", 0);
+    expect_tree(&inner, "(,)", "{\"a\":null,\"b\":null}", 0);
+    expect_tree(&inner, "(-5,\"\")", "{\"a\":-5,\"b\":\"\"}", 0); /* "" is not NULL */
+    /* record_out quotes with "" and \\ inside quotes; record_in reads \x too */
+    expect_tree(&inner, "(2,\"a \"\"q\"\" \\\\ b,(c)\")",
+                "{\"a\":2,\"b\":\"a \\\"q\\\" \\\\ b,(c)\"}", 0);
+    expect_tree(&inner, "(3,\"x\\\"y\")", "{\"a\":3,\"b\":\"x\\\"y\"}", 0);
+    /* nested: a composite and an array of composites inside one */
+    /* nested: a composite and an array of composites inside one (the
+     * server's text of ROW(ROW(1,'y z'), ARRAY[ROW(2,'a'), NULL,
+     * ROW(NULL,'"\\')], '[0:1]={7,NULL}'::int[], timestamptz, jsonb, true)) */
+    expect_tree(
+        &outer,
+        "(\"(1,\"\"y "
+        "z\"\")\",\"{\"\"(2,a)\"\",NULL,\"\"(,\\\\\"\"\\\\\"\"\\\\\"\"\\\\\\\\\\\\\\\\\\\\\"\")"
+        "\"\"}\",\"[0:1]={7,NULL}\",\"2024-01-01 21:34:05+00\",\"{\"\"k\"\": [1]}\",t)",
+        "{\"i\":{\"a\":1,\"b\":\"y "
+        "z\"},\"l\":[{\"a\":2,\"b\":\"a\"},null,{\"a\":null,\"b\":\"\\\"\\\\\"}],\"n\":[7,null],"
+        "\"t\":\"2024-01-01T21:34:05+00:00\",\"j\":{\"k\": [1]},\"q\":true}",
+        0);
+    /* not the type's shape (a field more or less, no parentheses): its text */
+    expect_tree(&inner, "(1,x,y)", "\"(1,x,y)\"", 1);
+    expect_tree(&inner, "(1)", "\"(1)\"", 1);
+    expect_tree(&inner, "1,x", "\"1,x\"", 1);
+    expect_tree(&inner, "(1,\"x)", "\"(1,\\\"x)\"", 1);
+    /* an empty composite type */
+    pgs_jtype none = {16403, PGS_JT_COMPOSITE, ',', NULL, 0, NULL};
+    expect_tree(&none, "()", "{}", 0);
+}
+
+static void test_tree_arrays(void **state)
+{
+    (void)state;
+    static const pgs_jtype str = {603, PGS_JSON_STRING, ',', NULL, 0, NULL};
+    static const pgs_jtype i2 = {21, PGS_JSON_NUMBER, ',', NULL, 0, NULL};
+    static const pgs_jtype oid = {26, PGS_JSON_STRING, ',', NULL, 0, NULL};
+    pgs_jtype box = {1020, PGS_JT_ARRAY, ';', &str, 0, NULL};
+    expect_tree(&box, "{(1,1),(0,0);(3,3),(2,2)}", "[\"(1,1),(0,0)\",\"(3,3),(2,2)\"]", 0);
+    expect_tree(&box, "{{(1,1),(0,0)};{NULL}}", "[[\"(1,1),(0,0)\"],[null]]", 0);
+    pgs_jtype v2 = {22, PGS_JT_VECTOR, ' ', &i2, 0, NULL};
+    pgs_jtype vo = {30, PGS_JT_VECTOR, ' ', &oid, 0, NULL};
+    expect_tree(&v2, "1 -2 3", "[1,-2,3]", 0);
+    expect_tree(&v2, "", "[]", 0);
+    expect_tree(&vo, "1 2", "[\"1\",\"2\"]", 0);
+    expect_tree(&v2, "1  2", "\"1  2\"", 1);
+    pgs_jtype av = {1006, PGS_JT_ARRAY, ',', &v2, 0, NULL};
+    expect_tree(&av, "{\"1 2\",\"3\",NULL}", "[[1,2],[3],null]", 0);
+    expect_tree(&av, "{\"1 2\"", "\"{\\\"1 2\\\"\"", 1);
+    /* no delimiter between elements or levels: not an array literal */
+    expect_tree(&av, "{\"1\"]}", "\"{\\\"1\\\"]}\"", 1);
+    expect_tree(&box, "{{a}{b}}", "\"{{a}{b}}\"", 1);
+    expect_tree(&box, "}", "\"}\"", 1);
+    expect_tree(&box, "{h;}", "\"{h;}\"", 1);
+    expect_tree(&box, "[1:1]=}", "\"[1:1]=}\"", 1);
+    /* records and anyarray: their text, by design (not a mismatch) */
+    pgs_jtype rec = {2249, PGS_JT_RECORD, ',', NULL, 0, NULL};
+    expect_tree(&rec, "(1,x)", "\"(1,x)\"", 0);
+    pgs_jtype arec = {2287, PGS_JT_ARRAY, ',', &rec, 0, NULL};
+    expect_tree(&arec, "{\"(1,\\\"a b\\\")\",NULL}", "[\"(1,\\\"a b\\\")\",null]", 0);
+}
+
+/* The catalog's rows (as the lookup query returns them) make the trees:
+ * domains become their base, composites objects, arrays of enums arrays of
+ * strings; without the catalog, only the built-in table. */
+static void test_jtypes_catalog(void **state)
+{
+    (void)state;
+    pgs_jtypes jt;
+    memset(&jt, 0, sizeof jt);
+    pgs_typecache cache = {0};
+    /* built-in only: no lookup, composites and user types unresolved */
+    const pgs_jtype *t;
+    assert_int_equal(pgs_jtypes_column(&jt, &cache, 23, &t), PGS_JSON_NUMBER);
+    assert_null(t);
+    assert_int_equal(pgs_jtypes_column(&jt, &cache, 1020, &t), PGS_JSON_TREE);
+    assert_int_equal(t->kind, PGS_JT_ARRAY);
+    assert_int_equal(t->delim, ';');
+    assert_int_equal(pgs_jtypes_column(&jt, &cache, 16500, &t), PGS_JSON_UNRESOLVED);
+
+    /* option json: 16500 a composite (x pgs_dom, y pgs_enum[]), 16501 a
+     * domain over int4, 16502 an enum, 16503 its array */
+    jt.catalog = 1;
+    unsigned cols[] = {23, 16500, 16503, 1007};
+    assert_int_equal(pgs_jtypes_need(&jt, &cache, cols, 4), 2);
+    assert_int_equal(jt.need[0], 16500);
+    assert_int_equal(jt.need[1], 16503);
+    char *sql = pgs_jtypes_sql(&jt, 150000);
+    assert_non_null(sql);
+    assert_non_null(strstr(sql, "'{16500,16503}'::pg_catalog.oid[]"));
+    assert_non_null(strstr(sql, "array_subscript_handler"));
+    free(sql);
+    sql = pgs_jtypes_sql(&jt, 130000);
+    assert_null(strstr(sql, "typsubscript"));
+    free(sql);
+#define ROW(...)                                                                                   \
+    do {                                                                                           \
+        const char *v[PGS_JTYPES_NCOLS] = {__VA_ARGS__};                                           \
+        assert_int_equal(pgs_jtypes_row(&jt, &cache, v), 0);                                       \
+    } while (0)
+    ROW("16500", "c", "0", "0", NULL, "f", NULL, NULL);
+    ROW("16500", NULL, "16501", NULL, NULL, NULL, "1", "x");
+    ROW("16500", NULL, "16503", NULL, NULL, NULL, "3", "y \"q\"");
+    ROW("16501", "d", "0", "23", NULL, "f", NULL, NULL);
+    ROW("16502", "e", "0", "0", NULL, "f", NULL, NULL);
+    ROW("16503", "b", "16502", "0", ",", "f", NULL, NULL);
+    const char *bad[PGS_JTYPES_NCOLS] = {"x", "b", "0", "0", NULL, "f", NULL, NULL};
+    assert_int_equal(pgs_jtypes_row(&jt, &cache, bad), -1);
+    assert_int_equal(cache.n, 4);
+
+    assert_int_equal(pgs_jtypes_column(&jt, &cache, 16500, &t), PGS_JSON_TREE);
+    expect_tree(t, "(5,\"{ok,NULL}\")", "{\"x\":5,\"y \\\"q\\\"\":[\"ok\",null]}", 0);
+    assert_int_equal(pgs_jtypes_column(&jt, &cache, 16501, &t), PGS_JSON_TREE);
+    expect_tree(t, "7", "7", 0); /* the domain is its base */
+    assert_int_equal(pgs_jtypes_column(&jt, &cache, 16599, &t), PGS_JSON_UNRESOLVED);
+    /* a composite said to contain itself (PostgreSQL refuses those): its
+     * tree refers to itself, and rendering stops at PGS_JT_DEPTH */
+    ROW("16600", "c", "0", "0", NULL, "f", NULL, NULL);
+    ROW("16600", NULL, "16600", NULL, NULL, NULL, "1", "me");
+    assert_int_equal(pgs_jtypes_column(&jt, &cache, 16600, &t), PGS_JSON_TREE);
+    assert_ptr_equal(t->fields[0].type, t);
+    expect_tree(t, "(\"(\"\"(x)\"\")\")", "{\"me\":{\"me\":{\"me\":\"x\"}}}", 1);
+    expect_tree(t, "(\"(x,y)\")", "{\"me\":\"(x,y)\"}", 1);
+    pgs_jtypes_free(&jt);
+
+    /* the next stream: the cache knows the domain, the enum and its array;
+     * the composite's fields are asked again */
+    memset(&jt, 0, sizeof jt);
+    jt.catalog = 1;
+    unsigned cols2[] = {16501, 16503};
+    assert_int_equal(pgs_jtypes_need(&jt, &cache, cols2, 2), 0);
+    assert_int_equal(pgs_jtypes_column(&jt, &cache, 16503, &t), PGS_JSON_TREE);
+    expect_tree(t, "{a,b}", "[\"a\",\"b\"]", 0);
+    assert_int_equal(pgs_jtypes_need(&jt, &cache, cols, 4), 1);
+    pgs_jtypes_free(&jt);
+    free(cache.t);
+#undef ROW
 }
 
 /* ----------------------------------------------------------------- buf */
@@ -551,6 +740,9 @@ int main(void)
         cmocka_unit_test(test_value_json_newlines),
         cmocka_unit_test(test_value_json_arrays_and_timestamps),
         cmocka_unit_test(test_kind_oids),
+        cmocka_unit_test(test_tree_composite),
+        cmocka_unit_test(test_tree_arrays),
+        cmocka_unit_test(test_jtypes_catalog),
         cmocka_unit_test(test_buf),
     };
     return cmocka_run_group_tests_name("json", tests, NULL, NULL);

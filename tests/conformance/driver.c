@@ -11,7 +11,7 @@
  * The `rows` option belongs to the bindings (Python, Lua); in C its modes are
  * the C API's own views of a row: tuple = the values, json =
  * pgspout_row_json, dict = name=value per column. It is never passed to
- * pgspout_options_set.
+ * pgspout_options_set; json sets the option json, as the bindings do.
  *
  * A stream closed with pgspout_stream_close is freed: the C API has no way to
  * read from it again. A read after the case's own `close` reports ESTATE
@@ -823,7 +823,7 @@ static void run_case(const char *dsn, const tcase *tc)
             else if (strcmp(tc->vals[i], "dict") == 0)
                 r.mode = MODE_DICT;
             else if (strcmp(tc->vals[i], "json") == 0)
-                r.mode = MODE_JSON;
+                r.mode = MODE_JSON, rc = pgspout_options_set(o, "json", "on"); /* as the bindings */
             else
                 die("%s: rows=%s: mark the case 'na c'", tc->name, tc->vals[i]);
             continue;

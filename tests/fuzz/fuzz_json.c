@@ -12,6 +12,9 @@
  *    JSON number stays as it is, NaN/Infinity/-Infinity become strings; a
  *    string kind is valid JSON; raw passes through byte for byte
  *  - the buffer stays NUL-terminated and its length is right
+ *  - pgs_json_tree (composites, arrays with ',' and ';', vectors, records,
+ *    nested, of string-like kinds) always gives exactly one valid JSON
+ *    value, whatever the text: its structure, or a string of it
  */
 #include "json.h"
 #include "json_check.h"
@@ -110,6 +113,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     pgs_buf_free(&b);
+
+    /* 4: a type tree of kinds whose output is valid JSON for any text
+     * (numbers and raw json are the server's, trusted) */
+    {
+        static const pgs_jtype str = {25, PGS_JSON_STRING, ',', NULL, 0, NULL};
+        static const pgs_jtype bl = {16, PGS_JSON_BOOL, ',', NULL, 0, NULL};
+        static const pgs_jtype ts = {1184, PGS_JSON_TIMESTAMP, ',', NULL, 0, NULL};
+        static const pgs_jtype rec = {2249, PGS_JT_RECORD, ',', NULL, 0, NULL};
+        static pgs_jfield inner_f[] = {{"\"a\":", 4, &str}, {"\"b\":", 4, &ts}};
+        static const pgs_jtype inner = {16400, PGS_JT_COMPOSITE, ',', NULL, 2, inner_f};
+        static const pgs_jtype arr = {16401, PGS_JT_ARRAY, ',', &inner, 0, NULL};
+        static const pgs_jtype box = {1020, PGS_JT_ARRAY, ';', &str, 0, NULL};
+        static const pgs_jtype vec = {30, PGS_JT_VECTOR, ' ', &str, 0, NULL};
+        static const pgs_jtype arec = {2287, PGS_JT_ARRAY, ',', &rec, 0, NULL};
+        static pgs_jfield outer_f[] = {{"\"i\":", 4, &inner}, {"\"l\":", 4, &arr},
+                                       {"\"x\":", 4, &box},   {"\"v\":", 4, &vec},
+                                       {"\"q\":", 4, &bl},    {"\"r\":", 4, &arec}};
+        static const pgs_jtype outer = {16402, PGS_JT_COMPOSITE, ',', NULL, 6, outer_f};
+        static const pgs_jtype *const trees[4] = {&outer, &arr, &box, &vec};
+        pgs_buf t = PGS_BUF_INIT;
+        pgs_jscratch sc;
+        memset(&sc, 0, sizeof sc);
+        CHECK(pgs_json_tree(&t, trees[kind], v, n, &sc) == 0);
+        CHECK(t.data != NULL && t.data[t.len] == '\0');
+        CHECK(fz_json_valid(t.data, t.len));
+        CHECK(fz_utf8_valid((const unsigned char *)t.data, t.len));
+        pgs_jscratch_free(&sc);
+        pgs_buf_free(&t);
+    }
 
     /* 3: pgs_buf_steal hands over a terminated copy */
     pgs_buf c = PGS_BUF_INIT;

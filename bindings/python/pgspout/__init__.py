@@ -466,6 +466,15 @@ def _rows_mode(options: Dict[str, Any]) -> str:
     return mode
 
 
+def _json_option(mode: str, options: Mapping[str, Any]) -> Mapping[str, Any]:
+    """rows="json" opens the stream with the C library's option json (it
+    looks the columns' types up, so that composites, domains, enums...
+    render as row_to_json does) unless the caller set json."""
+    if mode == "json" and "json" not in options:
+        return dict(options, json=True)
+    return options
+
+
 # ------------------------------------------------------------- objects
 
 
@@ -703,7 +712,8 @@ class Connection:
         if not isinstance(sql, str):
             raise TypeError("sql must be str, not %s" % type(sql).__name__)
         mode = _rows_mode({"rows": rows})
-        raw = self._raw.open(sql, _params(params), _options(options), _MODES[mode])
+        raw = self._raw.open(sql, _params(params), _options(_json_option(mode, options)),
+                             _MODES[mode])
         return Stream(raw, self, mode)
 
     def arrow(self, sql: str, params: Optional[Sequence[Param]] = None,

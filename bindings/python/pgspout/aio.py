@@ -53,6 +53,7 @@ from . import (
     DictRow,
     JsonRow,
     _MODES,
+    _json_option,
     _options,
     _params,
     _rows_mode,
@@ -370,7 +371,8 @@ class Connection:
         if not isinstance(sql, str):
             raise TypeError("sql must be str, not %s" % type(sql).__name__)
         mode = _rows_mode({"rows": rows})
-        raw = self._raw.start(sql, _params(params), _options(options), _MODES[mode])
+        raw = self._raw.start(sql, _params(params), _options(_json_option(mode, options)),
+                              _MODES[mode])
         return Stream(raw, self, mode)
 
     async def cancel(self) -> None:
@@ -485,7 +487,8 @@ class _PooledStream(Generic[R]):
 
     async def _get(self) -> Stream[R]:
         mode = _rows_mode({"rows": self._rows})
-        params, options = _params(self._params), _options(self._options)
+        params = _params(self._params)
+        options = _options(_json_option(mode, self._options))
         conn = Connection(await self._pool._acquire(self._timeout), self._pool)
         try:
             raw = conn._raw.start(self._sql, params, options, _MODES[mode])
