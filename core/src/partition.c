@@ -93,8 +93,7 @@ void pgspout_snapshot_close(pgspout_snapshot *s)
     /* end the transaction, and with it the snapshot, before returning: a
      * connection closed at once would end it only when the server gets to
      * it, and an import just after could still succeed */
-    if (s->conn && pgspout_conn_ok(s->conn) &&
-        PQtransactionStatus(s->conn->pg) != PQTRANS_IDLE) {
+    if (s->conn && pgspout_conn_ok(s->conn) && PQtransactionStatus(s->conn->pg) != PQTRANS_IDLE) {
         pgs_interrupt_suspend();
         pgs_conn_exec(s->conn, "ROLLBACK", pgs_now_ns() + PGS_CANCEL_TIMEOUT_MS * PGS_NS_PER_MS);
         pgs_interrupt_resume();
