@@ -242,3 +242,23 @@ def test_tasks_share_a_small_pool_without_stalling_the_loop(dsn, conn):
     assert st["timeouts"] == 0  # no task's open raced another's
     assert t.ticks > 0
     assert t.max_stall < STALL_BOUND, "loop stalled %.1f ms" % (t.max_stall * 1000)
+
+
+def test_json_rows_as_row_to_json(dsn, conn):
+    """rows="json" on a pooled stream renders composites as row_to_json does
+    (the option json), like Connection.stream's."""
+    sql = ("SELECT g AS id, ROW(g, 'x' || g)::pgs_aio_pool_t AS c, ARRAY[g, NULL] AS a "
+           "FROM generate_series(1, 30) g")
+    list(conn.stream("DROP TYPE IF EXISTS pgs_aio_pool_t"))
+    list(conn.stream("CREATE TYPE pgs_aio_pool_t AS (n int, s text)"))
+    try:
+        async def main():
+            async with aio.Pool(dsn, max_size=1) as pool:
+                async with pool.stream(sql, rows="json") as s:
+                    return [r async for r in s]
+        ours = asyncio.run(main())
+        theirs = [r for (r,) in conn.stream("SELECT row_to_json(q)::text FROM (%s) q" % sql)]
+        assert len(ours) == 30
+        assert ours == theirs
+    finally:
+        list(conn.stream("DROP TYPE pgs_aio_pool_t"))
