@@ -154,5 +154,22 @@ int pgs_jtypes_row(pgs_jtypes *jt, pgs_typecache *cache, const char *const *v);
 int pgs_jtypes_column(pgs_jtypes *jt, const pgs_typecache *cache, unsigned int oid,
                       const pgs_jtype **out);
 void pgs_jtypes_free(pgs_jtypes *jt);
+/* 1 when values of type t, or of a type it is made of, are rendered as
+ * row_to_json does only by the server (PGS_JT_RECORD, _ANYARRAY, _CAST). */
+int pgs_jtype_server_only(const pgs_jtype *t);
+
+/* ---- jsonwrap.c: the statement as a subquery, for such columns */
+
+/* The length of sql without its trailing ';', comments and white space
+ * when it is a query that can be a subquery in FROM (SELECT, VALUES,
+ * TABLE, one in parentheses, WITH without INSERT, UPDATE, DELETE or MERGE
+ * in it); 0 when it is not, or may not be. standard_strings: the session's
+ * standard_conforming_strings. */
+size_t pgs_json_query_len(const char *sql, int standard_strings);
+/* "SELECT <each column, or its to_json where server[c]> AS <names[c]> FROM
+ * (sql[0..len)) AS pgspout_q(c1, ...)": the same rows, in the same order,
+ * under the same names. malloc'd; NULL when memory ran out. */
+char *pgs_json_wrap(const char *sql, size_t len, int ncols, const char *const *names,
+                    const unsigned char *server);
 
 #endif

@@ -569,6 +569,20 @@ int pgs_jtypes_column(pgs_jtypes *jt, const pgs_typecache *cache, unsigned int o
     return PGS_JSON_TREE;
 }
 
+static int server_only(const pgs_jtype *t, int depth)
+{
+    if (t == NULL || depth > BUILD_DEPTH)
+        return 0;
+    if (t->kind == PGS_JT_RECORD || t->kind == PGS_JT_ANYARRAY || t->kind == PGS_JT_CAST)
+        return 1;
+    for (int i = 0; i < t->nfields; i++)
+        if (server_only(t->fields[i].type, depth + 1))
+            return 1;
+    return server_only(t->elem, depth + 1);
+}
+
+int pgs_jtype_server_only(const pgs_jtype *t) { return server_only(t, 0); }
+
 void pgs_jtypes_free(pgs_jtypes *jt)
 {
     for (int i = 0; i < jt->nnodes; i++) {

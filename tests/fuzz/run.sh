@@ -16,7 +16,7 @@ set -euo pipefail
 secs=${1:-30}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
-targets=${FUZZ_TARGETS:-"fuzz_options fuzz_json fuzz_csv fuzz_values"}
+targets=${FUZZ_TARGETS:-"fuzz_options fuzz_json fuzz_csv fuzz_values fuzz_sqlwrap"}
 cc=${FUZZ_CC:-clang}
 
 command -v "$cc" >/dev/null || { echo "run.sh: $cc not found (apt-get install clang)" >&2; exit 1; }
