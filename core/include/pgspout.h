@@ -232,7 +232,10 @@ PGSPOUT_EXTERN void pgspout_set_interrupt_hook(pgspout_interrupt_fn fn, void *us
  *                            it up in the catalog with one query before the
  *                            statement runs (the connection caches what it
  *                            learnt, composites' fields excepted: a stream
- *                            with one reads them again). Ignored with
+ *                            with one reads them again); a query with
+ *                            a column only the server renders (anonymous
+ *                            records...: pgspout_row_json) runs as a
+ *                            subquery. Ignored with
  *                            binary or arrow. Python and Lua rows="json",
  *                            the command's JSON formats and registry
  *                            streams set it
@@ -931,10 +934,14 @@ PGSPOUT_EXTERN int pgspout_row_isnull(const pgspout_row *row, int col);
  * (dates, times, intervals, bytea, uuid, oid, ranges, enums). Types outside
  * pgspout's built-in table (composites, enums, arrays of domains, ...) are
  * known only to a stream opened with option json: on any other stream a
- * column of such a type makes this return ESTATE. Not as row_to_json, by
- * necessity, and logged once per stream: anonymous records (the result
- * carries neither their field names nor their field types), anyarray, types
- * with a function cast to json: their text, as a string. One line: raw
+ * column of such a type makes this return ESTATE. Anonymous records (the
+ * result carries neither their field names nor their field types),
+ * anyarray and types with a function cast to json only the server renders:
+ * with option json the query runs as a subquery that passes such columns
+ * through to_json (they are json columns then, in pgspout_row_value too);
+ * in a statement that cannot be a subquery (INSERT ... RETURNING, a WITH
+ * that modifies data, FETCH) they are their text, as a string, and a
+ * warning is logged once per stream. One line: raw
  * newlines of json values become spaces. *json is owned by s and valid
  * until the next call on s. Returns OK, EINVAL, ENOMEM, ESTATE (option
  * binary or arrow; a type not looked up).*/

@@ -96,6 +96,8 @@ struct pgspout_stream {
     pgs_jscratch jscratch;
     unsigned int *desc_oids; /* option json: the columns' types, described */
     int ndesc;
+    PGresult *desc;  /* ... and their names (PQcopyResult of the Describe) */
+    char *json_sql;  /* ... the statement as a subquery (jsonwrap.c), or NULL */
     char **json_key; /* per column "\"name\":" pre-escaped */
     size_t *json_key_len;
 

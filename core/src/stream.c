@@ -252,8 +252,8 @@ static int set_meta(pgspout_stream *s, const PGresult *res)
         if (s->json_key[c] == NULL)
             return -1;
     }
-    s->json_single =
-        n == 1 && (s->json_kind[0] == PGS_JSON_RAW || s->json_kind[0] == PGS_JSON_RAW_LINES);
+    s->json_single = n == 1 && s->json_sql == NULL /* json of the user's, not to_json's */ &&
+                     (s->json_kind[0] == PGS_JSON_RAW || s->json_kind[0] == PGS_JSON_RAW_LINES);
     return 0;
 }
 
@@ -573,7 +573,8 @@ static void described_result(PGresult *r, int failed, void *ud)
         int n = PQnfields(r);
         if (n > 0 && d->s->desc_oids == NULL) {
             d->s->desc_oids = malloc((size_t)n * sizeof *d->s->desc_oids);
-            d->s->ndesc = d->s->desc_oids ? n : -1;
+            d->s->desc = PQcopyResult(r, PG_COPYRES_ATTRS);
+            d->s->ndesc = d->s->desc_oids && d->s->desc ? n : -1;
             for (int f = 0; d->s->desc_oids && f < n; f++)
                 d->s->desc_oids[f] = PQftype(r, f);
         }
@@ -665,6 +666,49 @@ static int lookup_types(pgspout_stream *s)
     free(sql);
     if (rc == PGSPOUT_OK && s->ndesc < 0)
         rc = PGSPOUT_ENOMEM;
+    return rc;
+}
+
+/* Option json, once the types are known: when a column's values only the
+ * server renders as row_to_json does (anonymous records, anyarray, types
+ * with a cast to json, or composites and arrays of them), run the
+ * statement as a subquery that passes those columns through to_json
+ * (s->json_sql); a statement that cannot be a subquery keeps them as their
+ * text (json_ready warns). PGSPOUT_OK or ENOMEM. */
+static int json_wrap(pgspout_stream *s, const char *sql)
+{
+    if (!s->opt.json || s->opt.arrow || s->opt.binary || s->ndesc <= 0 || s->json_sql)
+        return PGSPOUT_OK;
+    int n = s->ndesc, server = 0;
+    unsigned char *wrap = calloc((size_t)n, 1);
+    const char **names = calloc((size_t)n, sizeof *names);
+    int rc = wrap && names ? PGSPOUT_OK : PGSPOUT_ENOMEM;
+    for (int c = 0; c < n && rc == PGSPOUT_OK; c++) {
+        const pgs_jtype *t;
+        int kind = pgs_jtypes_column(&s->jtypes, s->conn->types, s->desc_oids[c], &t);
+        if (kind < 0)
+            rc = PGSPOUT_ENOMEM;
+        wrap[c] = kind == PGS_JSON_TREE && pgs_jtype_server_only(t);
+        server += wrap[c];
+        names[c] = PQfname(s->desc, c);
+    }
+    const char *scs = PQparameterStatus(s->conn->pg, "standard_conforming_strings");
+    size_t len =
+        rc == PGSPOUT_OK && server ? pgs_json_query_len(sql, scs && !strcmp(scs, "on")) : 0;
+    if (len > 0) {
+        s->json_sql = pgs_json_wrap(sql, len, n, names, wrap);
+        if (s->json_sql == NULL) {
+            rc = PGSPOUT_ENOMEM;
+        } else { /* the to_json columns are json: nothing falls back */
+            s->jtypes.fallback_kind = 0;
+            s->jtypes.fallback_oid = 0;
+            pgs_log_ex(PGSPOUT_LOG_DEBUG, s->opt.label, NULL, NULL,
+                       "JSON rows: %d column%s rendered by the server's to_json", server,
+                       server == 1 ? "" : "s");
+        }
+    }
+    free(wrap);
+    free(names);
     return rc;
 }
 
@@ -1308,9 +1352,13 @@ static int open_step(pgspout_stream *s, int *want_write)
         }
         default: { /* OPEN_QUERY */
             const char *const *pv = (const char *const *)op->params;
+            int rc = json_wrap(s, op->sql);
+            if (rc != PGSPOUT_OK)
+                return open_failed(s, rc);
             sent = s->opt.arrow /* option json: as pgspout_stream_open */
                        ? PQsendQueryPrepared(pg, "", op->nparams, pv, NULL, NULL, s->binary)
-                       : PQsendQueryParams(pg, op->sql, op->nparams, NULL, pv, NULL, NULL, 0);
+                       : PQsendQueryParams(pg, s->json_sql ? s->json_sql : op->sql, op->nparams,
+                                           NULL, pv, NULL, NULL, 0);
             if (!sent) {
                 set_error(s, "", "could not send the query: %s", PQerrorMessage(pg));
                 if (PQstatus(pg) != CONNECTION_OK)
@@ -1876,6 +1924,8 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
         rc = describe(s, sql, nparams, &s->binary);
         if (rc == PGSPOUT_OK && !s->opt.arrow && !s->opt.binary)
             rc = lookup_types(s);
+        if (rc == PGSPOUT_OK)
+            rc = json_wrap(s, sql);
         if (rc == PGSPOUT_ESQL) { /* as a refused query ends: the transaction aborted */
             s->server_done = 1;
             savepoint_end(s, 0);
@@ -1894,7 +1944,8 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
      * unnamed statement (and parsing it again costs no round trip) */
     if (s->opt.arrow || s->opt.binary
             ? !PQsendQueryPrepared(conn->pg, "", nparams, params, NULL, NULL, s->binary)
-            : !PQsendQueryParams(conn->pg, sql, nparams, NULL, params, NULL, NULL, 0)) {
+            : !PQsendQueryParams(conn->pg, s->json_sql ? s->json_sql : sql, nparams, NULL, params,
+                                 NULL, NULL, 0)) {
         set_error(s, "", "could not send the query: %s", PQerrorMessage(conn->pg));
         if (PQstatus(conn->pg) != CONNECTION_OK)
             mark_broken(conn, "could not send the query");
@@ -2338,6 +2389,8 @@ void pgspout_stream_close(pgspout_stream *s)
     pgs_jtypes_free(&s->jtypes);
     pgs_jscratch_free(&s->jscratch);
     free(s->desc_oids);
+    PQclear(s->desc);
+    free(s->json_sql);
     free(s->rows);
     free(s->arena);
     free(s->lens);

@@ -122,15 +122,17 @@ describe("type mapping", function()
 
     it("renders composites, domains, enums as row_to_json with rows = \"json\"", function()
         -- the option rows = "json" sets the core's option json: the types
-        -- are looked up before the statement runs; the JSON text is the
-        -- server's own row_to_json, byte for byte, for these values
+        -- are looked up before the statement runs (an anonymous record is
+        -- rendered by the server: the query runs as a subquery); the JSON
+        -- text is the server's own row_to_json, byte for byte
         H.query("CREATE TYPE pgs_lua_mood AS ENUM ('ok', 'a \"q\"')", nil, nil, conn)
         H.query("CREATE DOMAIN pgs_lua_pos AS int4 CHECK (VALUE > 0)", nil, nil, conn)
         H.query("CREATE TYPE pgs_lua_c AS (m pgs_lua_mood, p pgs_lua_pos[], t text, ts timestamp)",
                 nil, nil, conn)
         local sql = [[SELECT ROW('a "q"', ARRAY[g, NULL], 'x, (y)', '2024-01-02 03:04:05.5')::pgs_lua_c AS c,
                              ARRAY[ROW('ok', NULL, NULL, NULL)::pgs_lua_c, NULL] AS cs,
-                             ARRAY['ok'::pgs_lua_mood] AS ms, a AS am
+                             ARRAY['ok'::pgs_lua_mood] AS ms, a AS am,
+                             ROW(g, 'x y', NULL) AS rec
                       FROM generate_series(1, 3) g, pg_am a WHERE a.amname = 'heap']]
         local ok, err = pcall(function()
             local ours = {}

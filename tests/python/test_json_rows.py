@@ -64,15 +64,15 @@ def exact(text):
     return json.loads(text, parse_float=decimal.Decimal, parse_int=decimal.Decimal)
 
 
-def compare(conn, select, rows, zone, sql=None, **options):
+def compare(conn, select, rows, zone, sql=None, ref=None, **options):
     """select over g in 1..rows (or the statement sql), rows="json" against
-    row_to_json of the same rows, parsed."""
+    row_to_json of the same rows (of ref when given), parsed."""
     list(conn.stream("SET TimeZone = '%s'" % zone))
     if sql is None:
         sql = "WITH g AS (SELECT g FROM generate_series(1, %d) g) SELECT %s FROM g" % (rows, select)
     ours = [exact(r) for r in conn.stream(sql, rows="json", **options)]
     theirs = [exact(r) for (r,) in conn.stream(
-        "SELECT row_to_json(pgs_q)::text FROM (%s) pgs_q" % sql)]
+        "SELECT row_to_json(pgs_q)::text FROM (%s) pgs_q" % (ref or sql))]
     assert len(ours) == len(theirs) == (rows if rows else len(theirs)) > 0
     for i, (a, b) in enumerate(zip(ours, theirs)):
         assert a == b, (i, a, b)
@@ -311,44 +311,71 @@ def test_inside_a_transaction_and_nonblocking(dsn, conn, types):
 # ------------------------------------------------ what cannot be row_to_json
 
 
-def test_records_anyarray_and_casts_are_their_text(conn, types, caplog):
-    """Anonymous records: the result carries neither their field names
-    (ROW(...) gives f1, f2; a subquery's whole row or json_each its own
-    names) nor, in text, their field types, so pgspout cannot render them as
-    row_to_json does: each is the record's text, as a string (a warning is
-    logged). anyarray (pg_stats) lacks its element type, and a type with a
-    function cast to json needs the server to call it: their text too."""
+def test_records_anyarray_and_casts_equal_row_to_json(conn, types, caplog):
+    """Anonymous records (whose field names and types the result does not
+    carry), anyarray (pg_stats: the element type is in the value only) and
+    types with a function cast to json (which only the server can call): the
+    statement runs as a subquery that passes those columns through the
+    server's to_json, so they too equal row_to_json, nested in arrays and
+    composites as well, with no warning. Statements with comments, trailing
+    semicolons, quotes, parameters, WITH and VALUES keep their rows."""
     caplog.set_level(logging.WARNING, logger="pgspout")
-    sql = ("SELECT ROW(1, 'a b') AS r, ARRAY[ROW(1, 'a b'), NULL] AS rs, "
-           "(SELECT x FROM (SELECT 1 AS a) x) AS sub, json_each('{\"k\": 1}') AS je")
-    (row,) = [json.loads(r) for r in conn.stream(sql, rows="json")]
-    assert row == {"r": "(1,\"a b\")", "rs": ["(1,\"a b\")", None], "sub": "(1)",
-                   "je": "(k,1)"}
-    assert any("anonymous record" in r.getMessage() for r in caplog.records)
-    (theirs,) = [json.loads(r) for (r,) in conn.stream("SELECT row_to_json(q)::text FROM (%s) q"
-                                                       % sql)]
-    assert theirs["sub"] == {"a": 1} and theirs["je"] == {"key": "k", "value": 1}
+    compare(conn, "g AS i, ROW(g, 'a b') AS r, ARRAY[ROW(g, 'a b'), NULL] AS rs, "
+                  "(SELECT x FROM (SELECT g AS a) x) AS sub, json_each('{\"k\": 1}') AS je, "
+                  "CASE WHEN g % 3 = 0 THEN NULL ELSE ROW(ROW(g), ARRAY[g]) END AS nest, "
+                  "ROW(g)::text AS t", 40, "UTC")
+    compare(conn, None, 0, "UTC", sql="/* a; */ SELECT ROW(1, 'it''s; -- no') AS r, $$;$$ AS d "
+            "; -- done;", ref="SELECT ROW(1, 'it''s; -- no') AS r, $$;$$ AS d")
+    for sql in [
+                "WITH w AS (SELECT ROW(g, E'\\'') AS r FROM generate_series(1, 9) g) "
+                "SELECT r, r AS \"r\"\"2\" FROM w ORDER BY r DESC",
+                "VALUES (ROW(1), 2), (ROW(3), 4)",
+                "(SELECT ROW(1) AS r) UNION ALL (SELECT ROW(2))",
+                "SELECT ROW(1) AS \"?column?\", 2, ROW(3)"]:
+        compare(conn, None, 0, "UTC", sql=sql)
+    ours = [json.loads(r) for r in conn.stream("SELECT $1::int AS n, ROW($1::int + 1) AS r "
+                                               "FROM generate_series(1, 3)", [7], rows="json")]
+    assert ours == [{"n": 7, "r": {"f1": 8}}] * 3
 
     list(conn.stream("CREATE TEMP TABLE pgs_jr_stats AS SELECT g % 3 AS x FROM "
                      "generate_series(1, 300) g"))
     list(conn.stream("ANALYZE pgs_jr_stats"))
-    sql = ("SELECT most_common_vals AS v FROM pg_stats WHERE tablename = 'pgs_jr_stats' "
-           "AND attname = 'x'")
-    (row,) = [json.loads(r) for r in conn.stream(sql, rows="json")]
-    assert sorted(row["v"].strip("{}").split(",")) == ["0", "1", "2"]
+    compare(conn, None, 0, "UTC", sql="SELECT most_common_vals AS v, ROW(histogram_bounds) AS h "
+            "FROM pg_stats WHERE tablename = 'pgs_jr_stats'")
 
     list(conn.stream("CREATE FUNCTION pgs_jr_mood_json(pgs_jr_mood) RETURNS json "
                      "LANGUAGE sql AS $$ SELECT json_build_object('mood', $1::text) $$"))
     list(conn.stream("CREATE CAST (pgs_jr_mood AS json) WITH FUNCTION pgs_jr_mood_json"
                      "(pgs_jr_mood)"))
-    caplog.clear()
     sql = "SELECT 'ok'::pgs_jr_mood AS m, ARRAY['sad'::pgs_jr_mood] AS ms"
     (row,) = [json.loads(r) for r in conn.stream(sql, rows="json")]
-    assert row == {"m": "ok", "ms": ["sad"]}
-    assert any("cast to json" in r.getMessage() for r in caplog.records)
-    (theirs,) = [json.loads(r) for (r,) in conn.stream("SELECT row_to_json(q)::text FROM (%s) q"
-                                                       % sql)]
-    assert theirs == {"m": {"mood": "ok"}, "ms": [{"mood": "sad"}]}
+    assert row == {"m": {"mood": "ok"}, "ms": [{"mood": "sad"}]}
+    compare(conn, None, 0, "UTC", sql=sql)
+    assert not [r.getMessage() for r in caplog.records], "warned though every column is exact"
+
+
+def test_records_of_statements_that_are_not_queries_are_their_text(conn, caplog):
+    """Only a query can be a subquery: INSERT ... RETURNING, a WITH that
+    modifies data, FETCH from a cursor keep such columns as their text, as a
+    string, with a warning; their rows and effects are untouched, in or out
+    of a transaction."""
+    caplog.set_level(logging.WARNING, logger="pgspout")
+    list(conn.stream("CREATE TEMP TABLE pgs_jr_ins (a int, b text)"))
+    rows = [json.loads(r) for r in conn.stream(
+        "INSERT INTO pgs_jr_ins VALUES (1, 'a b'), (2, NULL) RETURNING a, ROW(a, b) AS r",
+        rows="json")]
+    assert rows == [{"a": 1, "r": "(1,\"a b\")"}, {"a": 2, "r": "(2,)"}]
+    assert any("anonymous record" in r.getMessage() for r in caplog.records)
+    list(conn.stream("BEGIN"))
+    rows = [json.loads(r) for r in conn.stream(
+        "WITH d AS (DELETE FROM pgs_jr_ins WHERE a = 1 RETURNING *) SELECT ROW(a) AS r FROM d",
+        rows="json")]
+    assert rows == [{"r": "(1)"}]
+    list(conn.stream("DECLARE pgs_jr_cur CURSOR FOR SELECT ROW(a, b) AS r FROM pgs_jr_ins"))
+    assert [json.loads(r) for r in conn.stream("FETCH ALL FROM pgs_jr_cur", rows="json")] == [
+        {"r": "(2,)"}]
+    list(conn.stream("COMMIT"))
+    assert list(conn.stream("SELECT a FROM pgs_jr_ins")) == [(2,)]
 
 
 def test_without_option_json_only_builtin_types(conn, types):
