@@ -55,7 +55,7 @@ local POOL = "pgspout"
 local WORKER = "pgspout_ngx_worker"
 
 -- the demo query of /stream (pgspout_ngx.lua)
-local SQL = "SELECT g AS id, md5(g::text) AS h FROM generate_series(1, $1::int) g"
+local SQL = "SELECT g AS id, md5(g::text) AS h FROM (SELECT generate_series(1, $1::int) AS g) s"
 local BATCH = 1000 -- rows per `rows` event, at most
 local IDLE = "10min" -- the longest pause before the stream is reaped
 
