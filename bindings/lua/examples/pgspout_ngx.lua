@@ -30,6 +30,12 @@ local slots = require "pgspout_ngx_slots"
 
 local run = ngx.run_worker_thread
 local POOL = "pgspout"
+-- closes and cancels run in a thread pool of their own (nginx.conf.in): in
+-- the shared one they would queue behind every open and fetch already
+-- posted, so a client leaving a busy server held its query and connection
+-- until that queue had drained
+local STOP_POOL = "pgspout_stop"
+local STOPS = { close = true, cancel = true }
 local WORKER = "pgspout_ngx_worker"
 
 -- the demo query: parameters travel separately from the SQL. The series
@@ -54,7 +60,7 @@ end
 -- run a worker function; returns its results or nil, err when the pool
 -- call itself failed
 local function call(fn, ...)
-    local res = { run(POOL, WORKER, fn, ...) }
+    local res = { run(STOPS[fn] and STOP_POOL or POOL, WORKER, fn, ...) }
     if not res[1] then return nil, tostring(res[2]) end
     pgspout.log(res[2]) -- the log records of the worker's call (ngx.log)
     return unpack(res, 3, table.maxn(res))
