@@ -29,6 +29,11 @@
 #define READY_NS (20 * PGS_NS_PER_MS / 1000)
 
 enum { RETRY = 100 }; /* internal: re-run the control checks */
+/* cancel_sent: pgspout_stream_cancel's request reached the server, before
+ * the statement's first row (it may have come before the statement began,
+ * which ignores it) or once rows were arriving (the statement was running:
+ * it ends, by the cancel or on its own) */
+enum { CANCEL_SENT = 1, CANCEL_SENT_RUNNING = 2 };
 
 /* ------------------------------------------------------------- log hook */
 
@@ -732,7 +737,12 @@ static int stop_server(pgspout_stream *s)
     s->server_done = 1;
     if (!pgs_conn_owned(c)) /* a fork child: the query is the parent's */
         return 0;
-    int sent = pgs_conn_send_cancel(c, s->opt.cancel_timeout_ms);
+    /* pgspout_stream_cancel's request, sent once rows were arriving (the
+     * statement running), stops the statement: no second one (a round trip
+     * and a process of the server's each) */
+    int sent = LOAD(s->cancel_sent) == CANCEL_SENT_RUNNING
+                   ? 0
+                   : pgs_conn_send_cancel(c, s->opt.cancel_timeout_ms);
     if (sent != 0) {
         c->broken = 1;
         if (sent == -2)
@@ -2266,9 +2276,14 @@ int pgspout_stream_cancel(pgspout_stream *s)
     int rc = PGSPOUT_OK;
     if (LOAD(s->ended))
         rc = PGSPOUT_ESTATE;
-    else if (!atomic_exchange(&s->cancel_req, 1) && s->conn && !s->server_done &&
-             pgs_conn_send_cancel(s->conn, s->opt.cancel_timeout_ms) == 0)
-        STORE(s->cancel_sent, 1); /* an event loop may drain without waiting */
+    else {
+        /* rows came before the request went: the statement was running */
+        int running = LOAD(s->rows_received) > 0;
+        if (!atomic_exchange(&s->cancel_req, 1) && s->conn && !s->server_done &&
+            pgs_conn_send_cancel(s->conn, s->opt.cancel_timeout_ms) == 0)
+            /* an event loop may drain without waiting */
+            STORE(s->cancel_sent, running ? CANCEL_SENT_RUNNING : CANCEL_SENT);
+    }
     pthread_mutex_unlock(&s->ctl);
     pgs_wake_signal(&s->wake);
     return rc;
