@@ -375,7 +375,13 @@ PGSPOUT_EXTERN int pgspout_conn_server_version(const pgspout_conn *conn);
  * behind never reaches the next one:
  *  - at release, a stream still open on the connection is ended (as
  *    pgspout_conn_close ends it: the query cancelled; close the stream
- *    handle as usual); an open or failed transaction is rolled back; the
+ *    handle as usual). Stopping a running query means reading what the
+ *    server had already sent before the cancel took (megabytes for a fast
+ *    stream): while two such drains already run in the process, the
+ *    connection is closed instead (its query cancelled, its backend ends;
+ *    counted closed, reason "discarded"), so that many releases at once
+ *    (clients leaving together) do not queue behind one another's drains.
+ *    An open or failed transaction is rolled back; the
  *    session is reset with one round trip that does what DISCARD ALL does
  *    (SET SESSION AUTHORIZATION DEFAULT, RESET ALL, CLOSE ALL, UNLISTEN *,
  *    pg_advisory_unlock_all(), DISCARD PLANS, TEMP and SEQUENCES; DEALLOCATE
@@ -1142,7 +1148,8 @@ PGSPOUT_EXTERN char *pgspout_registry_stats_json(uint64_t id);
  * stream; caller frees with pgspout_free. */
 PGSPOUT_EXTERN char *pgspout_registry_list_json(void);
 /* Close and forget the stream (cancelling a running query; its connection
- * back to its pool). OK or ENOTFOUND. */
+ * back to its pool, which may close it instead: see the pools). OK or
+ * ENOTFOUND. */
 PGSPOUT_EXTERN int pgspout_registry_close(uint64_t id);
 /* Reap streams idle past their idle_timeout now; returns how many. (The
  * registry also reaps from a background thread once a second.) */

@@ -18,7 +18,8 @@
  *             counters pool_acquires_total, pool_acquire_waits_total,
  *             pool_acquire_timeouts_total, pool_connections_created_total,
  *             pool_connections_closed_total{reason=broken|reset_failed|
- *             cancel_failed|idle_timeout|max_lifetime|pool_closed|fork},
+ *             cancel_failed|idle_timeout|max_lifetime|pool_closed|fork|
+ *             discarded},
  *             pool_resets_total; gauges pool_connections,
  *             pool_idle_connections, pool_in_use_connections, pool_waiting,
  *             pool_max_connections; histogram pool_acquire_seconds

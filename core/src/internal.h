@@ -150,6 +150,7 @@ struct pgspout_stream {
     _Atomic int cancel_sent;     /* pgspout_stream_cancel's request reached the server */
     int64_t drain_until;         /* non-blocking drain after a cancel: give up then */
     int drain_saw;               /* ... and what it discarded (DRAINED_*) */
+    int drain_counted;           /* pgs_stream_release counted stop_server's drain */
 
     /* time (monotonic ns); the atomics are read by stats from any thread */
     int64_t t_open;
@@ -202,6 +203,9 @@ void pgs_conn_drop_notifies(pgspout_conn *c);
 
 /* stream.c: end a stream whose connection is closing (it stays allocated) */
 void pgs_stream_detach(pgspout_stream *s);
+/* Detach the stream of a pooled connection being given back; 1 = its
+ * statement was left running (drains busy): close the connection. */
+int pgs_stream_release(pgspout_stream *s);
 /* stream.c: run sql (one or more statements, simple protocol) on an idle c
  * before deadline (monotonic ns, 0 = none). PGSPOUT_OK when every result is
  * COMMAND_OK or TUPLES_OK; ESQL (the server's message goes on c's error);

@@ -95,6 +95,7 @@ const char *const pgs_pool_close_names[PGS_POOL_CLOSE_N] = {
     [PGS_POOL_CLOSE_MAX_LIFETIME] = "max_lifetime",
     [PGS_POOL_CLOSE_POOL_CLOSED] = "pool_closed",
     [PGS_POOL_CLOSE_FORK] = "fork",
+    [PGS_POOL_CLOSE_DISCARDED] = "discarded",
 };
 
 #define R memory_order_relaxed

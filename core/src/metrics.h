@@ -49,7 +49,8 @@ enum {
     PGS_POOL_CLOSE_IDLE_TIMEOUT,
     PGS_POOL_CLOSE_MAX_LIFETIME,
     PGS_POOL_CLOSE_POOL_CLOSED,
-    PGS_POOL_CLOSE_FORK, /* a fork child let go of its parent's connections */
+    PGS_POOL_CLOSE_FORK,      /* a fork child let go of its parent's connections */
+    PGS_POOL_CLOSE_DISCARDED, /* given back mid-statement while drains were busy */
     PGS_POOL_CLOSE_N
 };
 pgs_pool_metrics *pgs_metrics_pool(const char *label);

@@ -272,8 +272,10 @@ static int checkout_check(const pgspout_pool *p, pgspout_conn *c, int64_t now)
 /* Release: make c what a new connection is, or say why it must close. */
 static int reset_conn(pgspout_pool *p, pgspout_conn *c, int closed)
 {
-    if (c->active)
-        pgs_stream_detach(c->active); /* cancels and drains, or breaks c */
+    /* cancels and drains, or breaks c; or leaves the statement running
+     * while other drains are busy: then c is closed */
+    if (c->active && pgs_stream_release(c->active))
+        return PGS_POOL_CLOSE_DISCARDED;
     if (!pgs_conn_owned(c))
         return PGS_POOL_CLOSE_FORK;
     if (atomic_load(&c->cancel_failed))

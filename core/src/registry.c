@@ -54,8 +54,8 @@
  * id holds one until it returns. Closing or reaping unlinks the entry (so
  * no new caller can find it), cancels the stream (which wakes a fetch
  * blocked on another thread) and drops the table's reference. Whoever drops
- * the last reference tears the entry down - pgspout_stream_close, the
- * connection back to its pool (or closed), free - outside every lock. So the stream is never
+ * the last reference tears the entry down - the connection back to its
+ * pool (or closed), pgspout_stream_close, free - outside every lock. So the stream is never
  * closed while another thread is inside pause/resume/cancel/stats/fetch on
  * it, and pgspout_registry_close returns without waiting for a fetch that
  * is still unwinding on another thread (that fetch finishes the teardown).
@@ -366,13 +366,15 @@ static void finish_locked(reg_entry *e)
 /* ---------------------------------------------------------- entry lifetime */
 
 /* Tear an entry down. Only called by whoever dropped the last reference:
- * nobody else can reach it, so no lock is needed. May block (closing a
- * running stream cancels the query and drains the connection; the pool's
- * reset is a round trip). */
+ * nobody else can reach it, so no lock is needed. The connection goes back
+ * first: its pool ends a stream still running on it (a cancel and a drain,
+ * or, while other drains are busy, the connection closed instead: pool.c)
+ * or, without a pool, closing it does; then the ended stream is freed. May
+ * block (the cancel, the drain, the pool's reset are round trips). */
 static void entry_destroy(reg_entry *e)
 {
-    pgspout_stream_close(e->stream);
     give_back(e);
+    pgspout_stream_close(e->stream);
     pthread_mutex_destroy(&e->mu);
     free(e->sql);
     free(e);
@@ -952,13 +954,14 @@ char *pgspout_registry_list_json(void)
 int pgspout_registry_close(uint64_t id)
 {
     reg_entry *e;
-    int unlinked;
+    int unlinked, fetching;
 
     e = entry_get(id, 0, 0);
     if (!e)
         return PGSPOUT_ENOTFOUND;
     pthread_mutex_lock(&reg.mu);
     unlinked = entry_unlink_locked(e);
+    fetching = e->fetchers > 0;
     pthread_mutex_unlock(&reg.mu);
     if (!unlinked) {
         /* a concurrent close or the reaper got there first */
@@ -967,8 +970,10 @@ int pgspout_registry_close(uint64_t id)
     }
     /* wake a fetch blocked on another thread; it returns ECANCELLED and,
      * holding the last reference, finishes the teardown. Errors (stream
-     * already ended) do not matter here. */
-    pgspout_stream_cancel(e->stream);
+     * already ended) do not matter here. Without a fetch (none can come:
+     * unlinked) the teardown below stops the server itself. */
+    if (fetching)
+        pgspout_stream_cancel(e->stream);
     entry_put(e, 0, 0, 1);
     return PGSPOUT_OK;
 }

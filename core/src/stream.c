@@ -22,6 +22,9 @@
 /* How long a drain after a cancel, or a utility statement between streams,
  * may take before the connection is given up as unusable. */
 #define DRAIN_NS (5 * PGS_NS_PER_S)
+/* Drains at once past which a pooled connection given back with its
+ * statement still running is closed rather than drained (pgs_stream_release). */
+#define DRAINS_MAX 2
 /* Adaptive chunking: votes needed and minimum time between two changes. */
 #define ADAPT_VOTES       3
 #define ADAPT_INTERVAL_NS (250 * PGS_NS_PER_MS)
@@ -29,6 +32,11 @@
 #define READY_NS (20 * PGS_NS_PER_MS / 1000)
 
 enum { RETRY = 100 }; /* internal: re-run the control checks */
+/* cancel_sent: pgspout_stream_cancel's request reached the server, before
+ * the statement's first row (it may have come before the statement began,
+ * which ignores it) or once rows were arriving (the statement was running:
+ * it ends, by the cancel or on its own) */
+enum { CANCEL_SENT = 1, CANCEL_SENT_RUNNING = 2 };
 
 /* ------------------------------------------------------------- log hook */
 
@@ -763,6 +771,9 @@ static void savepoint_end(pgspout_stream *s, int rollback)
     pgs_interrupt_resume();
 }
 
+/* stop_server's drains running now in the process (pgs_stream_release). */
+static _Atomic int drains_running;
+
 /* Stop the server side now: send a cancel unless the server is finished,
  * then drain. A cancel the server did not take in time (a silent network)
  * could still land on a later query, so the connection is then marked
@@ -776,7 +787,12 @@ static int stop_server(pgspout_stream *s)
     s->server_done = 1;
     if (!pgs_conn_owned(c)) /* a fork child: the query is the parent's */
         return 0;
-    int sent = pgs_conn_send_cancel(c, s->opt.cancel_timeout_ms);
+    /* pgspout_stream_cancel's request, sent once rows were arriving (the
+     * statement running), stops the statement: no second one (a round trip
+     * and a process of the server's each) */
+    int sent = LOAD(s->cancel_sent) == CANCEL_SENT_RUNNING
+                   ? 0
+                   : pgs_conn_send_cancel(c, s->opt.cancel_timeout_ms);
     if (sent != 0) {
         c->broken = 1;
         if (sent == -2)
@@ -789,7 +805,11 @@ static int stop_server(pgspout_stream *s)
                                (long long)s->opt.cancel_timeout_ms);
         return DRAINED_ROWS | DRAINED_ERROR;
     }
+    if (!s->drain_counted)
+        atomic_fetch_add(&drains_running, 1);
     int saw = drain(c->pg, pgs_now_ns() + DRAIN_NS);
+    if (!s->drain_counted)
+        atomic_fetch_sub(&drains_running, 1);
     if (saw < 0) {
         c->broken = 1;
         pgs_conn_set_error(c, "connection lost while stopping a stream: %s", PQerrorMessage(c->pg));
@@ -2317,9 +2337,14 @@ int pgspout_stream_cancel(pgspout_stream *s)
     int rc = PGSPOUT_OK;
     if (LOAD(s->ended))
         rc = PGSPOUT_ESTATE;
-    else if (!atomic_exchange(&s->cancel_req, 1) && s->conn && !s->server_done &&
-             pgs_conn_send_cancel(s->conn, s->opt.cancel_timeout_ms) == 0)
-        STORE(s->cancel_sent, 1); /* an event loop may drain without waiting */
+    else {
+        /* rows came before the request went: the statement was running */
+        int running = LOAD(s->rows_received) > 0;
+        if (!atomic_exchange(&s->cancel_req, 1) && s->conn && !s->server_done &&
+            pgs_conn_send_cancel(s->conn, s->opt.cancel_timeout_ms) == 0)
+            /* an event loop may drain without waiting */
+            STORE(s->cancel_sent, running ? CANCEL_SENT_RUNNING : CANCEL_SENT);
+    }
     pthread_mutex_unlock(&s->ctl);
     pgs_wake_signal(&s->wake);
     return rc;
@@ -2365,6 +2390,47 @@ void pgs_stream_detach(pgspout_stream *s)
     drop_carry(s);
     set_error(s, "", "the stream's connection was closed");
     stream_end(s, PGSPOUT_STATE_CLOSED, PGSPOUT_ESTATE);
+}
+
+/* End the stream running on a pooled connection that goes back to its pool
+ * (pool.c reset_conn). Stopping a running statement means reading what the
+ * server had already sent (a streaming one: the socket buffers' worth,
+ * megabytes) after the cancel: CPU work, and drains running at once share
+ * the CPU, each the slower (32 clients leaving at once: 0.5-0.8 s apiece).
+ * So while DRAINS_MAX drains already run, a statement still running is not
+ * stopped but left: the stream ends (closed) and the caller closes the
+ * connection instead of resetting it, which ends the server's backend
+ * (its next write fails). Returns 1 then, else 0 (detached as usual, or
+ * the connection broken). */
+int pgs_stream_release(pgspout_stream *s)
+{
+    pgspout_conn *c = s->conn;
+    if (LOAD(s->ended) || c == NULL || s->server_done || !pgs_conn_owned(c)) {
+        pgs_stream_detach(s);
+        return 0;
+    }
+    /* a place among the drains, taken now: the cancel before the drain
+     * takes a while, and releases at once must not all see room */
+    int n = atomic_load(&drains_running);
+    while (n < DRAINS_MAX && !atomic_compare_exchange_weak(&drains_running, &n, n + 1))
+        ;
+    if (n < DRAINS_MAX) {
+        s->drain_counted = 1;
+        pgs_stream_detach(s);
+        atomic_fetch_sub(&drains_running, 1);
+        return 0;
+    }
+    /* a statement that is not writing (still computing) would not see the
+     * socket close: cancel it, unless pgspout_stream_cancel did already */
+    if (LOAD(s->cancel_sent) != CANCEL_SENT_RUNNING)
+        (void)pgs_conn_send_cancel(c, s->opt.cancel_timeout_ms);
+    s->server_done = 1; /* nothing more is read: the connection is closed */
+    c->broken = 1;
+    release_chunk(s);
+    drop_carry(s);
+    set_error(s, "", "the stream's connection was closed");
+    stream_end(s, PGSPOUT_STATE_CLOSED, PGSPOUT_ESTATE);
+    return 1;
 }
 
 void pgspout_stream_close(pgspout_stream *s)

@@ -272,6 +272,120 @@ static void test_release_mid_stream(void **state)
     pgspout_conn_close(admin);
 }
 
+/* Ends its statement only 2 s after the cancel (it catches it), so that a
+ * release of its connection drains for that long; shows "pgsp_stopping" in
+ * pg_stat_activity once cancelled. */
+static const char stubborn_fn[] =
+    "CREATE OR REPLACE FUNCTION pgsp_stubborn() RETURNS int LANGUAGE plpgsql AS $$ "
+    "DECLARE stop timestamptz; "
+    "BEGIN "
+    "  BEGIN PERFORM pg_sleep(60); RETURN 0; "
+    "  EXCEPTION WHEN query_canceled THEN NULL; END; "
+    "  PERFORM set_config('application_name', 'pgsp_stopping', false); "
+    "  stop := clock_timestamp() + interval '2 s'; "
+    "  WHILE clock_timestamp() < stop LOOP "
+    "    BEGIN PERFORM pg_sleep(0.05); EXCEPTION WHEN query_canceled THEN NULL; END; "
+    "  END LOOP; "
+    "  RETURN 1; "
+    "END $$";
+
+static void *release_thread(void *arg)
+{
+    void **a = arg;
+    pgspout_pool_release(a[0], a[1]);
+    return NULL;
+}
+
+/* A connection given back mid-statement while two drains already run (each
+ * releasing a connection whose statement takes 2 s to stop) is not drained
+ * but closed (reason "discarded"): its statement is cancelled and its
+ * backend ends; the drained ones are reset and reused. */
+static void test_release_mid_stream_drains_busy(void **state)
+{
+    (void)state;
+    pgspout_conn *admin = tu_connect();
+    run(admin, stubborn_fn);
+    pgspout_pool *p = new_pool("max_size", "3", "label", "t_pool_disc", NULL);
+    pgspout_options *o = tu_opts("chunk_rows", "100", NULL);
+    const char *stubborn = "SELECT g FROM generate_series(1, 5000) g UNION ALL "
+                           "SELECT pgsp_stubborn() /*pgsp2*/";
+    const char *big =
+        "SELECT g, repeat('x', 100) FROM (SELECT generate_series(1, 50000000) AS g) s "
+        "/*pgsp3*/";
+    pgspout_conn *c[3];
+    pgspout_stream *s[3];
+    const pgspout_row *r;
+    for (int i = 0; i < 3; i++) {
+        c[i] = acquire(p);
+        s[i] = NULL;
+        assert_int_equal(pgspout_stream_open(c[i], i < 2 ? stubborn : big, 0, NULL, o, &s[i]),
+                         PGSPOUT_OK);
+        assert_int_equal(pgspout_stream_next(s[i], &r), PGSPOUT_OK);
+    }
+    long pid3 = 0;
+    {
+        char *v = tu_scalar(admin,
+                            "SELECT pid FROM pg_stat_activity WHERE query LIKE '%/*pgsp3*/%' "
+                            "AND state = 'active' AND pid <> pg_backend_pid()",
+                            0, NULL);
+        assert_non_null(v);
+        pid3 = atol(v);
+        free(v);
+    }
+    pthread_t t[2];
+    void *args[2][2] = {{p, c[0]}, {p, c[1]}};
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, release_thread, args[i]), 0);
+    /* both cancelled and draining */
+    double t0 = tu_now();
+    while (backends(admin, "pgsp_stopping") < 2) {
+        if (tu_now() - t0 > tu_slack(30))
+            fail_msg("the two releases did not cancel their statements");
+        tu_sleep_ms(10);
+    }
+    assert_int_equal(pgspout_pool_release(p, c[2]), PGSPOUT_OK);
+    assert_int_equal(pgspout_stream_state(s[2]), PGSPOUT_STATE_CLOSED);
+    assert_true(pgspout_stream_next(s[2], &r) < 0);
+    char q[160];
+    snprintf(q, sizeof q, "SELECT count(*) FROM pg_stat_activity WHERE pid = %ld", pid3);
+    t0 = tu_now();
+    for (;;) { /* its backend ends (the cancel, then the closed socket) */
+        char *v = tu_scalar(admin, q, 0, NULL);
+        int gone = v && strcmp(v, "0") == 0;
+        free(v);
+        if (gone)
+            break;
+        if (tu_now() - t0 > tu_slack(30))
+            fail_msg("the discarded connection's backend %ld still runs", pid3);
+        tu_sleep_ms(10);
+    }
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    pgspout_pool_stats st = stats(p);
+    assert_int_equal(st.created, 3);
+    assert_int_equal(st.closed, 1);
+    assert_int_equal(st.idle, 2); /* the drained two, reset */
+    for (int i = 0; i < 3; i++)
+        pgspout_stream_close(s[i]);
+    pgspout_conn *d = acquire(p);
+    expect(d, "SELECT current_setting('application_name') <> 'pgsp_stopping'", "t");
+    assert_int_equal(pgspout_pool_release(p, d), PGSPOUT_OK);
+    char *text = pgspout_metrics_prometheus();
+    tu_expo e;
+    if (tu_expo_parse(text, &e) != 0)
+        fail_msg("exposition: %s", e.err);
+    double v = -1;
+    tu_expo_sum(&e, "pgspout_pool_connections_closed_total",
+                "label=\"t_pool_disc\",reason=\"discarded\"", &v);
+    assert_true(v == 1);
+    tu_expo_free(&e);
+    pgspout_free(text);
+    pgspout_options_free(o);
+    pgspout_pool_close(p);
+    run(admin, "DROP FUNCTION IF EXISTS pgsp_stubborn()");
+    pgspout_conn_close(admin);
+}
+
 /* A failed pgspout_conn_cancel (it may still land later) closes the
  * connection at release. A broken connection is replaced. */
 static void test_release_broken(void **state)
@@ -668,7 +782,7 @@ static void test_metrics(void **state)
         }
     }
     assert_int_equal(tu_expo_sum(&e, "pgspout_pool_connections_closed_total", L, &(double){0}),
-                     7); /* one series per reason */
+                     8); /* one series per reason */
     tu_expo_free(&e);
     pgspout_free(text);
     char *js = pgspout_metrics_json();
@@ -706,6 +820,7 @@ int main(void)
         cmocka_unit_test(test_reuse),
         cmocka_unit_test(test_reset_session),
         cmocka_unit_test(test_release_mid_stream),
+        cmocka_unit_test(test_release_mid_stream_drains_busy),
         cmocka_unit_test(test_release_broken),
         cmocka_unit_test(test_killed_while_idle),
         cmocka_unit_test(test_killed_while_idle_exiting),

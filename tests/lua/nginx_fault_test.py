@@ -19,8 +19,10 @@ connection dirty, and `check`, which reports a connection's state). Checks:
  3. aborted requests under load: 64 clients of 5M-row /stream requests
     (28-32 streaming, the rest queued for a slot) leave at once while other
     requests run: within ABORT_BOUND seconds every aborted stream is gone
-    from the registry and its query from pg_stat_activity, the pool is
-    back to no connection in use, and the requests of the load all succeed;
+    from the registry and its query from pg_stat_activity (the time is
+    printed), the pool is back to no connection in use, each aborted
+    stream's connection reset or closed as "discarded" (never broken), the
+    next request finds a clean one, and the requests of the load all succeed;
  3b. a client leaving a running small query (/t/sql, one thread-pool
     task): its connection comes back when the query ends (not cancelled);
  4. backends killed while idle in the pool (pg_terminate_backend): the
@@ -59,14 +61,22 @@ APP = "pgspout_ngx"
 STREAM_SQL = "%md5(g::text)%"  # the example's /stream query, and no other
 
 # An aborted request must let go of its stream and connection at once: one
-# event-loop tick to see the client gone, one thread-pool task to close the
-# stream (cancel, drain, reset) - ~0.05 s here. The bound is generous (the
-# machine is shared, and 64 aborts queue behind one another in 4 pool
-# threads: measured 1-3 s here; a cancelled query whose server is blocked
-# writing to its socket only sees the cancel once the client side has
-# drained what it had sent) yet well below the registry's idle reaping (idle_timeout 30 s),
-# the failure this guards against.
-ABORT_BOUND = 10.0
+# event-loop tick to see the client gone, one task in the example's close
+# pool (pgspout_stop) to close the stream (cancel, drain, reset) - 0.01-0.06
+# s here, one at a time. 64 at once under load (28-32 streaming) took 1.2-3.5
+# s (load average 3-8 on 2 cores) when the closes shared nginx's 4-thread
+# pool: each queued behind the opens and fetches posted before it (opens of
+# the demo query then held a thread ~1 s each, materializing its 5M rows),
+# then ran a cancel, a second cancel and a drain of what the server had
+# already sent (a server blocked writing to its socket sees a cancel only
+# once that is read: 40-120k rows, 0.05-0.8 s apiece with 8 at once). Now
+# (closes in a pool of their own, one cancel, at most DRAINS_MAX=2 drains at
+# once in the process, further connections discarded, the demo query
+# streaming from its first row): 0.2-0.85 s at load average 3-19. The
+# bound stays generous (the machine is shared) yet well below the
+# registry's idle reaping (idle_timeout 30 s), the failure this guards
+# against; the measured time is printed.
+ABORT_BOUND = 5.0
 # No request may take longer than this, even while the server restarts:
 # a connect is refused at once when the server is down, and a query on a
 # killed backend fails at once.
@@ -448,10 +458,17 @@ def test_abort_under_load(ngx, psql):
     check(in_use is not None, "pool connections still in use after the aborts")
     m1 = ngx.metrics()
     cancelled_closed = {k: v - m0.get(k, 0) for k, v in m1.items() if "closed_total" in k and v != m0.get(k, 0)}
+    # an aborted stream's connection is drained and reset, or (while other
+    # drains are busy) closed as "discarded": never found broken, never a
+    # failed reset or cancel, at most one close per aborted stream
+    discarded = cancelled_closed.pop('pgspout_pool_connections_closed_total{reason="discarded"}', 0)
+    check(not cancelled_closed, f"the pool closed connections for other reasons than discarded: {cancelled_closed}")
+    check(discarded <= active, f"{discarded:.0f} connections discarded for {active} aborted streams")
+    checked(ngx, " after the aborts")  # and what the pool hands out next is clean
     log(f"ok - 64 clients of 5M-row streams (the rest queued for a slot) left at once under load: streams and "
-        f"queries gone in {took:.2f} s (bound {ABORT_BOUND} s), pool back to 0 in use; the load's "
-        f"{len(res)} requests all succeeded; {active} were streaming; pool closes meanwhile: "
-        f"{cancelled_closed or 'none'}")
+        f"queries gone in {took:.2f} s (bound {ABORT_BOUND} s; load average {os.getloadavg()[0]:.1f}), pool "
+        f"back to 0 in use; the load's {len(res)} requests all succeeded; {active} were streaming; "
+        f"{discarded:.0f} of their connections closed (discarded) rather than drained, the rest reset")
 
 
 def test_abort_small_query(ngx):
@@ -483,7 +500,9 @@ def test_killed_idle(ngx, psql):
     m0 = ngx.metrics()
     pids = psql.q(f"SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE application_name = '{APP}' "
                   "AND state = 'idle'").split()
-    check(len(pids) >= 8, f"only {len(pids)} idle pooled backends to kill")
+    # (as many as run at once: the 4 threads of nginx's pool; more may be
+    # left from the tests before, or fewer: aborts discard connections)
+    check(len(pids) >= 4, f"only {len(pids)} idle pooled backends to kill")
     killed = psql.q(f"SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
                     f"WHERE pid IN ({','.join(pids)})")
     gone = wait_until(lambda: psql.q(f"SELECT count(*) FROM pg_stat_activity WHERE pid IN ({','.join(pids)})")

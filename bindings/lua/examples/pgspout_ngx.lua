@@ -30,10 +30,21 @@ local slots = require "pgspout_ngx_slots"
 
 local run = ngx.run_worker_thread
 local POOL = "pgspout"
+-- closes and cancels run in a thread pool of their own (nginx.conf.in): in
+-- the shared one they would queue behind every open and fetch already
+-- posted, so a client leaving a busy server held its query and connection
+-- until that queue had drained
+local STOP_POOL = "pgspout_stop"
+local STOPS = { close = true, cancel = true }
 local WORKER = "pgspout_ngx_worker"
 
--- the demo query: parameters travel separately from the SQL
-local SQL = "SELECT g AS id, md5(g::text) AS h FROM generate_series(1, $1::int) g"
+-- the demo query: parameters travel separately from the SQL. The series
+-- is in the select list (ProjectSet), which hands out its rows as they are
+-- made: in FROM (a Function Scan) PostgreSQL first materializes all N rows
+-- (5M: ~0.7 s, spilled to disk) before the first one, and the open waits
+-- for that in a pool thread, holding up every task queued behind it (the
+-- closes of aborted requests too: bench/openresty/README.md).
+local SQL = "SELECT g AS id, md5(g::text) AS h FROM (SELECT generate_series(1, $1::int) AS g) s"
 local OPTS = { chunk_rows = 1000, max_memory = "16MB", label = "nginx",
                idle_timeout = "30s" }
 -- rows per fetch (one pool-thread round trip): a fetch waits only for its
@@ -49,7 +60,7 @@ end
 -- run a worker function; returns its results or nil, err when the pool
 -- call itself failed
 local function call(fn, ...)
-    local res = { run(POOL, WORKER, fn, ...) }
+    local res = { run(STOPS[fn] and STOP_POOL or POOL, WORKER, fn, ...) }
     if not res[1] then return nil, tostring(res[2]) end
     pgspout.log(res[2]) -- the log records of the worker's call (ngx.log)
     return unpack(res, 3, table.maxn(res))

@@ -52,17 +52,19 @@ local slots = require "pgspout_ngx_slots"
 
 local run = ngx.run_worker_thread
 local POOL = "pgspout"
+local STOP_POOL = "pgspout_stop" -- close and cancel (see pgspout_ngx.lua)
+local STOPS = { close = true, cancel = true }
 local WORKER = "pgspout_ngx_worker"
 
 -- the demo query of /stream (pgspout_ngx.lua)
-local SQL = "SELECT g AS id, md5(g::text) AS h FROM generate_series(1, $1::int) g"
+local SQL = "SELECT g AS id, md5(g::text) AS h FROM (SELECT generate_series(1, $1::int) AS g) s"
 local BATCH = 1000 -- rows per `rows` event, at most
 local IDLE = "10min" -- the longest pause before the stream is reaped
 
 local M = {}
 
 local function call(fn, ...) -- as in pgspout_ngx.lua
-    local res = { run(POOL, WORKER, fn, ...) }
+    local res = { run(STOPS[fn] and STOP_POOL or POOL, WORKER, fn, ...) }
     if not res[1] then return nil, tostring(res[2]) end
     pgspout.log(res[2])
     return unpack(res, 3, table.maxn(res))
