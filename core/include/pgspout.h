@@ -1136,6 +1136,12 @@ PGSPOUT_EXTERN int pgspout_registry_pool(const char *conninfo, const pgspout_opt
  * *errmsg when errmsg is not NULL. */
 PGSPOUT_EXTERN int pgspout_registry_fetch(uint64_t id, int max_rows, char **out, size_t *len,
                                           int *nrows, char **errmsg);
+/* Pause or resume the stream (pgspout_stream_pause/resume). These two,
+ * pgspout_registry_stats_json and pgspout_registry_list_json never block,
+ * whatever runs at the same time: when one of them is the last to hold a
+ * stream that another thread closed meanwhile, the teardown (a cancel, a
+ * drain, the pool's reset) goes to the registry's thread. OK, ENOTFOUND,
+ * or ESTATE (the stream ended). */
 PGSPOUT_EXTERN int pgspout_registry_pause(uint64_t id);
 PGSPOUT_EXTERN int pgspout_registry_resume(uint64_t id);
 /* Cancel the stream's query; with no fetch running on it, the stream ends

@@ -59,6 +59,10 @@
  * closed while another thread is inside pause/resume/cancel/stats/fetch on
  * it, and pgspout_registry_close returns without waiting for a fetch that
  * is still unwinding on another thread (that fetch finishes the teardown).
+ * The teardown may block (a cancel, a drain, the pool's reset), so the
+ * calls that never block (pause, resume, stats, list: an event loop makes
+ * them) hand a last reference to the reaper thread instead (the
+ * graveyard list, under reg.mu; the thread is woken at once).
  *
  * Idle reaping
  * ------------
@@ -88,7 +92,6 @@
 #include "json.h"
 #include "options.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -130,7 +133,9 @@ static struct {
     uint64_t next_id;
     size_t count;
     int reaper_started;
-} reg = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0, 0, 0};
+    reg_entry *graveyard; /* unlinked, last reference dropped: to tear down */
+    pthread_cond_t wake;  /* the reaper waits on it (CLOCK_MONOTONIC) */
+} reg = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0, 0, 0, NULL, PTHREAD_COND_INITIALIZER};
 
 static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
 
@@ -209,16 +214,34 @@ static void atfork_parent(void)
     pthread_mutex_unlock(&reg.mu);
 }
 
+static void wake_init(void)
+{
+    pthread_condattr_t a;
+    if (pthread_condattr_init(&a) != 0)
+        return; /* the static initializer's (realtime) clock then */
+    if (pthread_condattr_setclock(&a, CLOCK_MONOTONIC) == 0) {
+        pthread_cond_destroy(&reg.wake);
+        pthread_cond_init(&reg.wake, &a);
+    }
+    pthread_condattr_destroy(&a);
+}
+
 static void atfork_child(void)
 {
     memset(reg.buckets, 0, sizeof reg.buckets);
     reg.count = 0;
     reg.reaper_started = 0;
+    reg.graveyard = NULL; /* the parent's: forgotten too */
+    wake_init();          /* nobody waits on it in the child */
     pthread_mutex_unlock(&pools_mu);
     pthread_mutex_unlock(&reg.mu);
 }
 
-static void reg_init_once(void) { pthread_atfork(atfork_prepare, atfork_parent, atfork_child); }
+static void reg_init_once(void)
+{
+    wake_init();
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
 
 /* --------------------------------------------------------------- pools */
 
@@ -419,6 +442,34 @@ static void entry_put(reg_entry *e, int fetch, int touch, unsigned extra)
         entry_destroy(e);
 }
 
+static void reaper_start_locked(void);
+
+/* entry_put for the calls that must not block: a last reference goes to
+ * the graveyard, for the reaper thread (or the next pgspout_registry_reap
+ * if that thread could not start) to tear the entry down. */
+static void entry_put_nb(reg_entry *e, int touch)
+{
+    pthread_mutex_lock(&reg.mu);
+    if (touch && e->linked)
+        e->last_used_ms = now_ms();
+    if (--e->refs == 0) { /* unlinked: its next is free */
+        e->next = reg.graveyard;
+        reg.graveyard = e;
+        reaper_start_locked();
+        pthread_cond_signal(&reg.wake);
+    }
+    pthread_mutex_unlock(&reg.mu);
+}
+
+/* Tear down the graveyard's entries (taken under reg.mu by the caller). */
+static void bury(reg_entry *e)
+{
+    for (reg_entry *nx; e; e = nx) {
+        nx = e->next;
+        entry_destroy(e);
+    }
+}
+
 /* Remove e from the table (caller holds reg.mu). The table's reference is
  * not dropped here: the caller passes it on to entry_put(..., extra=1) or
  * drops it as the reaper does. Returns 0 if it was already unlinked. */
@@ -450,15 +501,27 @@ static int entry_linked(reg_entry *e)
 
 /* ------------------------------------------------------------------ reaper */
 
+/* Once a second: reap, maintain the pools; at once: the graveyard. */
 static void *reaper_main(void *arg)
 {
     (void)arg;
+    int64_t tick = now_ms() + 1000;
+    pthread_mutex_lock(&reg.mu);
     for (;;) {
-        struct timespec ts = {1, 0};
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        while (reg.graveyard == NULL && now_ms() < tick) {
+            struct timespec at = {(time_t)(tick / 1000), (long)(tick % 1000) * 1000000L};
+            pthread_cond_timedwait(&reg.wake, &reg.mu, &at);
         }
-        pgspout_registry_reap();
-        maintain_pools();
+        reg_entry *dead = reg.graveyard;
+        reg.graveyard = NULL;
+        pthread_mutex_unlock(&reg.mu);
+        bury(dead);
+        if (now_ms() >= tick) {
+            pgspout_registry_reap();
+            maintain_pools();
+            tick = now_ms() + 1000;
+        }
+        pthread_mutex_lock(&reg.mu);
     }
     return NULL;
 }
@@ -847,7 +910,7 @@ static int control(uint64_t id, int (*fn)(pgspout_stream *))
     if (!e)
         return PGSPOUT_ENOTFOUND;
     rc = fn(e->stream);
-    entry_put(e, 0, 1, 0);
+    entry_put_nb(e, 1);
     return rc;
 }
 
@@ -880,7 +943,7 @@ char *pgspout_registry_stats_json(uint64_t id)
     if (!e)
         return NULL;
     js = pgspout_stream_stats_json(e->stream);
-    entry_put(e, 0, 0, 0);
+    entry_put_nb(e, 0);
     return js;
 }
 
@@ -945,7 +1008,7 @@ char *pgspout_registry_list_json(void)
     pgs_buf_putc(&b, ']');
 
     for (i = 0; i < n; i++)
-        entry_put(v[i], 0, 0, 0);
+        entry_put_nb(v[i], 0);
     free(v);
     free(idle);
     return pgs_buf_steal(&b);
@@ -980,12 +1043,14 @@ int pgspout_registry_close(uint64_t id)
 
 int pgspout_registry_reap(void)
 {
-    reg_entry *list = NULL, *e, *nx;
+    reg_entry *list = NULL, *e, *nx, *dead;
     int64_t now;
     size_t k;
     int count = 0;
 
     pthread_mutex_lock(&reg.mu);
+    dead = reg.graveyard; /* without a reaper thread, this is where they go */
+    reg.graveyard = NULL;
     now = now_ms();
     for (k = 0; k < REG_BUCKETS; k++) {
         for (e = reg.buckets[k]; e; e = nx) {
@@ -1002,6 +1067,7 @@ int pgspout_registry_reap(void)
         }
     }
     pthread_mutex_unlock(&reg.mu);
+    bury(dead);
 
     for (e = list; e; e = nx) {
         unsigned left;
