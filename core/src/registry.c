@@ -134,8 +134,10 @@ static struct {
     size_t count;
     int reaper_started;
     reg_entry *graveyard; /* unlinked, last reference dropped: to tear down */
-    pthread_cond_t wake;  /* the reaper waits on it (CLOCK_MONOTONIC) */
-} reg = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0, 0, 0, NULL, PTHREAD_COND_INITIALIZER};
+    pthread_cond_t wake;  /* the reaper waits on it ... */
+    clockid_t wake_clock; /* ... until a time of this clock */
+} reg = {PTHREAD_MUTEX_INITIALIZER, {NULL},        0, 0, 0, NULL,
+         PTHREAD_COND_INITIALIZER,  CLOCK_REALTIME};
 
 static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
 
@@ -214,15 +216,21 @@ static void atfork_parent(void)
     pthread_mutex_unlock(&reg.mu);
 }
 
+/* (Re)make reg.wake on the monotonic clock: at init, and in a fork child,
+ * where the copy may record the parent's reaper as a waiter (so it is not
+ * destroyed - glibc would wait for that thread - but made anew). */
 static void wake_init(void)
 {
     pthread_condattr_t a;
-    if (pthread_condattr_init(&a) != 0)
-        return; /* the static initializer's (realtime) clock then */
-    if (pthread_condattr_setclock(&a, CLOCK_MONOTONIC) == 0) {
-        pthread_cond_destroy(&reg.wake);
-        pthread_cond_init(&reg.wake, &a);
+    memset(&reg.wake, 0, sizeof reg.wake);
+    reg.wake_clock = CLOCK_REALTIME;
+    if (pthread_condattr_init(&a) != 0) {
+        pthread_cond_init(&reg.wake, NULL);
+        return;
     }
+    if (pthread_condattr_setclock(&a, CLOCK_MONOTONIC) == 0)
+        reg.wake_clock = CLOCK_MONOTONIC;
+    pthread_cond_init(&reg.wake, &a);
     pthread_condattr_destroy(&a);
 }
 
@@ -509,7 +517,15 @@ static void *reaper_main(void *arg)
     pthread_mutex_lock(&reg.mu);
     for (;;) {
         while (reg.graveyard == NULL && now_ms() < tick) {
-            struct timespec at = {(time_t)(tick / 1000), (long)(tick % 1000) * 1000000L};
+            struct timespec at; /* tick, on the condition variable's clock */
+            int64_t left = tick - now_ms();
+            clock_gettime(reg.wake_clock, &at);
+            at.tv_sec += (time_t)(left / 1000);
+            at.tv_nsec += (long)(left % 1000) * 1000000L;
+            if (at.tv_nsec >= 1000000000L) {
+                at.tv_sec++;
+                at.tv_nsec -= 1000000000L;
+            }
             pthread_cond_timedwait(&reg.wake, &reg.mu, &at);
         }
         reg_entry *dead = reg.graveyard;

@@ -15,9 +15,11 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -514,6 +516,48 @@ static void test_close_gives_back(void **state)
     pgspout_pool_close(p);
 }
 
+/* A fork child while the registry's thread waits for its next tick: the
+ * child's registry starts empty and works (its own thread, its own wait),
+ * and the parent's goes on. The child once hung at fork (the wait's
+ * condition variable destroyed with the parent's thread recorded on it). */
+static void test_fork_while_the_reaper_waits(void **state)
+{
+    (void)state;
+    free(one_row(NULL, "SELECT 1", NULL)); /* the thread runs from here */
+    tu_sleep_ms(100);                      /* ... and waits for its tick */
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        char *list = pgspout_registry_list_json();
+        int ok = list && strcmp(list, "[]") == 0;
+        pgspout_free(list);
+        char *v = NULL;
+        uint64_t id = 0;
+        ok = ok && pgspout_registry_open(tu_dsn(), "SELECT 42 AS v", 0, NULL, NULL, &id, NULL) ==
+                       PGSPOUT_OK;
+        ok = ok && drain(id, &v) == PGSPOUT_DONE && v && strstr(v, "42") != NULL;
+        free(v);
+        ok = ok && pgspout_registry_close(id) == PGSPOUT_OK;
+        _exit(ok ? 0 : 1);
+    }
+    /* generous: a busy machine; a hang never ends */
+    int status = 0;
+    double until = tu_now() + tu_slack(30);
+    pid_t w;
+    while ((w = waitpid(child, &status, WNOHANG)) == 0 && tu_now() < until)
+        tu_sleep_ms(20);
+    if (w == 0) {
+        kill(child, SIGKILL);
+        waitpid(child, &status, 0);
+        fail_msg("the fork child hung in the registry");
+    }
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    char *js = one_row(NULL, "SELECT 7", NULL);
+    assert_non_null(strstr(js, "7"));
+    free(js);
+}
+
 int main(void)
 {
     int gate = tu_db_gate("test_registry");
@@ -531,6 +575,7 @@ int main(void)
         cmocka_unit_test(test_reaper_maintains),
         cmocka_unit_test(test_registry_pool),
         cmocka_unit_test(test_close_gives_back),
+        cmocka_unit_test(test_fork_while_the_reaper_waits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
