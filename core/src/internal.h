@@ -98,6 +98,7 @@ struct pgspout_stream {
     int ndesc;
     PGresult *desc;  /* ... and their names (PQcopyResult of the Describe) */
     char *json_sql;  /* ... the statement as a subquery (jsonwrap.c), or NULL */
+    int unnamed;     /* described as the unnamed statement, which is still there */
     char **json_key; /* per column "\"name\":" pre-escaped */
     size_t *json_key_len;
 

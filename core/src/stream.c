@@ -318,14 +318,43 @@ static void stream_end(pgspout_stream *s, int state, int code)
 
 enum { DRAINED_ROWS = 1, DRAINED_ERROR = 2 };
 
+/* What next_result found: the end of what was sent, nothing to use (the
+ * pipeline goes on), a result, or a pipeline libpq would not leave. */
+enum { RES_END, RES_SKIP, RES_USE, RES_FAIL };
+
+/* The next result of what was sent, for the loops that read them all (call
+ * when !PQisBusy). Outside a pipeline, libpq's NULL ends them. In one
+ * (describe's: Parse, Describe, Sync sent at once), the NULLs between its
+ * commands and the results of commands an error aborted are skipped, and
+ * its PIPELINE_SYNC ends it: the connection then leaves pipeline mode. */
+static int next_result(PGconn *pg, PGresult **out)
+{
+    PGresult *r = *out = PQgetResult(pg);
+    if (PQpipelineStatus(pg) == PQ_PIPELINE_OFF)
+        return r ? RES_USE : RES_END;
+    if (r == NULL)
+        return RES_SKIP;
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_PIPELINE_SYNC && st != PGRES_PIPELINE_ABORTED)
+        return RES_USE;
+    PQclear(r);
+    *out = NULL;
+    if (st == PGRES_PIPELINE_ABORTED)
+        return RES_SKIP;
+    return PQexitPipelineMode(pg) ? RES_END : RES_FAIL;
+}
+
 static int drain_body(PGconn *pg, int64_t deadline)
 {
     int saw = 0;
     for (;;) {
         while (!PQisBusy(pg)) {
-            PGresult *r = PQgetResult(pg);
-            if (r == NULL)
-                return saw;
+            PGresult *r;
+            int k = next_result(pg, &r);
+            if (k == RES_END || k == RES_FAIL)
+                return k == RES_END ? saw : -1;
+            if (k == RES_SKIP)
+                continue;
             ExecStatusType st = PQresultStatus(r);
             if (st == PGRES_SINGLE_TUPLE || (int)st == PGS_TUPLES_CHUNK)
                 saw |= DRAINED_ROWS;
@@ -418,9 +447,16 @@ static int await_results(pgspout_conn *c, int sent, const char *what, int64_t de
     int failed = 0;
     while (rc == PGSPOUT_OK) {
         if (!PQisBusy(pg)) {
-            PGresult *r = PQgetResult(pg);
-            if (r == NULL)
+            PGresult *r;
+            int k = next_result(pg, &r);
+            if (k == RES_END)
                 return failed ? PGSPOUT_ESQL : PGSPOUT_OK;
+            if (k == RES_FAIL) {
+                rc = PGSPOUT_ECONN;
+                break;
+            }
+            if (k == RES_SKIP)
+                continue;
             each(r, failed, ud);
             failed |= PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK;
             PQclear(r);
@@ -458,9 +494,12 @@ static int await_step(PGconn *pg, int *want_write, int *failed, result_fn each, 
     if (f > 0)
         return PGSPOUT_AGAIN;
     while (!PQisBusy(pg)) {
-        PGresult *r = PQgetResult(pg);
-        if (r == NULL)
-            return PGSPOUT_OK;
+        PGresult *r;
+        int k = next_result(pg, &r);
+        if (k == RES_END || k == RES_FAIL)
+            return k == RES_END ? PGSPOUT_OK : PGSPOUT_ECONN;
+        if (k == RES_SKIP)
+            continue;
         each(r, *failed, ud);
         *failed |= PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK;
         PQclear(r);
@@ -476,9 +515,12 @@ static int drain_step(PGconn *pg, int *saw)
     if (!PQconsumeInput(pg))
         return -1;
     while (!PQisBusy(pg)) {
-        PGresult *r = PQgetResult(pg);
-        if (r == NULL)
-            return 1;
+        PGresult *r;
+        int k = next_result(pg, &r);
+        if (k == RES_END || k == RES_FAIL)
+            return k == RES_END ? 1 : -1;
+        if (k == RES_SKIP)
+            continue;
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_SINGLE_TUPLE || (int)st == PGS_TUPLES_CHUNK)
             *saw |= DRAINED_ROWS;
@@ -595,20 +637,29 @@ static void described_result(PGresult *r, int failed, void *ud)
                                       : pgs_rows_binary_ok(PQftype(r, f), d->s->conn->pg);
 }
 
-/* options arrow and binary: prepare the statement unnamed and describe it,
- * so that the results can come in binary when every column's type allows
- * (pgs_arrow_binary_ok, pgs_rows_binary_ok: *binary set), else in text. PGSPOUT_OK, or ESQL (the
- * server refused the SQL: its error is on s), ETIMEOUT, EINTR or ECONN as await_results. */
+/* Parse sql as the unnamed statement and describe it, in one round trip: a
+ * pipeline of Parse, Describe and Sync (next_result reads it to its end).
+ * 1 when sent, 0 when libpq refused. */
+static int send_describe(PGconn *pg, const char *sql, int nparams)
+{
+    return PQenterPipelineMode(pg) && PQsendPrepare(pg, "", sql, nparams, NULL) &&
+           PQsendDescribePrepared(pg, "") && PQpipelineSync(pg);
+}
+
+/* Options arrow, binary and json: prepare the statement unnamed and
+ * describe it (s->unnamed set: the query runs it, unless the catalog
+ * lookup's query replaced it), so that the results can come in binary
+ * when every column's type allows (pgs_arrow_binary_ok, pgs_rows_binary_ok:
+ * *binary set), else in text, and JSON knows the columns' types.
+ * PGSPOUT_OK, or ESQL (the server refused the SQL: its error is on s),
+ * ETIMEOUT, EINTR or ECONN as await_results. */
 static int describe(pgspout_stream *s, const char *sql, int nparams, int *binary)
 {
-    PGconn *pg = s->conn->pg;
     described d = {s, binary};
     *binary = 0;
-    int rc = await_results(s->conn, PQsendPrepare(pg, "", sql, nparams, NULL),
-                           "preparing the statement", s->deadline, described_result, &d);
-    if (rc == PGSPOUT_OK)
-        rc = await_results(s->conn, PQsendDescribePrepared(pg, ""), "describing the statement",
-                           s->deadline, described_result, &d);
+    int rc = await_results(s->conn, send_describe(s->conn->pg, sql, nparams),
+                           "describing the statement", s->deadline, described_result, &d);
+    s->unnamed = rc == PGSPOUT_OK;
     return rc;
 }
 
@@ -622,6 +673,7 @@ static void types_result(PGresult *r, int failed, void *ud)
             set_sql_error(s, r);
         return;
     }
+    s->unnamed = 0; /* a simple query replaces the unnamed statement */
     if (PQnfields(r) != PGS_JTYPES_NCOLS) {
         s->ndesc = -1;
         return;
@@ -1213,8 +1265,7 @@ static void statement_done(pgspout_stream *s)
 enum {
     OPEN_TIMEOUT = 1,
     OPEN_SAVEPOINT,
-    OPEN_PREPARE,
-    OPEN_DESCRIBE,
+    OPEN_PREPARE, /* and describe: one pipeline */
     OPEN_TYPES,
     OPEN_QUERY,
     OPEN_FLUSH
@@ -1283,7 +1334,7 @@ static int open_step(pgspout_stream *s, int *want_write)
                 rc = f < 0 || !PQconsumeInput(pg) ? PGSPOUT_ECONN
                      : f > 0                      ? PGSPOUT_AGAIN
                                                   : PGSPOUT_OK;
-            } else if (op->step == OPEN_PREPARE || op->step == OPEN_DESCRIBE) {
+            } else if (op->step == OPEN_PREPARE) {
                 rc = await_step(pg, want_write, &op->failed, described_result, &op->d);
             } else if (op->step == OPEN_TYPES) {
                 rc = await_step(pg, want_write, &op->failed, types_result, s);
@@ -1302,6 +1353,8 @@ static int open_step(pgspout_stream *s, int *want_write)
                 c->statement_timeout_in_tx = op->ts == PQTRANS_INTRANS;
             } else if (op->step == OPEN_SAVEPOINT) {
                 s->savepoint = rc == PGSPOUT_OK;
+            } else if (op->step == OPEN_PREPARE) {
+                s->unnamed = rc == PGSPOUT_OK;
             }
             if (op->step != OPEN_FLUSH)
                 s->server_done = 1; /* the statement is over */
@@ -1354,9 +1407,8 @@ static int open_step(pgspout_stream *s, int *want_write)
             }
             s->binary = 0;
             op->d = (described){s, &s->binary};
-            sent = PQsendPrepare(pg, "", op->sql, op->nparams, NULL);
+            sent = send_describe(pg, op->sql, op->nparams);
             break;
-        case OPEN_DESCRIBE: sent = PQsendDescribePrepared(pg, ""); break;
         case OPEN_TYPES: {
             char *sql = NULL;
             int rc = s->opt.arrow ? PGSPOUT_OK : types_query(s, &sql);
@@ -1375,7 +1427,7 @@ static int open_step(pgspout_stream *s, int *want_write)
             int rc = json_wrap(s, op->sql);
             if (rc != PGSPOUT_OK)
                 return open_failed(s, rc);
-            sent = s->opt.arrow /* option json: as pgspout_stream_open */
+            sent = s->unnamed && s->json_sql == NULL /* as pgspout_stream_open */
                        ? PQsendQueryPrepared(pg, "", op->nparams, pv, NULL, NULL, s->binary)
                        : PQsendQueryParams(pg, s->json_sql ? s->json_sql : op->sql, op->nparams,
                                            NULL, pv, NULL, NULL, 0);
@@ -1397,9 +1449,9 @@ static int open_step(pgspout_stream *s, int *want_write)
         }
         if (!sent) {
             set_error(s, "08006", "could not send \"%s\": %s",
-                      op->step == OPEN_PREPARE || op->step == OPEN_DESCRIBE ? "the statement"
-                      : op->step == OPEN_TYPES                              ? "the types query"
-                                                                            : op->util_sql,
+                      op->step == OPEN_PREPARE ? "the statement"
+                      : op->step == OPEN_TYPES ? "the types query"
+                                               : op->util_sql,
                       PQerrorMessage(pg));
             return open_failed(s, PGSPOUT_ECONN);
         }
@@ -1960,9 +2012,10 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
     }
     if (rc != PGSPOUT_OK)
         return open_fail(s, rc, "preparing the stream");
-    /* option json sends the statement again: a catalog query replaced the
-     * unnamed statement (and parsing it again costs no round trip) */
-    if (s->opt.arrow || s->opt.binary
+    /* the described statement, unless a catalog query replaced it or the
+     * statement became a subquery (option json): then parsed again, which
+     * costs no round trip */
+    if (s->unnamed && s->json_sql == NULL
             ? !PQsendQueryPrepared(conn->pg, "", nparams, params, NULL, NULL, s->binary)
             : !PQsendQueryParams(conn->pg, s->json_sql ? s->json_sql : sql, nparams, NULL, params,
                                  NULL, NULL, 0)) {
