@@ -220,12 +220,13 @@ PGSPOUT_EXTERN void pgspout_set_interrupt_hook(pgspout_interrupt_fn fn, void *us
  *   binary (off)             rows come in binary when every column's type
  *                            is one the pgspout_binary_* functions below
  *                            decode (pgspout_stream_binary says), else in
- *                            text; costs two round trips (prepare,
- *                            describe) before the query; row_json and
+ *                            text; costs a round trip (Parse and
+ *                            Describe, pipelined) before the query;
+ *                            row_json and
  *                            chunk_ndjson refuse such a stream with ESTATE
  *   json (off)               the rows will be read as JSON (row_json,
  *                            chunk_ndjson): describe the statement first
- *                            (two round trips) and, when a column's type is
+ *                            (one round trip) and, when a column's type is
  *                            neither a built-in one nor known to the
  *                            connection yet (composites, arrays of
  *                            domains, enums, types of extensions...), look
