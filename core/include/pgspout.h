@@ -383,10 +383,10 @@ PGSPOUT_EXTERN int pgspout_conn_server_version(const pgspout_conn *conn);
  *    counted closed, reason "discarded"), so that many releases at once
  *    (clients leaving together) do not queue behind one another's drains.
  *    An open or failed transaction is rolled back; the
- *    session is reset with one round trip that does what DISCARD ALL does
- *    (SET SESSION AUTHORIZATION DEFAULT, RESET ALL, CLOSE ALL, UNLISTEN *,
- *    pg_advisory_unlock_all(), DISCARD PLANS, TEMP and SEQUENCES; DEALLOCATE
- *    ALL) and restores pgspout's own extra_float_digits; notifications
+ *    session is reset with DISCARD ALL (SET SESSION AUTHORIZATION DEFAULT,
+ *    RESET ALL, CLOSE ALL, UNLISTEN *, pg_advisory_unlock_all(), DISCARD
+ *    PLANS, TEMP and SEQUENCES, DEALLOCATE ALL), then pgspout's own
+ *    extra_float_digits is set again (two round trips); notifications
  *    queued are dropped. A connection that is broken, whose
  *    pgspout_conn_cancel failed (the cancel could still land on a later
  *    query), that is past max_lifetime, or whose reset fails is closed
