@@ -386,7 +386,7 @@ PGSPOUT_EXTERN int pgspout_conn_server_version(const pgspout_conn *conn);
  *    session is reset with DISCARD ALL (SET SESSION AUTHORIZATION DEFAULT,
  *    RESET ALL, CLOSE ALL, UNLISTEN *, pg_advisory_unlock_all(), DISCARD
  *    PLANS, TEMP and SEQUENCES, DEALLOCATE ALL), then pgspout's own
- *    extra_float_digits is set again (two round trips); notifications
+ *    extra_float_digits is set again (one pipeline); notifications
  *    queued are dropped. A connection that is broken, whose
  *    pgspout_conn_cancel failed (the cancel could still land on a later
  *    query), that is past max_lifetime, or whose reset fails is closed

@@ -212,6 +212,12 @@ int pgs_stream_release(pgspout_stream *s);
  * COMMAND_OK or TUPLES_OK; ESQL (the server's message goes on c's error);
  * ETIMEOUT or ECONN with c marked broken; EINTR (c stays usable). */
 int pgs_conn_exec(pgspout_conn *c, const char *sql, int64_t deadline);
+/* stream.c: as pgs_conn_exec, for n single statements sent at once in one
+ * pipeline (one round trip); the first to fail makes the server skip the
+ * rest. Each statement runs as if sent alone (DISCARD ALL first too: only
+ * a statement an earlier one of the pipeline left uncommitted is "in a
+ * transaction block"). */
+int pgs_conn_exec_pipeline(pgspout_conn *c, const char *const *sqls, int n, int64_t deadline);
 /* stream.c: as pgs_conn_exec, and *value (malloc'd; NULL on failure) is the
  * first value of the last result that had rows. ENOMEM when there was none
  * (or no memory for it). */

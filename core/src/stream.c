@@ -574,6 +574,23 @@ int pgs_conn_exec(pgspout_conn *c, const char *sql, int64_t deadline)
     return rc;
 }
 
+/* The statements as one pipeline, each its own Parse, Bind and Execute,
+ * one Sync at the end: 1 when sent, 0 when libpq refused. */
+static int send_pipeline(PGconn *pg, const char *const *sqls, int n)
+{
+    int ok = PQenterPipelineMode(pg);
+    for (int i = 0; ok && i < n; i++)
+        ok = PQsendQueryParams(pg, sqls[i], 0, NULL, NULL, NULL, NULL, 0);
+    return ok && PQpipelineSync(pg);
+}
+
+int pgs_conn_exec_pipeline(pgspout_conn *c, const char *const *sqls, int n, int64_t deadline)
+{
+    int rc = await_results(c, send_pipeline(c->pg, sqls, n), sqls[0], deadline, exec_result, c);
+    pgs_conn_drop_notifies(c);
+    return rc;
+}
+
 typedef struct exec_value {
     pgspout_conn *c;
     char *value; /* the first value of the last result with rows */
