@@ -992,9 +992,11 @@ static void test_adaptive_chunking(void **state)
     /* The engine tells a wait on the socket from a socket that was ready by
      * how long the wait took (20 us, stream.c READY_NS). Under valgrind
      * every system call takes longer than that, so each chunk reads as
-     * server-bound there: the directions are not checked, the bounds and
-     * the gauge are. */
-    if (!tu_valgrind())
+     * server-bound there, and under ThreadSanitizer on a busy machine often
+     * enough to keep a chunk from shrinking (a CI run saw it): the
+     * directions are not checked there, the bounds and the gauge are. */
+    int timed = !tu_valgrind() && !tu_tsan();
+    if (timed)
         assert_true(grown > 1000);
     /* fast server, slow consumer (50 ms per chunk): shrinks to the min
      * (under valgrind 20k rows: ~150 chunks, 8 s) */
@@ -1004,7 +1006,7 @@ static void test_adaptive_chunking(void **state)
     int shrunk = adaptive_run(c, sql, 50000, &lo, &hi);
     printf("consumer-bound: chunk_rows %d..%d, last %d\n", lo, hi, shrunk);
     assert_true(lo >= 200 && hi <= 8000);
-    if (!tu_valgrind())
+    if (timed)
         assert_true(shrunk < 1000);
     char *text = pgspout_metrics_prometheus();
     char want[96];
