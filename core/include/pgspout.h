@@ -1090,7 +1090,13 @@ PGSPOUT_EXTERN void pgspout_metrics_reset(void);
  * Option pool=off opts out: the stream connects on its own and closes its
  * connection at the end, as every stream did before pools. The connection
  * goes back to its pool (pgspout_pool_release: reset, or closed) as soon as
- * the stream is over - the fetch that reports DONE or an error, a
+ * the stream is over. A pooled stream that starts outside a transaction (and
+ * whose statement neither begins nor ends one) sends the pool's reset in the
+ * same pipeline as its statement, behind its Sync: the server resets the
+ * session as soon as the statement ends (a statement's error or a cancel
+ * does not stop it; if the reset itself fails, the release resets the usual
+ * way), and the release only reads its results - no round trip of its own.
+ * It is over at - the fetch that reports DONE or an error, a
  * pgspout_registry_cancel (at once when no fetch holds the stream, else as
  * that fetch returns), pgspout_registry_close, or the reaper - while the id
  * stays valid until closed or reaped: later fetches repeat the end, stats

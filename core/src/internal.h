@@ -49,6 +49,10 @@ struct pgspout_conn {
     int64_t pool_born_ns, pool_idle_ns;
     unsigned pool_gen; /* the pool's fork generation when it joined */
     int pool_out;
+    /* the pool's reset follows the statement of the stream that runs on
+     * it (option pool_one_stream: stream.c), until pgs_conn_finish_reset */
+    int reset_queued;
+    int syncs; /* a pipeline's Syncs sent and not yet read (next_result) */
     /* pgspout_connect_start: 1 while libpq connects (PQconnectPoll), 2
      * while pgspout's session setting runs, 0 once done or failed */
     int connecting;
@@ -218,6 +222,16 @@ int pgs_conn_exec(pgspout_conn *c, const char *sql, int64_t deadline);
  * a statement an earlier one of the pipeline left uncommitted is "in a
  * transaction block"). */
 int pgs_conn_exec_pipeline(pgspout_conn *c, const char *const *sqls, int n, int64_t deadline);
+/* pool.c: the statements that reset a released connection, in order */
+enum { PGS_POOL_RESET_N = 2 };
+extern const char *const pgs_pool_reset_sql[PGS_POOL_RESET_N];
+/* stream.c: read the rest of a stream's pipeline and the results of the
+ * reset queued behind its statement (c->reset_queued), before deadline.
+ * PGSPOUT_OK when the reset ran; ESQL when the server refused it (a
+ * transaction the statement left open, a cancel that landed on it: c is
+ * idle or in a transaction, to be reset the usual way); ETIMEOUT or ECONN
+ * with c marked broken. */
+int pgs_conn_finish_reset(pgspout_conn *c, int64_t deadline);
 /* stream.c: as pgs_conn_exec, and *value (malloc'd; NULL on failure) is the
  * first value of the last result that had rows. ENOMEM when there was none
  * (or no memory for it). */

@@ -44,6 +44,10 @@ struct pgspout_options {
     int arrow;  /* read through pgspout_stream_arrow only: binary results */
     int binary; /* rows in binary when every column's type allows */
     int json;   /* rows read as JSON: describe first, types from the catalog */
+    /* not a key: set by the registry on its copy of the options when the
+     * stream's pooled connection goes back at the stream's end, so that
+     * the pool's reset may follow the statement (stream.c) */
+    int pool_one_stream;
     char snapshot[PGS_SNAPSHOT_MAX + 1]; /* "" = none: import it (stream.c) */
     /* connection (-1 = not set) */
     int64_t connect_timeout_ms;

@@ -20,7 +20,9 @@
  * pgspout_stream_open, pgspout_stream_next_chunk, pgspout_chunk_ndjson,
  * pgspout_row_json, pause/resume/cancel, pgspout_stream_stats_json, close);
  * the internal details it uses: idle_timeout_ms of the parsed options, and
- * option json, which it sets on a copy of them (its rows go out as JSON).
+ * option json, which it sets on a copy of them (its rows go out as JSON), as
+ * it sets pool_one_stream (its pooled connection goes back at the stream's
+ * end, so the pool's reset can follow the statement).
  *
  * Entries
  * -------
@@ -628,6 +630,7 @@ static int open_entry(pgspout_pool *pool, const char *conninfo, const char *sql,
     else
         pgs_options_defaults(&jopts);
     jopts.json = 1;
+    jopts.pool_one_stream = pool != NULL; /* given back at the stream's end */
     rc = pgspout_stream_open(conn, sql, nparams, params, &jopts, &stream);
     e->stream = stream;
     if (rc < 0) {

@@ -325,10 +325,13 @@ enum { RES_END, RES_SKIP, RES_USE, RES_FAIL };
 /* The next result of what was sent, for the loops that read them all (call
  * when !PQisBusy). Outside a pipeline, libpq's NULL ends them. In one
  * (describe's: Parse, Describe, Sync sent at once), the NULLs between its
- * commands and the results of commands an error aborted are skipped, and
- * its PIPELINE_SYNC ends it: the connection then leaves pipeline mode. */
-static int next_result(PGconn *pg, PGresult **out)
+ * commands and the results of commands an error aborted are skipped, and a
+ * PIPELINE_SYNC ends them: the connection then leaves pipeline mode, unless
+ * more was sent behind that Sync (c->syncs: the pool's reset after a
+ * stream's statement), which a later read takes. */
+static int next_result(pgspout_conn *c, PGresult **out)
 {
+    PGconn *pg = c->pg;
     PGresult *r = *out = PQgetResult(pg);
     if (PQpipelineStatus(pg) == PQ_PIPELINE_OFF)
         return r ? RES_USE : RES_END;
@@ -341,16 +344,19 @@ static int next_result(PGconn *pg, PGresult **out)
     *out = NULL;
     if (st == PGRES_PIPELINE_ABORTED)
         return RES_SKIP;
+    if (c->syncs > 0 && --c->syncs > 0)
+        return RES_END;
     return PQexitPipelineMode(pg) ? RES_END : RES_FAIL;
 }
 
-static int drain_body(PGconn *pg, int64_t deadline)
+static int drain_body(pgspout_conn *c, int64_t deadline)
 {
+    PGconn *pg = c->pg;
     int saw = 0;
     for (;;) {
         while (!PQisBusy(pg)) {
             PGresult *r;
-            int k = next_result(pg, &r);
+            int k = next_result(c, &r);
             if (k == RES_END || k == RES_FAIL)
                 return k == RES_END ? saw : -1;
             if (k == RES_SKIP)
@@ -384,10 +390,10 @@ static int drain_body(PGconn *pg, int64_t deadline)
 /* Read and discard what is left of the current query. A mask of what it
  * discarded (DRAINED_*), or -1 if the connection could not be brought back
  * to idle before the deadline. A cleanup: the interrupt hook is not asked. */
-static int drain(PGconn *pg, int64_t deadline)
+static int drain(pgspout_conn *c, int64_t deadline)
 {
     pgs_interrupt_suspend();
-    int saw = drain_body(pg, deadline);
+    int saw = drain_body(c, deadline);
     pgs_interrupt_resume();
     return saw;
 }
@@ -423,7 +429,7 @@ static int abort_statement(pgspout_conn *c, int64_t cancel_ms)
                        "for safety");
         return -1;
     }
-    if (drain(c->pg, pgs_now_ns() + DRAIN_NS) < 0) {
+    if (drain(c, pgs_now_ns() + DRAIN_NS) < 0) {
         mark_broken(c, "connection lost while stopping a statement");
         return -1;
     }
@@ -448,7 +454,7 @@ static int await_results(pgspout_conn *c, int sent, const char *what, int64_t de
     while (rc == PGSPOUT_OK) {
         if (!PQisBusy(pg)) {
             PGresult *r;
-            int k = next_result(pg, &r);
+            int k = next_result(c, &r);
             if (k == RES_END)
                 return failed ? PGSPOUT_ESQL : PGSPOUT_OK;
             if (k == RES_FAIL) {
@@ -485,8 +491,9 @@ static int await_results(pgspout_conn *c, int sent, const char *what, int64_t de
 /* One pass of await_results that never waits: PGSPOUT_OK once every result
  * was read (*failed: some result was not COMMAND_OK), AGAIN to wait for the
  * socket (readable; writable too when *want_write), or ECONN. */
-static int await_step(PGconn *pg, int *want_write, int *failed, result_fn each, void *ud)
+static int await_step(pgspout_conn *c, int *want_write, int *failed, result_fn each, void *ud)
 {
+    PGconn *pg = c->pg;
     int f = PQflush(pg);
     *want_write = f > 0;
     if (f < 0 || !PQconsumeInput(pg))
@@ -495,7 +502,7 @@ static int await_step(PGconn *pg, int *want_write, int *failed, result_fn each, 
         return PGSPOUT_AGAIN;
     while (!PQisBusy(pg)) {
         PGresult *r;
-        int k = next_result(pg, &r);
+        int k = next_result(c, &r);
         if (k == RES_END || k == RES_FAIL)
             return k == RES_END ? PGSPOUT_OK : PGSPOUT_ECONN;
         if (k == RES_SKIP)
@@ -510,13 +517,14 @@ static int await_step(PGconn *pg, int *want_write, int *failed, result_fn each, 
 /* One pass of drain that never waits: 1 once the connection is idle (what
  * it discarded added to *saw), 0 to wait for the socket, -1 when it cannot
  * go on this way (connection lost, COPY). */
-static int drain_step(PGconn *pg, int *saw)
+static int drain_step(pgspout_conn *c, int *saw)
 {
+    PGconn *pg = c->pg;
     if (!PQconsumeInput(pg))
         return -1;
     while (!PQisBusy(pg)) {
         PGresult *r;
-        int k = next_result(pg, &r);
+        int k = next_result(c, &r);
         if (k == RES_END || k == RES_FAIL)
             return k == RES_END ? 1 : -1;
         if (k == RES_SKIP)
@@ -574,11 +582,19 @@ int pgs_conn_exec(pgspout_conn *c, const char *sql, int64_t deadline)
     return rc;
 }
 
-/* The statements as one pipeline, each its own Parse, Bind and Execute,
- * one Sync at the end: 1 when sent, 0 when libpq refused. */
-static int send_pipeline(PGconn *pg, const char *const *sqls, int n)
+/* Enter pipeline mode for what is sent next, which ends with syncs Syncs
+ * (next_result leaves the mode at the last). 1, or 0 when libpq refused. */
+static int enter_pipeline(pgspout_conn *c, int syncs)
 {
-    int ok = PQenterPipelineMode(pg);
+    c->syncs = syncs;
+    return PQenterPipelineMode(c->pg);
+}
+
+/* In a pipeline: the statements, each its own Parse, Bind and Execute, then
+ * a Sync. 1 when sent, 0 when libpq refused. */
+static int send_statements(PGconn *pg, const char *const *sqls, int n)
+{
+    int ok = 1;
     for (int i = 0; ok && i < n; i++)
         ok = PQsendQueryParams(pg, sqls[i], 0, NULL, NULL, NULL, NULL, 0);
     return ok && PQpipelineSync(pg);
@@ -586,7 +602,31 @@ static int send_pipeline(PGconn *pg, const char *const *sqls, int n)
 
 int pgs_conn_exec_pipeline(pgspout_conn *c, const char *const *sqls, int n, int64_t deadline)
 {
-    int rc = await_results(c, send_pipeline(c->pg, sqls, n), sqls[0], deadline, exec_result, c);
+    int sent = enter_pipeline(c, 1) && send_statements(c->pg, sqls, n);
+    int rc = await_results(c, sent, sqls[0], deadline, exec_result, c);
+    pgs_conn_drop_notifies(c);
+    return rc;
+}
+
+static void ignore_result(PGresult *r, int failed, void *ud)
+{
+    (void)r;
+    (void)failed;
+    (void)ud;
+}
+
+int pgs_conn_finish_reset(pgspout_conn *c, int64_t deadline)
+{
+    c->reset_queued = 0;
+    int rc = PGSPOUT_OK;
+    /* the statement's Sync, unless its stream read it (a drain did) */
+    while (rc == PGSPOUT_OK && c->syncs > 1) {
+        rc = await_results(c, 1, "a stream's end", deadline, ignore_result, NULL);
+        if (rc == PGSPOUT_ESQL) /* the stream has seen its error */
+            rc = PGSPOUT_OK;
+    }
+    if (rc == PGSPOUT_OK)
+        rc = await_results(c, 1, pgs_pool_reset_sql[0], deadline, exec_result, c);
     pgs_conn_drop_notifies(c);
     return rc;
 }
@@ -657,10 +697,10 @@ static void described_result(PGresult *r, int failed, void *ud)
 /* Parse sql as the unnamed statement and describe it, in one round trip: a
  * pipeline of Parse, Describe and Sync (next_result reads it to its end).
  * 1 when sent, 0 when libpq refused. */
-static int send_describe(PGconn *pg, const char *sql, int nparams)
+static int send_describe(pgspout_conn *c, const char *sql, int nparams)
 {
-    return PQenterPipelineMode(pg) && PQsendPrepare(pg, "", sql, nparams, NULL) &&
-           PQsendDescribePrepared(pg, "") && PQpipelineSync(pg);
+    return enter_pipeline(c, 1) && PQsendPrepare(c->pg, "", sql, nparams, NULL) &&
+           PQsendDescribePrepared(c->pg, "") && PQpipelineSync(c->pg);
 }
 
 /* Options arrow, binary and json: prepare the statement unnamed and
@@ -674,7 +714,7 @@ static int describe(pgspout_stream *s, const char *sql, int nparams, int *binary
 {
     described d = {s, binary};
     *binary = 0;
-    int rc = await_results(s->conn, send_describe(s->conn->pg, sql, nparams),
+    int rc = await_results(s->conn, send_describe(s->conn, sql, nparams),
                            "describing the statement", s->deadline, described_result, &d);
     s->unnamed = rc == PGSPOUT_OK;
     return rc;
@@ -876,7 +916,7 @@ static int stop_server(pgspout_stream *s)
     }
     if (!s->drain_counted)
         atomic_fetch_add(&drains_running, 1);
-    int saw = drain(c->pg, pgs_now_ns() + DRAIN_NS);
+    int saw = drain(c, pgs_now_ns() + DRAIN_NS);
     if (!s->drain_counted)
         atomic_fetch_sub(&drains_running, 1);
     if (saw < 0) {
@@ -973,7 +1013,7 @@ static int cancel_drain(pgspout_stream *s)
         s->drain_until = now + DRAIN_NS;
     else if (now >= s->drain_until)
         return 0;
-    int d = drain_step(c->pg, &s->drain_saw);
+    int d = drain_step(c, &s->drain_saw);
     if (d == 0) {
         watch_socket(s, EPOLLIN);
         s->wait_until = s->drain_until;
@@ -1352,13 +1392,13 @@ static int open_step(pgspout_stream *s, int *want_write)
                      : f > 0                      ? PGSPOUT_AGAIN
                                                   : PGSPOUT_OK;
             } else if (op->step == OPEN_PREPARE) {
-                rc = await_step(pg, want_write, &op->failed, described_result, &op->d);
+                rc = await_step(c, want_write, &op->failed, described_result, &op->d);
             } else if (op->step == OPEN_TYPES) {
-                rc = await_step(pg, want_write, &op->failed, types_result, s);
+                rc = await_step(c, want_write, &op->failed, types_result, s);
                 if (rc == PGSPOUT_OK && !op->failed && s->ndesc < 0)
                     rc = PGSPOUT_ENOMEM;
             } else {
-                rc = await_step(pg, want_write, &op->failed, utility_result, &op->u);
+                rc = await_step(c, want_write, &op->failed, utility_result, &op->u);
             }
             if (rc == PGSPOUT_AGAIN)
                 return rc;
@@ -1424,7 +1464,7 @@ static int open_step(pgspout_stream *s, int *want_write)
             }
             s->binary = 0;
             op->d = (described){s, &s->binary};
-            sent = send_describe(pg, op->sql, op->nparams);
+            sent = send_describe(c, op->sql, op->nparams);
             break;
         case OPEN_TYPES: {
             char *sql = NULL;
@@ -1706,7 +1746,7 @@ static int fill(pgspout_stream *s, int nonblock)
                 set_error(s, "0A000", "COPY is not supported in a stream; use SELECT");
                 s->pend_state = PGSPOUT_STATE_FAILED;
                 s->pend_code = PGSPOUT_ESQL;
-                if (drain(pg, pgs_now_ns() + DRAIN_NS) < 0)
+                if (drain(s->conn, pgs_now_ns() + DRAIN_NS) < 0)
                     mark_broken(s->conn, "connection lost while skipping a COPY");
                 s->server_done = 1;
                 savepoint_end(s, 0);
@@ -1716,7 +1756,7 @@ static int fill(pgspout_stream *s, int nonblock)
                 PQclear(res);
                 s->pend_state = PGSPOUT_STATE_FAILED;
                 s->pend_code = PGSPOUT_ESQL;
-                if (drain(pg, pgs_now_ns() + DRAIN_NS) < 0 || PQstatus(pg) != CONNECTION_OK) {
+                if (drain(s->conn, pgs_now_ns() + DRAIN_NS) < 0 || PQstatus(pg) != CONNECTION_OK) {
                     /* e.g. 57P01 from pg_terminate_backend: the connection is
                      * gone, which is what the caller must act on; the
                      * SQLSTATE stays readable */
@@ -2029,18 +2069,32 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
     }
     if (rc != PGSPOUT_OK)
         return open_fail(s, rc, "preparing the stream");
+    /* The pool's user gives the connection back after this stream: its
+     * reset follows the statement in one pipeline, and runs as soon as the
+     * statement ends (the stream reads up to the statement's Sync). Not in
+     * a transaction, which the reset would refuse, and not for a statement
+     * that begins or ends one. */
+    int with_reset = s->opt.pool_one_stream && conn->pool && txc == TXC_NONE && !s->savepoint &&
+                     !s->own_tx && PQtransactionStatus(conn->pg) == PQTRANS_IDLE;
     /* the described statement, unless a catalog query replaced it or the
      * statement became a subquery (option json): then parsed again, which
      * costs no round trip */
-    if (s->unnamed && s->json_sql == NULL
-            ? !PQsendQueryPrepared(conn->pg, "", nparams, params, NULL, NULL, s->binary)
-            : !PQsendQueryParams(conn->pg, s->json_sql ? s->json_sql : sql, nparams, NULL, params,
-                                 NULL, NULL, 0)) {
+    int sent = !with_reset || enter_pipeline(conn, 2);
+    if (sent)
+        sent = s->unnamed && s->json_sql == NULL
+                   ? PQsendQueryPrepared(conn->pg, "", nparams, params, NULL, NULL, s->binary)
+                   : PQsendQueryParams(conn->pg, s->json_sql ? s->json_sql : sql, nparams, NULL,
+                                       params, NULL, NULL, 0);
+    if (sent && with_reset)
+        sent = PQpipelineSync(conn->pg) &&
+               send_statements(conn->pg, pgs_pool_reset_sql, PGS_POOL_RESET_N);
+    if (!sent) {
         set_error(s, "", "could not send the query: %s", PQerrorMessage(conn->pg));
-        if (PQstatus(conn->pg) != CONNECTION_OK)
+        if (PQstatus(conn->pg) != CONNECTION_OK || with_reset) /* a pipeline half sent */
             mark_broken(conn, "could not send the query");
         return open_fail(s, conn->broken ? PGSPOUT_ECONN : PGSPOUT_EINTERNAL, NULL);
     }
+    conn->reset_queued = with_reset;
     int moded = pgs_set_row_mode(conn->pg, (int)libpq_chunk_rows(s, target0));
     /* large parameters may not fit the socket at once: send them within the
      * stream's deadline; an interrupt lets the send finish (the protocol
@@ -2048,13 +2102,13 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
     rc = flush_out(conn->pg, s->deadline);
     if (rc == PGSPOUT_EINTR) {
         pgs_interrupt_suspend();
-        int sent = flush_out(conn->pg, pgs_now_ns() + DRAIN_NS);
+        int flushed = flush_out(conn->pg, pgs_now_ns() + DRAIN_NS);
         pgs_interrupt_resume();
-        if (sent == PGSPOUT_OK) {
+        if (flushed == PGSPOUT_OK) {
             stop_server(s);
             return open_fail(s, PGSPOUT_EINTR, "sending the query");
         }
-        rc = sent;
+        rc = flushed;
     }
     if (rc != PGSPOUT_OK) {
         mark_broken(conn, "could not send the query");

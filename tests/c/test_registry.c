@@ -400,6 +400,82 @@ static void test_no_state_leak(void **state)
     pgspout_pool_close(p);
 }
 
+/* Advisory locks on key k held by any session (admin connection). */
+static long advisory_held(pgspout_conn *admin, const char *k)
+{
+    const char *params[] = {k};
+    char *v =
+        tu_scalar(admin, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1",
+                  1, params);
+    long n = atol(v);
+    free(v);
+    return n;
+}
+
+/* The pool's reset follows a registry stream's statement in its pipeline:
+ * the server discards the session's state as soon as the statement ends,
+ * while the stream still holds its connection (no fetch has met the end),
+ * not a round trip later at the hand-back. */
+static void test_reset_follows_the_statement(void **state)
+{
+    (void)state;
+    pgspout_conn *admin = tu_connect();
+    pgspout_pool *p = new_pool("pgs_reg_follow", "1", "0");
+    long pid = pid_via(p, NULL);
+    uint64_t id = open_on(p, "SELECT pg_advisory_lock(4243) IS NOT NULL AS locked", NULL);
+    assert_int_equal(pstats(p).in_use, 1);
+    /* bounded: the server runs the reset right after the statement */
+    double until = tu_now() + tu_slack(10);
+    while (advisory_held(admin, "4243") > 0 && tu_now() < until)
+        tu_sleep_ms(10);
+    assert_int_equal(advisory_held(admin, "4243"), 0);
+    assert_int_equal(pstats(p).in_use, 1);
+    char *all = NULL;
+    assert_int_equal(drain(id, &all), PGSPOUT_DONE);
+    assert_string_equal(all, "{\"locked\":true}\n");
+    free(all);
+    assert_int_equal(pgspout_registry_close(id), PGSPOUT_OK);
+    assert_int_equal(pstats(p).in_use, 0);
+
+    /* cancels and limits that stop a statement, after which its reset runs:
+     * the next stream finds a clean session on the same backend (a cancel
+     * that reaches the server late lands on the reset or on an idle
+     * session; these vary when it is sent, they cannot force it) */
+    static const char *const sizes[] = {"150", "1000", "20000", "1000000"};
+    pgspout_options *small = opts("chunk_rows", "100", NULL);
+    pgspout_options *limited = opts("chunk_rows", "100", "max_rows", "120", NULL);
+    for (int i = 0; i < 16; i++) {
+        char sql[160];
+        snprintf(sql, sizeof sql,
+                 "SELECT g, pg_advisory_lock(4244) IS NOT NULL FROM generate_series(1, %s) g",
+                 sizes[i % 4]);
+        id = open_on(p, sql, i % 2 ? limited : small);
+        if (i % 2 == 0) {
+            assert_int_equal(pgspout_registry_cancel(id), PGSPOUT_OK);
+        } else {
+            int rc = drain(id, NULL);
+            assert_true(rc == PGSPOUT_DONE);
+        }
+        assert_int_equal(pgspout_registry_close(id), PGSPOUT_OK);
+        wait_in_use(p, 0);
+        char *js = one_row(p,
+                           "SELECT pg_backend_pid() AS pid, (SELECT count(*) FROM pg_locks "
+                           "WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS locks",
+                           NULL);
+        char want[96];
+        snprintf(want, sizeof want, "{\"pid\":%ld,\"locks\":0}\n", pid);
+        if (strcmp(js, want) != 0)
+            fail_msg("round %d (%s rows, %s): %s", i, sizes[i % 4], i % 2 ? "limited" : "cancelled",
+                     js);
+        free(js);
+    }
+    assert_int_equal(pstats(p).created, 1);
+    pgspout_options_free(small);
+    pgspout_options_free(limited);
+    pgspout_pool_close(p);
+    pgspout_conn_close(admin);
+}
+
 /* A stream holds its connection while it runs: with the pool exhausted the
  * next open waits acquire_timeout, then fails clearly. */
 static void test_exhausted(void **state)
@@ -585,6 +661,7 @@ int main(void)
         cmocka_unit_test(test_back_after_cancel_with_fetch),
         cmocka_unit_test(test_back_after_close_and_reap),
         cmocka_unit_test(test_no_state_leak),
+        cmocka_unit_test(test_reset_follows_the_statement),
         cmocka_unit_test(test_exhausted),
         cmocka_unit_test(test_reaper_maintains),
         cmocka_unit_test(test_registry_pool),
