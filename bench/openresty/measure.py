@@ -25,24 +25,17 @@ import argparse
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "tests", "lua"))
+from ngx_example import ExampleServer  # noqa: E402
+
 APP = "pgspout_ngx"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def loadavg():
@@ -50,54 +43,15 @@ def loadavg():
         return " ".join(f.read().split()[:3])
 
 
-class Nginx:
+class Nginx(ExampleServer):
     """The example server (bindings/lua/examples/nginx.conf.in) plus /row."""
 
     def __init__(self, root, build, dsn, env):
-        self.prefix = tempfile.mkdtemp(prefix="pgspout-bench-ngx.")
-        os.makedirs(os.path.join(self.prefix, "logs"))
-        os.makedirs(os.path.join(self.prefix, "tmp"))
-        self.port = free_port()
-        mod = os.path.join(build, "bindings", "lua")
-        ex = os.path.join(root, "bindings", "lua", "examples")
-        here = os.path.join(root, "bench", "openresty")
-        with open(os.path.join(ex, "nginx.conf.in")) as f:
-            conf = f.read()
-        subst = {
-            "@PREFIX@": self.prefix,
-            "@PORT@": str(self.port),
-            "@LUA_PATH@": f"{mod}/?.lua;{ex}/?.lua;{here}/?.lua",
-            "@LUA_CPATH@": f"{mod}/?.so",
-            "@USER@": "user root;" if os.getuid() == 0 else "",
-        }
-        for k, v in subst.items():
-            conf = conf.replace(k, v)
-        anchor = "        location = /ping {"
-        assert anchor in conf, "nginx.conf.in has no /ping location"
-        conf = conf.replace(anchor, "        location = /row {\n"
-                            "            content_by_lua_block { require(\"bench_ngx\").row() }\n"
-                            "        }\n\n" + anchor, 1)
-        self.conf = os.path.join(self.prefix, "nginx.conf")
-        with open(self.conf, "w") as f:
-            f.write(conf)
-        self.errlog = os.path.join(self.prefix, "logs", "error.log")
-        e = dict(os.environ)
-        e.update(env)
-        e["PGSPOUT_DSN"] = dsn
-        self.proc = subprocess.Popen(["nginx", "-p", self.prefix, "-c", self.conf, "-e", self.errlog],
-                                     env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.base = f"http://127.0.0.1:{self.port}"
-        for _ in range(100):
-            try:
-                if self.get("/ping") == b"pong\n":
-                    break
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError("nginx exited at startup; see " + self.errlog)
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("nginx did not answer /ping")
+        super().__init__(build, dsn, env, os.path.join(root, "bench", "openresty"),
+                         "        location = /row {\n"
+                         "            content_by_lua_block { require(\"bench_ngx\").row() }\n"
+                         "        }\n",
+                         tag="pgspout-bench-ngx")
         self.worker = self._worker_pid()
 
     def _worker_pid(self):
@@ -141,13 +95,8 @@ class Nginx:
         return lines, novm
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        shutil.rmtree(self.prefix, ignore_errors=True)
+        super().stop()
+        self.cleanup()
 
 
 class Psql:

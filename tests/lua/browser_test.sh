@@ -54,23 +54,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-user_line=""
-[ "$(id -u)" = 0 ] && user_line="user root;"
-sed -e "s|@PREFIX@|$prefix|g" -e "s|@PORT@|$port|g" \
-    -e "s|@LUA_PATH@|$mod/?.lua;$examples/?.lua|g" -e "s|@LUA_CPATH@|$mod/?.so|g" \
-    -e "s|@USER@|$user_line|g" "$examples/nginx.conf.in" >"$prefix/nginx.conf"
-"$NGINX" -t -q -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/logs/error.log" \
-  || fail "nginx -t rejected the example config"
-PGSPOUT_DSN=$PGSPOUT_TEST_DSN "$NGINX" -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/logs/error.log" &
-nginx_pid=$!
-base="http://127.0.0.1:$port"
-for _ in $(seq 100); do
-  curl -fsS -o /dev/null "$base/ping" 2>/dev/null && break
-  kill -0 "$nginx_pid" 2>/dev/null || fail "nginx exited at startup"
-  sleep 0.1
-done
-[ "$(curl -fsS "$base/ping")" = pong ] || fail "/ping"
+# shellcheck source=tests/lua/ngx_lib.sh
+. "$here/ngx_lib.sh"
+ngx_example_start "$prefix" "$mod" "$examples"
 echo "browser_test: nginx up on port $port"
 
 "$PY" "$here/sse_check.py" "$base" || fail "sse_check.py"

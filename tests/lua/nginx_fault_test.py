@@ -41,7 +41,6 @@ import http.client
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -51,6 +50,9 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from ngx_example import ExampleServer  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(HERE))
 BUILD = os.environ.get("PGSPOUT_BUILD_DIR", os.path.join(ROOT, "build"))
 if not os.path.isabs(BUILD):
@@ -94,14 +96,6 @@ class Fail(Exception):
 def check(cond, msg):
     if not cond:
         raise Fail(msg)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 class Server:
@@ -165,44 +159,16 @@ class Psql:
             self.p = None
 
 
-class Nginx:
+class Nginx(ExampleServer):
+    """The example server plus the test's /t/sql (nginx_fault_ngx.lua)."""
+
     def __init__(self, dsn, env):
-        self.prefix = tempfile.mkdtemp(prefix="pgspout-fault-ngx.")
-        os.makedirs(os.path.join(self.prefix, "logs"))
-        os.makedirs(os.path.join(self.prefix, "tmp"))
-        self.port = free_port()
-        mod = os.path.join(BUILD, "bindings", "lua")
-        ex = os.path.join(ROOT, "bindings", "lua", "examples")
-        with open(os.path.join(ex, "nginx.conf.in")) as f:
-            conf = f.read()
-        for k, v in {"@PREFIX@": self.prefix, "@PORT@": str(self.port),
-                     "@LUA_PATH@": f"{mod}/?.lua;{ex}/?.lua;{HERE}/?.lua", "@LUA_CPATH@": f"{mod}/?.so",
-                     "@USER@": "user root;" if os.getuid() == 0 else ""}.items():
-            conf = conf.replace(k, v)
-        anchor = "        location = /ping {"
-        check(anchor in conf, "nginx.conf.in has no /ping location")
-        conf = conf.replace(anchor, "        # TEST ONLY (tests/lua/nginx_fault_ngx.lua)\n"
-                            "        location = /t/sql {\n"
-                            "            content_by_lua_block { require(\"nginx_fault_ngx\").sql() }\n"
-                            "        }\n\n" + anchor, 1)
-        self.conf = os.path.join(self.prefix, "nginx.conf")
-        with open(self.conf, "w") as f:
-            f.write(conf)
-        self.errlog = os.path.join(self.prefix, "logs", "error.log")
-        e = dict(os.environ)
-        e.update(env)
-        e["PGSPOUT_DSN"] = dsn
-        self.proc = subprocess.Popen([NGINX, "-p", self.prefix, "-c", self.conf, "-e", self.errlog], env=e,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                if self.get("/ping")[0] == 200:
-                    return
-            except OSError:
-                pass
-            check(self.proc.poll() is None, "nginx exited at startup:\n" + self.tail())
-            time.sleep(0.1)
-        raise Fail("nginx did not answer /ping")
+        super().__init__(BUILD, dsn, env, HERE,
+                         "        # TEST ONLY (tests/lua/nginx_fault_ngx.lua)\n"
+                         "        location = /t/sql {\n"
+                         "            content_by_lua_block { require(\"nginx_fault_ngx\").sql() }\n"
+                         "        }\n",
+                         tag="pgspout-fault-ngx", nginx=NGINX)
 
     def get(self, path, timeout=REQ_DEADLINE):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -231,27 +197,9 @@ class Nginx:
         _, body = self.get("/streams")
         return [s for s in json.loads(body) if like in s["sql"]]
 
-    def tail(self, n=30):
-        try:
-            with open(self.errlog, errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
-
     def log_text(self):
         with open(self.errlog, errors="replace") as f:
             return f.read()
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def cleanup(self):
-        shutil.rmtree(self.prefix, ignore_errors=True)
 
 
 def metric(m, name, reason=None):
@@ -440,7 +388,6 @@ def test_abort_under_load(ngx, psql):
         time.sleep(0.3)
         active = active_streams(psql)
         check(28 <= active <= 32, f"{active} /stream queries running, expected 28-32 (one per free slot)")
-        t0 = time.monotonic()
         for c in leavers:
             c.leave()
 

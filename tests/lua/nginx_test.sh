@@ -75,29 +75,17 @@ trap cleanup EXIT
 fail() { echo "nginx_test: FAIL: $*" >&2; exit 1; }
 pass() { echo "nginx_test: ok - $*"; }
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-user_line=""
-[ "$(id -u)" = 0 ] && user_line="user root;"
-sed -e "s|@PREFIX@|$prefix|g" -e "s|@PORT@|$port|g" \
-    -e "s|@LUA_PATH@|$mod/?.lua;$examples/?.lua|g" -e "s|@LUA_CPATH@|$mod/?.so|g" \
-    -e "s|@USER@|$user_line|g" "$examples/nginx.conf.in" >"$prefix/nginx.conf"
-"$NGINX" -t -q -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/logs/error.log" \
-  || fail "nginx -t rejected the example config"
-PGSPOUT_DSN=$PGSPOUT_TEST_DSN "$NGINX" -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/logs/error.log" &
-nginx_pid=$!
-base="http://127.0.0.1:$port"
-for _ in $(seq 100); do
-  curl -fsS -o /dev/null "$base/ping" 2>/dev/null && break
-  kill -0 "$nginx_pid" 2>/dev/null || fail "nginx exited at startup"
-  sleep 0.1
-done
-[ "$(curl -fsS "$base/ping")" = pong ] || fail "/ping"
+# shellcheck source=tests/lua/ngx_lib.sh
+. "$here/ngx_lib.sh"
+ngx_example_start "$prefix" "$mod" "$examples"
 pass "nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') up on port $port"
 
 # The control: a bare nginx (no Lua, no pgspout) in its own process, to tell
 # machine-wide CPU starvation from a blocked event loop.
 cport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$prefix/control/logs" "$prefix/control/tmp"
+user_line=""
+[ "$(id -u)" = 0 ] && user_line="user root;"
 cat >"$prefix/control/nginx.conf" <<CONF
 $user_line
 worker_processes 1;

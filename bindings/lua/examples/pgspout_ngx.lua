@@ -53,28 +53,95 @@ local FETCH_ROWS = 5000
 
 local M = {}
 
+M.SQL = SQL -- the demo query (/sse streams it too)
+
 local function dsn()
     return os.getenv("PGSPOUT_DSN") or ""
 end
 
--- run a worker function; returns its results or nil, err when the pool
--- call itself failed
-local function call(fn, ...)
+--- call(fn, ...): run a worker function (pgspout_ngx_worker) in nginx's
+-- thread pool (closes and cancels in their own); returns its results, or
+-- nil, err when the thread pool call itself failed. The worker's log
+-- records go to ngx.log.
+function M.call(fn, ...)
     local res = { run(STOPS[fn] and STOP_POOL or POOL, WORKER, fn, ...) }
     if not res[1] then return nil, tostring(res[2]) end
-    pgspout.log(res[2]) -- the log records of the worker's call (ngx.log)
+    pgspout.log(res[2])
     return unpack(res, 3, table.maxn(res))
 end
+local call = M.call
 
-local MAX_N = 100000000
-
--- an error answer: status and a JSON object
-local function json_error(status, t)
+--- answer(status, t): answers status with t as JSON and ends the handler
+-- (for errors: 400 bad arguments, 503 busy, 502 the database refused...)
+function M.answer(status, t)
     ngx.status = status
     ngx.header["Content-Type"] = "application/json"
     ngx.say(pgspout.json(t))
     return ngx.exit(ngx.HTTP_OK) -- the response is out: end the handler, keep the status
 end
+local answer = M.answer
+
+--- open(sql, params, opts) -> stream: a registry stream for this request,
+-- the way /stream and /sse open theirs. Registers the request's abort
+-- handler first (a client that leaves while queued for a slot ends the
+-- request at once; once the stream is open, its close), takes a
+-- connection slot (pgspout_ngx_slots, queued on the event loop), then
+-- opens the stream in the thread pool on the worker process's pool. When it
+-- cannot (no slot within PGSPOUT_POOL_WAIT, the pool exhausted: 503; the
+-- open failed: 502) it answers with a JSON error and ends the handler; a
+-- client gone meanwhile ends it with 499. The stream: .id, .aborted (the
+-- client left: the abort handler closed it), .close() (idempotent: closes
+-- the registry stream, which cancels its query and gives its connection
+-- back, then the slot). One open per request (ngx.on_abort can be
+-- registered once).
+function M.open(sql, params, opts)
+    local s = { aborted = false }
+    local closed, opening = false, false
+    function s.close()
+        if closed or not s.id then return end
+        closed = true
+        local st, err = call("close", s.id)
+        if st ~= "ok" then
+            ngx.log(ngx.INFO, "pgspout close ", s.id, ": ", err)
+        end
+        slots.release()
+    end
+    local ok, err = ngx.on_abort(function()
+        s.aborted = true
+        if not opening then return ngx.exit(499) end -- still queued for a slot
+        if not s.id then return end -- the open is still running: see below
+        ngx.log(ngx.INFO, "client went away: closing registry stream ", s.id)
+        s.close()
+        ngx.exit(499)
+    end)
+    if not ok then
+        ngx.log(ngx.WARN, "ngx.on_abort: ", err)
+    end
+
+    local sok, serr = slots.acquire()
+    if not sok then
+        return answer(503, { error = "busy: no database connection free",
+                             detail = "no slot within " .. slots.wait .. " s: " .. tostring(serr) })
+    end
+    opening = true
+    local status, res, code = call("open", dsn(), sql, params, opts)
+    if status ~= "ok" then
+        slots.release()
+        ngx.log(ngx.ERR, "pgspout open: ", res)
+        if code == "etimeout" then -- every pooled connection in use
+            return answer(503, { error = "busy: no database connection free", detail = res })
+        end
+        return answer(502, { error = "could not open the stream", detail = res })
+    end
+    s.id = res
+    if s.aborted then
+        s.close()
+        return ngx.exit(499)
+    end
+    return s
+end
+
+local MAX_N = 100000000
 
 -- n: absent = 1000, else decimal digits only, within [0, MAX_N]. A repeated
 -- argument (?n=1&n=2) arrives as a table and is refused too.
@@ -91,78 +158,34 @@ end
 function M.stream()
     local n, bad = arg_n()
     if not n then
-        return json_error(400, { error = "n must be an integer in [0, " .. MAX_N .. "]",
-                                 param = "n", value = bad })
+        return answer(400, { error = "n must be an integer in [0, " .. MAX_N .. "]",
+                             param = "n", value = bad })
     end
-
-    local id, closed, aborted, opening = nil, false, false, false
-    local function close()
-        if closed or not id then return end
-        closed = true
-        local st, err = call("close", id)
-        if st ~= "ok" then
-            ngx.log(ngx.INFO, "pgspout close ", id, ": ", err)
-        end
-        slots.release()
-    end
-
-    -- before the open: a client gone while it runs is noticed after it
-    local ok, err = ngx.on_abort(function()
-        aborted = true
-        if not opening then return ngx.exit(499) end -- still queued for a slot
-        if not id then return end -- the open is still running: see below
-        ngx.log(ngx.INFO, "client went away: cancelling registry stream ", id)
-        close()
-        ngx.exit(499)
-    end)
-    if not ok then
-        ngx.log(ngx.WARN, "ngx.on_abort: ", err)
-    end
-
-    local sok, serr = slots.acquire()
-    if not sok then
-        return json_error(503, { error = "busy: no database connection free",
-                                 detail = "no slot within " .. slots.wait .. " s: " .. tostring(serr) })
-    end
-    opening = true
-    local status, res, code = call("open", dsn(), SQL, { n }, OPTS)
-    if status ~= "ok" then
-        slots.release()
-        ngx.log(ngx.ERR, "pgspout open: ", res)
-        if code == "etimeout" then -- every pooled connection in use
-            return json_error(503, { error = "busy: no database connection free", detail = res })
-        end
-        return json_error(502, { error = "could not open the stream", detail = res })
-    end
-    id = res
-    if aborted then
-        close()
-        return ngx.exit(499)
-    end
+    local s = M.open(SQL, { n }, OPTS)
 
     ngx.header["Content-Type"] = "application/x-ndjson"
-    ngx.header["X-Pgspout-Stream"] = tostring(id)
+    ngx.header["X-Pgspout-Stream"] = tostring(s.id)
     while true do
-        local st, out = call("fetch", id, FETCH_ROWS)
+        local st, out = call("fetch", s.id, FETCH_ROWS)
         if st == "done" then break end
         if st ~= "rows" then
-            if aborted then return ngx.exit(499) end -- the abort handler closed it
+            if s.aborted then return ngx.exit(499) end -- the abort handler closed it
             -- An error mid-stream must not look like a normal end: log it
             -- and cut the connection, so the client sees a truncated
             -- (unterminated chunked) response, not a complete one.
-            ngx.log(ngx.ERR, "pgspout stream ", id, ": ", out)
-            close()
+            ngx.log(ngx.ERR, "pgspout stream ", s.id, ": ", out)
+            s.close()
             return ngx.exit(ngx.ERROR)
         end
         ngx.print(out)
         local fok, ferr = ngx.flush(true)
         if not fok then
-            ngx.log(ngx.INFO, "flush failed (", ferr, "): cancelling stream ", id)
-            close()
+            ngx.log(ngx.INFO, "flush failed (", ferr, "): cancelling stream ", s.id)
+            s.close()
             return ngx.exit(499)
         end
     end
-    close()
+    s.close()
 end
 
 function M.streams()

@@ -72,11 +72,7 @@ function M.run(sql, params, opts)
 end
 
 --- error(status, t): answers status with t as JSON and ends the handler
-function M.error(status, t)
-    ngx.status = status
-    ngx.header["Content-Type"] = "application/json"
-    ngx.say(pgspout.json(t))
-    return ngx.exit(ngx.HTTP_OK)
-end
+-- (pgspout_ngx.answer)
+M.error = require("pgspout_ngx").answer
 
 return M

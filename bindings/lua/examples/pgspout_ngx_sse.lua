@@ -48,40 +48,23 @@
 -- on 127.0.0.1 only.
 local pgspout = require "pgspout"
 local semaphore = require "ngx.semaphore"
-local slots = require "pgspout_ngx_slots"
 
-local run = ngx.run_worker_thread
-local POOL = "pgspout"
-local STOP_POOL = "pgspout_stop" -- close and cancel (see pgspout_ngx.lua)
-local STOPS = { close = true, cancel = true }
-local WORKER = "pgspout_ngx_worker"
+local ngxm = require "pgspout_ngx" -- call, answer, open and the demo query
 
--- the demo query of /stream (pgspout_ngx.lua)
-local SQL = "SELECT g AS id, md5(g::text) AS h FROM (SELECT generate_series(1, $1::int) AS g) s"
+local SQL = ngxm.SQL
 local BATCH = 1000 -- rows per `rows` event, at most
 local IDLE = "10min" -- the longest pause before the stream is reaped
 
 local M = {}
 
-local function call(fn, ...) -- as in pgspout_ngx.lua
-    local res = { run(STOPS[fn] and STOP_POOL or POOL, WORKER, fn, ...) }
-    if not res[1] then return nil, tostring(res[2]) end
-    pgspout.log(res[2])
-    return unpack(res, 3, table.maxn(res))
-end
+local call = ngxm.call
+local answer = ngxm.answer -- a JSON answer that ends the request
 
 local function now()
     ngx.update_time()
     return ngx.now()
 end
 
--- a JSON answer that ends the request
-local function json_answer(status, t)
-    ngx.status = status
-    ngx.header["Content-Type"] = "application/json"
-    ngx.say(pgspout.json(t))
-    return ngx.exit(ngx.HTTP_OK)
-end
 
 -- the integer query argument `name` in [lo, hi] (absent: def), else 400
 local function int_arg(args, name, def, lo, hi)
@@ -91,8 +74,8 @@ local function int_arg(args, name, def, lo, hi)
         local v = tonumber(raw)
         if v >= lo and v <= hi then return v end
     end
-    return json_answer(400, { error = ("%s must be an integer in [%d, %d]"):format(name, lo, hi),
-                              param = name, value = type(raw) == "string" and raw or tostring(raw) })
+    return answer(400, { error = ("%s must be an integer in [%d, %d]"):format(name, lo, hi),
+                         param = name, value = type(raw) == "string" and raw or tostring(raw) })
 end
 
 -- state of a registry stream ("running", "paused", "done", "cancelled",
@@ -130,50 +113,14 @@ function M.events()
     local rate = int_arg(args, "rate", 0, 0, 10000000)
     local every = int_arg(args, "every", 1000, 100, 60000) / 1000
 
-    local id, closed, aborted, opening = nil, false, false, false
-    local function close()
-        if closed or not id then return end
-        closed = true
-        local st, err = call("close", id)
-        if st ~= "ok" then ngx.log(ngx.INFO, "pgspout close ", id, ": ", err) end
-        slots.release()
-    end
-    local ok, err = ngx.on_abort(function() -- before the open, as /stream does
-        aborted = true
-        if not opening then return ngx.exit(499) end -- still queued for a slot
-        if not id then return end
-        ngx.log(ngx.INFO, "SSE client went away: closing registry stream ", id)
-        close()
-        ngx.exit(499)
-    end)
-    if not ok then ngx.log(ngx.WARN, "ngx.on_abort: ", err) end
-
     -- rows per fetch: a tenth of a second's worth when throttled; chunks of
     -- that size keep the stream's rows_delivered close to the rows sent
     local batch = rate > 0 and math.max(1, math.min(BATCH, math.ceil(rate / 10))) or BATCH
     local opts = { chunk_rows = batch, max_memory = "16MB", label = "sse", idle_timeout = IDLE,
                    expected_rows = n }
-    -- a connection slot first, queued on the event loop as /stream's
-    local sok, serr = slots.acquire()
-    if not sok then
-        return json_answer(503, { error = "busy: no database connection free",
-                                  detail = "no slot within " .. slots.wait .. " s: " .. tostring(serr) })
-    end
-    opening = true
-    local status, res, code = call("open", os.getenv("PGSPOUT_DSN") or "", SQL, { n }, opts)
-    if status ~= "ok" then
-        slots.release()
-        ngx.log(ngx.ERR, "pgspout open: ", res)
-        if code == "etimeout" then
-            return json_answer(503, { error = "busy: no database connection free", detail = res })
-        end
-        return json_answer(502, { error = "could not open the stream", detail = res })
-    end
-    id = res
-    if aborted then
-        close()
-        return ngx.exit(499)
-    end
+    -- a connection slot, then the stream, as /stream's (answers 503/502)
+    local s = ngxm.open(SQL, { n }, opts)
+    local id, close = s.id, s.close
 
     ngx.header["Content-Type"] = "text/event-stream; charset=utf-8"
     ngx.header["Cache-Control"] = "no-cache"
@@ -259,21 +206,21 @@ local ACTIONS = { pause = true, resume = true, cancel = true }
 
 local function method_not_allowed(allow)
     ngx.header["Allow"] = allow
-    return json_answer(405, { error = "method " .. ngx.req.get_method() .. " not allowed",
-                              allow = allow })
+    return answer(405, { error = "method " .. ngx.req.get_method() .. " not allowed",
+                         allow = allow })
 end
 
 --- /streams/{id} (GET: stats) and /streams/{id}/{pause,resume,cancel} (POST)
 function M.control()
     local sid, action = ngx.var.uri:match("^/streams/(%d+)/?(%a*)$")
     if not sid or (action ~= "" and not ACTIONS[action]) then
-        return json_answer(404, { error = "not found: /streams/{id} or /streams/{id}/pause, " ..
-                                          "/resume, /cancel", path = ngx.var.uri })
+        return answer(404, { error = "not found: /streams/{id} or /streams/{id}/pause, " ..
+                                     "/resume, /cancel", path = ngx.var.uri })
     end
     local id = #sid <= 15 and tonumber(sid) or 0
     local method = ngx.req.get_method()
     local function unknown()
-        return json_answer(404, { error = "no registry stream with that id", id = sid })
+        return answer(404, { error = "no registry stream with that id", id = sid })
     end
 
     if action == "" then
@@ -302,12 +249,12 @@ function M.control()
         -- a cancelled stream's handler may have closed it already (its
         -- fetch woke at once): gone from the registry then, but cancelled
         state = state or (action == "cancel" and "cancelled" or "closed")
-        return json_answer(200, { id = id, action = action, ok = true, state = state })
+        return answer(200, { id = id, action = action, ok = true, state = state })
     end
     if code == "enotfound" then return unknown() end
     -- estate: pause/resume/cancel of a stream that has ended, or resume of
     -- one not paused
-    return json_answer(code == "estate" and 409 or 500,
+    return answer(code == "estate" and 409 or 500,
         { id = id, action = action, ok = false, error = err, code = code, state = state })
 end
 
@@ -324,7 +271,7 @@ end
 
 function M.page()
     if not page then
-        return json_answer(500, { error = "status.html not found beside pgspout_ngx_sse.lua" })
+        return answer(500, { error = "status.html not found beside pgspout_ngx_sse.lua" })
     end
     ngx.header["Content-Type"] = "text/html; charset=utf-8"
     ngx.header["Cache-Control"] = "no-cache"
