@@ -236,7 +236,17 @@ PGSPOUT_EXTERN void pgspout_set_interrupt_hook(pgspout_interrupt_fn fn, void *us
  *                            with one reads them again); a query with
  *                            a column only the server renders (anonymous
  *                            records...: pgspout_row_json) runs as a
- *                            subquery. Ignored with
+ *                            subquery. A connection remembers the
+ *                            types of the last 8 statements that needed
+ *                            neither the catalog nor the subquery: the
+ *                            same text again runs without the describe
+ *                            (results in text), its result's types
+ *                            checked before the first row; after DDL
+ *                            changed them, that run renders the new
+ *                            types, except a type the connection never
+ *                            looked up, which ends the stream with ESTATE
+ *                            ("run it again": the next run describes it
+ *                            anew). Ignored with
  *                            binary or arrow. Python and Lua rows="json",
  *                            the command's JSON formats and registry
  *                            streams set it

@@ -512,6 +512,7 @@ void pgspout_conn_close(pgspout_conn *c)
         PQfinish(pg);
     pthread_mutex_destroy(&c->lock);
     pgs_typecache_free(c->types);
+    pgs_described_free(c);
     free(c->err);
     free(c);
 }

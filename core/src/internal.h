@@ -14,6 +14,8 @@
 #include <stdatomic.h>
 #include <sys/types.h>
 
+typedef struct pgs_described pgs_described;
+
 /* Relaxed atomics for the stream's counters: one writer (the owner thread),
  * read by any-thread calls such as stats. ADD needs no lock prefix. */
 #define LOAD(x)     atomic_load_explicit(&(x), memory_order_relaxed)
@@ -62,6 +64,8 @@ struct pgspout_conn {
     /* what the catalog said of the types JSON rows met (jsontypes.c); the
      * stream running on the connection uses it (NULL until the first) */
     pgs_typecache *types;
+    /* statements option json described on it (described.c), or NULL */
+    pgs_described *described;
 };
 
 /* A field of a buffered row: value at data + off, len -1 for SQL NULL. */
@@ -100,9 +104,14 @@ struct pgspout_stream {
     pgs_jscratch jscratch;
     unsigned int *desc_oids; /* option json: the columns' types, described */
     int ndesc;
-    PGresult *desc;  /* ... and their names (PQcopyResult of the Describe) */
-    char *json_sql;  /* ... the statement as a subquery (jsonwrap.c), or NULL */
-    int unnamed;     /* described as the unnamed statement, which is still there */
+    PGresult *desc;      /* ... and their names (PQcopyResult of the Describe) */
+    char *json_sql;      /* ... the statement as a subquery (jsonwrap.c), or NULL */
+    int unnamed;         /* described as the unnamed statement, which is still there */
+    int types_looked_up; /* option json: the catalog was asked for its types */
+    /* option json: the connection described the statement before (entry of
+     * described.c, or -1): desc_oids are those types, to check the first
+     * result against (set_meta); 2 once they turned out to differ */
+    int desc_entry, desc_cached;
     char **json_key; /* per column "\"name\":" pre-escaped */
     size_t *json_key_len;
 
@@ -222,6 +231,17 @@ int pgs_conn_exec(pgspout_conn *c, const char *sql, int64_t deadline);
  * a statement an earlier one of the pipeline left uncommitted is "in a
  * transaction block"). */
 int pgs_conn_exec_pipeline(pgspout_conn *c, const char *const *sqls, int n, int64_t deadline);
+/* described.c: the types of a statement c described before (text and
+ * nparams equal): an entry number (for pgs_described_drop) with *oids and
+ * *ncols set, or -1. */
+int pgs_described_find(const pgspout_conn *c, const char *sql, int nparams,
+                       const unsigned int **oids, int *ncols);
+/* described.c: remember them (copied; without memory, nothing is kept) */
+void pgs_described_put(pgspout_conn *c, const char *sql, int nparams, const unsigned int *oids,
+                       int ncols);
+void pgs_described_drop(pgspout_conn *c, int entry);
+void pgs_described_free(pgspout_conn *c);
+
 /* pool.c: the statements that reset a released connection, in order */
 enum { PGS_POOL_RESET_N = 2 };
 extern const char *const pgs_pool_reset_sql[PGS_POOL_RESET_N];

@@ -859,7 +859,9 @@ static int fetch_locked(reg_entry *e, int max_rows, char **out, size_t *len, int
                 break;
             }
             free(b.p);
-            set_errmsg(errmsg, NULL, NULL, NULL, rc);
+            /* the stream says why its rows could not render (JSON rows) */
+            set_errmsg(errmsg, NULL, rc == PGSPOUT_ENOMEM ? NULL : pgspout_stream_error(e->stream),
+                       NULL, rc);
             return rc;
         }
         e->chunk_pos += n;

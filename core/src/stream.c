@@ -225,6 +225,20 @@ static int reserve_rows(pgspout_stream *s, int need)
 
 static int set_meta(pgspout_stream *s, const PGresult *res)
 {
+    if (s->desc_cached == 1) { /* the connection's earlier description */
+        int same = PQnfields(res) == s->ndesc;
+        for (int c = 0; same && c < s->ndesc; c++)
+            same = PQftype(res, c) == s->desc_oids[c];
+        if (!same) {
+            s->desc_cached = 2;
+            if (s->conn)
+                pgs_described_drop(s->conn, s->desc_entry);
+            pgs_log_ex(PGSPOUT_LOG_INFO, s->opt.label, NULL, NULL,
+                       "JSON rows: the statement's result types changed since this connection "
+                       "described it (DDL, another search_path): its rows render with the new "
+                       "types; the next run describes it anew");
+        }
+    }
     s->meta = PQcopyResult(res, PG_COPYRES_ATTRS);
     if (s->meta == NULL)
         return -1;
@@ -761,6 +775,7 @@ static int types_query(pgspout_stream *s, char **sql)
     int n = pgs_jtypes_need(&s->jtypes, c->types, s->desc_oids, s->ndesc);
     if (n < 0)
         return PGSPOUT_ENOMEM;
+    s->types_looked_up = n > 0;
     if (n > 0 && (*sql = pgs_jtypes_sql(&s->jtypes, PQserverVersion(c->pg))) == NULL)
         return PGSPOUT_ENOMEM;
     if (n > 0)
@@ -786,6 +801,45 @@ static int lookup_types(pgspout_stream *s)
     return rc;
 }
 
+/* Option json: the connection described this statement before
+ * (described.c): take those types instead of a describe round trip. The
+ * statement then runs in text (any type's values render from it), and its
+ * first result is checked against them (set_meta). 1 when taken. */
+static int described_before(pgspout_stream *s, const char *sql, int nparams)
+{
+    if (!s->opt.json || s->opt.arrow || s->opt.binary)
+        return 0;
+    const unsigned int *oids;
+    int n;
+    int i = pgs_described_find(s->conn, sql, nparams, &oids, &n);
+    if (i < 0)
+        return 0;
+    unsigned int *copy = malloc((size_t)(n > 0 ? n : 1) * sizeof *copy);
+    if (copy == NULL)
+        return 0; /* described the usual way */
+    if (n > 0)
+        memcpy(copy, oids, (size_t)n * sizeof *copy);
+    free(s->desc_oids);
+    s->desc_oids = copy;
+    s->ndesc = n;
+    s->desc_entry = i;
+    s->desc_cached = 1;
+    s->jtypes.catalog = 1; /* the connection's type cache knows them all */
+    s->binary = 0;
+    s->unnamed = 0;
+    return 1;
+}
+
+/* Option json, described and about to run: remember the types for the next
+ * run of the same text on this connection when they alone decide how its
+ * rows render (no catalog lookup, not made a subquery). */
+static void described_keep(pgspout_stream *s, const char *sql, int nparams)
+{
+    if (s->opt.json && !s->opt.arrow && !s->opt.binary && !s->desc_cached && s->ndesc >= 0 &&
+        (s->ndesc == 0 || s->desc_oids) && !s->types_looked_up && s->json_sql == NULL)
+        pgs_described_put(s->conn, sql, nparams, s->desc_oids, s->ndesc);
+}
+
 /* Option json, once the types are known: when a column's values only the
  * server renders as row_to_json does (anonymous records, anyarray, types
  * with a cast to json, or composites and arrays of them), run the
@@ -794,7 +848,8 @@ static int lookup_types(pgspout_stream *s)
  * text (json_ready warns). PGSPOUT_OK or ENOMEM. */
 static int json_wrap(pgspout_stream *s, const char *sql)
 {
-    if (!s->opt.json || s->opt.arrow || s->opt.binary || s->ndesc <= 0 || s->json_sql)
+    if (!s->opt.json || s->opt.arrow || s->opt.binary || s->ndesc <= 0 || s->json_sql ||
+        s->desc_cached)
         return PGSPOUT_OK;
     int n = s->ndesc, server = 0;
     unsigned char *wrap = calloc((size_t)n, 1);
@@ -1458,7 +1513,7 @@ static int open_step(pgspout_stream *s, int *want_write)
             sent = PQsendQuery(pg, op->util_sql);
             break;
         case OPEN_PREPARE:
-            if (!s->opt.arrow && !s->opt.json) {
+            if ((!s->opt.arrow && !s->opt.json) || described_before(s, op->sql, op->nparams)) {
                 op->step = OPEN_QUERY;
                 continue;
             }
@@ -1484,6 +1539,7 @@ static int open_step(pgspout_stream *s, int *want_write)
             int rc = json_wrap(s, op->sql);
             if (rc != PGSPOUT_OK)
                 return open_failed(s, rc);
+            described_keep(s, op->sql, op->nparams);
             sent = s->unnamed && s->json_sql == NULL /* as pgspout_stream_open */
                        ? PQsendQueryPrepared(pg, "", op->nparams, pv, NULL, NULL, s->binary)
                        : PQsendQueryParams(pg, s->json_sql ? s->json_sql : op->sql, op->nparams,
@@ -1964,6 +2020,7 @@ static int stream_new(pgspout_conn *conn, const char *sql, int nparams, const ch
         pgs_options_defaults(&s->opt);
     s->limit_reason = -1;
     s->json_unresolved = -1;
+    s->desc_entry = -1;
     s->wake.fd = -1;
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN};
@@ -2049,12 +2106,14 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
         s->savepoint = rc == PGSPOUT_OK;
     }
     int prepared = s->opt.arrow || s->opt.binary || s->opt.json;
-    if (rc == PGSPOUT_OK && prepared) {
+    if (rc == PGSPOUT_OK && prepared && !described_before(s, sql, nparams)) {
         rc = describe(s, sql, nparams, &s->binary);
         if (rc == PGSPOUT_OK && !s->opt.arrow && !s->opt.binary)
             rc = lookup_types(s);
         if (rc == PGSPOUT_OK)
             rc = json_wrap(s, sql);
+        if (rc == PGSPOUT_OK)
+            described_keep(s, sql, nparams);
         if (rc == PGSPOUT_ESQL) { /* as a refused query ends: the transaction aborted */
             s->server_done = 1;
             savepoint_end(s, 0);
@@ -2330,7 +2389,13 @@ static int json_ready(pgspout_stream *s)
 {
     if (s->json_unresolved >= 0) {
         int c = s->json_unresolved;
-        if (s->jtypes.catalog)
+        if (s->desc_cached == 2)
+            set_error(s, "",
+                      "JSON rows: column \"%s\" has type %u since this connection described the "
+                      "statement (DDL?), a type it did not look up; run it again: it is described "
+                      "anew",
+                      PQfname(s->meta, c), PQftype(s->meta, c));
+        else if (s->jtypes.catalog)
             set_error(s, "",
                       "JSON rows: the catalog did not describe type %u of column \"%s\" (was it "
                       "dropped?)",

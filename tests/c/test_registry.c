@@ -476,6 +476,101 @@ static void test_reset_follows_the_statement(void **state)
     pgspout_conn_close(admin);
 }
 
+static int changed_logged;
+
+static void count_changed(int level, const char *message, void *ud)
+{
+    (void)level;
+    (void)ud;
+    if (strstr(message, "result types changed since this connection described it"))
+        changed_logged++;
+}
+
+/* What the server renders for the rows of sql: row_to_json, one per line. */
+static char *server_ndjson(pgspout_conn *admin, const char *sql)
+{
+    char q[512];
+    snprintf(q, sizeof q,
+             "SELECT coalesce(string_agg(row_to_json(q)::text || E'\\n', '' ORDER BY ord), '') "
+             "FROM (%s) q, LATERAL (SELECT 1) z(ord)",
+             sql);
+    return tu_scalar(admin, q, 0, NULL);
+}
+
+/* A registry stream runs a statement its connection described before
+ * without describing it again (described.c): the same rows as the server
+ * renders, also after DDL changed the result's types in between (rendered
+ * with the new types, logged, described anew next time); a type the
+ * connection never looked up ends that one run with a clear error, before
+ * any row, and the next run renders it. */
+static void test_described_again(void **state)
+{
+    (void)state;
+    pgspout_conn *admin = tu_connect();
+    free(tu_scalar(admin, "DROP TABLE IF EXISTS pgs_desc_t", 0, NULL));
+    free(tu_scalar(admin, "DROP TYPE IF EXISTS pgs_desc_e", 0, NULL));
+    free(tu_scalar(admin,
+                   "CREATE TABLE pgs_desc_t AS SELECT g AS id, g * 10 AS v "
+                   "FROM generate_series(1, 3) g",
+                   0, NULL));
+    pgspout_pool *p = new_pool("pgs_reg_desc", "1", "0");
+    pgspout_set_log_hook(count_changed, NULL);
+    changed_logged = 0;
+    const char *sql = "SELECT id, v FROM pgs_desc_t ORDER BY id";
+    static const char *const alter[] = {
+        NULL, /* the first run describes, the second uses that */
+        NULL,
+        "ALTER TABLE pgs_desc_t ALTER COLUMN v TYPE text USING 'v' || v",
+        "ALTER TABLE pgs_desc_t ALTER COLUMN v TYPE numeric(6,2) USING 1.5",
+        NULL,
+        "ALTER TABLE pgs_desc_t ALTER COLUMN v TYPE float8 USING 0.1",
+        NULL, /* described anew (and remembered) after that change */
+    };
+    int changes = 0;
+    for (size_t i = 0; i < sizeof alter / sizeof alter[0]; i++) {
+        if (alter[i]) {
+            free(tu_scalar(admin, alter[i], 0, NULL));
+            changes += i != 3; /* run 2 re-described: run 3's change is met by a describe */
+        }
+        char *got = one_row(p, sql, NULL);
+        char *want = server_ndjson(admin, sql);
+        if (strcmp(got, want) != 0)
+            fail_msg("run %zu: got %s, the server renders %s", i, got, want);
+        free(got);
+        free(want);
+        assert_int_equal(changed_logged, changes);
+    }
+
+    /* an enum the connection never looked up */
+    free(tu_scalar(admin, "CREATE TYPE pgs_desc_e AS ENUM ('a', 'b')", 0, NULL));
+    free(tu_scalar(admin, "ALTER TABLE pgs_desc_t ALTER COLUMN v TYPE pgs_desc_e USING 'b'", 0,
+                   NULL));
+    uint64_t id = open_on(p, sql, NULL);
+    char *out = NULL, *err = NULL;
+    int frc = pgspout_registry_fetch(id, 0, &out, NULL, NULL, &err);
+    if (frc != PGSPOUT_ESTATE)
+        fail_msg("enum run: %s, %s, %s", pgspout_code_name(frc), out ? out : "-", err ? err : "-");
+    assert_null(out);
+    assert_non_null(err);
+    if (strstr(err, "run it again") == NULL)
+        fail_msg("unexpected error: %s", err);
+    pgspout_free(err);
+    assert_int_equal(pgspout_registry_close(id), PGSPOUT_OK);
+    char *got = one_row(p, sql, NULL);
+    char *want = server_ndjson(admin, sql);
+    assert_string_equal(got, want);
+    assert_non_null(strstr(got, "\"v\":\"b\""));
+    free(got);
+    free(want);
+    assert_int_equal(pstats(p).created, 1);
+
+    pgspout_set_log_hook(NULL, NULL);
+    pgspout_pool_close(p);
+    free(tu_scalar(admin, "DROP TABLE pgs_desc_t", 0, NULL));
+    free(tu_scalar(admin, "DROP TYPE pgs_desc_e", 0, NULL));
+    pgspout_conn_close(admin);
+}
+
 /* A stream holds its connection while it runs: with the pool exhausted the
  * next open waits acquire_timeout, then fails clearly. */
 static void test_exhausted(void **state)
@@ -662,6 +757,7 @@ int main(void)
         cmocka_unit_test(test_back_after_close_and_reap),
         cmocka_unit_test(test_no_state_leak),
         cmocka_unit_test(test_reset_follows_the_statement),
+        cmocka_unit_test(test_described_again),
         cmocka_unit_test(test_exhausted),
         cmocka_unit_test(test_reaper_maintains),
         cmocka_unit_test(test_registry_pool),
