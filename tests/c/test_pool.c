@@ -53,11 +53,7 @@ static pgspout_conn *acquire(pgspout_pool *p)
 
 static long scalar_long(pgspout_conn *c, const char *sql)
 {
-    char *v = tu_scalar(c, sql, 0, NULL);
-    assert_non_null(v);
-    long n = atol(v);
-    free(v);
-    return n;
+    return tu_scalar_long(c, sql, 0, NULL);
 }
 
 static long backend_pid(pgspout_conn *c) { return scalar_long(c, "SELECT pg_backend_pid()"); }
@@ -84,13 +80,10 @@ static pgspout_pool_stats stats(pgspout_pool *p)
 static long backends(pgspout_conn *admin, const char *app)
 {
     const char *params[] = {app};
-    char *v = tu_scalar(admin,
-                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
-                        "AND backend_type = 'client backend'",
-                        1, params);
-    long n = atol(v);
-    free(v);
-    return n;
+    return tu_scalar_long(admin,
+                          "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+                          "AND backend_type = 'client backend'",
+                          1, params);
 }
 
 /* ------------------------------------------------------------------ tests */

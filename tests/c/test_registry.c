@@ -132,13 +132,10 @@ static long pid_via(pgspout_pool *p, const pgspout_options *o)
 static long backends(pgspout_conn *admin, const char *app)
 {
     const char *params[] = {app};
-    char *v = tu_scalar(admin,
-                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
-                        "AND backend_type = 'client backend'",
-                        1, params);
-    long n = atol(v);
-    free(v);
-    return n;
+    return tu_scalar_long(admin,
+                          "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+                          "AND backend_type = 'client backend'",
+                          1, params);
 }
 
 /* Wait (bounded) until the pool has nothing in use: the reaper thread may
@@ -404,12 +401,9 @@ static void test_no_state_leak(void **state)
 static long advisory_held(pgspout_conn *admin, const char *k)
 {
     const char *params[] = {k};
-    char *v =
-        tu_scalar(admin, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1",
-                  1, params);
-    long n = atol(v);
-    free(v);
-    return n;
+    return tu_scalar_long(
+        admin, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1", 1,
+        params);
 }
 
 /* The pool's reset follows a registry stream's statement in its pipeline:

@@ -124,6 +124,15 @@ char *tu_scalar(pgspout_conn *c, const char *sql, int nparams, const char *const
     return out;
 }
 
+long tu_scalar_long(pgspout_conn *c, const char *sql, int nparams, const char *const *params)
+{
+    char *v = tu_scalar(c, sql, nparams, params);
+    assert_non_null(v);
+    long n = atol(v);
+    free(v);
+    return n;
+}
+
 char *tu_try_scalar(pgspout_conn *c, const char *sql, int nparams, const char *const *params)
 {
     char *out, err[8192];

@@ -39,6 +39,8 @@ char *tu_dsn_with(const char *extra);
  * first column of the first row, malloc'd ("<NULL>" for SQL NULL, NULL when
  * no rows). Asserts that the stream succeeds. */
 char *tu_scalar(pgspout_conn *c, const char *sql, int nparams, const char *const *params);
+/* tu_scalar's value as a number (asserts a row). */
+long tu_scalar_long(pgspout_conn *c, const char *sql, int nparams, const char *const *params);
 /* The same without cmocka: NULL when the stream fails (or has no rows). */
 char *tu_try_scalar(pgspout_conn *c, const char *sql, int nparams, const char *const *params);
 /* Run sql on conn, check it succeeds and returns exactly one row with the
