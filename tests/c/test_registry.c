@@ -480,13 +480,14 @@ static void count_changed(int level, const char *message, void *ud)
         changed_logged++;
 }
 
-/* What the server renders for the rows of sql: row_to_json, one per line. */
+/* What the server renders for the rows of sql (a column id orders them):
+ * row_to_json, one per line. */
 static char *server_ndjson(pgspout_conn *admin, const char *sql)
 {
     char q[512];
     snprintf(q, sizeof q,
-             "SELECT coalesce(string_agg(row_to_json(q)::text || E'\\n', '' ORDER BY ord), '') "
-             "FROM (%s) q, LATERAL (SELECT 1) z(ord)",
+             "SELECT coalesce(string_agg(row_to_json(q)::text || E'\\n', '' ORDER BY q.id), '') "
+             "FROM (%s) q",
              sql);
     return tu_scalar(admin, q, 0, NULL);
 }
