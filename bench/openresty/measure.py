@@ -17,7 +17,10 @@ for a few seconds at the same concurrency, then measured with
     "connection authorized ... application_name=pgspout_ngx" lines
     (log_connections, our own server only) and the pool's
     pgspout_pool_connections_created_total (/metrics);
-  - nginx's error.log: errors, "no available Lua vm".
+  - nginx's error.log: errors, "no available Lua vm";
+  - CPU per request (/proc/PID/stat, user + system): the nginx worker with
+    its thread pool, and, pooled, the example's backends (unpooled ones
+    exit during the run: n/a).
 Then a long run (pooled, 10,000-row requests) with RSS sampled every 5 s.
 Writes OUT/results.md and OUT/results.json.
 """
@@ -177,6 +180,36 @@ def wrk(url, conns, secs, script=None):
     return r
 
 
+def cpu_s(pid):
+    """user + system CPU seconds of a process (all its threads); None once gone"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def backend_pids(dsn):
+    """the example's PostgreSQL backends now (application_name APP)"""
+    out = subprocess.run(["psql", "-X", "-At", "-q", "-d", dsn, "-c",
+                          f"SELECT pid FROM pg_stat_activity WHERE application_name = '{APP}'"],
+                         capture_output=True, text=True, check=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def cpu_per_request(before, requests):
+    """microseconds of CPU per request since before ({pid: seconds}); None
+    when a process is gone (its CPU can no longer be read)"""
+    total = 0.0
+    for pid, t0 in before.items():
+        t1 = cpu_s(pid)
+        if t0 is None or t1 is None:
+            return None
+        total += t1 - t0
+    return total * 1e6 / max(requests, 1)
+
+
 def check_content(ngx):
     row = json.loads(ngx.get("/row?id=424242"))
     assert row["id"] == 424242 and row["name"].startswith("name-"), row
@@ -199,9 +232,15 @@ def one_run(args, mode, endpoint, conns):
         closed0 = ngx.closed()
         rss0 = ngx.status("VmRSS")
         load0 = loadavg()
+        # CPU per request: the nginx worker (its thread pool included) and,
+        # pooled, the backends serving it (unpooled ones come and go)
+        ngx_cpu0 = {ngx.worker: cpu_s(ngx.worker)}
+        pg_cpu0 = {p: cpu_s(p) for p in backend_pids(args.dsn)} if mode == "pooled" else {}
         s = Sampler(ngx, args.dsn)
         s.start()
         r = wrk(url, conns, args.duration, script)
+        ngx_us = cpu_per_request(ngx_cpu0, r["requests"])
+        pg_us = cpu_per_request(pg_cpu0, r["requests"]) if pg_cpu0 else None
         s.finish()
         logc1 = log_connections(args.pglog)
         made = ngx.metric("pgspout_pool_connections_created_total", "registry") - made0
@@ -218,6 +257,7 @@ def one_run(args, mode, endpoint, conns):
             "backends_peak": max(s.backends) if s.backends else None,
             "backends_created_log": None if logc0 is None else logc1 - logc0,
             "pool_created": int(made), "pool_acquires": int(acq), "pool_closed": closed,
+            "nginx_cpu_us_per_request": ngx_us, "backends_cpu_us_per_request": pg_us,
         })
         errs, novm = ngx.errors()
         r["errors"] = len(errs)
@@ -265,6 +305,10 @@ def closed_txt(r):
     return " (" + ", ".join(f"{v} {k}" for k, v in sorted(c.items())) + ")" if c else ""
 
 
+def us(v):
+    return "n/a" if v is None else f"{v:.0f}"
+
+
 def mb(kb):
     return f"{kb / 1024:.0f}"
 
@@ -282,8 +326,9 @@ def write(args, runs, lng, meta):
     if runs:
         L.append("| mode | endpoint | conns | req/s | p50 ms | p99 ms | max ms | non-2xx | sock err "
                  "| backends created | per request | pool created (closed) | peak backends "
-                 "| RSS peak MB | RSS after MB | no Lua VM | errors | load before |")
-        L.append("|" + "---|" * 18)
+                 "| RSS peak MB | RSS after MB | no Lua VM | errors | CPU us/request: nginx, backends "
+                 "| load before |")
+        L.append("|" + "---|" * 19)
         for r in runs:
             created = r["backends_created_log"]
             per = "n/a" if created is None else f"{created / max(r['requests'], 1):.3f}"
@@ -292,7 +337,8 @@ def write(args, runs, lng, meta):
                      f"| {r['sockerr']} | {'n/a' if created is None else created} | {per} "
                      f"| {r['pool_created']}{closed_txt(r)} "
                      f"| {r['backends_peak']} | {mb(r['rss_peak_kb'])} | {mb(r['rss_after_kb'])} "
-                     f"| {r['no_vm']} | {r['errors']} | {r['load_before']} |")
+                     f"| {r['no_vm']} | {r['errors']} | {us(r['nginx_cpu_us_per_request'])}, "
+                     f"{us(r['backends_cpu_us_per_request'])} | {r['load_before']} |")
     L.append("")
     if lng:
         L.append(f"## Long run: pooled, 10,000-row requests, {lng['conns']} connections, {lng['duration']} s\n")
