@@ -273,6 +273,21 @@ static int checkout_check(const pgspout_pool *p, pgspout_conn *c, int64_t now)
     return -1;
 }
 
+/* The reset on its own: a ROLLBACK of what is open, then the reset
+ * pipeline, each within step of its start (now for the first). */
+static int reset_session(pgspout_conn *c, int64_t now, int64_t step)
+{
+    PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+    int rc = PGSPOUT_OK;
+    if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR)
+        rc = pgs_conn_exec(c, "ROLLBACK", now + step);
+    else if (ts != PQTRANS_IDLE)
+        rc = PGSPOUT_ECONN;
+    if (rc == PGSPOUT_OK)
+        rc = pgs_conn_exec_pipeline(c, pgs_pool_reset_sql, PGS_POOL_RESET_N, pgs_now_ns() + step);
+    return rc;
+}
+
 /* Release: make c what a new connection is, or say why it must close. */
 static int reset_conn(pgspout_pool *p, pgspout_conn *c, int closed)
 {
@@ -293,21 +308,12 @@ static int reset_conn(pgspout_pool *p, pgspout_conn *c, int closed)
         now - c->pool_born_ns >= p->opt.max_lifetime_ms * PGS_NS_PER_MS)
         return PGS_POOL_CLOSE_MAX_LIFETIME;
     int64_t step = c->cancel_timeout_ms * PGS_NS_PER_MS;
-    int rc = PGSPOUT_OK, done = 0;
+    int rc = PGSPOUT_ESQL;   /* not reset yet */
     pgs_interrupt_suspend(); /* a cleanup: finish it whatever the caller's hook says */
-    if (c->reset_queued) {   /* sent behind the stream's statement */
+    if (c->reset_queued)     /* sent behind the stream's statement */
         rc = pgs_conn_finish_reset(c, now + step);
-        done = rc == PGSPOUT_OK;
-        if (rc == PGSPOUT_ESQL) /* refused: reset below, the usual way */
-            rc = PGSPOUT_OK;
-    }
-    PGTransactionStatusType ts = PQtransactionStatus(c->pg);
-    if (rc == PGSPOUT_OK && !done && (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR))
-        rc = pgs_conn_exec(c, "ROLLBACK", now + step);
-    else if (rc == PGSPOUT_OK && !done && ts != PQTRANS_IDLE)
-        rc = PGSPOUT_ECONN;
-    if (rc == PGSPOUT_OK && !done)
-        rc = pgs_conn_exec_pipeline(c, pgs_pool_reset_sql, PGS_POOL_RESET_N, pgs_now_ns() + step);
+    if (rc == PGSPOUT_ESQL) /* none queued, or the server refused it */
+        rc = reset_session(c, now, step);
     pgs_interrupt_resume();
     if (rc == PGSPOUT_OK && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
         rc = PGSPOUT_EINTERNAL;

@@ -2133,8 +2133,8 @@ int pgspout_stream_open(pgspout_conn *conn, const char *sql, int nparams, const 
      * statement ends (the stream reads up to the statement's Sync). Not in
      * a transaction, which the reset would refuse, and not for a statement
      * that begins or ends one. */
-    int with_reset = s->opt.pool_one_stream && conn->pool && txc == TXC_NONE && !s->savepoint &&
-                     !s->own_tx && PQtransactionStatus(conn->pg) == PQTRANS_IDLE;
+    int with_reset = s->opt.pool_one_stream && conn->pool && txc == TXC_NONE &&
+                     PQtransactionStatus(conn->pg) == PQTRANS_IDLE;
     /* the described statement, unless a catalog query replaced it or the
      * statement became a subquery (option json): then parsed again, which
      * costs no round trip */
