@@ -82,12 +82,10 @@ pass "nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') up on port $port"
 
 # The control: a bare nginx (no Lua, no pgspout) in its own process, to tell
 # machine-wide CPU starvation from a blocked event loop.
-cport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cport=$(ngx_free_port)
 mkdir -p "$prefix/control/logs" "$prefix/control/tmp"
-user_line=""
-[ "$(id -u)" = 0 ] && user_line="user root;"
 cat >"$prefix/control/nginx.conf" <<CONF
-$user_line
+$ngx_user_line
 worker_processes 1;
 daemon off;
 pid $prefix/control/logs/nginx.pid;
@@ -323,7 +321,7 @@ pass "registry empty after the abort; /metrics streams_cancelled_total $cancelle
 # returns pgspout.take_log() and the request hands it to pgspout.log).
 lp=$prefix/logcheck
 mkdir -p "$lp/logs" "$lp/tmp"
-lport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+lport=$(ngx_free_port)
 cat >"$lp/logtask.lua" <<'LUA'
 local pgspout = require "pgspout"
 local M = {}
@@ -342,7 +340,7 @@ LUA
 cat >"$lp/nginx.conf" <<CONF
 load_module /usr/lib/nginx/modules/ndk_http_module.so;
 load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
-$user_line
+$ngx_user_line
 worker_processes 1;
 daemon off;
 pid $lp/logs/nginx.pid;

@@ -65,7 +65,6 @@ local function now()
     return ngx.now()
 end
 
-
 -- the integer query argument `name` in [lo, hi] (absent: def), else 400
 local function int_arg(args, name, def, lo, hi)
     local raw = args[name]
